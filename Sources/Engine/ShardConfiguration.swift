@@ -1,0 +1,18 @@
+/// Sizes of a shard's preallocated resources. Everything here is allocated once at start-up.
+public struct ShardConfiguration: Sendable {
+    /// Submission queue entries; the completion queue gets four times as many.
+    public var ringEntries: UInt32 = 2048
+    /// Provided receive buffers (a power of two) and their size. A buffer holds the recvmsg header and the
+    /// source address (144 bytes) before the datagram, so 9216 fits a 9000-byte jumbo datagram.
+    public var receiveBuffers = 1024
+    public var receiveBufferBytes = 9216
+    /// Concurrent outbound datagrams and the largest datagram the shard sends.
+    public var sendSlots = 2048
+    public var sendSlotBytes = 9000
+    /// Timers a shard can hold at once.
+    public var timerCapacity = 1 << 16
+    /// SO_RCVBUF / SO_SNDBUF asked of the kernel for each socket.
+    public var socketBufferBytes: Int32 = 4 << 20
+
+    public init() {}
+}

@@ -1,0 +1,33 @@
+/// What one shard has seen. Owned and written only by its shard's thread; read by others only after the
+/// thread is joined, or printed by the shard itself when asked (so no atomics on the hot path).
+public struct ShardCounters: Sendable, Equatable {
+    public var received = 0
+    public var sent = 0
+    public var parseErrors = 0
+    public var dropped = 0
+    public var staleCompletions = 0
+    public var handoffs = 0
+    public var sendErrors = 0
+    public var bufferExhaustion = 0
+
+    public init() {}
+
+    public static func + (a: ShardCounters, b: ShardCounters) -> ShardCounters {
+        var sum = a
+        sum.received += b.received
+        sum.sent += b.sent
+        sum.parseErrors += b.parseErrors
+        sum.dropped += b.dropped
+        sum.staleCompletions += b.staleCompletions
+        sum.handoffs += b.handoffs
+        sum.sendErrors += b.sendErrors
+        sum.bufferExhaustion += b.bufferExhaustion
+        return sum
+    }
+
+    /// One line, `key=value` pairs, stable so scripts can parse it.
+    public func line(label: String) -> String {
+        "\(label): received=\(received) sent=\(sent) parse_errors=\(parseErrors) dropped=\(dropped) "
+            + "stale=\(staleCompletions) handoffs=\(handoffs) send_errors=\(sendErrors) enobufs=\(bufferExhaustion)"
+    }
+}

@@ -1,0 +1,39 @@
+/// The work a shard does with what it receives. One handler instance per shard, created on the shard's
+/// thread, so it may keep per-shard scratch state (a reusable parser, counters) without locks.
+public protocol ShardHandler: AnyObject {
+    /// Called for each datagram received by this shard or lent to it by another.
+    /// The bytes are valid only during the call: whatever must outlive it is copied into a send buffer.
+    func handle(_ datagram: borrowing Datagram, on shard: Shard) -> Disposition
+
+    /// Called when a timer scheduled with `Shard.schedule(after:payload:)` fires.
+    func timerFired(payload: UInt64, on shard: Shard)
+}
+
+extension ShardHandler {
+    public func timerFired(payload: UInt64, on shard: Shard) {}
+}
+
+/// One received datagram, viewed in place in its provided buffer.
+public struct Datagram: ~Copyable {
+    public let bytes: UnsafeRawBufferPointer
+    public let source: SocketAddress
+    /// Index into the shard's sockets (one per listen address) it arrived on.
+    public let socketIndex: Int
+    /// The shard whose buffer this is, when another shard received it and lent it here.
+    public let lender: Int?
+
+    public init(bytes: UnsafeRawBufferPointer, source: SocketAddress, socketIndex: Int, lender: Int? = nil) {
+        self.bytes = bytes
+        self.source = source
+        self.socketIndex = socketIndex
+        self.lender = lender
+    }
+}
+
+public enum Disposition: Equatable {
+    /// Finished: the buffer goes back to its ring.
+    case done
+    /// The datagram belongs to another shard (e.g. a reply for a transaction it owns): lend it there with
+    /// MSG_RING. A datagram that was itself lent is never lent again.
+    case handOff(toShard: Int)
+}

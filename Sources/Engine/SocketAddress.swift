@@ -1,0 +1,177 @@
+import Glibc
+
+/// An IPv4 or IPv6 UDP endpoint, stored as the kernel's `sockaddr_storage` so it can be handed to `sendmsg`
+/// without conversion. A value type of fixed size: copying one allocates nothing.
+public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
+    public private(set) var storage = sockaddr_storage()
+
+    public init(ipv4 bytes: (UInt8, UInt8, UInt8, UInt8), port: UInt16) {
+        withUnsafeMutableBytes(of: &storage) { raw in
+            let sin = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self)
+            sin.pointee.sin_family = sa_family_t(AF_INET)
+            sin.pointee.sin_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sin.pointee.sin_addr) { a in
+                a[0] = bytes.0; a[1] = bytes.1; a[2] = bytes.2; a[3] = bytes.3
+            }
+        }
+    }
+
+    /// - Precondition: `raw` holds a `sockaddr_in` or `sockaddr_in6` of `length` bytes.
+    public init?(raw: UnsafeRawPointer, length: Int) {
+        let family = Int32(raw.load(as: sockaddr.self).sa_family)
+        let needed = family == AF_INET ? MemoryLayout<sockaddr_in>.size
+            : family == AF_INET6 ? MemoryLayout<sockaddr_in6>.size : Int.max
+        guard length >= needed else { return nil }
+        withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: raw, count: needed)) }
+    }
+
+    /// Parses a numeric IPv4 address (`127.0.0.1`) or IPv6 address (`::1`, with or without brackets).
+    /// Never resolves a name: that would block the shard.
+    public init?<Bytes: Collection>(numericHost host: Bytes, port: UInt16) where Bytes.Element == UInt8 {
+        var text = [CChar](repeating: 0, count: 64)
+        var count = 0
+        for byte in host where byte != UInt8(ascii: "[") && byte != UInt8(ascii: "]") {
+            guard count < 63 else { return nil }
+            text[count] = CChar(bitPattern: byte)
+            count += 1
+        }
+        var result = sockaddr_storage()
+        let ok: Bool = withUnsafeMutableBytes(of: &result) { raw in
+            if text.contains(CChar(UInt8(ascii: ":"))) {
+                let sin6 = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in6.self)
+                sin6.pointee.sin6_family = sa_family_t(AF_INET6)
+                sin6.pointee.sin6_port = port.bigEndian
+                return inet_pton(AF_INET6, text, &sin6.pointee.sin6_addr) == 1
+            }
+            let sin = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self)
+            sin.pointee.sin_family = sa_family_t(AF_INET)
+            sin.pointee.sin_port = port.bigEndian
+            return inet_pton(AF_INET, text, &sin.pointee.sin_addr) == 1
+        }
+        guard ok else { return nil }
+        storage = result
+    }
+
+    public init?(numericHost host: String, port: UInt16) {
+        self.init(numericHost: Array(host.utf8), port: port)
+    }
+
+    public var family: Int32 { Int32(storage.ss_family) }
+    public var isIPv6: Bool { family == AF_INET6 }
+
+    public var length: socklen_t {
+        socklen_t(isIPv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+    }
+
+    public var port: UInt16 {
+        get {
+            withUnsafeBytes(of: storage) { raw in
+                isIPv6 ? UInt16(bigEndian: raw.load(as: sockaddr_in6.self).sin6_port)
+                    : UInt16(bigEndian: raw.load(as: sockaddr_in.self).sin_port)
+            }
+        }
+        set {
+            let v6 = isIPv6
+            withUnsafeMutableBytes(of: &storage) { raw in
+                if v6 {
+                    raw.baseAddress!.assumingMemoryBound(to: sockaddr_in6.self).pointee.sin6_port = newValue.bigEndian
+                } else {
+                    raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self).pointee.sin_port = newValue.bigEndian
+                }
+            }
+        }
+    }
+
+    /// Writes the numeric host (IPv6 without brackets) as ASCII into `out`; returns the byte count.
+    /// Used on the hot path for `received=` and our own Via, so it writes into caller memory.
+    public func writeHost(into out: UnsafeMutableRawBufferPointer) -> Int {
+        var text = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        return withUnsafeMutableBytes(of: &text) { buffer -> Int in
+            let dst = buffer.baseAddress!.assumingMemoryBound(to: CChar.self)
+            let ok: Bool = withUnsafeBytes(of: storage) { raw in
+                if isIPv6 {
+                    var a = raw.load(as: sockaddr_in6.self).sin6_addr
+                    return inet_ntop(AF_INET6, &a, dst, socklen_t(buffer.count)) != nil
+                }
+                var a = raw.load(as: sockaddr_in.self).sin_addr
+                return inet_ntop(AF_INET, &a, dst, socklen_t(buffer.count)) != nil
+            }
+            guard ok else { return 0 }
+            let n = min(strlen(dst), out.count)
+            out.copyMemory(from: UnsafeRawBufferPointer(start: buffer.baseAddress, count: n))
+            return n
+        }
+    }
+
+    public var hostString: String {
+        var bytes = [UInt8](repeating: 0, count: 64)
+        let n = bytes.withUnsafeMutableBytes { writeHost(into: $0) }
+        return String(decoding: bytes[0..<n], as: UTF8.self)
+    }
+
+    public var description: String { isIPv6 ? "[\(hostString)]:\(port)" : "\(hostString):\(port)" }
+
+    public static func == (lhs: SocketAddress, rhs: SocketAddress) -> Bool {
+        guard lhs.family == rhs.family else { return false }
+        let n = Int(lhs.length)
+        return withUnsafeBytes(of: lhs.storage) { l in
+            withUnsafeBytes(of: rhs.storage) { r in
+                if lhs.isIPv6 {
+                    let a = l.load(as: sockaddr_in6.self), b = r.load(as: sockaddr_in6.self)
+                    return a.sin6_port == b.sin6_port
+                        && withUnsafeBytes(of: a.sin6_addr) { x in withUnsafeBytes(of: b.sin6_addr) { y in x.elementsEqual(y) } }
+                }
+                return memcmp(l.baseAddress!, r.baseAddress!, min(n, 8)) == 0
+            }
+        }
+    }
+}
+
+/// `udp:IP:PORT` or `udp:[IPv6]:PORT`, as written on the command line and in scripts.
+public struct ListenSpec: Sendable, Equatable, CustomStringConvertible {
+    public var address: SocketAddress
+
+    public init(address: SocketAddress) { self.address = address }
+
+    /// Returns nil with `reason` describing the first problem found.
+    public static func parse(_ text: String) -> Result<ListenSpec, ListenSpecError> {
+        var rest = Substring(text)
+        if rest.hasPrefix("udp:") {
+            rest = rest.dropFirst(4)
+        } else if let colon = rest.firstIndex(of: ":"), rest[..<colon].allSatisfy(\.isLetter),
+                  !rest[..<colon].isEmpty, rest.first != "[" {
+            return .failure(.init("unsupported transport '\(rest[..<colon])' in '\(text)' (only udp is supported)"))
+        }
+        let host: Substring
+        let portText: Substring
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else {
+                return .failure(.init("missing ']' in IPv6 address '\(text)'"))
+            }
+            host = rest[rest.index(after: rest.startIndex)..<close]
+            let after = rest[rest.index(after: close)...]
+            guard after.hasPrefix(":") else { return .failure(.init("missing ':PORT' in '\(text)'")) }
+            portText = after.dropFirst()
+        } else {
+            guard let colon = rest.lastIndex(of: ":") else {
+                return .failure(.init("expected udp:IP:PORT, got '\(text)'"))
+            }
+            host = rest[..<colon]
+            portText = rest[rest.index(after: colon)...]
+        }
+        guard let port = UInt16(portText), port != 0 else {
+            return .failure(.init("bad port '\(portText)' in '\(text)' (expected 1-65535)"))
+        }
+        guard let address = SocketAddress(numericHost: String(host), port: port) else {
+            return .failure(.init("'\(host)' in '\(text)' is not a numeric IPv4 or IPv6 address"))
+        }
+        return .success(ListenSpec(address: address))
+    }
+
+    public var description: String { "udp:\(address)" }
+}
+
+public struct ListenSpecError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,98 @@
+import CUring
+import Glibc
+
+// Every raw syscall the engine makes outside the ring goes through this file, so the set is easy to audit.
+// None of these run per message.
+
+enum Syscalls {
+    /// A UDP socket bound to `address` with SO_REUSEPORT, so every shard can bind its own socket to the same
+    /// address and the kernel spreads datagrams between them by flow hash.
+    static func boundUDPSocket(_ address: SocketAddress, receiveBufferBytes: Int32) -> Result<Int32, Errno> {
+        let fd = socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return .failure(Errno(rawValue: errno)) }
+        var one: Int32 = 1
+        var bytes = receiveBufferBytes
+        let size = socklen_t(MemoryLayout<Int32>.size)
+        if setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, size) != 0
+            || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, size) != 0 {
+            let error = Errno(rawValue: errno)
+            close(fd)
+            return .failure(error)
+        }
+        // A larger receive buffer rides out bursts while a shard is busy; failure only means the default.
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, size)
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, size)
+        if address.isIPv6 {
+            _ = setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, size)
+        }
+        var storage = address.storage
+        let rc = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, address.length) }
+        }
+        guard rc == 0 else {
+            let error = Errno(rawValue: errno)
+            close(fd)
+            return .failure(error)
+        }
+        return .success(fd)
+    }
+
+    /// The address a socket is bound to (to learn the port the kernel chose for port 0 in tests).
+    static func localAddress(of fd: Int32) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard rc == 0 else { return nil }
+        return withUnsafeBytes(of: storage) { SocketAddress(raw: $0.baseAddress!, length: Int(length)) }
+    }
+
+    static func closeDescriptor(_ fd: Int32) {
+        _ = close(fd)
+    }
+
+    /// Milliseconds on CLOCK_MONOTONIC: the timer wheel's clock, also what the ring's absolute timeouts use.
+    static func monotonicMilliseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+
+    static func onlineCPUCount() -> Int {
+        max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    }
+
+    static func pinCurrentThread(to cpu: Int) -> Errno? {
+        let rc = CUring_pin_current_thread(Int32(cpu))
+        return rc == 0 ? nil : Errno(rawValue: rc)
+    }
+
+    /// Page-aligned, zeroed memory for the provided-buffer ring, which the kernel requires to be page aligned.
+    static func pageAlignedAllocation(bytes: Int) -> UnsafeMutableRawPointer {
+        var pointer: UnsafeMutableRawPointer?
+        let rc = posix_memalign(&pointer, Int(sysconf(Int32(_SC_PAGESIZE))), bytes)
+        precondition(rc == 0 && pointer != nil, "out of memory allocating \(bytes) bytes for a buffer ring")
+        memset(pointer!, 0, bytes)
+        return pointer!
+    }
+
+    static func readSysctl(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 64)
+        let n = read(fd, &bytes, bytes.count)
+        guard n > 0 else { return nil }
+        return String(decoding: bytes[0..<n], as: UTF8.self).trimmingWhitespace()
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s.removeFirst() }
+        while let c = s.last, c.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}
