@@ -21,7 +21,6 @@ let package = Package(
             name: "Engine",
             dependencies: [
                 "CUring", "SIP",
-                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
@@ -31,6 +30,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        // Counts heap allocations; linked only into benchmarks and allocation tests, never the daemon.
+        .target(name: "CAllocCounter"),
+        .executableTarget(
+            name: "ringsip-bench",
+            dependencies: ["SIP", "Engine", "CAllocCounter"],
+            path: "perf/microbench"
         ),
         .testTarget(name: "SIPTests", dependencies: ["SIP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CUring", "SIP"]),

@@ -4,6 +4,8 @@ import Glibc
 /// Why the engine did not start, in one line for the user.
 public struct EngineStartError: Error, CustomStringConvertible {
     public var description: String
+    /// True when the cause is a listen address (in use, not local, no permission), not the kernel.
+    public var isAddressProblem = false
 }
 
 /// The shards and their threads. Created and controlled from one thread (the daemon's main thread), which
@@ -79,7 +81,7 @@ public final class Engine: @unchecked Sendable {
                     if shard == 0, let local = Syscalls.localAddress(of: fd) { bound[i] = local }
                 case .failure(let errno):
                     closeSockets()
-                    throw EngineStartError(description: "cannot listen on udp:\(address): \(errno)")
+                    throw EngineStartError(description: "cannot listen on udp:\(address): \(errno)", isAddressProblem: true)
                 }
             }
         }

@@ -26,27 +26,31 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Parses a numeric IPv4 address (`127.0.0.1`) or IPv6 address (`::1`, with or without brackets).
-    /// Never resolves a name: that would block the shard.
+    /// Never resolves a name: that would block the shard. Allocates nothing (it runs per relayed message).
     public init?<Bytes: Collection>(numericHost host: Bytes, port: UInt16) where Bytes.Element == UInt8 {
-        var text = [CChar](repeating: 0, count: 64)
-        var count = 0
-        for byte in host where byte != UInt8(ascii: "[") && byte != UInt8(ascii: "]") {
-            guard count < 63 else { return nil }
-            text[count] = CChar(bitPattern: byte)
-            count += 1
-        }
         var result = sockaddr_storage()
-        let ok: Bool = withUnsafeMutableBytes(of: &result) { raw in
-            if text.contains(CChar(UInt8(ascii: ":"))) {
-                let sin6 = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in6.self)
-                sin6.pointee.sin6_family = sa_family_t(AF_INET6)
-                sin6.pointee.sin6_port = port.bigEndian
-                return inet_pton(AF_INET6, text, &sin6.pointee.sin6_addr) == 1
+        let ok = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { text -> Bool in
+            var count = 0
+            var sawColon = false
+            for byte in host where byte != UInt8(ascii: "[") && byte != UInt8(ascii: "]") {
+                guard count < 63 else { return false }
+                text[count] = CChar(bitPattern: byte)
+                sawColon = sawColon || byte == UInt8(ascii: ":")
+                count += 1
             }
-            let sin = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self)
-            sin.pointee.sin_family = sa_family_t(AF_INET)
-            sin.pointee.sin_port = port.bigEndian
-            return inet_pton(AF_INET, text, &sin.pointee.sin_addr) == 1
+            text[count] = 0
+            return withUnsafeMutableBytes(of: &result) { raw -> Bool in
+                if sawColon {
+                    let sin6 = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in6.self)
+                    sin6.pointee.sin6_family = sa_family_t(AF_INET6)
+                    sin6.pointee.sin6_port = port.bigEndian
+                    return inet_pton(AF_INET6, text.baseAddress!, &sin6.pointee.sin6_addr) == 1
+                }
+                let sin = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self)
+                sin.pointee.sin_family = sa_family_t(AF_INET)
+                sin.pointee.sin_port = port.bigEndian
+                return inet_pton(AF_INET, text.baseAddress!, &sin.pointee.sin_addr) == 1
+            }
         }
         guard ok else { return nil }
         storage = result

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Engine
+import Glibc
+import Logging
+
+/// The command line. Parsing is separate from running so every mistake can be reported as one line with
+/// exit status 2, which is what scripts around a daemon expect (ArgumentParser alone exits 64).
+struct RingSIPD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ringsipd",
+        abstract: "A SIP proxy on io_uring: one pinned shard per core.",
+        discussion: """
+            Relays SIP over UDP statelessly (RFC 3261 §16.11): requests go to --forward, or else to the top \
+            Route or the Request-URI; responses go back along their Via headers.
+            SIGUSR1 prints each shard's counters; SIGTERM or SIGINT stops cleanly and prints them.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("Address to receive SIP on, repeatable.", valueName: "udp:IP:PORT"))
+    var listen: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Next hop for every request.", valueName: "udp:IP:PORT"))
+    var forward: String?
+
+    @Option(name: .long, help: "Number of shards (default: one per CPU in --cpus, else one per online CPU).")
+    var shards: Int?
+
+    @Option(name: .long, help: ArgumentHelp("CPUs to pin shards to, in shard order.", valueName: "0,1,..."))
+    var cpus: String?
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    /// Everything the daemon needs, checked.
+    struct Settings {
+        var listen: [SocketAddress]
+        var forward: SocketAddress?
+        var shards: Int
+        var cpus: [Int]?
+        var logLevel: Logger.Level
+    }
+
+    func settings() throws(SettingsError) -> Settings {
+        let specs = listen.isEmpty ? ["udp:127.0.0.1:5060"] : listen
+        var addresses: [SocketAddress] = []
+        for spec in specs {
+            switch ListenSpec.parse(spec) {
+            case .success(let parsed): addresses.append(parsed.address)
+            case .failure(let error): throw SettingsError("--listen: \(error)")
+            }
+        }
+        var next: SocketAddress?
+        if let forward {
+            switch ListenSpec.parse(forward) {
+            case .success(let parsed): next = parsed.address
+            case .failure(let error): throw SettingsError("--forward: \(error)")
+            }
+        }
+        let online = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        var cpuList: [Int]?
+        if let cpus {
+            var list: [Int] = []
+            for item in cpus.split(separator: ",", omittingEmptySubsequences: false) {
+                guard let cpu = Int(item.trimmingCharacters()), cpu >= 0, cpu < online else {
+                    throw SettingsError("--cpus: '\(item)' is not a CPU number between 0 and \(online - 1)")
+                }
+                list.append(cpu)
+            }
+            cpuList = list
+        }
+        let count = shards ?? cpuList?.count ?? online
+        guard count >= 1 && count <= 255 else { throw SettingsError("--shards: \(count) is not between 1 and 255") }
+        if let cpuList, cpuList.count < count {
+            throw SettingsError("--cpus names \(cpuList.count) CPUs for \(count) shards; name one per shard")
+        }
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw SettingsError("--log-level: '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        return Settings(listen: addresses, forward: next, shards: count, cpus: cpuList, logLevel: level)
+    }
+}
+
+struct SettingsError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension Substring {
+    func trimmingCharacters() -> Substring {
+        var s = self
+        while s.first == " " { s.removeFirst() }
+        while s.last == " " { s.removeLast() }
+        return s
+    }
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Engine
+import Glibc
+import Logging
+
+func fail(_ message: String, status: Int32) -> Never {
+    FileHandleStderr.write("ringsipd: \(message)\n")
+    exit(status)
+}
+
+let settings: RingSIPD.Settings
+do {
+    let command = try RingSIPD.parseAsRoot() as! RingSIPD
+    settings = try command.settings()
+} catch let error as SettingsError {
+    fail(error.description, status: 2)
+} catch {
+    if RingSIPD.exitCode(for: error) == .success {
+        print(RingSIPD.fullMessage(for: error))
+        exit(0)
+    }
+    fail(RingSIPD.message(for: error).split(separator: "\n").first.map(String.init) ?? "bad arguments", status: 2)
+}
+
+LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = settings.logLevel
+    return handler
+}
+let log = Logger(label: "ringsipd")
+
+// Block the signals we handle in every thread (shards inherit this mask), then take them synchronously here:
+// no signal handler ever runs on a shard's thread.
+var handled = sigset_t()
+sigemptyset(&handled)
+for signal in [SIGINT, SIGTERM, SIGUSR1, SIGPIPE] { sigaddset(&handled, signal) }
+pthread_sigmask(SIG_BLOCK, &handled, nil)
+
+let relay = RelayConfiguration(forward: settings.forward)
+let engine = Engine(listen: settings.listen, shards: settings.shards, cpus: settings.cpus) { _ in
+    StatelessRelay(configuration: relay)
+}
+do {
+    try engine.start()
+} catch {
+    fail(error.description, status: error.isAddressProblem ? 2 : 1)
+}
+
+let cpuText = settings.cpus.map { $0.map(String.init).joined(separator: ",") } ?? "0-\(settings.shards - 1)"
+log.info("""
+    ringsipd started: \(settings.shards) shard(s) pinned to CPUs \(cpuText); \
+    io_uring flags \(engine.features.map { "\($0)" } ?? "none"); \
+    listening on \(engine.boundAddresses.map { "udp:\($0)" }.joined(separator: " ")); \
+    \(settings.forward.map { "forwarding to udp:\($0)" } ?? "routing by Route/Request-URI")
+    """)
+
+var signal: Int32 = 0
+while true {
+    guard sigwait(&handled, &signal) == 0 else { continue }
+    if signal == SIGUSR1 {
+        engine.requestCounters()
+        continue
+    }
+    if signal == SIGINT || signal == SIGTERM { break }
+}
+
+log.info("stopping: draining sends and joining shards")
+engine.stop()
+var total = ShardCounters()
+for (index, counters) in engine.finalCounters.enumerated() {
+    print(counters.line(label: "shard \(index)"))
+    total = total + counters
+}
+print(total.line(label: "total"))
+exit(0)
