@@ -147,3 +147,31 @@ final class LoopbackEngineTests: XCTestCase {
         }
     }
 }
+
+final class IPv6LoopbackTests: XCTestCase {
+    func testIPv6ListenAddressReceivesAndAnswers() throws {
+        let engine = Engine(listen: [SocketAddress(numericHost: "::1", port: 0)!], shards: 1, cpus: nil) { _ in
+            EchoHandler()
+        }
+        do { try engine.start() } catch {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { throw error }
+            throw XCTSkip("io_uring or IPv6 unavailable here: \(error)")
+        }
+        defer { engine.stop() }
+        let fd = socket(AF_INET6, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var destination = engine.boundAddresses[0].storage
+        let text = Array("over v6".utf8)
+        _ = withUnsafePointer(to: &destination) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(fd, text, text.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+            }
+        }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        XCTAssertEqual(n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil, "shard 0: over v6")
+        XCTAssertEqual(engine.boundAddresses[0].description.hasPrefix("[::1]:"), true)
+    }
+}

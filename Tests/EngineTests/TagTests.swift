@@ -47,3 +47,25 @@ final class TagTests: XCTestCase {
         }
     }
 }
+
+final class RingProbeTests: XCTestCase {
+    func testMissingOrBlockedIoUringIsExplainedInOneSentence() {
+        XCTAssertEqual(Ring.explain(errno: ENOSYS).description,
+                       "io_uring is not available: this kernel was built without it (ENOSYS).")
+        let blocked = Ring.explain(errno: EPERM).description
+        XCTAssertTrue(blocked.hasPrefix("io_uring is"), blocked)
+        XCTAssertFalse(blocked.contains("\n"))
+        XCTAssertTrue(Ring.explain(errno: ENOMEM).description.contains("RLIMIT_MEMLOCK"))
+    }
+
+    func testRingUsesTheBestSetupFlagsThisKernelAccepts() throws {
+        let ring: Ring
+        do { ring = try Ring(entries: 8) } catch {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { throw error }
+            throw XCTSkip("io_uring unavailable here: \(error)")
+        }
+        try ring.requireOpcodes()
+        // Kernels since 6.1 take SINGLE_ISSUER|DEFER_TASKRUN; the description names what is on.
+        XCTAssertTrue(ring.features.description.contains("SUBMIT_ALL"), ring.features.description)
+    }
+}
