@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Layers, low to high: CUring → SIP → Engine → ringsipd. A lower layer never imports a higher one.
+// Layers, low to high: CUring → SIP → Engine → Script → ringsipd. A lower layer never imports a higher one.
 let package = Package(
     name: "ringsip",
     products: [
@@ -23,10 +23,11 @@ let package = Package(
                 "CUring", "SIP",
             ]
         ),
+        .target(name: "Script", dependencies: ["SIP", "Engine"]),
         .executableTarget(
             name: "ringsipd",
             dependencies: [
-                "Engine", "SIP",
+                "Engine", "SIP", "Script",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -40,5 +41,6 @@ let package = Package(
         ),
         .testTarget(name: "SIPTests", dependencies: ["SIP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CUring", "SIP"]),
+        .testTarget(name: "ScriptTests", dependencies: ["Script", "Engine", "SIP"]),
     ]
 )

@@ -97,6 +97,13 @@ public enum SIPHeaderKind: UInt8, Sendable, CaseIterable {
         }
     }
 
+    /// The kind a header name (full or compact, any case) denotes; `.other` when not recognised.
+    /// For the layers above, e.g. a script's `$hdr(From)` resolved once at compile time.
+    public static func named(_ name: String) -> SIPHeaderKind {
+        var bytes = Array(name.utf8)
+        return bytes.withUnsafeMutableBytes { classify(UnsafeRawBufferPointer($0), 0, $0.count) }
+    }
+
     /// Classifies a header name, case-insensitively: compact forms by their letter, full names by
     /// length first so that each name is compared with at most a few candidates.
     static func classify(_ b: UnsafeRawBufferPointer, _ lower: Int, _ upper: Int) -> SIPHeaderKind {

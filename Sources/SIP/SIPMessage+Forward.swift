@@ -28,6 +28,9 @@ public struct SIPForwardingOptions {
     public var insertedHeaders: UnsafeRawBufferPointer?
     /// Raw header lines, each ending in CRLF, written after the received fields.
     public var appendedHeaders: UnsafeRawBufferPointer?
+    /// The Max-Forwards written when the request has none (RFC 3261 §16.6 step 3 suggests 70; a script's
+    /// `mf_process_maxfwd_header(n)` chooses n).
+    public var maxForwardsWhenAbsent = 70
 
     public init() {}
 }
@@ -45,7 +48,7 @@ extension SIPMessage {
     ) throws(SIPBuildError) -> Int {
         precondition(isRequest && hasStartLine, "writeForwardedRequest needs a parsed request")
         let b = bytes
-        var newMaxForwards = 70
+        var newMaxForwards = options.maxForwardsWhenAbsent
         if count(of: .maxForwards) > 0 {
             guard let received = maxForwards else { throw .malformedMessage }
             guard received > 0 else { throw .maxForwardsExhausted }

@@ -1,0 +1,79 @@
+# ringsip: build, run, test and benchmark. `make help` lists the targets.
+# Every target that needs Debian packages installs the missing ones itself (scripts/ensure-debs:
+# one dpkg-query when all are there, apt-get only when something is missing).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+SWIFT    ?= swift
+# Two cores: Swift builds must never overlap (other checkouts, other sessions).
+LOCK     := flock /tmp/ringsip-build.lock
+RINGSIPD ?= .build/release/ringsipd
+# Evaluated when used, i.e. after test-deps has had a chance to install pytest.
+PYTHON    = $(shell scripts/find-python)
+
+DEPS_DEBS := liburing-dev libmariadb-dev libcurl4-openssl-dev pkg-config
+TEST_DEBS := sip-tester kamailio procps util-linux
+PERF_DEBS := linux-perf valgrind
+
+RUN_ARGS     ?= --listen udp:127.0.0.1:5060 --forward udp:127.0.0.1:5070
+PYTEST_ARGS  ?=
+BENCH_ARGS   ?= --rate 1000
+COMPARE_ARGS ?=
+
+.PHONY: help deps test-deps perf-deps build run test unit-test integration bench compare clean distclean
+
+help:
+	@echo "make deps        install the Debian packages needed to build and run (if missing)"
+	@echo "make test-deps   deps + sipp, kamailio, pytest (if missing)"
+	@echo "make perf-deps   test-deps + linux-perf, valgrind (for profiling)"
+	@echo "make build       swift build -c release"
+	@echo "make run         build and run $(RINGSIPD) $(RUN_ARGS)  (RUN_ARGS=... to change)"
+	@echo "make test        build, swift test, then the integration suite (Tests/integration)"
+	@echo "make integration only the integration suite, against the existing build (PYTEST_ARGS=...)"
+	@echo "make bench       perf/bench stateless --target ringsip $(BENCH_ARGS)  (BENCH_ARGS=...)"
+	@echo "make compare     perf/compare stateless $(COMPARE_ARGS): ringsip vs kamailio, CPU us per call"
+	@echo "make clean       swift package clean, remove perf/out;  make distclean: remove .build"
+
+deps:
+	@scripts/ensure-debs $(DEPS_DEBS)
+
+test-deps: deps
+	@scripts/ensure-debs $(TEST_DEBS)
+	@scripts/find-python >/dev/null || scripts/ensure-debs python3-pytest
+	@scripts/find-python >/dev/null || { echo "make: no python3 with pytest, even after installing python3-pytest" >&2; exit 1; }
+
+perf-deps: test-deps
+	@scripts/ensure-debs $(PERF_DEBS)
+
+build: deps
+	$(LOCK) $(SWIFT) build -c release
+
+run: build
+	$(RINGSIPD) $(RUN_ARGS)
+
+test: test-deps
+	$(LOCK) $(SWIFT) build -c release
+	$(LOCK) $(SWIFT) test
+	perf/alloc
+	$(PYTHON) -m pytest -q Tests/integration $(PYTEST_ARGS)
+
+unit-test: deps
+	$(LOCK) $(SWIFT) test
+
+integration: test-deps
+	$(PYTHON) -m pytest -q Tests/integration $(PYTEST_ARGS)
+
+bench: test-deps build
+	perf/bench stateless --target ringsip $(BENCH_ARGS)
+
+compare: test-deps build
+	perf/compare stateless $(COMPARE_ARGS)
+
+clean:
+	-$(LOCK) $(SWIFT) package clean
+	rm -rf perf/out
+	find perf scripts Tests/integration -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf .build

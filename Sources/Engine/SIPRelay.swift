@@ -1,0 +1,297 @@
+import Glibc
+import SIP
+
+/// What a request gets changed on its way out, beyond what every proxied request gets (our Via,
+/// Max-Forwards, received/rport). Views into memory the caller keeps valid during the call.
+public struct RelayEdits {
+    public var requestURI: UnsafeRawBufferPointer?
+    public var popRoute = false
+    /// Whole header lines (CRLF-terminated) placed right under our Via, e.g. Record-Route.
+    public var insertedHeaders: UnsafeRawBufferPointer?
+    /// Whole header lines appended after the received ones (`append_hf`).
+    public var appendedHeaders: UnsafeRawBufferPointer?
+    /// Answer the sender's port in `rport` even if its Via did not ask (`force_rport()`).
+    public var forceRport = false
+    public var maxForwardsWhenAbsent = 70
+    public var removedKinds = SIPHeaderKindSet()
+
+    public init() {}
+}
+
+/// The stateless proxy's moves (RFC 3261 §16.11), shared by the script's `forward()`/`sl_send_reply()` and
+/// by the plain `StatelessRelay` handler: one implementation behind both.
+///
+/// One instance per shard; its scratch memory is allocated once, so each move allocates nothing.
+public final class SIPRelay {
+    /// Our sent-by per listen address (`127.0.0.1:5060`, `[::1]:5060`), learned from the shard on first use.
+    private var sentBy: [SentBy] = []
+    private let branch: UnsafeMutableRawBufferPointer
+    private let sourceHost: UnsafeMutableRawBufferPointer
+    private static let branchPrefix: StaticString = "z9hG4bKrs"
+    static let server: StaticString = "ringsip"
+
+    struct SentBy {
+        let host: UnsafeMutableRawBufferPointer
+        let port: UInt16
+        /// `Record-Route: <sip:HOST:PORT;lr>\r\n` for this address.
+        let recordRoute: UnsafeMutableRawBufferPointer
+    }
+
+    public init() {
+        branch = .allocate(byteCount: 32, alignment: 8)
+        sourceHost = .allocate(byteCount: 64, alignment: 8)
+    }
+
+    deinit {
+        branch.deallocate()
+        sourceHost.deallocate()
+        for entry in sentBy {
+            entry.host.deallocate()
+            entry.recordRoute.deallocate()
+        }
+    }
+
+    // MARK: - Requests
+
+    /// Builds the forwarded request into a send buffer and queues it to `destination`.
+    /// Returns false (and counts a drop) when it cannot: no socket of that family, no send buffer, or a
+    /// message that cannot be rebuilt (e.g. Max-Forwards already 0).
+    @discardableResult
+    public func forwardRequest(_ message: SIPMessage, from source: SocketAddress, arrivedOn socketIndex: Int,
+                               to destination: SocketAddress, edits: RelayEdits, on shard: Shard) -> Bool {
+        learnLocalAddresses(shard)
+        guard let socket = shard.socketIndex(for: destination, preferring: socketIndex),
+              let out = shard.makeDatagram() else {
+            shard.counters.dropped += 1
+            return false
+        }
+        let branchLength = writeBranch(message)
+        let via = message.topVia!
+        let ours = sentBy[socket]
+        var options = SIPForwardingOptions()
+        options.popRoute = edits.popRoute
+        options.requestURI = edits.requestURI
+        options.insertedHeaders = edits.insertedHeaders
+        options.appendedHeaders = edits.appendedHeaders
+        options.removedKinds = edits.removedKinds
+        options.maxForwardsWhenAbsent = edits.maxForwardsWhenAbsent
+        options.via = .parts(transport: .udp, host: UnsafeRawBufferPointer(ours.host), port: ours.port,
+                             branch: UnsafeRawBufferPointer(rebasing: branch[0..<branchLength]))
+        options.received = receivedHost(message, source)
+        if via.hasRport || edits.forceRport { options.rport = source.port }
+        do {
+            let length = try message.writeForwardedRequest(into: out.buffer, options)
+            shard.send(out, length: length, to: destination, socketIndex: socket)
+            return true
+        } catch {
+            shard.discard(out)
+            shard.counters.dropped += 1
+            return false
+        }
+    }
+
+    /// The Record-Route line for the listen address a request to `destination` leaves from.
+    public func recordRouteLine(toward destination: SocketAddress?, arrivedOn socketIndex: Int,
+                                on shard: Shard) -> UnsafeRawBufferPointer {
+        learnLocalAddresses(shard)
+        let socket = destination.flatMap { shard.socketIndex(for: $0, preferring: socketIndex) } ?? socketIndex
+        return UnsafeRawBufferPointer(sentBy[socket].recordRoute)
+    }
+
+    /// The RFC 3261 branch of the sender's Via identifies the transaction and is shared by its CANCEL and
+    /// its non-2xx ACK, so our branch is a hash of it. For an RFC 2543 sender (no magic cookie) the hash
+    /// covers what identifies its transaction instead (§16.11), leaving out the To tag and the CSeq method
+    /// so that the CANCEL and ACK still match.
+    private func writeBranch(_ message: SIPMessage) -> Int {
+        var hasher = FNV1a64()
+        let via = message.topVia!
+        if via.hasRFC3261Branch(in: message.bytes) {
+            hasher.combine(message.bytes(of: via.branch))
+            hasher.combine(byte: 0)
+            hasher.combine(message.bytes(of: via.host))
+            hasher.combine(UInt64(via.port ?? 0))
+        } else {
+            hasher.combine(message.bytes(of: message.requestURIText))
+            hasher.combine(byte: 0)
+            hasher.combine(message.bytes(of: via.span))
+            hasher.combine(byte: 0)
+            if let callID = message.callID { hasher.combine(message.bytes(of: callID)) }
+            hasher.combine(byte: 0)
+            if let from = message.from { hasher.combine(message.bytes(of: from.tag)) }
+            hasher.combine(UInt64(message.cseq?.number ?? 0))
+        }
+        var writer = SIPWriter(branch)
+        writer.write(SIPRelay.branchPrefix)
+        writer.write(hex: hasher.value)
+        return writer.count
+    }
+
+    /// `received=` is due when the sent-by host is not the address the request came from (§18.2.1).
+    private func receivedHost(_ message: SIPMessage, _ source: SocketAddress) -> UnsafeRawBufferPointer? {
+        let length = source.writeHost(into: sourceHost)
+        let host = UnsafeRawBufferPointer(rebasing: sourceHost[0..<length])
+        let written = message.bytes(of: message.topVia!.host)
+        return equalIgnoringBrackets(written, host) ? nil : host
+    }
+
+    /// Whether the first Route names us (so a loose router pops it, RFC 3261 §16.4).
+    public func topRouteIsOurs(_ message: SIPMessage, on shard: Shard) -> Bool {
+        guard let route = message.firstRoute else { return false }
+        return isOurs(message.bytes(of: route.uri.host), port: route.uri.port, on: shard)
+    }
+
+    /// Where a request goes when nothing else says: the top Route (after ours, if popped), else the
+    /// Request-URI (or `requestURI` when the script changed it). Numeric hosts only: resolving a name
+    /// would block the shard.
+    public func defaultNextHop(_ message: SIPMessage, skippingFirstRoute: Bool,
+                               requestURI: UnsafeRawBufferPointer? = nil) -> SocketAddress? {
+        var routes = message.values(of: .route)
+        if skippingFirstRoute { _ = routes.next() }
+        if let span = routes.next() {
+            guard let route = try? SIPNameAddr.parse(message.bytes, span) else { return nil }
+            return SIPRelay.address(of: route.uri, in: message.bytes)
+        }
+        if let requestURI {
+            guard let uri = try? SIPURI.parse(requestURI, 0, requestURI.count) else {
+                return nil
+            }
+            return SIPRelay.address(of: uri, in: requestURI)
+        }
+        return message.requestURI.flatMap { SIPRelay.address(of: $0, in: message.bytes) }
+    }
+
+    /// Where a SIP URI points: its maddr, else its host, at its port or 5060. Numeric hosts only.
+    public static func address(of uri: SIPURI, in bytes: UnsafeRawBufferPointer) -> SocketAddress? {
+        var host = uri.host
+        if let maddr = SIPURI.parameter("maddr", in: uri.parameters, of: bytes), !maddr.isEmpty { host = maddr }
+        guard host.isPresent else { return nil }
+        let text = UnsafeRawBufferPointer(rebasing: bytes[Int(host.start)..<Int(host.end)])
+        return SocketAddress(numericHost: text, port: uri.port ?? 5060)
+    }
+
+    // MARK: - Responses
+
+    /// Relays a response statelessly: our Via must be on top; it is removed and the response goes where
+    /// the next Via says (§18.2.2 for UDP: maddr, else received or sent-by host, at rport or sent-by port).
+    @discardableResult
+    public func forwardResponse(_ message: SIPMessage, arrivedOn socketIndex: Int, on shard: Shard) -> Bool {
+        learnLocalAddresses(shard)
+        let bytes = message.bytes
+        guard let top = message.topVia, isOurs(message.bytes(of: top.host), port: top.port, on: shard) else {
+            shard.counters.dropped += 1
+            return false
+        }
+        var vias = message.values(of: .via)
+        _ = vias.next()
+        guard let nextSpan = vias.next(), let next = try? SIPVia.parse(bytes, nextSpan) else {
+            shard.counters.dropped += 1
+            return false
+        }
+        let port = next.rportValue ?? next.port ?? 5060
+        let host = next.maddr.isPresent && !next.maddr.isEmpty ? next.maddr
+            : next.received.isPresent && !next.received.isEmpty ? next.received : next.host
+        guard let destination = SocketAddress(numericHost: message.bytes(of: host), port: port),
+              let socket = shard.socketIndex(for: destination, preferring: socketIndex),
+              let out = shard.makeDatagram() else {
+            shard.counters.dropped += 1
+            return false
+        }
+        do {
+            let length = try message.writeForwardedResponse(into: out.buffer)
+            shard.send(out, length: length, to: destination, socketIndex: socket)
+            return true
+        } catch {
+            shard.discard(out)
+            shard.counters.dropped += 1
+            return false
+        }
+    }
+
+    // MARK: - Our own replies
+
+    /// Answers a request statelessly, back to where it came from (§18.2.2: the source address, at the
+    /// source port when the Via asked for rport, else at the Via's port).
+    @discardableResult
+    public func reply(to message: SIPMessage, status: Int, reason: UnsafeRawBufferPointer, from source: SocketAddress,
+                      arrivedOn socketIndex: Int, on shard: Shard) -> Bool {
+        guard let via = message.topVia, message.method != .ack, let out = shard.makeDatagram() else {
+            shard.counters.dropped += 1
+            return false
+        }
+        var destination = source
+        if !via.hasRport { destination.port = via.port ?? 5060 }
+        let received = receivedHost(message, source)
+        let server = UnsafeRawBufferPointer(start: SIPRelay.server.utf8Start, count: SIPRelay.server.utf8CodeUnitCount)
+        do {
+            let length = try message.writeReply(into: out.buffer, statusCode: status, reason: reason, server: server,
+                                                received: received, rport: via.hasRport ? source.port : nil)
+            shard.send(out, length: length, to: destination, socketIndex: socketIndex)
+            return true
+        } catch {
+            shard.discard(out)
+            shard.counters.dropped += 1
+            return false
+        }
+    }
+
+    @discardableResult
+    public func reply(to message: SIPMessage, status: Int, reason: StaticString, from source: SocketAddress,
+                      arrivedOn socketIndex: Int, on shard: Shard) -> Bool {
+        reply(to: message, status: status,
+              reason: UnsafeRawBufferPointer(start: reason.utf8Start, count: reason.utf8CodeUnitCount),
+              from: source, arrivedOn: socketIndex, on: shard)
+    }
+
+    // MARK: - Who we are
+
+    private func learnLocalAddresses(_ shard: Shard) {
+        guard sentBy.isEmpty else { return }
+        for address in shard.localAddresses {
+            let host = UnsafeMutableRawBufferPointer.allocate(byteCount: 48, alignment: 1)
+            var length = 0
+            if address.isIPv6 {
+                host[0] = UInt8(ascii: "[")
+                length = 1 + address.writeHost(into: UnsafeMutableRawBufferPointer(rebasing: host[1..<46]))
+                host[length] = UInt8(ascii: "]")
+                length += 1
+            } else {
+                length = address.writeHost(into: host)
+            }
+            let hostText = UnsafeMutableRawBufferPointer(rebasing: host[0..<length])
+            let line = Array("Record-Route: <sip:\(String(decoding: hostText, as: UTF8.self)):\(address.port);lr>\r\n".utf8)
+            let recordRoute = UnsafeMutableRawBufferPointer.allocate(byteCount: line.count, alignment: 1)
+            recordRoute.copyBytes(from: line)
+            sentBy.append(SentBy(host: hostText, port: address.port, recordRoute: recordRoute))
+        }
+    }
+
+    /// Whether host:port (port absent = 5060) names one of our listen addresses.
+    public func isOurs(_ host: UnsafeRawBufferPointer, port: UInt16?, on shard: Shard) -> Bool {
+        learnLocalAddresses(shard)
+        let port = port ?? 5060
+        for entry in sentBy where entry.port == port && equalIgnoringBrackets(host, UnsafeRawBufferPointer(entry.host)) {
+            return true
+        }
+        return false
+    }
+
+    /// Whether `host` (any port) names one of our listen addresses: for `uri == myself` without a port.
+    public func isOurHost(_ host: UnsafeRawBufferPointer, on shard: Shard) -> Bool {
+        learnLocalAddresses(shard)
+        return sentBy.contains { equalIgnoringBrackets(host, UnsafeRawBufferPointer($0.host)) }
+    }
+}
+
+/// Byte equality, ASCII case-insensitive, treating `[::1]` and `::1` alike.
+public func equalIgnoringBrackets(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+    var a = a[...], b = b[...]
+    if a.first == UInt8(ascii: "["), a.last == UInt8(ascii: "]") { a = a.dropFirst().dropLast() }
+    if b.first == UInt8(ascii: "["), b.last == UInt8(ascii: "]") { b = b.dropFirst().dropLast() }
+    guard a.count == b.count else { return false }
+    return zip(a, b).allSatisfy { asciiLowercase($0) == asciiLowercase($1) }
+}
+
+@inline(__always)
+func asciiLowercase(_ c: UInt8) -> UInt8 {
+    c &- 0x41 < 26 ? c | 0x20 : c
+}

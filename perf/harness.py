@@ -1,0 +1,497 @@
+"""Shared machinery for perf/bench, perf/compare and Tests/integration.
+
+Everything here drives real processes on 127.0.0.1 only: the target (ringsipd or Kamailio), one
+`sipp` UAS behind it and one or more `sipp` UACs in front of it. Every process is started in its own
+session (process group) and registered in a `ProcGroup`, whose `close()` kills whatever is still
+running, so a crash or Ctrl-C of the harness leaves nothing behind.
+
+Figures come from the kernel, not from the target: CPU is time on CPU from /proc/PID/task/*/schedstat
+(all threads; for a multi-process target, the sum over its process tree; utime+stime from
+/proc/PID/stat is the same quantity in 10 ms steps), peak RSS is VmHWM. sipp's own CPU comes from
+the rusage of its exit.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PERF = REPO / "perf"
+SCENARIOS = PERF / "scenarios"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOOPBACK = "127.0.0.1"
+# sipp's socket buffers (default 64 KiB): bursts of a few thousand calls/s overflow that, and the
+# retransmissions it causes would be blamed on the target. The kernel caps it at net.core.rmem_max.
+SIPP_BUFF = 1 << 20
+
+
+# --------------------------------------------------------------------------------------------
+# Ports and readiness
+
+
+def free_udp_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """Ports that were free a moment ago: bound together so they are distinct, then released."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def udp_port_bound(port: int) -> bool:
+    """True if some socket is bound to UDP `port` (IPv4 or IPv6), per /proc/net/udp{,6}."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    local = line.split()[1]  # e.g. 0100007F:13C4
+                    if int(local.rsplit(":", 1)[1], 16) == port:
+                        return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+# --------------------------------------------------------------------------------------------
+# /proc readings
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm may contain spaces and parentheses: split after the last ')'.
+    return data[data.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of a live process (all its threads, live and exited), in seconds."""
+    f = _stat_fields(pid)
+    if f is None:
+        return 0.0
+    # After "pid (comm) ", fields are numbered from 3 (state): utime is field 14, stime 15.
+    return (int(f[11]) + int(f[12])) / CLK_TCK
+
+
+def oncpu_seconds(pid: int) -> float:
+    """Time on CPU of a live process's live threads, from /proc/PID/task/*/schedstat (ns). The same
+    quantity as utime+stime (the kernel scales those to it), without their 10 ms tick granularity,
+    which makes a short or light run's CPU per call jump in steps. Falls back to utime+stime."""
+    total, seen = 0, False
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+                seen = True
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            pass
+    return total / 1e9 if seen else cpu_seconds(pid)
+
+
+def tree_oncpu_seconds(root: int) -> float:
+    return sum(oncpu_seconds(p) for p in [root, *descendants(root)])
+
+
+def ppid_of(pid: int) -> int | None:
+    f = _stat_fields(pid)
+    return int(f[1]) if f else None
+
+
+def all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def descendants(root: int) -> list[int]:
+    """Live descendants of `root` (not including it)."""
+    children: dict[int, list[int]] = {}
+    for pid in all_pids():
+        pp = ppid_of(pid)
+        if pp is not None:
+            children.setdefault(pp, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def status_kb(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def tree_peak_rss_kb(root: int) -> int:
+    """Sum of VmHWM over the process tree. For a multi-process target (Kamailio) this counts
+    shared-memory pages once per process that touched them, so it overstates the total."""
+    return sum(status_kb(p, "VmHWM") for p in [root, *descendants(root)])
+
+
+def udp_snmp() -> dict[str, int]:
+    """System-wide UDP counters from /proc/net/snmp (InErrors, RcvbufErrors, ...). On a machine
+    where only the benchmark runs, a rise in RcvbufErrors means some socket's buffer overflowed."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:])}
+
+
+def udp_drops(port: int) -> int:
+    """Datagrams dropped (receive buffer full) by the sockets bound to UDP `port`: the last
+    column of /proc/net/udp{,6}. Counts only sockets that still exist."""
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        total += int(cols[-1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    stdout_path: Path | None
+    stderr_path: Path | None
+    rusage: object | None = None  # resource.struct_rusage once reaped by `reap`
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path else ""
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path else ""
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def reap(self, timeout: float) -> int | None:
+        """Wait up to `timeout` s for exit; keep its rusage (CPU) and return the exit code."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.popen.returncode is not None:
+                return self.popen.returncode
+            try:
+                pid, status, ru = os.wait4(self.pid, os.WNOHANG)
+            except ChildProcessError:  # already reaped by Popen
+                return self.popen.poll()
+            if pid == self.pid:
+                self.rusage = ru
+                self.popen.returncode = os.waitstatus_to_exitcode(status)
+                return self.popen.returncode
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.01)
+
+    def cpu_of_reaped(self) -> float:
+        return self.rusage.ru_utime + self.rusage.ru_stime if self.rusage else 0.0
+
+
+class ProcGroup:
+    """Starts processes, each in a new session; `close()` ends every one still running:
+    SIGTERM to the process, then SIGKILL to its whole process group after a grace period."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.procs: list[Proc] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def unique(self, name: str) -> str:
+        """`name`, or `name-2`, `name-3`...: the first not used by a process of this group."""
+        taken = {p.name for p in self.procs}
+        base, n = name, 1
+        while name in taken:
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    def start(self, name: str, argv: list[str], cwd: Path | None = None, capture: bool = True,
+              env: dict | None = None) -> Proc:
+        name = self.unique(name)
+        out = self.workdir / f"{name}.stdout" if capture else None
+        err = self.workdir / f"{name}.stderr" if capture else None
+        popen = subprocess.Popen(
+            [str(a) for a in argv],
+            cwd=str(cwd or self.workdir),
+            stdin=subprocess.DEVNULL,
+            stdout=open(out, "wb") if out else subprocess.DEVNULL,
+            stderr=open(err, "wb") if err else subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+        proc = Proc(name, popen, out, err)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc, sig: int = signal.SIGTERM, grace: float = 5.0) -> int | None:
+        """Signal `proc`, wait up to `grace` s, then SIGKILL its process group. Returns the exit
+        code it chose (None if it had to be killed)."""
+        rc = proc.popen.returncode
+        if rc is None:
+            proc.signal(sig)
+            rc = proc.reap(grace)
+        self._kill_group(proc)
+        if rc is None:
+            proc.reap(5.0)
+        return rc
+
+    def _kill_group(self, proc: Proc) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc, grace=3.0)
+        for proc in self.procs:
+            for stream in (proc.popen.stdout, proc.popen.stderr):
+                if stream:
+                    stream.close()
+
+
+# --------------------------------------------------------------------------------------------
+# sipp
+
+
+def sipp_time_us(value: str) -> int:
+    """sipp prints durations as HH:MM:SS:micro."""
+    h, m, s, us = value.split(":")
+    return ((int(h) * 60 + int(m)) * 60 + int(s)) * 1_000_000 + int(us)
+
+
+def read_sipp_stat(path: Path) -> dict[str, str]:
+    """Last row of a `-trace_stat` CSV as {column: value} ('' when the file has no row)."""
+    try:
+        with open(path, newline="", errors="replace") as f:
+            rows = list(csv.reader(f, delimiter=";"))
+    except FileNotFoundError:
+        return {}
+    if len(rows) < 2:
+        return {}
+    return dict(zip(rows[0], rows[-1]))
+
+
+def read_sipp_rtts_ms(paths: list[Path]) -> list[float]:
+    out = []
+    for p in paths:
+        try:
+            with open(p) as f:
+                next(f, None)
+                for line in f:
+                    parts = line.split(";")
+                    if len(parts) >= 2:
+                        out.append(float(parts[1]))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+
+
+def start_uas(group: ProcGroup, port: int, scenario: Path | None = None, name: str = "uas",
+              extra: list[str] = ()) -> Proc:
+    """A sipp UAS on 127.0.0.1:`port`: the built-in `uas` scenario, or a scenario file."""
+    sc = ["-sf", str(scenario)] if scenario else ["-sn", "uas"]
+    argv = ["sipp", *sc, "-i", LOOPBACK, "-p", str(port), "-nostdin", "-trace_err", "-buff_size", str(SIPP_BUFF),
+            "-trace_stat", "-stf", f"{name}_stat.csv", "-fd", "1", *extra]
+    proc = group.start(name, argv)
+    if not wait_until(lambda: udp_port_bound(port) or not proc.alive(), 10):
+        raise RuntimeError(f"sipp UAS did not bind 127.0.0.1:{port}")
+    if not proc.alive():
+        raise RuntimeError(f"sipp UAS exited at once: {proc.stderr().strip()[-500:]}")
+    return proc
+
+
+@dataclass
+class UacResult:
+    offered_cps: float
+    calls: int
+    procs: int
+    successful: int = 0
+    failed: int = 0
+    retransmissions: int = 0
+    created_cps: float = 0.0       # sum over UACs of sipp's own CallRate(C)
+    wall_s: float = 0.0            # from the first UAC start to the last UAC exit
+    exit_codes: list = field(default_factory=list)
+    cpu_s: list = field(default_factory=list)  # per UAC, from rusage
+    rtts_ms: list = field(default_factory=list)
+    errors_tail: str = ""
+
+    @property
+    def achieved_cps(self) -> float:
+        return self.successful / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def max_uac_cpu_pct(self) -> float:
+        return max(self.cpu_s, default=0.0) / self.wall_s * 100 if self.wall_s > 0 else 0.0
+
+    @property
+    def timed_out(self) -> bool:
+        return any(rc is None for rc in self.exit_codes)
+
+
+def run_uacs(group: ProcGroup, target_port: int, rate: float, calls: int, procs: int = 1,
+             timeout: float | None = None, tag: str = "uac", extra: list[str] = (),
+             scenario: Path | None = None, on_started=None) -> UacResult:
+    """Run `procs` sipp UACs against 127.0.0.1:`target_port`, splitting `rate` calls/s and `calls`
+    between them, and wait for all to finish (at most `timeout` s, then they are killed).
+    `on_started()` (optional) is called once all UACs have been spawned."""
+    procs = max(1, min(procs, calls))
+    if timeout is None:
+        timeout = calls / rate + 15
+    ports = free_udp_ports(procs)
+    res = UacResult(offered_cps=rate, calls=calls, procs=procs)
+    running = []
+    t0 = time.monotonic()
+    sc = ["-sf", str(scenario)] if scenario else ["-sn", "uac"]
+    for i, port in enumerate(ports):
+        n = calls // procs + (1 if i < calls % procs else 0)
+        name = group.unique(f"{tag}{i}")
+        argv = ["sipp", *sc, f"{LOOPBACK}:{target_port}", "-i", LOOPBACK, "-p", str(port),
+                "-m", str(n), "-r", f"{rate / procs:.3f}", "-rp", "1000",
+                "-nostdin", "-timeout", f"{int(timeout)}s", "-buff_size", str(SIPP_BUFF),
+                "-trace_stat", "-stf", f"{name}_stat.csv", "-fd", "1",
+                "-trace_rtt", "-rtt_freq", "1",
+                "-trace_err", "-error_file", f"{name}_errors.log",
+                "-trace_screen", "-screen_file", f"{name}_screen.log", *extra]
+        proc = group.start(name, argv)
+        proc._rtt_glob = f"*_{proc.pid}_rtt.csv"
+        running.append((name, proc))
+    if on_started:
+        on_started()
+    deadline = t0 + timeout + 5
+    for name, proc in running:
+        rc = proc.reap(max(0.1, deadline - time.monotonic()))
+        if rc is None:
+            group.stop(proc, grace=1.0)
+        res.exit_codes.append(rc)
+        res.cpu_s.append(proc.cpu_of_reaped())
+    res.wall_s = time.monotonic() - t0
+    for name, proc in running:
+        st = read_sipp_stat(group.workdir / f"{name}_stat.csv")
+        res.successful += int(st.get("SuccessfulCall(C)", 0) or 0)
+        res.failed += int(st.get("FailedCall(C)", 0) or 0)
+        res.retransmissions += int(st.get("Retransmissions(C)", 0) or 0)
+        try:
+            res.created_cps += float(st.get("CallRate(C)", 0) or 0)
+        except ValueError:
+            pass
+        res.rtts_ms += read_sipp_rtts_ms(sorted(group.workdir.glob(proc._rtt_glob)))
+        errf = group.workdir / f"{name}_errors.log"
+        if errf.exists() and errf.stat().st_size:
+            res.errors_tail += f"--- {name} ---\n" + errf.read_text(errors="replace")[-1500:]
+    # Calls sipp never got to start (killed by the timeout) count as failed.
+    res.failed += max(0, calls - res.successful - res.failed) if res.timed_out else 0
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+
+
+def ringsipd_path() -> Path:
+    return Path(os.environ.get("RINGSIPD", REPO / ".build" / "release" / "ringsipd"))
+
+
+def start_ringsip(group: ProcGroup, port: int, forward_port: int, shards: int | None = None,
+                  extra: list[str] = (), name: str = "ringsipd") -> Proc:
+    binary = ringsipd_path()
+    if not binary.exists():
+        raise FileNotFoundError(f"{binary} not found: run `make build` (or set RINGSIPD=path)")
+    argv = [binary, "--listen", f"udp:{LOOPBACK}:{port}", "--forward", f"udp:{LOOPBACK}:{forward_port}"]
+    if shards:
+        argv += ["--shards", str(shards)]
+    argv += list(extra)
+    proc = group.start(name, argv)
+    if not wait_until(lambda: udp_port_bound(port) or not proc.alive(), 10) or not proc.alive():
+        raise RuntimeError(f"ringsipd did not start: {proc.stderr().strip()[-800:]}")
+    return proc
+
+
+def start_kamailio(group: ProcGroup, port: int, forward_port: int, children: int,
+                   cfg: Path | None = None, name: str = "kamailio", mem: str = "tlsf") -> Proc:
+    """Kamailio in the foreground (-DD: the creator stays attached, still forks its children),
+    logging to stderr (-E), `children` UDP workers (-n) on the one listen socket."""
+    cfg = cfg or SCENARIOS / "stateless" / "kamailio.cfg"
+    rundir = group.workdir / f"{name}-run"
+    rundir.mkdir(exist_ok=True)
+    argv = ["kamailio", "-f", cfg, "-DD", "-E", "-n", str(children),
+            "-l", f"udp:{LOOPBACK}:{port}", "-Y", rundir, "-m", "64", "-M", "8", "-x", mem,
+            "-A", f'UAS_HOST="{LOOPBACK}"', "-A", f"UAS_PORT={forward_port}"]
+    proc = group.start(name, argv)
+    if not wait_until(lambda: udp_port_bound(port) or not proc.alive(), 15) or not proc.alive():
+        raise RuntimeError(f"kamailio did not start: {proc.stderr().strip()[-800:]}")
+    # The creator forks its workers after binding: wait until they exist.
+    wait_until(lambda: len(descendants(proc.pid)) >= children, 5)
+    time.sleep(0.2)
+    return proc
