@@ -60,7 +60,9 @@ public final class SIPRelay {
     public func forwardRequest(_ message: SIPMessage, from source: SocketAddress, arrivedOn socketIndex: Int,
                                to destination: SocketAddress, edits: RelayEdits, on shard: Shard) -> Bool {
         learnLocalAddresses(shard)
-        guard let socket = shard.socketIndex(for: destination, preferring: socketIndex),
+        // Sending to ourselves would only come back until Max-Forwards runs out.
+        guard !shard.localAddresses.contains(destination),
+              let socket = shard.socketIndex(for: destination, preferring: socketIndex),
               let out = shard.makeDatagram() else {
             shard.counters.dropped += 1
             return false

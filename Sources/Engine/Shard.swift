@@ -74,6 +74,7 @@ public final class Shard {
     /// Runs until a stop command has been received, every receive has been cancelled and every send has
     /// completed.
     func run() {
+        handler.started(on: self)
         for socket in sockets.indices { armReceive(socket) }
         while !(stopping && activeReceives == 0 && sends.inFlight == 0) {
             buffers.publish()

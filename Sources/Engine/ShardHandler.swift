@@ -7,10 +7,14 @@ public protocol ShardHandler: AnyObject {
 
     /// Called when a timer scheduled with `Shard.schedule(after:payload:)` fires.
     func timerFired(payload: UInt64, on shard: Shard)
+
+    /// Called once on the shard's thread when every shard is ready, before the first datagram.
+    func started(on shard: Shard)
 }
 
 extension ShardHandler {
     public func timerFired(payload: UInt64, on shard: Shard) {}
+    public func started(on shard: Shard) {}
 }
 
 /// One received datagram, viewed in place in its provided buffer.

@@ -10,11 +10,17 @@ struct RingSIPD: ParsableCommand {
         commandName: "ringsipd",
         abstract: "A SIP proxy on io_uring: one pinned shard per core.",
         discussion: """
-            Relays SIP over UDP statelessly (RFC 3261 §16.11): requests go to --forward, or else to the top \
-            Route or the Request-URI; responses go back along their Via headers.
+            Runs an OpenSIPS-style routing script (-f FILE), or relays every request to --forward (a shortcut \
+            for a one-line forward() script). Replies go back along their Via headers.
             SIGUSR1 prints each shard's counters; SIGTERM or SIGINT stops cleanly and prints them.
             """
     )
+
+    @Option(name: .customShort("f"), help: ArgumentHelp("The routing script.", valueName: "FILE"))
+    var file: String?
+
+    @Flag(name: .long, help: "Check the script (-f) and exit: 0 when it is valid, 2 with the first error.")
+    var checkConfig = false
 
     @Option(name: .long, help: ArgumentHelp("Address to receive SIP on, repeatable.", valueName: "udp:IP:PORT"))
     var listen: [String] = []
@@ -33,6 +39,8 @@ struct RingSIPD: ParsableCommand {
 
     /// Everything the daemon needs, checked.
     struct Settings {
+        var file: String?
+        var checkOnly: Bool
         var listen: [SocketAddress]
         var forward: SocketAddress?
         var shards: Int
@@ -41,9 +49,15 @@ struct RingSIPD: ParsableCommand {
     }
 
     func settings() throws(SettingsError) -> Settings {
-        let specs = listen.isEmpty ? ["udp:127.0.0.1:5060"] : listen
+        if file == nil && forward == nil {
+            throw SettingsError("give a routing script (-f FILE) or a next hop (--forward udp:IP:PORT)")
+        }
+        if file != nil && forward != nil {
+            throw SettingsError("-f and --forward exclude each other: --forward stands for a one-line script")
+        }
+        if checkConfig && file == nil { throw SettingsError("--check-config needs the script: -f FILE") }
         var addresses: [SocketAddress] = []
-        for spec in specs {
+        for spec in listen {
             switch ListenSpec.parse(spec) {
             case .success(let parsed): addresses.append(parsed.address)
             case .failure(let error): throw SettingsError("--listen: \(error)")
@@ -76,7 +90,8 @@ struct RingSIPD: ParsableCommand {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw SettingsError("--log-level: '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
-        return Settings(listen: addresses, forward: next, shards: count, cpus: cpuList, logLevel: level)
+        return Settings(file: file, checkOnly: checkConfig, listen: addresses, forward: next, shards: count,
+                        cpus: cpuList, logLevel: level)
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Glibc
 import Logging
+import Script
 
 func fail(_ message: String, status: Int32) -> Never {
     FileHandleStderr.write("ringsipd: \(message)\n")
@@ -36,9 +37,29 @@ sigemptyset(&handled)
 for signal in [SIGINT, SIGTERM, SIGUSR1, SIGPIPE] { sigaddset(&handled, signal) }
 pthread_sigmask(SIG_BLOCK, &handled, nil)
 
-let relay = RelayConfiguration(forward: settings.forward)
-let engine = Engine(listen: settings.listen, shards: settings.shards, cpus: settings.cpus) { _ in
-    StatelessRelay(configuration: relay)
+let program: ScriptProgram
+do {
+    if let file = settings.file {
+        program = try ScriptProgram.load(path: file)
+    } else {
+        program = try ScriptProgram.parse(forwardingScript(to: settings.forward!), file: "--forward")
+    }
+} catch {
+    FileHandleStderr.write("\(error)\n")
+    exit(2)
+}
+for warning in program.warnings { log.warning("\(warning)") }
+if settings.checkOnly {
+    print("ringsipd: \(settings.file!) is valid: \(program.source.routes.count) route(s), \(program.warnings.count) warning(s)")
+    exit(0)
+}
+
+// Listen addresses: the flags when given, else the script's, else the loopback default.
+let listen = !settings.listen.isEmpty ? settings.listen
+    : !program.configuration.listen.isEmpty ? program.configuration.listen
+    : [SocketAddress(numericHost: "127.0.0.1", port: 5060)!]
+let engine = Engine(listen: listen, shards: settings.shards, cpus: settings.cpus) { _ in
+    ScriptHandler(program: program)
 }
 do {
     try engine.start()
@@ -51,7 +72,7 @@ log.info("""
     ringsipd started: \(settings.shards) shard(s) pinned to CPUs \(cpuText); \
     io_uring flags \(engine.features.map { "\($0)" } ?? "none"); \
     listening on \(engine.boundAddresses.map { "udp:\($0)" }.joined(separator: " ")); \
-    \(settings.forward.map { "forwarding to udp:\($0)" } ?? "routing by Route/Request-URI")
+    \(settings.file.map { "script \($0)" } ?? "forwarding to udp:\(settings.forward!)")
     """)
 
 var signal: Int32 = 0

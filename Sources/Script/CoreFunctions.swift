@@ -1,0 +1,317 @@
+import Engine
+import SIP
+
+/// The stateless core: what OpenSIPS' core, sl/signaling, rr, maxfwd, sipmsgops/textops and xlog give a
+/// stateless proxy script.
+enum CoreFunctions {
+    static var modules: [ScriptModule] {
+        [
+            ScriptModule(name: "core", functions: [
+                ScriptFunction("forward", module: "core", arguments: 0...1, allowedIn: .requestLike, compile: forward),
+                ScriptFunction("setflag", module: "core", arguments: 1...1, compile: flag(.set)),
+                ScriptFunction("resetflag", module: "core", arguments: 1...1, compile: flag(.reset)),
+                ScriptFunction("isflag", module: "core", arguments: 1...1, compile: flag(.test)),
+                ScriptFunction("force_rport", module: "core", arguments: 0...0, allowedIn: .requestLike) { _, _ in
+                    { context in context.forceRport = true; return 1 }
+                },
+                ScriptFunction("is_myself", module: "core", arguments: 1...2, compile: isMyselfFunction),
+                ScriptFunction("xlog", module: "core", arguments: 1...2, compile: xlog),
+            ]),
+            ScriptModule(name: "xlog", parameters: [.init("buf_size", .integer), .init("force_color", .integer)]),
+            ScriptModule(name: "sl", parameters: [.init("enable_stats", .integer)], functions: [
+                ScriptFunction("sl_send_reply", module: "sl", arguments: 2...2, allowedIn: [.request, .error],
+                               compile: sendReply),
+            ]),
+            ScriptModule(name: "signaling", functions: [
+                ScriptFunction("send_reply", module: "signaling", arguments: 2...2, allowedIn: [.request, .error],
+                               compile: sendReply),
+            ]),
+            ScriptModule(name: "rr", parameters: [
+                .init("append_fromtag", .integer), .init("enable_double_rr", .integer), .init("enable_full_lr", .integer),
+            ], functions: [
+                ScriptFunction("record_route", module: "rr", arguments: 0...0, allowedIn: .requestLike) { _, _ in
+                    { context in context.recordRoute = true; return 1 }
+                },
+                ScriptFunction("loose_route", module: "rr", arguments: 0...0, allowedIn: .requestLike) { _, _ in
+                    { context in LooseRouting.run(context) }
+                },
+            ]),
+            ScriptModule(name: "maxfwd", parameters: [.init("max_limit", .integer)], functions: [
+                ScriptFunction("mf_process_maxfwd_header", module: "maxfwd", arguments: 1...1, allowedIn: .requestLike,
+                               compile: maxForwards),
+            ]),
+            ScriptModule(name: "sipmsgops", functions: messageFunctions(module: "sipmsgops|textops")),
+            ScriptModule(name: "textops"),
+        ]
+    }
+
+    static func messageFunctions(module: String) -> [ScriptFunction] {
+        [
+            ScriptFunction("is_method", module: module, arguments: 1...1, allowedIn: .withMessage, compile: isMethod),
+            ScriptFunction("has_totag", module: module, arguments: 0...0, allowedIn: .withMessage) { _, _ in
+                { context in
+                    guard let to = context.message.to, to.tag.isPresent, !to.tag.isEmpty else { return -1 }
+                    return 1
+                }
+            },
+            ScriptFunction("append_hf", module: module, arguments: 1...2, allowedIn: .requestLike, compile: appendHeader),
+            ScriptFunction("remove_hf", module: module, arguments: 1...1, allowedIn: .withMessage, compile: removeHeader),
+            ScriptFunction("is_present_hf", module: module, arguments: 1...1, allowedIn: .withMessage,
+                           compile: isPresentHeader),
+        ]
+    }
+
+    // MARK: - forward / replies
+
+    @Sendable static func forward(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        var fixed: SocketAddress?
+        var dynamic: ScriptCompiler.Evaluate?
+        if let argument = call.arguments.first ?? nil {
+            if let text = compiler.constantText(argument) {
+                guard let address = Destination.parse(permanentBytes(text)) else {
+                    throw compiler.error("forward(): '\(text)' is not a destination ringsip can use; "
+                        + "expected udp:IP:PORT, IP:PORT or sip:IP:PORT with a numeric IP", at: argument.location)
+                }
+                fixed = address
+            } else {
+                dynamic = try compiler.value(argument)
+            }
+        }
+        let constant = fixed
+        return { context in
+            guard context.hasMessage, context.message.isRequest else { return -1 }
+            var destination = constant
+            if destination == nil, let dynamic {
+                guard case .text(let text) = dynamic(context) else { return -1 }
+                destination = Destination.parse(text)
+            }
+            if destination == nil { destination = context.nextHop() }
+            guard let destination else { return -1 }
+            return context.forward(to: destination) ? 1 : -1
+        }
+    }
+
+    @Sendable static func sendReply(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let codeArgument = call.arguments[0]!
+        let code = try compiler.integer(codeArgument, what: "reply code")
+        if let constant = compiler.constantText(codeArgument), let n = Int(constant), !(100...699).contains(n) {
+            throw compiler.error("reply code \(n) is not between 100 and 699", at: codeArgument.location)
+        }
+        let reason = try compiler.value(call.arguments[1]!)
+        return { context in
+            guard context.hasMessage, context.message.isRequest, let status = code(context),
+                  (100...699).contains(status), case .text(let phrase) = reason(context) else { return -1 }
+            let sent = context.relay.reply(to: context.message, status: status, reason: phrase, from: context.source,
+                                           arrivedOn: context.socketIndex, on: context.shard)
+            if sent { context.handled = true }
+            return sent ? 1 : -1
+        }
+    }
+
+    // MARK: - Flags, myself, logging
+
+    enum FlagOperation { case set, reset, test }
+
+    static func flag(_ operation: FlagOperation) -> @Sendable (FunctionCall, ScriptCompiler) throws(CompileError) -> CompiledCall {
+        { call, compiler throws(CompileError) in
+            let bit: UInt64 = 1 << UInt64(try compiler.flagBit(call.arguments[0], at: call.location))
+            switch operation {
+            case .set: return { context in context.flags |= bit; return 1 }
+            case .reset: return { context in context.flags &= ~bit; return 1 }
+            case .test: return { context in context.flags & bit != 0 ? 1 : -1 }
+            }
+        }
+    }
+
+    @Sendable static func isMyselfFunction(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let subject = try compiler.value(call.arguments[0]!)
+        let port = try call.arguments.count > 1 ? call.arguments[1].map { (e: Expression) throws(CompileError) in
+            try compiler.integer(e, what: "port")
+        } : nil
+        return { context in
+            guard case .text(let text) = subject(context) else { return -1 }
+            if let port, let number = port(context), number > 0 && number < 65536 {
+                guard let target = HostPort(text) else { return -1 }
+                let host = UnsafeRawBufferPointer(rebasing: text[target.host])
+                return context.relay.isOurs(host, port: UInt16(number), on: context.shard) ? 1 : -1
+            }
+            return isMyself(text, context) ? 1 : -1
+        }
+    }
+
+    /// OpenSIPS log levels by name.
+    static let logLevels: [String: Int] = [
+        "L_ALERT": -3, "L_CRIT": -2, "L_ERR": -1, "L_WARN": 1, "L_NOTICE": 2, "L_INFO": 3, "L_DBG": 4,
+    ]
+
+    @Sendable static func xlog(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        var level = -1
+        if call.arguments.count == 2 {
+            let argument = call.arguments[0]!
+            guard let name = compiler.constantText(argument), let known = logLevels[name] else {
+                throw compiler.error("xlog level must be one of \(logLevels.keys.sorted().joined(separator: ", "))",
+                                     at: argument.location)
+            }
+            level = known
+        }
+        let format = try compiler.value(call.arguments[call.arguments.count - 1]!)
+        let chosen = level
+        return { context in
+            guard chosen <= context.log.level else { return 1 }
+            switch format(context) {
+            case .text(let text): context.log.write(level: chosen, text)
+            case .integer(let n): context.log.write(level: chosen, "\(n)")
+            case .null: break
+            }
+            return 1
+        }
+    }
+
+    // MARK: - Max-Forwards, methods, headers
+
+    @Sendable static func maxForwards(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        guard let text = compiler.constantText(call.arguments[0]), let limit = Int(text), (1...255).contains(limit) else {
+            throw compiler.error("mf_process_maxfwd_header takes a number from 1 to 255", at: call.location)
+        }
+        return { context in
+            let message = context.message
+            guard message.count(of: .maxForwards) > 0 else {
+                context.maxForwardsWhenAbsent = limit
+                return 2
+            }
+            guard let value = message.maxForwards else { return -2 }
+            return value == 0 ? -1 : 1
+        }
+    }
+
+    @Sendable static func isMethod(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        guard let text = compiler.constantText(call.arguments[0]) else {
+            throw compiler.error("is_method takes a constant list of methods, e.g. \"INVITE,BYE\"", at: call.location)
+        }
+        var known: Set<SIPMethod> = []
+        var others: [UnsafeRawBufferPointer] = []
+        for name in text.split(whereSeparator: { $0 == "," || $0 == "|" || $0 == " " }) {
+            if let method = SIPMethod.allCases.first(where: { "\($0.name)" == name.uppercased() && $0 != .other }) {
+                known.insert(method)
+            } else {
+                others.append(permanentBytes(String(name)))
+            }
+        }
+        guard !known.isEmpty || !others.isEmpty else { throw compiler.error("is_method needs at least one method", at: call.location) }
+        let methods = known, extensions = others
+        return { context in
+            let message = context.message
+            let method: SIPMethod
+            let name: SIPSpan
+            if message.isRequest {
+                method = message.method
+                name = message.methodName
+            } else {
+                guard let cseq = message.cseq else { return -1 }
+                method = cseq.method
+                name = cseq.methodName
+            }
+            if method != .other { return methods.contains(method) ? 1 : -1 }
+            let bytes = message.bytes(of: name)
+            for candidate in extensions where bytesEqual(bytes, candidate) { return 1 }
+            return -1
+        }
+    }
+
+    @Sendable static func appendHeader(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let text = try compiler.value(call.arguments[0]!)
+        return { context in
+            guard case .text(let bytes) = text(context), bytes.count > 0 else { return -1 }
+            return context.appendHeader(bytes) ? 1 : -1
+        }
+    }
+
+    static func headerName(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> (SIPHeaderKind, UnsafeRawBufferPointer) {
+        guard let name = compiler.constantText(call.arguments[0]), !name.isEmpty else {
+            throw compiler.error("\(call.name) takes a constant header name", at: call.location)
+        }
+        return (SIPHeaderKind.named(name), permanentBytes(name))
+    }
+
+    @Sendable static func removeHeader(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let (kind, name) = try headerName(call, compiler)
+        if [.via, .from, .to, .callID, .cseq, .contentLength].contains(kind) {
+            throw compiler.error("remove_hf cannot remove \(kind.name): the proxy needs it", at: call.location)
+        }
+        return { context in
+            let message = context.message
+            var removed = 0
+            for i in 0..<message.headerCount {
+                let field = message.header(at: i)
+                let matches = kind != .other ? field.kind == kind
+                    : field.kind == .other && bytesEqualIgnoringCase(message.bytes(of: field.name), name)
+                if matches && !message.isHeaderRemoved(at: i) {
+                    message.removeHeader(at: i)
+                    removed += 1
+                }
+            }
+            return removed > 0 ? 1 : -1
+        }
+    }
+
+    @Sendable static func isPresentHeader(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let (kind, name) = try headerName(call, compiler)
+        return { context in
+            var found = false
+            forEachHeader(context.message, kind, name) { _ in found = true; return false }
+            return found ? 1 : -1
+        }
+    }
+}
+
+/// Where `forward("…")` sends: `udp:IP:PORT`, `IP:PORT`, `IP`, `[IPv6]:PORT` or a `sip:` URI with a numeric
+/// host. Never a name: resolving one would block the shard.
+enum Destination {
+    static func parse(_ text: UnsafeRawBufferPointer) -> SocketAddress? {
+        var bytes = text
+        if bytes.count > 4, bytesEqualIgnoringCase(UnsafeRawBufferPointer(rebasing: bytes[0..<4]), udpPrefix) {
+            bytes = UnsafeRawBufferPointer(rebasing: bytes[4...])
+        }
+        guard let target = HostPort(bytes) else { return nil }
+        return SocketAddress(numericHost: UnsafeRawBufferPointer(rebasing: bytes[target.host]), port: target.port ?? 5060)
+    }
+
+    nonisolated(unsafe) private static let udpPrefix = permanentBytes("udp:")
+}
+
+extension ScriptContext {
+    /// The next hop when `forward()` names none: `$du`, else the Route set, else the Request-URI.
+    func nextHop() -> SocketAddress? {
+        if let destinationURI {
+            return Destination.parse(destinationURI)
+        }
+        return relay.defaultNextHop(message, skippingFirstRoute: popRoute, requestURI: requestURI)
+    }
+
+    /// Sends the request, with every edit the script made, to `destination`.
+    func forward(to destination: SocketAddress) -> Bool {
+        var edits = RelayEdits()
+        edits.requestURI = requestURI
+        edits.popRoute = popRoute && routeSet == nil
+        edits.forceRport = forceRport
+        edits.maxForwardsWhenAbsent = maxForwardsWhenAbsent
+        edits.appendedHeaders = appendedHeaders
+        if let routeSet { edits.removedKinds.insert(.route); _ = routeSet }
+        let recordRouteLine = recordRoute
+            ? relay.recordRouteLine(toward: destination, arrivedOn: socketIndex, on: shard) : nil
+        switch (recordRouteLine, routeSet) {
+        case (nil, nil): break
+        case (let line?, nil): edits.insertedHeaders = line
+        case (nil, let routes?): edits.insertedHeaders = routes
+        case (let line?, let routes?):
+            var both = arena.begin()
+            arena.append(&both, line)
+            arena.append(&both, routes)
+            edits.insertedHeaders = arena.end(both)
+        }
+        let sent = relay.forwardRequest(message, from: source, arrivedOn: socketIndex, to: destination, edits: edits,
+                                        on: shard)
+        if sent { handled = true }
+        return sent
+    }
+}

@@ -1,0 +1,355 @@
+import Engine
+import Glibc
+import SIP
+
+/// `$ru`, `$hdr(name)`, `$avp(x)`, …: each resolved at compile time to a closure that reads (or writes)
+/// the context directly. Transformations (`{s.len}`, …) wrap the read.
+extension ScriptCompiler {
+    static let readOnlyVariables: Set<String> = [
+        "fu", "fU", "fd", "tu", "tU", "td", "ci", "cs", "rm", "rs", "rr", "si", "sp", "Ri", "Rp", "pr", "ua", "ml", "mb",
+        "hdr", "rc", "retcode", "time", "Ts", "from", "to", "proto", "src_ip",
+    ]
+
+    public func read(_ variable: PseudoVariable) throws(CompileError) -> Evaluate {
+        var evaluate = try readBase(variable)
+        for transformation in variable.transformations {
+            evaluate = try transform(evaluate, transformation)
+        }
+        return evaluate
+    }
+
+    private func needsMessage(_ variable: PseudoVariable) throws(CompileError) {
+        if !RouteKinds.withMessage.contains(RouteKinds(currentRouteKind)) {
+            throw error("$\(variable.name) refers to the message, and \(currentRouteKind) has none", at: variable.location)
+        }
+    }
+
+    private func noArgument(_ variable: PseudoVariable) throws(CompileError) {
+        if variable.argument != nil { throw error("$\(variable.name) takes no argument", at: variable.location) }
+        if variable.index != nil { throw error("$\(variable.name) takes no index", at: variable.location) }
+    }
+
+    private func readBase(_ v: PseudoVariable) throws(CompileError) -> Evaluate {
+        switch v.name {
+        case "var":
+            guard let name = v.argument, !name.isEmpty else { throw error("$var needs a name: $var(name)", at: v.location) }
+            let slot = variableSlot(name)
+            return { context in context.variables[slot] }
+        case "avp":
+            guard let name = v.argument, !name.isEmpty else { throw error("$avp needs a name: $avp(name)", at: v.location) }
+            let slot = avpSlot(name)
+            switch v.index {
+            case nil: return { context in context.avps.value(slot) }
+            case .position(let n)?: return { context in context.avps.value(slot, index: n) }
+            case .all?: throw error("$(avp(\(name))[*]) can only be assigned NULL", at: v.location)
+            }
+        case "rc", "retcode":
+            try noArgument(v)
+            return { context in .integer(context.returnCode) }
+        case "Ts":
+            try noArgument(v)
+            return { _ in .integer(time(nil)) }
+        case "time":
+            let format = permanentBytes((v.argument ?? "%c") + "\0")
+            return { context in
+                var now = time(nil)
+                var parts = tm()
+                localtime_r(&now, &parts)
+                guard let space = context.arena.allocate(128) else { return .null }
+                let n = strftime(space.baseAddress!.assumingMemoryBound(to: CChar.self), 128,
+                                 format.baseAddress!.assumingMemoryBound(to: CChar.self), &parts)
+                return .text(UnsafeRawBufferPointer(rebasing: space[0..<n]))
+            }
+        case "hdr":
+            try needsMessage(v)
+            return try headerRead(v)
+        default:
+            break
+        }
+        guard let field = ScriptCompiler.messageFields[v.name] else {
+            let known = Array(ScriptCompiler.messageFields.keys) + ["var", "avp", "hdr", "rc", "retcode", "time", "Ts"]
+            let hint = ScriptCompiler.suggestion(for: v.name, among: known).map { " (did you mean '$\($0)'?)" } ?? ""
+            throw error("unknown pseudo-variable '$\(v.name)'\(hint)", at: v.location)
+        }
+        try needsMessage(v)
+        try noArgument(v)
+        return field
+    }
+
+    /// Fields of the message, read straight from the parsed message (or the script's edits).
+    static var messageFields: [String: Evaluate] { [
+        "ru": { context in context.hasMessage && context.message.isRequest ? .text(context.currentRequestURI) : .null },
+        "rU": { context in uriPart(context.currentRequestURI, .user) },
+        "rd": { context in uriPart(context.currentRequestURI, .host) },
+        "rp": { context in uriPart(context.currentRequestURI, .port) },
+        "du": { context in context.destinationURI.map { .text($0) } ?? .null },
+        "fu": { context in nameAddrURI(context, context.message.from) },
+        "fU": { context in uriPart(nameAddrURI(context, context.message.from), .user) },
+        "fd": { context in uriPart(nameAddrURI(context, context.message.from), .host) },
+        "tu": { context in nameAddrURI(context, context.message.to) },
+        "tU": { context in uriPart(nameAddrURI(context, context.message.to), .user) },
+        "td": { context in uriPart(nameAddrURI(context, context.message.to), .host) },
+        "ci": { context in context.message.callID.map { .text(context.message.bytes(of: $0)) } ?? .null },
+        "cs": { context in context.message.cseq.map { .integer(Int($0.number)) } ?? .null },
+        "rm": { context in
+            let m = context.message
+            if m.isRequest { return .text(m.bytes(of: m.methodName)) }
+            return m.cseq.map { .text(m.bytes(of: $0.methodName)) } ?? .null
+        },
+        "rs": { context in context.message.isRequest ? .null : .integer(context.message.statusCode) },
+        "rr": { context in
+            context.message.isRequest ? .null : .text(context.message.bytes(of: context.message.reasonPhrase))
+        },
+        "si": { context in
+            guard let space = context.arena.allocate(64) else { return .null }
+            let n = context.source.writeHost(into: space)
+            return .text(UnsafeRawBufferPointer(rebasing: space[0..<n]))
+        },
+        "sp": { context in .integer(Int(context.source.port)) },
+        "Ri": { context in
+            guard let space = context.arena.allocate(64) else { return .null }
+            let n = context.shard.localAddresses[context.socketIndex].writeHost(into: space)
+            return .text(UnsafeRawBufferPointer(rebasing: space[0..<n]))
+        },
+        "Rp": { context in .integer(Int(context.shard.localAddresses[context.socketIndex].port)) },
+        "pr": { _ in .text(udpText) },
+        "ua": { context in
+            guard let index = context.message.firstIndex(of: .userAgent) else { return .null }
+            return .text(context.message.bytes(of: context.message.header(at: index).value))
+        },
+        "ml": { context in .integer(context.message.length) },
+        "mb": { context in .text(UnsafeRawBufferPointer(rebasing: context.message.bytes[0..<context.message.length])) },
+    ] }
+
+    /// `$hdr(name)`, `$hdr(name)[n]` (n-th field, -1 the last), `$(hdr(name)[*])` (all, comma-joined).
+    private func headerRead(_ v: PseudoVariable) throws(CompileError) -> Evaluate {
+        guard let name = v.argument, !name.isEmpty else { throw error("$hdr needs a header name: $hdr(name)", at: v.location) }
+        let kind = SIPHeaderKind.named(name)
+        let nameBytes = permanentBytes(name)
+        switch v.index {
+        case .all?:
+            return { context in
+                let arena = context.arena
+                var text = arena.begin()
+                var first = true
+                forEachHeader(context.message, kind, nameBytes) { value in
+                    if !first { arena.append(&text, commaSpace) }
+                    first = false
+                    arena.append(&text, value)
+                    return true
+                }
+                return first ? .null : .text(arena.end(text))
+            }
+        case .position(let n)? where n < 0:
+            return { context in
+                var total = 0
+                forEachHeader(context.message, kind, nameBytes) { _ in total += 1; return true }
+                let wanted = total + n
+                guard wanted >= 0 else { return .null }
+                var seen = 0
+                var result = ScriptValue.null
+                forEachHeader(context.message, kind, nameBytes) { value in
+                    if seen == wanted { result = .text(value); return false }
+                    seen += 1
+                    return true
+                }
+                return result
+            }
+        default:
+            var wanted = 0
+            if case .position(let n)? = v.index { wanted = n }
+            let position = wanted
+            return { context in
+                var seen = 0
+                var result = ScriptValue.null
+                forEachHeader(context.message, kind, nameBytes) { value in
+                    if seen == position { result = .text(value); return false }
+                    seen += 1
+                    return true
+                }
+                return result
+            }
+        }
+    }
+
+    // MARK: - Assignment
+
+    func assignment(_ target: PseudoVariable, _ op: AssignmentOperator, _ value: Expression,
+                    _ location: SourceLocation) throws(CompileError) -> Execute {
+        if !target.transformations.isEmpty {
+            throw error("cannot assign to a transformed variable", at: target.location)
+        }
+        let evaluate = try self.value(value)
+        switch target.name {
+        case "var":
+            guard let name = target.argument, !name.isEmpty else { throw error("$var needs a name: $var(name)", at: target.location) }
+            let slot = variableSlot(name)
+            if op == .append {
+                return { context in
+                    let current = context.variables[slot], added = evaluate(context)
+                    if case .integer(let a) = current, case .integer(let b) = added {
+                        context.variables[slot] = .integer(a &+ b)
+                        return
+                    }
+                    let arena = context.arena
+                    var text = arena.begin()
+                    arena.append(&text, current)
+                    arena.append(&text, added)
+                    context.variables[slot] = .text(arena.end(text))
+                }
+            }
+            return { context in context.variables[slot] = evaluate(context) }
+        case "avp":
+            guard let name = target.argument, !name.isEmpty else { throw error("$avp needs a name: $avp(name)", at: target.location) }
+            let slot = avpSlot(name)
+            let all = target.index == .all || op == .assignReplacing
+            return { context in
+                let newValue = evaluate(context)
+                if newValue.isNull {
+                    context.avps.remove(slot, all: all)
+                    return
+                }
+                if all { context.avps.remove(slot, all: true) }
+                if !context.avps.push(slot, newValue) { context.fail("too many $avp values for one message") }
+            }
+        case "ru":
+            try requireRequestRoute(target)
+            return { context in
+                guard case .text(let text) = evaluate(context) else {
+                    context.fail("$ru can only be set to a URI")
+                    return
+                }
+                context.requestURI = text
+            }
+        case "rU", "rd", "rp":
+            try requireRequestRoute(target)
+            let part: URIPart = target.name == "rU" ? .user : target.name == "rd" ? .host : .port
+            return { context in
+                let newValue = evaluate(context)
+                guard let uri = replacingURIPart(context.currentRequestURI, part, with: newValue, arena: context.arena) else {
+                    context.fail("cannot set $\(part) of the Request-URI")
+                    return
+                }
+                context.requestURI = uri
+            }
+        case "du":
+            try requireRequestRoute(target)
+            return { context in
+                switch evaluate(context) {
+                case .text(let text) where text.count > 0: context.destinationURI = text
+                default: context.destinationURI = nil
+                }
+            }
+        default:
+            if ScriptCompiler.readOnlyVariables.contains(target.name) || ScriptCompiler.messageFields[target.name] != nil {
+                throw error("cannot assign to $\(target.name): it is read-only", at: target.location)
+            }
+            throw error("unknown pseudo-variable '$\(target.name)'", at: target.location)
+        }
+    }
+
+    private func requireRequestRoute(_ target: PseudoVariable) throws(CompileError) {
+        guard RouteKinds.requestLike.contains(RouteKinds(currentRouteKind)) else {
+            throw error("$\(target.name) can only be set in a route that handles a request", at: target.location)
+        }
+    }
+}
+
+nonisolated(unsafe) private let udpText = permanentBytes("udp")
+nonisolated(unsafe) private let commaSpace = permanentBytes(", ")
+
+/// Calls `body` with the value of each field named by `kind` (or, for unknown kinds, by `name`), in order,
+/// until it returns false.
+@inline(__always)
+func forEachHeader(_ message: SIPMessage, _ kind: SIPHeaderKind, _ name: UnsafeRawBufferPointer,
+                   _ body: (UnsafeRawBufferPointer) -> Bool) {
+    if kind != .other {
+        var index = message.firstIndex(of: kind)
+        while let i = index {
+            if !body(message.bytes(of: message.header(at: i).value)) { return }
+            index = message.nextIndex(sameKindAs: i)
+        }
+        return
+    }
+    for i in 0..<message.headerCount {
+        let field = message.header(at: i)
+        if field.kind == .other && bytesEqualIgnoringCase(message.bytes(of: field.name), name) {
+            if !body(message.bytes(of: field.value)) { return }
+        }
+    }
+}
+
+enum URIPart: CustomStringConvertible {
+    case user, host, port
+
+    var description: String {
+        switch self {
+        case .user: "rU"
+        case .host: "rd"
+        case .port: "rp"
+        }
+    }
+}
+
+func nameAddrURI(_ context: ScriptContext, _ address: SIPNameAddr?) -> ScriptValue {
+    guard let address else { return .null }
+    return .text(context.message.bytes(of: address.uri.span))
+}
+
+func uriPart(_ value: ScriptValue, _ part: URIPart) -> ScriptValue {
+    guard case .text(let text) = value else { return .null }
+    return uriPart(text, part)
+}
+
+/// A part of a URI given as text (the Request-URI, a From URI, a `{uri.*}` input).
+func uriPart(_ text: UnsafeRawBufferPointer, _ part: URIPart) -> ScriptValue {
+    guard text.count > 0, let uri = try? SIPURI.parse(text, 0, text.count) else { return .null }
+    switch part {
+    case .user:
+        return uri.user.isPresent ? .text(UnsafeRawBufferPointer(rebasing: text[Int(uri.user.start)..<Int(uri.user.end)])) : .null
+    case .host:
+        return uri.host.isPresent ? .text(UnsafeRawBufferPointer(rebasing: text[Int(uri.host.start)..<Int(uri.host.end)])) : .null
+    case .port:
+        return uri.port.map { .integer(Int($0)) } ?? .null
+    }
+}
+
+/// The URI with its user, host or port replaced (NULL or empty removes a user or port), built in the arena.
+func replacingURIPart(_ text: UnsafeRawBufferPointer, _ part: URIPart, with value: ScriptValue,
+                      arena: Arena) -> UnsafeRawBufferPointer? {
+    guard text.count > 0, let uri = try? SIPURI.parse(text, 0, text.count), uri.host.isPresent else { return nil }
+    let hostStart = Int(uri.host.start)
+    // The port (if any) runs from the host's end to the first ';', '?' or the end.
+    var afterPort = Int(uri.host.end)
+    while afterPort < text.count && text[afterPort] != UInt8(ascii: ";") && text[afterPort] != UInt8(ascii: "?")
+        && text[afterPort] != UInt8(ascii: ">") {
+        afterPort += 1
+    }
+    let userStart: Int = uri.user.isPresent ? Int(uri.user.start) : hostStart
+    var result = arena.begin()
+    // Scheme and ':' (everything before the user or host).
+    arena.append(&result, UnsafeRawBufferPointer(rebasing: text[0..<userStart]))
+    switch part {
+    case .user:
+        if value.isTrue || (value.integerValue != nil) {
+            arena.append(&result, value)
+            arena.append(&result, atSign)
+        }
+        arena.append(&result, UnsafeRawBufferPointer(rebasing: text[hostStart..<text.count]))
+    case .host:
+        arena.append(&result, UnsafeRawBufferPointer(rebasing: text[userStart..<hostStart]))
+        arena.append(&result, value)
+        arena.append(&result, UnsafeRawBufferPointer(rebasing: text[Int(uri.host.end)..<text.count]))
+    case .port:
+        arena.append(&result, UnsafeRawBufferPointer(rebasing: text[userStart..<Int(uri.host.end)]))
+        if !value.isNull, value.isTrue {
+            arena.append(&result, colon)
+            arena.append(&result, value)
+        }
+        arena.append(&result, UnsafeRawBufferPointer(rebasing: text[afterPort..<text.count]))
+    }
+    return arena.overflowed ? nil : arena.end(result)
+}
+
+nonisolated(unsafe) private let atSign = permanentBytes("@")
+nonisolated(unsafe) private let colon = permanentBytes(":")

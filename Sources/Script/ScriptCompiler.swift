@@ -1,0 +1,395 @@
+/// Checks a parsed script completely and compiles every route to closures: names, argument counts and
+/// types, variables and regular expressions are all resolved here, once, so nothing is looked up per
+/// message. One compiler run per shard (closures are not shared across threads); the first run, on the
+/// main thread, is the check that fails start-up with file:line:col.
+public final class ScriptCompiler {
+    public typealias Evaluate = (ScriptContext) -> ScriptValue
+    public typealias Execute = (ScriptContext) -> Void
+    typealias Condition = (ScriptContext) -> Bool
+
+    public let source: ScriptSource
+    public let library: ScriptLibrary
+    public let configuration: ScriptConfiguration
+    let lines: SourceLines
+    /// Warnings found while compiling (e.g. a blocking call outside async), for the start-up log.
+    public private(set) var warnings: [String] = []
+
+    /// The route being compiled: what functions may be called from it.
+    public private(set) var currentRouteKind = RouteKind.request
+    let routes = CompiledRoutes()
+    private var routeIndexByKey: [String: Int] = [:]
+    private var variableSlots: [String: Int] = [:]
+    private var avpSlots: [String: Int] = [:]
+    private var flagBits: [String: Int] = [:]
+    private var calls: [Int: Set<Int>] = [:]
+    private var currentRouteIndex = 0
+
+    /// How deep route(…) calls may nest; checked on the call graph at compile time.
+    public static let routeDepthLimit = 64
+    /// How many times a while loop may iterate for one message before the script is failed.
+    public static let loopIterationLimit = 10_000
+
+    public init(source: ScriptSource, library: ScriptLibrary, configuration: ScriptConfiguration,
+                lines: SourceLines) {
+        self.source = source
+        self.library = library
+        self.configuration = configuration
+        self.lines = lines
+    }
+
+    public func error(_ message: String, at location: SourceLocation) -> CompileError {
+        CompileError(message, at: location, sourceLine: lines.line(location))
+    }
+
+    public func warn(_ message: String, at location: SourceLocation) {
+        warnings.append("\(location): warning: \(message)")
+    }
+
+    // MARK: - Whole script
+
+    /// Compiles every route. Throws the first mistake found.
+    public func compile() throws(CompileError) -> CompiledScript {
+        var seen: [String: SourceLocation] = [:]
+        for (index, route) in source.routes.enumerated() {
+            let key = ScriptCompiler.key(route.kind, route.name)
+            if let first = seen[key] {
+                throw error("\(route.kind)\(route.name.isEmpty ? "" : "[\(route.name)]") is defined twice (first at \(first))",
+                            at: route.location)
+            }
+            seen[key] = route.location
+            routeIndexByKey[key] = index
+        }
+        routes.bodies = Array(repeating: { _ in }, count: source.routes.count)
+        for (index, route) in source.routes.enumerated() {
+            currentRouteKind = route.kind
+            currentRouteIndex = index
+            routes.bodies[index] = try block(route.body)
+        }
+        try checkRouteCalls()
+        return CompiledScript(routes: routes, source: source, variableCount: variableSlots.count)
+    }
+
+    static func key(_ kind: RouteKind, _ name: String) -> String {
+        switch kind {
+        case .timer: "timer_route[\(name)]"
+        default: "\(kind)[\(name)]"
+        }
+    }
+
+    /// The index of a route a function refers to (`route(name)`, `t_on_failure("name")`).
+    public func routeIndex(_ kind: RouteKind, named name: String, at location: SourceLocation) throws(CompileError) -> Int {
+        guard let index = routeIndexByKey[ScriptCompiler.key(kind, name)] else {
+            let known = source.routes.filter { RouteKinds($0.kind) == RouteKinds(kind) && !$0.name.isEmpty }.map(\.name)
+            let hint = ScriptCompiler.suggestion(for: name, among: known).map { " (did you mean '\($0)'?)" } ?? ""
+            throw error("unknown \(kind) '\(name)'\(hint)", at: location)
+        }
+        if kind == .request { calls[currentRouteIndex, default: []].insert(index) }
+        return index
+    }
+
+    /// Rejects recursion (which would have no static bound) and call chains deeper than the limit.
+    private func checkRouteCalls() throws(CompileError) {
+        var depth: [Int: Int] = [:]
+        var visiting: [Int] = []
+        func visit(_ route: Int) throws(CompileError) -> Int {
+            if let known = depth[route] { return known }
+            if let start = visiting.firstIndex(of: route) {
+                let cycle = (visiting[start...] + [route]).map { name(ofRoute: $0) }.joined(separator: " → ")
+                throw error("route recursion has no bound: \(cycle)", at: source.routes[route].location)
+            }
+            visiting.append(route)
+            var deepest = 0
+            for callee in calls[route, default: []].sorted() { deepest = max(deepest, try visit(callee)) }
+            visiting.removeLast()
+            depth[route] = deepest + 1
+            if deepest + 1 > ScriptCompiler.routeDepthLimit {
+                throw error("route calls nest \(deepest + 1) deep from here; the limit is \(ScriptCompiler.routeDepthLimit)",
+                            at: source.routes[route].location)
+            }
+            return deepest + 1
+        }
+        for route in source.routes.indices { _ = try visit(route) }
+    }
+
+    private func name(ofRoute index: Int) -> String {
+        let route = source.routes[index]
+        return route.name.isEmpty ? "\(route.kind)" : "\(route.kind)[\(route.name)]"
+    }
+
+    // MARK: - Slots
+
+    func variableSlot(_ name: String) -> Int {
+        if let slot = variableSlots[name] { return slot }
+        let slot = variableSlots.count
+        variableSlots[name] = slot
+        return slot
+    }
+
+    func avpSlot(_ name: String) -> Int {
+        if let slot = avpSlots[name] { return slot }
+        let slot = avpSlots.count
+        avpSlots[name] = slot
+        return slot
+    }
+
+    /// A flag by number (0–63) or by name (OpenSIPS 3.x named flags get bits in order of first use).
+    public func flagBit(_ argument: Expression?, at location: SourceLocation) throws(CompileError) -> Int {
+        let name: String
+        switch argument {
+        case .integer(let n, let l)?:
+            guard n >= 0 && n < 64 else { throw error("flag \(n) is out of range; flags are 0 to 63", at: l) }
+            return n
+        case .identifier(let text, _)?: name = text
+        case .string(let template, _)? where template.literal != nil: name = template.literal!
+        default: throw error("expected a flag number or name", at: argument?.location ?? location)
+        }
+        if let n = Int(name) {
+            guard n >= 0 && n < 64 else { throw error("flag \(n) is out of range; flags are 0 to 63", at: location) }
+            return n
+        }
+        if let bit = flagBits[name] { return bit }
+        guard flagBits.count < 64 else { throw error("more than 64 named flags", at: location) }
+        let bit = 63 - flagBits.count
+        flagBits[name] = bit
+        return bit
+    }
+
+    // MARK: - Statements
+
+    func block(_ statements: [Statement]) throws(CompileError) -> Execute {
+        var compiled: [Execute] = []
+        for statement in statements { compiled.append(try self.statement(statement)) }
+        switch compiled.count {
+        case 0: return { _ in }
+        case 1: return compiled[0]
+        default:
+            let steps = compiled
+            return { context in
+                for step in steps {
+                    step(context)
+                    if context.flow != .normal { return }
+                }
+            }
+        }
+    }
+
+    func statement(_ statement: Statement) throws(CompileError) -> Execute {
+        switch statement {
+        case .expression(let expression):
+            guard case .call(let call) = expression else {
+                throw error("expected a function call, an assignment or a statement", at: expression.location)
+            }
+            let run = try self.call(call)
+            return { context in
+                let code = run(context)
+                context.returnCode = code
+                if code == 0 && context.flow == .normal { context.flow = .exit }
+            }
+        case .assignment(let target, let op, let value, let location):
+            return try assignment(target, op, value, location)
+        case .ifElse(let condition, let then, let otherwise, _):
+            let test = try self.condition(condition)
+            let yes = try block(then)
+            if let otherwise {
+                let no = try block(otherwise)
+                return { context in
+                    let passed = test(context)
+                    guard context.flow == .normal else { return }
+                    if passed { yes(context) } else { no(context) }
+                }
+            }
+            return { context in
+                let passed = test(context)
+                if passed && context.flow == .normal { yes(context) }
+            }
+        case .switchCase(let subject, let cases, let defaultBody, let location):
+            return try switchStatement(subject, cases, defaultBody, location)
+        case .whileLoop(let condition, let body, let location):
+            let test = try self.condition(condition)
+            let run = try block(body)
+            let limit = ScriptCompiler.loopIterationLimit
+            let place = "\(location)"
+            return { context in
+                var iterations = 0
+                while test(context) && context.flow == .normal {
+                    iterations += 1
+                    if iterations > limit {
+                        context.fail("while loop at \(place) ran \(limit) times for one message; stopped the script")
+                        return
+                    }
+                    run(context)
+                    if context.flow == .breakBlock { context.flow = .normal; return }
+                    if context.flow != .normal { return }
+                }
+            }
+        case .returnStatement(let value, _):
+            guard let value else {
+                return { context in
+                    context.returnCode = 1
+                    context.flow = .returned
+                }
+            }
+            let evaluate = try integer(value, what: "return value")
+            return { context in
+                let code = evaluate(context) ?? -1
+                context.returnCode = code
+                context.flow = code == 0 ? .exit : .returned
+            }
+        case .exit:
+            return { context in context.flow = .exit }
+        case .drop:
+            return { context in context.flow = .drop }
+        case .breakStatement:
+            return { context in context.flow = .breakBlock }
+        }
+    }
+
+    private func switchStatement(_ subject: Expression, _ cases: [SwitchCase], _ defaultBody: [Statement]?,
+                                 _ location: SourceLocation) throws(CompileError) -> Execute {
+        let value = try self.value(subject)
+        var labels: [ScriptValue] = []
+        var bodies: [Execute] = []
+        for item in cases {
+            switch item.value {
+            case .integer(let n, _): labels.append(.integer(n))
+            case .string(let template, let l):
+                guard let text = template.literal else { throw error("a case label must be a constant", at: l) }
+                labels.append(.text(permanentBytes(text)))
+            case .negate(.integer(let n, _), _): labels.append(.integer(-n))
+            default: throw error("a case label must be a string or integer constant", at: item.location)
+            }
+            bodies.append(try block(item.body))
+        }
+        let fallback = try defaultBody.map { (body: [Statement]) throws(CompileError) -> Execute in try block(body) }
+        let count = labels.count
+        return { context in
+            let subject = value(context)
+            var start = count
+            for i in 0..<count where compareValues(subject, labels[i]) == 0 {
+                start = i
+                break
+            }
+            // Cases fall through until a break, as in OpenSIPS; default runs last.
+            var i = start
+            while i < count {
+                bodies[i](context)
+                if context.flow == .breakBlock { context.flow = .normal; return }
+                if context.flow != .normal { return }
+                i += 1
+            }
+            if let fallback {
+                fallback(context)
+                if context.flow == .breakBlock { context.flow = .normal }
+            }
+        }
+    }
+
+    // MARK: - Calls
+
+    /// Compiles a function call: resolution, module check, route kind, argument count, then the
+    /// function's own checks.
+    public func call(_ call: FunctionCall) throws(CompileError) -> CompiledCall {
+        if call.name == "route" {
+            return try routeCall(call)
+        }
+        guard let function = library.functions[call.name] else {
+            let hint = ScriptCompiler.suggestion(for: call.name, among: Array(library.functions.keys) + ["route"])
+                .map { " (did you mean '\($0)'?)" } ?? ""
+            throw error("unknown function '\(call.name)'\(hint); ringsip does not provide it", at: call.location)
+        }
+        // A function may live in either of two modules across OpenSIPS versions ("sipmsgops|textops").
+        let providers = function.module.split(separator: "|").map(String.init)
+        if function.module != "core" && !providers.contains(where: configuration.loadedModules.contains) {
+            throw error("function '\(call.name)' comes from module '\(providers[0])', which is not loaded "
+                + "(add: loadmodule \"\(providers[0]).so\")", at: call.location)
+        }
+        guard function.allowedIn.contains(RouteKinds(currentRouteKind)) else {
+            throw error("function '\(call.name)' cannot be used in \(currentRouteKind)", at: call.location)
+        }
+        let count = call.arguments.count
+        guard count >= function.minimumArguments && count <= function.maximumArguments else {
+            let expected = function.minimumArguments == function.maximumArguments
+                ? "\(function.minimumArguments)"
+                : "\(function.minimumArguments) to \(function.maximumArguments)"
+            throw error("function '\(call.name)' takes \(expected) argument\(function.maximumArguments == 1 ? "" : "s"), "
+                + "not \(count)", at: call.location)
+        }
+        for (i, argument) in call.arguments.enumerated() where argument == nil && i < function.minimumArguments {
+            throw error("argument \(i + 1) of '\(call.name)' is required", at: call.location)
+        }
+        return try function.compile(call, self)
+    }
+
+    private func routeCall(_ call: FunctionCall) throws(CompileError) -> CompiledCall {
+        guard call.arguments.count == 1, let argument = call.arguments[0] else {
+            throw error("route() takes one route name", at: call.location)
+        }
+        let name: String
+        switch argument {
+        case .identifier(let n, _): name = n
+        case .integer(let n, _): name = String(n)
+        case .string(let template, _) where template.literal != nil: name = template.literal!
+        default: throw error("route() takes a route name, not an expression", at: argument.location)
+        }
+        let index = try routeIndex(.request, named: name, at: argument.location)
+        let routes = self.routes
+        return { context in
+            routes.bodies[index](context)
+            switch context.flow {
+            case .returned, .breakBlock:
+                context.flow = .normal
+                return context.returnCode
+            case .normal:
+                context.returnCode = 1
+                return 1
+            case .exit, .drop:
+                return 0
+            }
+        }
+    }
+
+    /// The closest known name, for "did you mean" (edit distance at most 2, or a shared prefix).
+    static func suggestion(for name: String, among candidates: [String]) -> String? {
+        var best: (String, Int)?
+        for candidate in candidates {
+            let distance = editDistance(Array(name.utf8), Array(candidate.utf8))
+            if distance <= 2 && distance < (best?.1 ?? Int.max) { best = (candidate, distance) }
+        }
+        return best?.0
+    }
+
+    static func editDistance(_ a: [UInt8], _ b: [UInt8]) -> Int {
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var previous = Array(0...b.count)
+        for i in 1...a.count {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...b.count {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+}
+
+/// Route bodies by index; calls between routes go through it, so a route can call one compiled after it.
+final class CompiledRoutes {
+    var bodies: [ScriptCompiler.Execute] = []
+}
+
+/// One shard's compiled script.
+public struct CompiledScript {
+    let routes: CompiledRoutes
+    public let source: ScriptSource
+    public let variableCount: Int
+
+    /// The index of the route of this kind and name, if the script defines it.
+    public func index(_ kind: RouteKind, _ name: String = "") -> Int? {
+        source.routes.firstIndex { RouteKinds($0.kind) == RouteKinds(kind) && $0.name == name }
+    }
+
+    public func run(_ index: Int, _ context: ScriptContext) {
+        routes.bodies[index](context)
+    }
+}

@@ -1,0 +1,122 @@
+import Engine
+import SIP
+
+/// A checked script, ready to be compiled once per shard: the parsed source, its configuration, and the
+/// library that provides its functions.
+public struct ScriptProgram: Sendable {
+    public let source: ScriptSource
+    public let configuration: ScriptConfiguration
+    public let library: ScriptLibrary
+    /// Warnings from the check (ignored globals, blocking calls…), for the start-up log.
+    public let warnings: [String]
+
+    /// Loads and checks a script file completely: configuration and every route.
+    public static func load(path: String, library: ScriptLibrary = .core) throws(CompileError) -> ScriptProgram {
+        try check(ScriptLoader.load(path: path), library: library, lines: SourceLines())
+    }
+
+    /// Checks script text (tests, and the one-line script behind `--forward`).
+    public static func parse(_ text: String, file: String = "<script>",
+                             library: ScriptLibrary = .core) throws(CompileError) -> ScriptProgram {
+        let lines = SourceLines()
+        lines.register(file: file, text: text)
+        return try check(ScriptLoader.parse(text, file: file), library: library, lines: lines)
+    }
+
+    static func check(_ source: ScriptSource, library: ScriptLibrary, lines: SourceLines) throws(CompileError) -> ScriptProgram {
+        let configuration = try ScriptConfiguration.build(source, library: library, lines: lines)
+        let compiler = ScriptCompiler(source: source, library: library, configuration: configuration, lines: lines)
+        _ = try compiler.compile()
+        guard source.routes.contains(where: { $0.kind == .request && $0.name.isEmpty }) else {
+            let location = source.routes.first?.location ?? SourceLocation(file: "<script>", line: 1, column: 1)
+            throw CompileError("the script has no main route: add route { … }", at: location, sourceLine: lines.line(location))
+        }
+        return ScriptProgram(source: source, configuration: configuration, library: library,
+                             warnings: configuration.warnings + compiler.warnings)
+    }
+
+    /// The compiled routes for one shard. The program was checked, so this cannot fail.
+    func compile() -> CompiledScript {
+        let compiler = ScriptCompiler(source: source, library: library, configuration: configuration, lines: SourceLines())
+        do {
+            return try compiler.compile()
+        } catch {
+            preconditionFailure("a checked script failed to compile again: \(error)")
+        }
+    }
+}
+
+/// Runs the script for every datagram a shard receives: requests through the main route, replies through
+/// `onreply_route` and then statelessly on along their Via. The daemon's only handler: `--forward` is a
+/// one-line script.
+public final class ScriptHandler: ShardHandler {
+    let script: CompiledScript
+    public let context: ScriptContext
+    let mainRoute: Int
+    let replyRoute: Int?
+    let errorRoute: Int?
+    let startupRoute: Int?
+    let timerRoutes: [(index: Int, milliseconds: UInt64)]
+
+    public init(program: ScriptProgram) {
+        script = program.compile()
+        context = ScriptContext(variableCount: script.variableCount, log: ScriptLog(level: program.configuration.logLevel))
+        mainRoute = script.index(.request)!
+        replyRoute = script.index(.onReply)
+        errorRoute = script.index(.error)
+        startupRoute = script.index(.startup)
+        timerRoutes = program.source.routes.enumerated().compactMap { index, route in
+            if case .timer(let seconds) = route.kind { return (index, UInt64(max(seconds, 1)) * 1000) }
+            return nil
+        }
+    }
+
+    public func handle(_ datagram: borrowing Datagram, on shard: Shard) -> Disposition {
+        let message = context.message
+        guard parseAndValidate(message, datagram, relay: context.relay, on: shard) else { return .done }
+        context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
+        if message.isRequest {
+            script.run(mainRoute, context)
+        } else {
+            if let replyRoute { script.run(replyRoute, context) }
+            if context.flow != .drop && context.runtimeError == nil {
+                context.relay.forwardResponse(message, arrivedOn: datagram.socketIndex, on: shard)
+            }
+        }
+        if context.runtimeError != nil { reportRuntimeError() }
+        return .done
+    }
+
+    /// startup_route runs once, on shard 0; timer routes run on shard 0 at their interval.
+    public func started(on shard: Shard) {
+        guard shard.index == 0 else { return }
+        if let startupRoute { runWithoutMessage(startupRoute, on: shard) }
+        for (position, timer) in timerRoutes.enumerated() {
+            _ = shard.schedule(after: timer.milliseconds, payload: UInt64(position))
+        }
+    }
+
+    public func timerFired(payload: UInt64, on shard: Shard) {
+        let position = Int(payload)
+        guard position < timerRoutes.count else { return }
+        runWithoutMessage(timerRoutes[position].index, on: shard)
+        _ = shard.schedule(after: timerRoutes[position].milliseconds, payload: payload)
+    }
+
+    private func runWithoutMessage(_ route: Int, on shard: Shard) {
+        context.begin(shard: shard, source: SocketAddress(ipv4: (0, 0, 0, 0), port: 0), socketIndex: 0, hasMessage: false)
+        script.run(route, context)
+        if context.runtimeError != nil { reportRuntimeError() }
+    }
+
+    /// Logs the failure and runs error_route (once: a failure inside error_route is only logged).
+    private func reportRuntimeError() {
+        let reason = context.runtimeError ?? "unknown"
+        context.log.write(level: -1, "ringsipd: script error: \(reason)")
+        guard let errorRoute, context.hasMessage else { return }
+        context.runtimeError = nil
+        context.flow = .normal
+        script.run(errorRoute, context)
+        if let again = context.runtimeError { context.log.write(level: -1, "ringsipd: error in error_route: \(again)") }
+    }
+}

@@ -1,0 +1,117 @@
+/// What a script may call and configure: modules with their parameters and functions. The layers above
+/// register theirs at start-up (this layer: the stateless core; later TM and the async operations), so
+/// `Script` never imports them.
+
+/// Where a function may be called. A bit per `RouteKind` case.
+public struct RouteKinds: OptionSet, Sendable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    public static let request = RouteKinds(rawValue: 1 << 0)
+    public static let branch = RouteKinds(rawValue: 1 << 1)
+    public static let failure = RouteKinds(rawValue: 1 << 2)
+    public static let onReply = RouteKinds(rawValue: 1 << 3)
+    public static let startup = RouteKinds(rawValue: 1 << 4)
+    public static let timer = RouteKinds(rawValue: 1 << 5)
+    public static let error = RouteKinds(rawValue: 1 << 6)
+
+    public static let all = RouteKinds(rawValue: 0x7F)
+    /// Routes that handle a request.
+    public static let requestLike: RouteKinds = [.request, .branch, .failure, .error]
+    /// Routes that have a message at all.
+    public static let withMessage: RouteKinds = [.request, .branch, .failure, .onReply, .error]
+
+    public init(_ kind: RouteKind) {
+        switch kind {
+        case .request: self = .request
+        case .branch: self = .branch
+        case .failure: self = .failure
+        case .onReply: self = .onReply
+        case .startup: self = .startup
+        case .timer: self = .timer
+        case .error: self = .error
+        }
+    }
+}
+
+/// A compiled function call: runs per message, returns the OpenSIPS code (positive true, negative false,
+/// 0 ends the script).
+public typealias CompiledCall = (ScriptContext) -> Int
+
+public struct ScriptFunction: Sendable {
+    public var name: String
+    /// The module that must be loaded to use it; "core" needs none.
+    public var module: String
+    public var minimumArguments: Int
+    public var maximumArguments: Int
+    public var allowedIn: RouteKinds
+    /// Checks and compiles one call site. Runs once per call site per shard at start-up.
+    public var compile: @Sendable (FunctionCall, ScriptCompiler) throws(CompileError) -> CompiledCall
+
+    public init(_ name: String, module: String, arguments: ClosedRange<Int>, allowedIn: RouteKinds = .all,
+                compile: @escaping @Sendable (FunctionCall, ScriptCompiler) throws(CompileError) -> CompiledCall) {
+        self.name = name
+        self.module = module
+        minimumArguments = arguments.lowerBound
+        maximumArguments = arguments.upperBound
+        self.allowedIn = allowedIn
+        self.compile = compile
+    }
+}
+
+public enum ModuleParameterType: Sendable, Equatable, CustomStringConvertible {
+    case integer
+    case string
+
+    public var description: String { self == .integer ? "an integer" : "a string" }
+}
+
+public struct ModuleParameterDeclaration: Sendable {
+    public var name: String
+    public var type: ModuleParameterType
+
+    public init(_ name: String, _ type: ModuleParameterType) {
+        self.name = name
+        self.type = type
+    }
+}
+
+public struct ScriptModule: Sendable {
+    /// As in `loadmodule "name.so"`.
+    public var name: String
+    public var parameters: [ModuleParameterDeclaration]
+    public var functions: [ScriptFunction]
+
+    public init(name: String, parameters: [ModuleParameterDeclaration] = [], functions: [ScriptFunction] = []) {
+        self.name = name
+        self.parameters = parameters
+        self.functions = functions
+    }
+}
+
+/// Every module this build of ringsip provides.
+public struct ScriptLibrary: Sendable {
+    public private(set) var modules: [String: ScriptModule] = [:]
+    public private(set) var functions: [String: ScriptFunction] = [:]
+
+    public init() {}
+
+    public mutating func register(_ module: ScriptModule) {
+        if let existing = modules[module.name] {
+            var merged = existing
+            merged.parameters += module.parameters
+            merged.functions += module.functions
+            modules[module.name] = merged
+        } else {
+            modules[module.name] = module
+        }
+        for function in module.functions { functions[function.name] = function }
+    }
+
+    /// The library with the stateless core: what this layer provides on its own.
+    public static var core: ScriptLibrary {
+        var library = ScriptLibrary()
+        for module in CoreFunctions.modules { library.register(module) }
+        return library
+    }
+}
