@@ -16,7 +16,7 @@ DEPS_DEBS := liburing-dev libmariadb-dev libcurl4-openssl-dev pkg-config
 TEST_DEBS := sip-tester kamailio procps util-linux
 PERF_DEBS := linux-perf valgrind
 
-RUN_ARGS     ?= --listen udp:127.0.0.1:5060 --forward udp:127.0.0.1:5070
+RUN_ARGS     ?= -f etc/ringsip.cfg
 PYTEST_ARGS  ?=
 BENCH_ARGS   ?= --rate 1000
 COMPARE_ARGS ?=

@@ -1,6 +1,11 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+/// The hot path runs single-threaded per shard over preallocated state; Swift's dynamic exclusivity checks
+/// (swift_beginAccess on class properties) cost ~3 % of the daemon's CPU at 4000 calls/s in `perf record`
+/// (perf/RESULTS.md), with nothing to catch: each shard's objects are touched by one thread. Release only.
+let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 // Layers, low to high: CUring → SIP → Engine → Script → ringsipd. A lower layer never imports a higher one.
 let package = Package(
     name: "ringsip",
@@ -16,14 +21,15 @@ let package = Package(
             name: "CUring",
             linkerSettings: [.linkedLibrary("uring")]
         ),
-        .target(name: "SIP"),
+        .target(name: "SIP", swiftSettings: hotPath),
         .target(
             name: "Engine",
             dependencies: [
                 "CUring", "SIP",
-            ]
+            ],
+            swiftSettings: hotPath
         ),
-        .target(name: "Script", dependencies: ["SIP", "Engine"]),
+        .target(name: "Script", dependencies: ["SIP", "Engine"], swiftSettings: hotPath),
         .executableTarget(
             name: "ringsipd",
             dependencies: [
@@ -36,7 +42,7 @@ let package = Package(
         .target(name: "CAllocCounter"),
         .executableTarget(
             name: "ringsip-bench",
-            dependencies: ["SIP", "Engine", "CAllocCounter"],
+            dependencies: ["SIP", "Engine", "Script", "CAllocCounter"],
             path: "perf/microbench"
         ),
         .testTarget(name: "SIPTests", dependencies: ["SIP"]),

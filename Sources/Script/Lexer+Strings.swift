@@ -65,13 +65,14 @@ extension Lexer {
         return parts
     }
 
+    private static let simpleEscapes: [UInt8: UInt8] = [
+        UInt8(ascii: "n"): .newline, UInt8(ascii: "r"): .carriageReturn, UInt8(ascii: "t"): .tab,
+        UInt8(ascii: "a"): 0x07, .quote: .quote, .backslash: .backslash,
+    ]
+
     /// - Precondition: the next byte is a backslash and `next` the byte after it.
     private mutating func decodeEscape(after next: UInt8, into literal: inout [UInt8]) {
-        let simple: [UInt8: UInt8] = [
-            UInt8(ascii: "n"): .newline, UInt8(ascii: "r"): .carriageReturn, UInt8(ascii: "t"): .tab,
-            UInt8(ascii: "a"): 0x07, .quote: .quote, .backslash: .backslash,
-        ]
-        if let decoded = simple[next] {
+        if let decoded = Lexer.simpleEscapes[next] {
             literal.append(decoded)
             advance(2)
         } else if next == .newline {
@@ -267,7 +268,8 @@ extension Lexer {
     // MARK: Global values
 
     /// The value after `=` in a top-level `name = value`, on the same line: a quoted string (as text), an integer
-    /// (also negative) or an unquoted word of letters, digits and `_ . : [ ] / - * @` (`udp:[::1]:5060`).
+    /// (also negative) or unquoted words of letters, digits and `_ . : [ ] / - * @` (`udp:[::1]:5060`), the rest
+    /// of the line's words joined by single spaces for the checker to split (`udp:10.0.0.1:5060 as 192.0.2.1`).
     /// Returns nil, consuming nothing but spaces, when none of those follows.
     mutating func scanGlobalValue() throws(CompileError) -> (GlobalValue, SourceLocation)? {
         while peek() == .space || peek() == .tab { advance() }
@@ -290,9 +292,24 @@ extension Lexer {
             }
         }
         cursor = saved
+        var words = [scanGlobalWord()]
+        // More words on the same line belong to the value: `socket = udp:10.0.0.1:5060 as 203.0.113.1:5060`.
+        while true {
+            let before = cursor
+            while peek() == .space || peek() == .tab { advance() }
+            guard let b = peek(), b.isGlobalWordByte else {
+                cursor = before
+                break
+            }
+            words.append(scanGlobalWord())
+        }
+        return (.word(words.joined(separator: " ")), start)
+    }
+
+    private mutating func scanGlobalWord() -> String {
         let wordStart = cursor.offset
         while let b = peek(), b.isGlobalWordByte { advance() }
-        return (.word(String(decoding: bytes[wordStart..<cursor.offset], as: UTF8.self)), start)
+        return String(decoding: bytes[wordStart..<cursor.offset], as: UTF8.self)
     }
 }
 

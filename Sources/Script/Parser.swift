@@ -82,6 +82,9 @@ struct Parser {
                     throw error(
                         "unknown route type '\(name)'; expected route, branch_route, failure_route, onreply_route, "
                             + "startup_route, timer_route or error_route", at: location)
+                } else if current.isPunctuation(.leftParen) {
+                    throw error("a call to '\(name)' outside a route; statements belong in a route block",
+                                at: location)
                 } else {
                     throw error("expected '=' after '\(name)'", at: previousEnd)
                 }

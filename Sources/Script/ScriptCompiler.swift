@@ -140,11 +140,14 @@ public final class ScriptCompiler {
             guard n >= 0 && n < 64 else { throw error("flag \(n) is out of range; flags are 0 to 63", at: l) }
             return n
         case .identifier(let text, _)?: name = text
-        case .string(let template, _)? where template.literal != nil: name = template.literal!
+        case .string(let template, _)? where template.literal != nil && !template.literal!.isEmpty:
+            name = template.literal!
         default: throw error("expected a flag number or name", at: argument?.location ?? location)
         }
         if let n = Int(name) {
-            guard n >= 0 && n < 64 else { throw error("flag \(n) is out of range; flags are 0 to 63", at: location) }
+            guard n >= 0 && n < 64 else {
+                throw error("flag \(n) is out of range; flags are 0 to 63", at: argument?.location ?? location)
+            }
             return n
         }
         if let bit = flagBits[name] { return bit }

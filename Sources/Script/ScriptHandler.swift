@@ -12,7 +12,7 @@ public struct ScriptProgram: Sendable {
 
     /// Loads and checks a script file completely: configuration and every route.
     public static func load(path: String, library: ScriptLibrary = .core) throws(CompileError) -> ScriptProgram {
-        try check(ScriptLoader.load(path: path), library: library, lines: SourceLines())
+        try check(ScriptLoader.load(path: path), library: library, lines: SourceLines(), file: path)
     }
 
     /// Checks script text (tests, and the one-line script behind `--forward`).
@@ -20,15 +20,16 @@ public struct ScriptProgram: Sendable {
                              library: ScriptLibrary = .core) throws(CompileError) -> ScriptProgram {
         let lines = SourceLines()
         lines.register(file: file, text: text)
-        return try check(ScriptLoader.parse(text, file: file), library: library, lines: lines)
+        return try check(ScriptLoader.parse(text, file: file), library: library, lines: lines, file: file)
     }
 
-    static func check(_ source: ScriptSource, library: ScriptLibrary, lines: SourceLines) throws(CompileError) -> ScriptProgram {
+    static func check(_ source: ScriptSource, library: ScriptLibrary, lines: SourceLines,
+                      file: String) throws(CompileError) -> ScriptProgram {
         let configuration = try ScriptConfiguration.build(source, library: library, lines: lines)
         let compiler = ScriptCompiler(source: source, library: library, configuration: configuration, lines: lines)
         _ = try compiler.compile()
         guard source.routes.contains(where: { $0.kind == .request && $0.name.isEmpty }) else {
-            let location = source.routes.first?.location ?? SourceLocation(file: "<script>", line: 1, column: 1)
+            let location = source.routes.first?.location ?? SourceLocation(file: file, line: 1, column: 1)
             throw CompileError("the script has no main route: add route { … }", at: location, sourceLine: lines.line(location))
         }
         return ScriptProgram(source: source, configuration: configuration, library: library,

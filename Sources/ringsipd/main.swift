@@ -42,7 +42,7 @@ do {
     if let file = settings.file {
         program = try ScriptProgram.load(path: file)
     } else {
-        program = try ScriptProgram.parse(forwardingScript(to: settings.forward!), file: "--forward")
+        program = try ScriptProgram.parse(ScriptProgram.forwardingScript(to: settings.forward!), file: "--forward")
     }
 } catch {
     FileHandleStderr.write("\(error)\n")
