@@ -187,9 +187,19 @@ extension ScriptCompiler {
             if op == .append {
                 return { context in
                     let current = context.variables[slot], added = evaluate(context)
-                    if case .integer(let a) = current, case .integer(let b) = added {
+                    // Numbers add (an unset variable counts as 0); anything else concatenates.
+                    switch (current, added) {
+                    case (.integer(let a), .integer(let b)):
                         context.variables[slot] = .integer(a &+ b)
                         return
+                    case (.null, .integer(let b)):
+                        context.variables[slot] = .integer(b)
+                        return
+                    case (.integer(let a), .text) where added.integerValue != nil:
+                        context.variables[slot] = .integer(a &+ added.integerValue!)
+                        return
+                    default:
+                        break
                     }
                     let arena = context.arena
                     var text = arena.begin()

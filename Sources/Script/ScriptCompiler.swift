@@ -21,6 +21,7 @@ public final class ScriptCompiler {
     private var variableSlots: [String: Int] = [:]
     private var avpSlots: [String: Int] = [:]
     private var flagBits: [String: Int] = [:]
+    private var numberedFlags: [Int: SourceLocation] = [:]
     private var calls: [Int: Set<Int>] = [:]
     private var currentRouteIndex = 0
 
@@ -137,24 +138,29 @@ public final class ScriptCompiler {
         let name: String
         switch argument {
         case .integer(let n, let l)?:
-            guard n >= 0 && n < 64 else { throw error("flag \(n) is out of range; flags are 0 to 63", at: l) }
-            return n
+            return try numberedFlag(n, at: l)
         case .identifier(let text, _)?: name = text
-        case .string(let template, _)? where template.literal != nil && !template.literal!.isEmpty:
-            name = template.literal!
+        case .string(let template, _)? where template.literal.map({ !$0.isEmpty }) ?? false: name = template.literal!
         default: throw error("expected a flag number or name", at: argument?.location ?? location)
         }
-        if let n = Int(name) {
-            guard n >= 0 && n < 64 else {
-                throw error("flag \(n) is out of range; flags are 0 to 63", at: argument?.location ?? location)
-            }
-            return n
-        }
+        let at = argument?.location ?? location
+        if let n = Int(name) { return try numberedFlag(n, at: at) }
         if let bit = flagBits[name] { return bit }
-        guard flagBits.count < 64 else { throw error("more than 64 named flags", at: location) }
-        let bit = 63 - flagBits.count
+        // Named flags (OpenSIPS 3.x) take the highest bits no numbered flag uses, in order of first use.
+        var bit = 63
+        while bit >= 0 && (numberedFlags[bit] != nil || flagBits.values.contains(bit)) { bit -= 1 }
+        guard bit >= 0 else { throw error("more than 64 flags", at: at) }
         flagBits[name] = bit
         return bit
+    }
+
+    private func numberedFlag(_ n: Int, at location: SourceLocation) throws(CompileError) -> Int {
+        guard n >= 0 && n < 64 else { throw error("flag \(n) is out of range; flags are 0 to 63", at: location) }
+        if let owner = flagBits.first(where: { $0.value == n })?.key {
+            throw error("flag \(n) is also used by named flag '\(owner)'", at: location)
+        }
+        numberedFlags[n] = location
+        return n
     }
 
     // MARK: - Statements
@@ -162,15 +168,16 @@ public final class ScriptCompiler {
     func block(_ statements: [Statement]) throws(CompileError) -> Execute {
         var compiled: [Execute] = []
         for statement in statements { compiled.append(try self.statement(statement)) }
-        switch compiled.count {
-        case 0: return { _ in }
-        case 1: return compiled[0]
-        default:
-            let steps = compiled
-            return { context in
-                for step in steps {
-                    step(context)
-                    if context.flow != .normal { return }
+        if compiled.isEmpty { return { _ in } }
+        let steps = compiled
+        return { context in
+            for step in steps {
+                step(context)
+                if context.flow != .normal { return }
+                // Text that did not fit the arena came out empty: stop rather than go on with wrong values.
+                if context.arena.overflowed {
+                    context.fail("values for one message exceed the \(context.arena.capacity / 1024) KiB arena")
+                    return
                 }
             }
         }
@@ -297,8 +304,8 @@ public final class ScriptCompiler {
         }
         guard let function = library.functions[call.name] else {
             let hint = ScriptCompiler.suggestion(for: call.name, among: Array(library.functions.keys) + ["route"])
-                .map { " (did you mean '\($0)'?)" } ?? ""
-            throw error("unknown function '\(call.name)'\(hint); ringsip does not provide it", at: call.location)
+                .map { " (did you mean '\($0)'?)" } ?? ": ringsip does not provide it"
+            throw error("unknown function '\(call.name)'\(hint)", at: call.location)
         }
         // A function may live in either of two modules across OpenSIPS versions ("sipmsgops|textops").
         let providers = function.module.split(separator: "|").map(String.init)

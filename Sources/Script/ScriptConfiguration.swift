@@ -61,8 +61,9 @@ public struct ScriptConfiguration: Sendable {
             var name = String(load.path.split(separator: "/").last ?? "")
             if name.hasSuffix(".so") { name.removeLast(3) }
             guard library.modules[name] != nil || transportModules.contains(name) else {
+                let provided = (library.modules.keys.filter { $0 != "core" } + transportModules).sorted()
                 let hint = ScriptCompiler.suggestion(for: name, among: Array(library.modules.keys))
-                    .map { " (did you mean '\($0).so'?)" } ?? ""
+                    .map { " (did you mean '\($0).so'?)" } ?? "; it provides: " + provided.joined(separator: ", ")
                 throw error("module '\(name)' is not provided by ringsip\(hint)", load.location)
             }
             configuration.loadedModules.insert(name)

@@ -23,8 +23,13 @@ public struct ScriptProgram: Sendable {
         return try check(ScriptLoader.parse(text, file: file), library: library, lines: lines, file: file)
     }
 
-    static func check(_ source: ScriptSource, library: ScriptLibrary, lines: SourceLines,
+    static func check(_ parsed: ScriptSource, library: ScriptLibrary, lines: SourceLines,
                       file: String) throws(CompileError) -> ScriptProgram {
+        // OpenSIPS 1.x/2.x scripts call their main route route[0].
+        var source = parsed
+        for i in source.routes.indices where source.routes[i].kind == .request && source.routes[i].name == "0" {
+            source.routes[i].name = ""
+        }
         let configuration = try ScriptConfiguration.build(source, library: library, lines: lines)
         let compiler = ScriptCompiler(source: source, library: library, configuration: configuration, lines: lines)
         _ = try compiler.compile()

@@ -117,10 +117,13 @@ import Script
             e = /var/run/x-y_z@host
             f = 'single'
             g = 0x10
+            socket = udp:10.0.0.1:5060   as  203.0.113.1:5060 # NAT
+            h = x
             """)
         #expect(script.globals.map { "\($0.name)=\($0.value)" } == [
             "a=integer(-1)", "b=word(\"udp:*:5060\")", "c=string(\"quoted # not a comment $ru\")",
             "d=word(\"10.0.0.1\")", "e=word(\"/var/run/x-y_z@host\")", "f=string(\"single\")", "g=integer(16)",
+            "socket=word(\"udp:10.0.0.1:5060 as 203.0.113.1:5060\")", "h=word(\"x\")",
         ])
     }
 }

@@ -186,6 +186,14 @@ import Script
             """)
     }
 
+    @Test func statementOutsideARoute() {
+        Self.expectError("children = 4\nxlog(\"hello\\n\");\n", """
+            test.cfg:2:1: error: a call to 'xlog' outside a route; statements belong in a route block
+            xlog("hello\\n");
+            ^
+            """)
+    }
+
     @Test func badModparamValue() {
         Self.expectError("modparam(\"tm\", \"fr_timeout\", yes)\n", """
             test.cfg:1:30: error: expected a string or an integer as the parameter value
