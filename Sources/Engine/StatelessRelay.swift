@@ -54,14 +54,15 @@ public final class StatelessRelay: ShardHandler {
     }
 }
 
-/// Parses and validates a datagram into `message`. On failure: a keep-alive is ignored, an answerable
+/// Parses and validates a datagram into `message` (fully for a request; for a response what relaying it
+/// needs, see `SIPMessage.validateForRelay`). On failure: a keep-alive is ignored, an answerable
 /// request gets 400/505 naming the problem, anything else is dropped; all but keep-alives are counted.
 /// Returns whether the message is ready to route.
 public func parseAndValidate(_ message: SIPMessage, _ datagram: borrowing Datagram, relay: SIPRelay,
                              on shard: Shard) -> Bool {
     do {
         try message.parse(datagram.bytes)
-        try message.validate()
+        if message.isRequest { try message.validate() } else { try message.validateForRelay() }
         return true
     } catch {
         // A datagram of CRLFs is a keep-alive (RFC 5626 §3.5.1): nothing to count, nothing to answer.

@@ -146,6 +146,32 @@ extension SIPMessage {
         cache.done |= ValueCache.maxForwards
     }
 
+    /// What a proxy must be able to read in a response it relays statelessly: the SIP version, the top Via
+    /// (whose removal and the next Via decide where it goes), a well-formed CSeq, and exactly one Call-ID,
+    /// From and To. Their values are parsed later, only if the script reads them: a response is routed by
+    /// its Vias, and its endpoints judge the rest (RFC 3261 §16.7 leaves it to them).
+    /// - Precondition: `parse` succeeded on a response.
+    public func validateForRelay() throws(SIPParseError) {
+        precondition(hasStartLine && !isRequest, "validateForRelay() is for parsed responses")
+        guard equalsIgnoringCase(version, "SIP/2.0") else {
+            throw SIPParseError(.unsupportedVersion, at: version.lower)
+        }
+        var vias = values(of: .via)
+        guard let first = vias.next() else { throw SIPParseError(.missingVia, at: headersEnd) }
+        cache.topVia = try SIPVia.parse(bytes, first)
+        cache.done |= ValueCache.topVia
+        let cseqField = try single(.cseq, missing: .missingCSeq, multiple: .multipleCSeq)
+        do {
+            cache.cseq = try SIPCSeq.parse(bytes, cseqField.value)
+            cache.done |= ValueCache.cseq
+        } catch {
+            throw SIPParseError(.badCSeq, at: error.offset)
+        }
+        _ = try single(.callID, missing: .missingCallID, multiple: .multipleCallID)
+        _ = try single(.from, missing: .missingFrom, multiple: .multipleFrom)
+        _ = try single(.to, missing: .missingTo, multiple: .multipleTo)
+    }
+
     private func validateVias() throws(SIPParseError) {
         var values = values(of: .via)
         guard let first = values.next() else { throw SIPParseError(.missingVia, at: headersEnd) }
