@@ -301,4 +301,35 @@ struct RuntimeLogTests {
         }
         #expect(output.contains("ringsipd: script error: values for one message exceed the 64 KiB arena"))
     }
+
+    @Test func startupRouteRunsOnceAndTimerRouteRunsEverySecondOnShardZero() throws {
+        let marker = "m\(UInt32.random(in: 0...UInt32.max))"
+        var rig: ScriptRig?
+        let output = try capturingStderr(own: marker) {
+            rig = try ScriptRig("""
+                startup_route {
+                    $var(n) = 41;
+                    $var(n) += 1;
+                    xlog("L_ERR", "\(marker) startup $var(n)\n");
+                }
+                timer_route[tick, 1] {
+                    xlog("L_ERR", "\(marker) tick\n");
+                }
+                route {
+                    sl_send_reply(299, "served");
+                }
+
+                """)
+            let rig = try #require(rig)
+            // Requests are served meanwhile; wait through two timer intervals.
+            #expect(rig.reason(of: rig.request()) == "served")
+            usleep(2_300_000)
+        }
+        rig = nil
+        let lines = output.split(separator: "\n").filter { $0.hasPrefix(marker) }
+        #expect(lines.first == "\(marker) startup 42")
+        #expect(lines.filter { $0 == "\(marker) startup 42" }.count == 1)
+        // Two intervals passed; a loaded machine may let a third slip in before the rig stops.
+        #expect((2...3).contains(lines.filter { $0 == "\(marker) tick" }.count))
+    }
 }
