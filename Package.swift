@@ -6,7 +6,7 @@ import PackageDescription
 /// (perf/RESULTS.md), with nothing to catch: each shard's objects are touched by one thread. Release only.
 let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
-// Layers, low to high: CUring → SIP → Engine → Script → ringsipd. A lower layer never imports a higher one.
+// Layers, low to high: CUring → SIP → Engine → TM → Script → ringsipd. A lower layer never imports a higher one.
 let package = Package(
     name: "ringsip",
     products: [
@@ -29,6 +29,7 @@ let package = Package(
             ],
             swiftSettings: hotPath
         ),
+        .target(name: "TM", dependencies: ["SIP", "Engine"], swiftSettings: hotPath),
         .target(name: "Script", dependencies: ["SIP", "Engine"], swiftSettings: hotPath),
         .executableTarget(
             name: "ringsipd",
@@ -48,5 +49,6 @@ let package = Package(
         .testTarget(name: "SIPTests", dependencies: ["SIP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CUring", "SIP"]),
         .testTarget(name: "ScriptTests", dependencies: ["Script", "Engine", "SIP"]),
+        .testTarget(name: "TMTests", dependencies: ["TM", "SIP"]),
     ]
 )
