@@ -13,15 +13,18 @@ RINGSIPD ?= .build/release/ringsipd
 PYTHON    = $(shell scripts/find-python)
 
 DEPS_DEBS := liburing-dev libmariadb-dev libcurl4-openssl-dev pkg-config
-TEST_DEBS := sip-tester kamailio procps util-linux
+# linux-perf: the perf/profile smoke test in `make test` (it skips where perf cannot sample).
+TEST_DEBS := sip-tester kamailio procps util-linux linux-perf
 PERF_DEBS := linux-perf valgrind
 
 RUN_ARGS     ?= -f etc/ringsip.cfg
 PYTEST_ARGS  ?=
+SCENARIO     ?= stateless
 BENCH_ARGS   ?= --rate 1000
 COMPARE_ARGS ?=
+PROFILE_ARGS ?=
 
-.PHONY: help deps test-deps perf-deps build run test unit-test integration bench compare clean distclean
+.PHONY: help deps test-deps perf-deps build run test unit-test integration bench compare profile clean distclean
 
 help:
 	@echo "make deps        install the Debian packages needed to build and run (if missing)"
@@ -31,8 +34,9 @@ help:
 	@echo "make run         build and run $(RINGSIPD) $(RUN_ARGS)  (RUN_ARGS=... to change)"
 	@echo "make test        build, swift test, then the integration suite (Tests/integration)"
 	@echo "make integration only the integration suite, against the existing build (PYTEST_ARGS=...)"
-	@echo "make bench       perf/bench stateless --target ringsip $(BENCH_ARGS)  (BENCH_ARGS=...)"
-	@echo "make compare     perf/compare stateless $(COMPARE_ARGS): ringsip vs kamailio, CPU us per call"
+	@echo "make bench       perf/bench $(SCENARIO) --target ringsip $(BENCH_ARGS)  (SCENARIO=stateless|register|cancel, BENCH_ARGS=...)"
+	@echo "make compare     perf/compare $(SCENARIO) $(COMPARE_ARGS): ringsip vs kamailio (and OpenSIPS if installed), CPU us per call"
+	@echo "make profile     perf/profile $(SCENARIO) $(PROFILE_ARGS): flame graph + top functions under perf/out/"
 	@echo "make clean       swift package clean, remove perf/out;  make distclean: remove .build"
 
 deps:
@@ -65,10 +69,13 @@ integration: test-deps
 	$(PYTHON) -m pytest -q Tests/integration $(PYTEST_ARGS)
 
 bench: test-deps build
-	perf/bench stateless --target ringsip $(BENCH_ARGS)
+	perf/bench $(SCENARIO) --target ringsip $(BENCH_ARGS)
 
 compare: test-deps build
-	perf/compare stateless $(COMPARE_ARGS)
+	perf/compare $(SCENARIO) $(COMPARE_ARGS)
+
+profile: perf-deps build
+	perf/profile $(SCENARIO) $(PROFILE_ARGS)
 
 clean:
 	-$(LOCK) $(SWIFT) package clean

@@ -1,7 +1,8 @@
-"""Shared machinery for perf/bench, perf/compare and Tests/integration.
+"""Shared machinery for perf/bench, perf/compare, perf/profile and Tests/integration.
 
-Everything here drives real processes on 127.0.0.1 only: the target (ringsipd or Kamailio), one
-`sipp` UAS behind it and one or more `sipp` UACs in front of it. Every process is started in its own
+Everything here drives real processes on 127.0.0.1 only: the target (ringsipd, Kamailio or OpenSIPS)
+running a scenario's script, a `sipp` UAS behind it when the scenario has one, and one or more `sipp`
+UACs in front of it. Every process is started in its own
 session (process group) and registered in a `ProcGroup`, whose `close()` kills whatever is still
 running, so a crash or Ctrl-C of the harness leaves nothing behind.
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +33,52 @@ LOOPBACK = "127.0.0.1"
 # sipp's socket buffers (default 64 KiB): bursts of a few thousand calls/s overflow that, and the
 # retransmissions it causes would be blamed on the target. The kernel caps it at net.core.rmem_max.
 SIPP_BUFF = 1 << 20
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A folder under perf/scenarios/: the target's script (ringsip.cfg, kamailio.cfg, opensips.cfg)
+    and the sipp XML it is driven with."""
+    name: str
+    call: str                 # what one sipp "call" is
+    messages: int             # SIP messages the target receives per call (and sends: each is relayed or answered)
+    uac_xml: str | None       # sipp UAC scenario in the folder; None: sipp's built-in `uac`
+    uas_xml: str | None       # sipp UAS scenario in the folder; None: the target answers, no UAS
+    rtt: str                  # what rt_p50_ms / rt_p99_ms measure (sipp rtd)
+
+    @property
+    def folder(self) -> Path:
+        return SCENARIOS / self.name
+
+    def file(self, name: str | None) -> Path | None:
+        return self.folder / name if name else None
+
+
+SCENARIO_SPECS = {s.name: s for s in (
+    Scenario("stateless", "INVITE, 200, ACK, BYE, 200 relayed", 5, None, "uas.xml", "INVITE to 200"),
+    Scenario("register", "REGISTER answered 200 by the target", 1, "uac.xml", None, "REGISTER to 200"),
+    Scenario("cancel", "INVITE, 180, CANCEL, 200, 487, ACK relayed", 6, "uac.xml", "uas.xml", "INVITE to 180"),
+)}
+# Named by issue 6, waiting for transactions and async operations: no folder until they can run.
+PENDING_SCENARIOS = ("stateful", "async-rest", "blocking-rest", "async-db")
+TARGETS = ("ringsip", "kamailio", "opensips")
+
+TOKEN = re.compile(r"@([A-Z_]+)@")
+
+
+def render_config(template: Path, dest: Path, values: dict[str, object]) -> Path:
+    """Copy `template` to `dest` with every `@NAME@` replaced by values[NAME]. A token without a value
+    is an error (a config that still says `@UAS@` would fail later, less clearly)."""
+    text = template.read_text()
+    unknown = sorted({m.group(1) for m in TOKEN.finditer(text)} - set(values))
+    if unknown:
+        raise RuntimeError(f"{template}: no value for " + ", ".join(f"@{u}@" for u in unknown))
+    dest.write_text(TOKEN.sub(lambda m: str(values[m.group(1)]), text))
+    return dest
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,12 +512,17 @@ def ringsipd_path() -> Path:
     return Path(os.environ.get("RINGSIPD", REPO / ".build" / "release" / "ringsipd"))
 
 
-def start_ringsip(group: ProcGroup, port: int, forward_port: int, shards: int | None = None,
-                  extra: list[str] = (), name: str = "ringsipd") -> Proc:
+def start_ringsip(group: ProcGroup, port: int, forward_port: int | None = None, shards: int | None = None,
+                  extra: list[str] = (), name: str = "ringsipd", script: Path | None = None) -> Proc:
+    """ringsipd on 127.0.0.1:`port`: running `script` (-f; its `listen` should be that port), or the
+    one-line forwarding script to `forward_port` (--forward)."""
     binary = ringsipd_path()
     if not binary.exists():
         raise FileNotFoundError(f"{binary} not found: run `make build` (or set RINGSIPD=path)")
-    argv = [binary, "--listen", f"udp:{LOOPBACK}:{port}", "--forward", f"udp:{LOOPBACK}:{forward_port}"]
+    if script is not None:
+        argv = [binary, "-f", script]
+    else:
+        argv = [binary, "--listen", f"udp:{LOOPBACK}:{port}", "--forward", f"udp:{LOOPBACK}:{forward_port}"]
     if shards:
         argv += ["--shards", str(shards)]
     argv += list(extra)
@@ -495,3 +549,62 @@ def start_kamailio(group: ProcGroup, port: int, forward_port: int, children: int
     wait_until(lambda: len(descendants(proc.pid)) >= children, 5)
     time.sleep(0.2)
     return proc
+
+
+def opensips_path() -> Path | None:
+    """An OpenSIPS install (not packaged by Debian): $OPENSIPS, `opensips` on PATH, or the usual
+    prefixes of a source build. None if there is none."""
+    env = os.environ.get("OPENSIPS")
+    if env:
+        return Path(env) if Path(env).exists() else None
+    found = shutil.which("opensips")
+    if found:
+        return Path(found)
+    for cand in ("/usr/local/sbin/opensips", "/opt/opensips/sbin/opensips", "/usr/sbin/opensips"):
+        if os.access(cand, os.X_OK):
+            return Path(cand)
+    return None
+
+
+def target_available(target: str) -> str | None:
+    """None if `target` can run here, else why not (one line)."""
+    if target == "ringsip":
+        return None if ringsipd_path().exists() else f"{ringsipd_path()} not found: run `make build`"
+    if target == "kamailio":
+        return None if shutil.which("kamailio") else "kamailio not found: run `make test-deps`"
+    if target == "opensips":
+        return None if opensips_path() else "no OpenSIPS install found (not packaged by Debian; set OPENSIPS=path)"
+    return f"unknown target {target}"
+
+
+def start_opensips(group: ProcGroup, port: int, cfg: Path, name: str = "opensips") -> Proc:
+    """OpenSIPS with the main process in the foreground (-F), logging to stderr (-E). `cfg` is
+    rendered already (its `socket` is 127.0.0.1:`port`, `udp_workers` set)."""
+    binary = opensips_path()
+    if binary is None:
+        raise FileNotFoundError(target_available("opensips"))
+    rundir = group.workdir / f"{name}-run"
+    rundir.mkdir(exist_ok=True)
+    argv = [binary, "-F", "-E", "-f", cfg, "-m", "64", "-M", "8", "-w", rundir]
+    proc = group.start(name, argv)
+    if not wait_until(lambda: udp_port_bound(port) or not proc.alive(), 15) or not proc.alive():
+        raise RuntimeError(f"opensips did not start: {proc.stderr().strip()[-800:]}")
+    time.sleep(0.5)  # its workers fork after the bind
+    return proc
+
+
+def start_target(group: ProcGroup, target: str, scenario: Scenario, port: int, uas_port: int | None,
+                 workers: int, ringsip_extra: list[str] = (), kamailio_mem: str = "tlsf") -> Proc:
+    """The target on 127.0.0.1:`port` running the scenario's script for it, `workers` workers
+    (ringsipd shards, Kamailio children, OpenSIPS UDP workers), next hop the UAS (if any)."""
+    values = {"LISTEN": f"{LOOPBACK}:{port}", "UAS": f"{LOOPBACK}:{uas_port or 9}", "WORKERS": workers}
+    if target == "ringsip":
+        cfg = render_config(scenario.folder / "ringsip.cfg", group.workdir / "ringsip.cfg", values)
+        return start_ringsip(group, port, shards=workers, extra=ringsip_extra, script=cfg)
+    if target == "kamailio":
+        return start_kamailio(group, port, uas_port or 9, children=workers,
+                              cfg=scenario.folder / "kamailio.cfg", mem=kamailio_mem)
+    if target == "opensips":
+        cfg = render_config(scenario.folder / "opensips.cfg", group.workdir / "opensips.cfg", values)
+        return start_opensips(group, port, cfg)
+    raise ValueError(f"unknown target {target}")

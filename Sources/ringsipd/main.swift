@@ -11,7 +11,11 @@ func fail(_ message: String, status: Int32) -> Never {
 
 let settings: RingSIPD.Settings
 do {
-    let command = try RingSIPD.parseAsRoot() as! RingSIPD
+    // --help arrives as ArgumentParser's own help command, not as a RingSIPD.
+    guard let command = try RingSIPD.parseAsRoot() as? RingSIPD else {
+        print(RingSIPD.helpMessage())
+        exit(0)
+    }
     settings = try command.settings()
 } catch let error as SettingsError {
     fail(error.description, status: 2)

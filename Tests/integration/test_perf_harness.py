@@ -1,44 +1,134 @@
-"""Smoke test of perf/bench: a tiny Kamailio run prints its result line and leaves nothing behind."""
+"""Smoke tests of perf/bench and perf/compare: every scenario, a short low-rate run on each target that can
+run here, prints its result line and leaves no process and no run folder behind."""
 
+import importlib.machinery
+import importlib.util
 import os
 import shutil
 import subprocess
 
 import harness as h
+import pytest
 from conftest import REPO, missing
 
-WATCHED = ("sipp", "kamailio", "ringsipd")
+WATCHED = ("sipp", "kamailio", "ringsipd", "opensips", "perf")
+SCENARIOS = tuple(h.SCENARIO_SPECS)
 
 
-def watched_pids() -> set[int]:
+def load_tool(name: str):
+    loader = importlib.machinery.SourceFileLoader(name, str(REPO / "perf" / name))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def started_under(folder) -> set[int]:
+    """Live sipp/target/perf processes that belong to a run in `folder`: the harness starts each in its
+    run folder (cwd) or names a file there (ringsipd -f, kamailio -Y). Others may be benchmarking on
+    the same machine at the same time; their processes are not ours to count."""
+    folder = str(folder)
     out = set()
     for pid in h.all_pids():
         f = h._stat_fields(pid)
         try:
             comm = open(f"/proc/{pid}/comm").read().strip()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if f and f[0] != "Z" and comm in WATCHED:
+        if f and f[0] != "Z" and comm in WATCHED and (cwd.startswith(folder) or folder in h.cmdline(pid)):
             out.add(pid)
     return out
 
 
-def test_bench_stateless_kamailio_prints_its_result_line_and_leaves_nothing_behind(tmp_path):
-    for exe in ("kamailio", "sipp"):
+def need(target: str) -> None:
+    for exe in ("sipp",):
         if not shutil.which(exe):
             missing(f"{exe} not found: run `make test-deps`")
-    before = watched_pids()
-    p = subprocess.run([str(REPO / "perf" / "bench"), "stateless", "--target", "kamailio", "--rate", "100",
-                        "--calls", "200", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL,
-                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    why = h.target_available(target)
+    if why:
+        missing(why)
+
+
+def run_tool(argv: list[str], out, timeout: float) -> subprocess.CompletedProcess:
+    """Run a perf/ tool whose run folders go under `out` (its --out), then check it left nothing running."""
+    p = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert h.wait_until(lambda: not started_under(out), 3), (
+        "left behind: " + "; ".join(h.cmdline(pid) for pid in started_under(out)))
+    return p
+
+
+def fields_of(line: str) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in line.split()[1:])
+
+
+@pytest.mark.parametrize("target", ["ringsip", "kamailio"])
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_bench_runs_each_scenario_prints_one_result_line_and_leaves_nothing_behind(scenario, target, tmp_path):
+    need(target)
+    p = run_tool([str(REPO / "perf" / "bench"), scenario, "--target", target, "--rate", "100", "--calls", "200"],
+                 tmp_path, timeout=90)
     assert p.returncode == 0, p.stdout + p.stderr
     lines = [line for line in p.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(lines) == 1, p.stdout
-    fields = dict(kv.split("=", 1) for kv in lines[0].split()[1:])
-    assert fields["target"] == "kamailio" and fields["ok"] == "200" and fields["failed"] == "0", lines[0]
-    assert float(fields["cpu_us_per_call"]) > 0, lines[0]
-    assert float(fields["peak_rss_mb"]) > 0, lines[0]
-    assert h.wait_until(lambda: not (watched_pids() - before), 3), (
-        "left behind: " + "; ".join(h.cmdline(pid) for pid in watched_pids() - before))
+    f = fields_of(lines[0])
+    assert f["bench"] == scenario and f["target"] == target, lines[0]
+    assert f["ok"] == "200" and f["failed"] == "0" and f["calls"] == "200", lines[0]
+    assert float(f["cpu_us_per_call"]) > 0 and float(f["cpu_us_per_msg"]) > 0, lines[0]
+    assert float(f["peak_rss_mb"]) > 0, lines[0]
+    assert f["limit"] == "-", "sipp at 100 calls/s is nowhere near its limit: " + lines[0]
+    if h.SCENARIO_SPECS[scenario].uas_xml is None:
+        assert f["uas_cpu_pct"] == "na", "no UAS runs for " + scenario
     assert not list(tmp_path.iterdir()), "a clean run removes its run folder"
+
+
+def test_compare_prints_the_cpu_ratio_for_each_peer(tmp_path):
+    need("ringsip")
+    need("kamailio")
+    p = run_tool([str(REPO / "perf" / "compare"), "register", "--rates", "100", "--rounds", "1", "--seconds", "1",
+                  "--targets", "ringsip,kamailio"], tmp_path, timeout=90)
+    assert p.returncode == 0, p.stdout + p.stderr
+    results = [line for line in p.stdout.splitlines() if line.startswith("RESULT ")]
+    assert sorted(fields_of(line)["target"] for line in results) == ["kamailio", "ringsip"], p.stdout
+    compares = [line for line in p.stdout.splitlines() if line.startswith("COMPARE ")]
+    assert len(compares) == 1, p.stdout
+    f = fields_of(compares[0])
+    assert f["bench"] == "register" and f["peer"] == "kamailio" and float(f["ratio"]) > 0, compares[0]
+
+
+def test_bench_blames_the_load_generator_when_sipp_saturates_or_falls_behind():
+    bench = load_tool("bench")
+    base = {"offered_cps": 4000.0, "created_cps": 3990.0, "uac_cpu_pct_max": 40.0, "uas_cpu_pct": 30.0}
+    assert bench.limit_of(base) == "-"
+    assert bench.limit_of({**base, "uac_cpu_pct_max": 97.0}) == "generator"
+    assert bench.limit_of({**base, "created_cps": 3100.0}) == "generator"
+    assert bench.limit_of({**base, "uas_cpu_pct": 95.0}) == "uas"
+    assert bench.limit_of({**base, "uas_cpu_pct": None}) == "-"
+    note = bench.limit_note({**base, "uac_cpu_pct_max": 97.0, "limit": "generator"})
+    assert note.startswith("# limit: the load generator"), note
+
+
+def test_scenario_templates_render_completely_and_refuse_a_missing_value(tmp_path):
+    values = {"LISTEN": "127.0.0.1:5060", "UAS": "127.0.0.1:5070", "WORKERS": 2}
+    for name, spec in h.SCENARIO_SPECS.items():
+        for cfg in ("ringsip.cfg", "kamailio.cfg", "opensips.cfg"):
+            assert (spec.folder / cfg).exists(), f"{name}/{cfg} missing"
+        for xml in (spec.uac_xml, spec.uas_xml):
+            assert xml is None or (spec.folder / xml).exists(), f"{name}/{xml} missing"
+        for cfg in ("ringsip.cfg", "opensips.cfg"):
+            text = h.render_config(spec.folder / cfg, tmp_path / f"{name}-{cfg}", values).read_text()
+            assert not h.TOKEN.search(text), text
+    with pytest.raises(RuntimeError, match="no value for @UAS@"):
+        h.render_config(h.SCENARIO_SPECS["stateless"].folder / "ringsip.cfg", tmp_path / "x.cfg",
+                        {"LISTEN": "127.0.0.1:5060"})
+    for pending in h.PENDING_SCENARIOS:
+        assert not (h.SCENARIOS / pending).exists(), f"{pending} has a folder but cannot run yet"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_each_scenarios_ringsip_script_passes_check_config(scenario, ringsipd, tmp_path):
+    spec = h.SCENARIO_SPECS[scenario]
+    cfg = h.render_config(spec.folder / "ringsip.cfg", tmp_path / "ringsip.cfg",
+                          {"LISTEN": "127.0.0.1:5060", "UAS": "127.0.0.1:5070", "WORKERS": 2})
+    p = subprocess.run([str(ringsipd), "--check-config", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
