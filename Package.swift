@@ -30,7 +30,7 @@ let package = Package(
             swiftSettings: hotPath
         ),
         .target(name: "TM", dependencies: ["SIP", "Engine"], swiftSettings: hotPath),
-        .target(name: "Script", dependencies: ["SIP", "Engine"], swiftSettings: hotPath),
+        .target(name: "Script", dependencies: ["SIP", "Engine", "TM"], swiftSettings: hotPath),
         .executableTarget(
             name: "ringsipd",
             dependencies: [

@@ -59,15 +59,36 @@ public final class SIPRelay {
     @discardableResult
     public func forwardRequest(_ message: SIPMessage, from source: SocketAddress, arrivedOn socketIndex: Int,
                                to destination: SocketAddress, edits: RelayEdits, on shard: Shard) -> Bool {
-        learnLocalAddresses(shard)
-        // Sending to ourselves would only come back until Max-Forwards runs out.
-        guard !shard.localAddresses.contains(destination),
-              let socket = shard.socketIndex(for: destination, preferring: socketIndex),
+        guard let socket = socketToward(destination, preferring: socketIndex, on: shard),
               let out = shard.makeDatagram() else {
             shard.counters.dropped += 1
             return false
         }
         let branchLength = writeBranch(message)
+        let branch = UnsafeRawBufferPointer(rebasing: self.branch[0..<branchLength])
+        guard let length = buildRequest(message, from: source, socket: socket, branch: branch, edits: edits,
+                                        into: out.buffer) else {
+            shard.discard(out)
+            shard.counters.dropped += 1
+            return false
+        }
+        shard.send(out, length: length, to: destination, socketIndex: socket)
+        return true
+    }
+
+    /// The socket a request to `destination` leaves from; nil when none has its family, or when the
+    /// destination is this proxy (sending to ourselves would only come back until Max-Forwards runs out).
+    public func socketToward(_ destination: SocketAddress, preferring socketIndex: Int, on shard: Shard) -> Int? {
+        learnLocalAddresses(shard)
+        guard !shard.localAddresses.contains(destination) else { return nil }
+        return shard.socketIndex(for: destination, preferring: socketIndex)
+    }
+
+    /// Writes the request as forwarded from `socket` with `branch` in our Via (a transaction's own branch,
+    /// or the stateless one) into `buffer`; nil when it cannot be rebuilt or does not fit.
+    public func buildRequest(_ message: SIPMessage, from source: SocketAddress, socket: Int,
+                             branch: UnsafeRawBufferPointer, edits: RelayEdits,
+                             into buffer: UnsafeMutableRawBufferPointer) -> Int? {
         let via = message.topVia!
         let ours = sentBy[socket]
         var options = SIPForwardingOptions()
@@ -77,19 +98,10 @@ public final class SIPRelay {
         options.appendedHeaders = edits.appendedHeaders
         options.removedKinds = edits.removedKinds
         options.maxForwardsWhenAbsent = edits.maxForwardsWhenAbsent
-        options.via = .parts(transport: .udp, host: UnsafeRawBufferPointer(ours.host), port: ours.port,
-                             branch: UnsafeRawBufferPointer(rebasing: branch[0..<branchLength]))
+        options.via = .parts(transport: .udp, host: UnsafeRawBufferPointer(ours.host), port: ours.port, branch: branch)
         options.received = receivedHost(message, source)
         if via.hasRport || edits.forceRport { options.rport = source.port }
-        do {
-            let length = try message.writeForwardedRequest(into: out.buffer, options)
-            shard.send(out, length: length, to: destination, socketIndex: socket)
-            return true
-        } catch {
-            shard.discard(out)
-            shard.counters.dropped += 1
-            return false
-        }
+        return try? message.writeForwardedRequest(into: buffer, options)
     }
 
     /// The Record-Route line for the listen address a request to `destination` leaves from.
@@ -220,24 +232,35 @@ public final class SIPRelay {
     @discardableResult
     public func reply(to message: SIPMessage, status: Int, reason: UnsafeRawBufferPointer, from source: SocketAddress,
                       arrivedOn socketIndex: Int, on shard: Shard) -> Bool {
-        guard let via = message.topVia, message.method != .ack, let out = shard.makeDatagram() else {
+        guard message.topVia != nil, message.method != .ack, let out = shard.makeDatagram() else {
             shard.counters.dropped += 1
             return false
         }
-        var destination = source
-        if !via.hasRport { destination.port = via.port ?? 5060 }
-        let received = receivedHost(message, source)
-        let server = UnsafeRawBufferPointer(start: SIPRelay.server.utf8Start, count: SIPRelay.server.utf8CodeUnitCount)
-        do {
-            let length = try message.writeReply(into: out.buffer, statusCode: status, reason: reason, server: server,
-                                                received: received, rport: via.hasRport ? source.port : nil)
-            shard.send(out, length: length, to: destination, socketIndex: socketIndex)
-            return true
-        } catch {
+        guard let length = buildReply(to: message, status: status, reason: reason, from: source, into: out.buffer) else {
             shard.discard(out)
             shard.counters.dropped += 1
             return false
         }
+        shard.send(out, length: length, to: responseDestination(message, from: source), socketIndex: socketIndex)
+        return true
+    }
+
+    /// Where responses to a request go (§18.2.2 for UDP): its source address, at the source port when its
+    /// Via asked for rport, else at the Via's port.
+    public func responseDestination(_ message: SIPMessage, from source: SocketAddress) -> SocketAddress {
+        var destination = source
+        if let via = message.topVia, !via.hasRport { destination.port = via.port ?? 5060 }
+        return destination
+    }
+
+    /// Writes our reply to a request into `buffer` (received/rport added to its top Via as §18.2.1 asks).
+    public func buildReply(to message: SIPMessage, status: Int, reason: UnsafeRawBufferPointer, from source: SocketAddress,
+                           into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        guard let via = message.topVia else { return nil }
+        let received = receivedHost(message, source)
+        let server = UnsafeRawBufferPointer(start: SIPRelay.server.utf8Start, count: SIPRelay.server.utf8CodeUnitCount)
+        return try? message.writeReply(into: buffer, statusCode: status, reason: reason, server: server,
+                                       received: received, rport: via.hasRport ? source.port : nil)
     }
 
     @discardableResult

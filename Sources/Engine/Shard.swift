@@ -14,7 +14,7 @@ public final class Shard {
     let directory: ShardDirectory
     let sockets: [Int32]
     public let localAddresses: [SocketAddress]
-    public internal(set) var counters = ShardCounters()
+    public var counters = ShardCounters()
     /// Milliseconds on CLOCK_MONOTONIC, read once per loop turn.
     public private(set) var now: UInt64
     var handler: (any ShardHandler)!

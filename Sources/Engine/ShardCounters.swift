@@ -9,6 +9,8 @@ public struct ShardCounters: Sendable, Equatable {
     public var handoffs = 0
     public var sendErrors = 0
     public var bufferExhaustion = 0
+    /// Live transactions (kept by the transaction layer above, when one is in use).
+    public var transactions = 0
 
     public init() {}
 
@@ -22,12 +24,14 @@ public struct ShardCounters: Sendable, Equatable {
         sum.handoffs += b.handoffs
         sum.sendErrors += b.sendErrors
         sum.bufferExhaustion += b.bufferExhaustion
+        sum.transactions += b.transactions
         return sum
     }
 
     /// One line, `key=value` pairs, stable so scripts can parse it.
     public func line(label: String) -> String {
         "\(label): received=\(received) sent=\(sent) parse_errors=\(parseErrors) dropped=\(dropped) "
-            + "stale=\(staleCompletions) handoffs=\(handoffs) send_errors=\(sendErrors) enobufs=\(bufferExhaustion)"
+            + "stale=\(staleCompletions) handoffs=\(handoffs) send_errors=\(sendErrors) enobufs=\(bufferExhaustion) "
+            + "transactions=\(transactions)"
     }
 }

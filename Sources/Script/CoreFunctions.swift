@@ -290,27 +290,8 @@ extension ScriptContext {
 
     /// Sends the request, with every edit the script made, to `destination`.
     func forward(to destination: SocketAddress) -> Bool {
-        var edits = RelayEdits()
-        edits.requestURI = requestURI
-        edits.popRoute = popRoute && routeSet == nil
-        edits.forceRport = forceRport
-        edits.maxForwardsWhenAbsent = maxForwardsWhenAbsent
-        edits.appendedHeaders = appendedHeaders
-        if let routeSet { edits.removedKinds.insert(.route); _ = routeSet }
-        let recordRouteLine = recordRoute
-            ? relay.recordRouteLine(toward: destination, arrivedOn: socketIndex, on: shard) : nil
-        switch (recordRouteLine, routeSet) {
-        case (nil, nil): break
-        case (let line?, nil): edits.insertedHeaders = line
-        case (nil, let routes?): edits.insertedHeaders = routes
-        case (let line?, let routes?):
-            var both = arena.begin()
-            arena.append(&both, line)
-            arena.append(&both, routes)
-            edits.insertedHeaders = arena.end(both)
-        }
-        let sent = relay.forwardRequest(message, from: source, arrivedOn: socketIndex, to: destination, edits: edits,
-                                        on: shard)
+        let sent = relay.forwardRequest(message, from: source, arrivedOn: socketIndex, to: destination,
+                                        edits: edits(toward: destination), on: shard)
         if sent { handled = true }
         return sent
     }

@@ -94,6 +94,15 @@ public struct ScriptConfiguration: Sendable {
         return configuration
     }
 
+    /// A module parameter's integer value, or nil when not set.
+    public func optionalInteger(_ module: String, _ name: String) -> Int? {
+        switch moduleParameters[module]?[name] {
+        case .integer(let n)?: return n
+        case .string(let s)?: return Int(s)
+        default: return nil
+        }
+    }
+
     /// A module parameter's integer value, or `fallback` when not set.
     public func integer(_ module: String, _ name: String, default fallback: Int) -> Int {
         switch moduleParameters[module]?[name] {

@@ -1,6 +1,7 @@
 import Engine
 import Glibc
 import SIP
+import TM
 
 /// How a route's execution continues after a statement.
 public enum Flow: UInt8 {
@@ -21,7 +22,17 @@ public enum Flow: UInt8 {
 ///
 /// - Invariant: used only on its shard's thread.
 public final class ScriptContext {
-    public let message = SIPMessage()
+    /// The message routes read: the datagram being handled, or (in a failure route) the transaction's
+    /// request, parsed into `transactionMessage` so the datagram's message stays intact underneath.
+    public internal(set) var message: SIPMessage
+    let datagramMessage = SIPMessage()
+    let transactionMessage = SIPMessage()
+    /// The shard's transactions, when the script loads tm.
+    public internal(set) var transactions: TransactionManager?
+    /// The transaction of the message being routed, once t_newtran/t_relay/t_reply created it.
+    public var transaction: TransactionHandle?
+    /// `t_on_failure` before the transaction exists: applied when it is created.
+    var pendingFailureRoute: Int?
     /// False in startup and timer routes, which run without a message.
     public internal(set) var hasMessage = false
     public internal(set) var source = SocketAddress(ipv4: (0, 0, 0, 0), port: 0)
@@ -65,6 +76,7 @@ public final class ScriptContext {
     var stackTop = 0
 
     public init(variableCount: Int, avpCapacity: Int = 256, arenaBytes: Int = 64 << 10, log: ScriptLog) {
+        message = datagramMessage
         self.variableCount = variableCount
         variables = .allocate(capacity: max(variableCount, 1))
         variables.initialize(repeating: .null, count: max(variableCount, 1))
@@ -103,6 +115,8 @@ public final class ScriptContext {
         routeSet = nil
         appendedCount = 0
         handled = false
+        transaction = nil
+        pendingFailureRoute = nil
         stackTop = 0
         arena.reset()
     }

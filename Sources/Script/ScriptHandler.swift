@@ -1,5 +1,6 @@
 import Engine
 import SIP
+import TM
 
 /// A checked script, ready to be compiled once per shard: the parsed source, its configuration, and the
 /// library that provides its functions.
@@ -9,6 +10,9 @@ public struct ScriptProgram: Sendable {
     public let library: ScriptLibrary
     /// Warnings from the check (ignored globals, blocking calls…), for the start-up log.
     public let warnings: [String]
+    /// The secret behind transaction branches and the transaction table's hash seed: random per process.
+    let branchKey = BranchKey(k0: UInt64.random(in: 0...UInt64.max), k1: UInt64.random(in: 0...UInt64.max))
+    let tableSeed = UInt64.random(in: 0...UInt64.max)
 
     /// Loads and checks a script file completely: configuration and every route.
     public static func load(path: String, library: ScriptLibrary = .core) throws(CompileError) -> ScriptProgram {
@@ -53,9 +57,9 @@ public struct ScriptProgram: Sendable {
 }
 
 /// Runs the script for every datagram a shard receives: requests through the main route, replies through
-/// `onreply_route` and then statelessly on along their Via. The daemon's only handler: `--forward` is a
-/// one-line script.
-public final class ScriptHandler: ShardHandler {
+/// their transaction (when the script loads tm) or `onreply_route` and then statelessly on along their Via.
+/// The daemon's only handler: `--forward` is a one-line script.
+public final class ScriptHandler: ShardHandler, TransactionUser {
     let script: CompiledScript
     public let context: ScriptContext
     let mainRoute: Int
@@ -63,8 +67,9 @@ public final class ScriptHandler: ShardHandler {
     let errorRoute: Int?
     let startupRoute: Int?
     let timerRoutes: [(index: Int, milliseconds: UInt64)]
+    public let transactions: TransactionManager?
 
-    public init(program: ScriptProgram) {
+    public init(program: ScriptProgram, shard: Int = 0) {
         script = program.compile()
         context = ScriptContext(variableCount: script.variableCount, log: ScriptLog(level: program.configuration.logLevel))
         mainRoute = script.index(.request)!
@@ -75,15 +80,51 @@ public final class ScriptHandler: ShardHandler {
             if case .timer(let seconds) = route.kind { return (index, UInt64(max(seconds, 1)) * 1000) }
             return nil
         }
+        if program.configuration.loadedModules.contains("tm") {
+            let c = program.configuration
+            var settings = TimerSettings()
+            settings.t1 = c.integer("tm", "T1_timer", default: settings.t1)
+            settings.t2 = c.integer("tm", "T2_timer", default: settings.t2)
+            settings.t4 = c.integer("tm", "T4_timer", default: settings.t4)
+            // OpenSIPS gives these in seconds.
+            if let s = c.optionalInteger("tm", "fr_timeout") { settings.finalResponseTimeout = s * 1000 }
+            if let s = c.optionalInteger("tm", "fr_inv_timeout") { settings.finalResponseInviteTimeout = s * 1000 }
+            let manager = TransactionManager(
+                shardIndex: shard, capacity: c.integer("tm", "max_transactions", default: 100_000), settings: settings,
+                key: program.branchKey, seed: program.tableSeed, relay: context.relay)
+            transactions = manager
+            context.transactions = manager
+        } else {
+            transactions = nil
+        }
+        transactions?.user = self
     }
 
     public func handle(_ datagram: borrowing Datagram, on shard: Shard) -> Disposition {
-        let message = context.message
+        let message = context.datagramMessage
+        context.message = message
         guard parseAndValidate(message, datagram, relay: context.relay, on: shard) else { return .done }
-        context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
         if message.isRequest {
+            if let transactions, transactions.absorb(message, from: datagram.source, arrivedOn: datagram.socketIndex,
+                                                     on: shard) {
+                return .done
+            }
+            context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
             script.run(mainRoute, context)
+            if let transactions, let handle = context.transaction, let entry = transactions.transaction(handle),
+               entry.finalSent < 200, entry.branchCount == 0, context.runtimeError == nil {
+                // A transaction the script created but neither relayed nor answered would wait forever.
+                transactions.reply(handle, status: 500, reason: noReply, on: shard)
+            }
         } else {
+            if let transactions {
+                switch transactions.handleResponse(message, on: shard) {
+                case .handled: return .done
+                case .handOff(let owner): return datagram.lender == nil ? .handOff(toShard: owner) : .done
+                case .notOurs: break
+                }
+            }
+            context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
             if let replyRoute { script.run(replyRoute, context) }
             if context.flow != .drop && context.runtimeError == nil {
                 context.relay.forwardResponse(message, arrivedOn: datagram.socketIndex, on: shard)
@@ -91,6 +132,20 @@ public final class ScriptHandler: ShardHandler {
         }
         if context.runtimeError != nil { reportRuntimeError() }
         return .done
+    }
+
+    /// The transaction's branches all failed and `t_on_failure` named this route: run it on the
+    /// transaction's request, in a message of its own so the response being handled stays intact.
+    public func runFailureRoute(_ route: Int, transaction: TransactionHandle, manager: TransactionManager, on shard: Shard) {
+        let (bytes, source, socket) = manager.request(transaction)
+        let saved = context.message
+        context.begin(shard: shard, source: source, socketIndex: socket, hasMessage: true)
+        context.message = context.transactionMessage
+        defer { context.message = saved }
+        guard (try? context.message.parse(bytes)) != nil, (try? context.message.validate()) != nil else { return }
+        context.transaction = transaction
+        script.run(route, context)
+        if context.runtimeError != nil { reportRuntimeError() }
     }
 
     /// startup_route runs once, on shard 0; timer routes run on shard 0 at their interval.
@@ -103,6 +158,7 @@ public final class ScriptHandler: ShardHandler {
     }
 
     public func timerFired(payload: UInt64, on shard: Shard) {
+        if let transactions, transactions.timerFired(payload: payload, on: shard) { return }
         let position = Int(payload)
         guard position < timerRoutes.count else { return }
         runWithoutMessage(timerRoutes[position].index, on: shard)
@@ -126,3 +182,5 @@ public final class ScriptHandler: ShardHandler {
         if let again = context.runtimeError { context.log.write(level: -1, "ringsipd: error in error_route: \(again)") }
     }
 }
+
+nonisolated(unsafe) private let noReply = permanentBytes("No Reply From Script")

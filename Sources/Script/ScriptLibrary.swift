@@ -108,10 +108,11 @@ public struct ScriptLibrary: Sendable {
         for function in module.functions { functions[function.name] = function }
     }
 
-    /// The library with the stateless core: what this layer provides on its own.
+    /// The library with the stateless core and tm: what this layer provides on its own.
     public static var core: ScriptLibrary {
         var library = ScriptLibrary()
         for module in CoreFunctions.modules { library.register(module) }
+        library.register(TMFunctions.module)
         return library
     }
 }

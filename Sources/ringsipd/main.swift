@@ -62,8 +62,8 @@ if settings.checkOnly {
 let listen = !settings.listen.isEmpty ? settings.listen
     : !program.configuration.listen.isEmpty ? program.configuration.listen
     : [SocketAddress(numericHost: "127.0.0.1", port: 5060)!]
-let engine = Engine(listen: listen, shards: settings.shards, cpus: settings.cpus) { _ in
-    ScriptHandler(program: program)
+let engine = Engine(listen: listen, shards: settings.shards, cpus: settings.cpus) { shard in
+    ScriptHandler(program: program, shard: shard)
 }
 do {
     try engine.start()

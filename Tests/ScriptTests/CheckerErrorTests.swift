@@ -453,9 +453,17 @@ import Testing
 
     // MARK: - Global section
 
+    @Test func moduleFarFromAnyKnownListsWhatRingsipProvides() {
+        Self.expectError("loadmodule \"usrloc.so\"\nroute {\n    exit;\n}\n", """
+            test.cfg:1:1: error: module 'usrloc' is not provided by ringsip; it provides: maxfwd, proto_udp, rr, signaling, sipmsgops, sl, textops, tm, xlog
+            loadmodule "usrloc.so"
+            ^
+            """)
+    }
+
     @Test func unknownModule() {
         Self.expectError("loadmodule \"tmx.so\"\nroute {\n    exit;\n}\n", """
-            test.cfg:1:1: error: module 'tmx' is not provided by ringsip; it provides: maxfwd, proto_udp, rr, signaling, sipmsgops, sl, textops, xlog
+            test.cfg:1:1: error: module 'tmx' is not provided by ringsip (did you mean 'tm.so'?)
             loadmodule "tmx.so"
             ^
             """)

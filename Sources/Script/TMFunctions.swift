@@ -1,0 +1,171 @@
+import Engine
+import SIP
+import TM
+
+/// The tm module's script functions (OpenSIPS names): stateful relaying on the shard's TransactionManager.
+/// Retransmissions, the ACK of a negative final and a CANCEL of a pending INVITE are handled before the
+/// script runs (as if every route began with t_check_trans), so a script only sees new requests.
+enum TMFunctions {
+    static var module: ScriptModule {
+        ScriptModule(name: "tm", parameters: [
+            .init("fr_timeout", .integer), .init("fr_inv_timeout", .integer), .init("T1_timer", .integer),
+            .init("T2_timer", .integer), .init("T4_timer", .integer), .init("max_transactions", .integer),
+        ], functions: [
+            ScriptFunction("t_relay", module: "tm", arguments: 0...2, allowedIn: [.request, .failure], compile: relay),
+            ScriptFunction("t_newtran", module: "tm", arguments: 0...0, allowedIn: [.request]) { _, _ in
+                { context in transaction(context) != nil ? 1 : 0 }
+            },
+            ScriptFunction("t_reply", module: "tm", arguments: 2...2, allowedIn: [.request, .failure, .error],
+                           compile: reply),
+            ScriptFunction("t_on_failure", module: "tm", arguments: 1...1, allowedIn: [.request, .failure],
+                           compile: onFailure),
+            ScriptFunction("t_check_trans", module: "tm", arguments: 0...0, allowedIn: .requestLike) { _, _ in
+                { context in context.transaction != nil ? 1 : -1 }
+            },
+            ScriptFunction("t_was_cancelled", module: "tm", arguments: 0...0, allowedIn: [.failure]) { _, _ in
+                { context in
+                    guard let handle = context.transaction,
+                          let entry = context.transactions?.transaction(handle) else { return -1 }
+                    return entry.cancelled ? 1 : -1
+                }
+            },
+            ScriptFunction("t_check_status", module: "tm", arguments: 1...1, allowedIn: [.failure, .onReply],
+                           compile: checkStatus),
+        ])
+    }
+
+    /// The transaction of the request being routed, created on first need (a full shard answers 503).
+    static func transaction(_ context: ScriptContext) -> TransactionHandle? {
+        if let existing = context.transaction { return existing }
+        guard let manager = context.transactions, context.message.isRequest else { return nil }
+        switch manager.create(context.message, from: context.source, arrivedOn: context.socketIndex, on: context.shard) {
+        case .created(let handle):
+            context.transaction = handle
+            context.handled = true
+            if let route = context.pendingFailureRoute { manager.setFailureRoute(handle, route) }
+            return handle
+        case .full:
+            // No memory growth beyond the limit: the caller retries later.
+            context.relay.reply(to: context.message, status: 503, reason: serviceUnavailable, from: context.source,
+                                arrivedOn: context.socketIndex, on: context.shard)
+            context.handled = true
+            return nil
+        case .tooLarge:
+            context.relay.reply(to: context.message, status: 513, reason: tooLarge, from: context.source,
+                                arrivedOn: context.socketIndex, on: context.shard)
+            context.handled = true
+            return nil
+        case .notAllowed:
+            return nil
+        }
+    }
+
+    @Sendable static func relay(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        var fixed: SocketAddress?
+        var dynamic: ScriptCompiler.Evaluate?
+        if call.arguments.count > 1, let flags = call.arguments[1] {
+            // OpenSIPS flags (0x01 no 100 Trying, 0x02 no auto-ACK, …) change nothing ringsip does yet.
+            compiler.warn("t_relay flags are accepted but ignored", at: flags.location)
+        }
+        if let argument = call.arguments.first ?? nil {
+            if let text = compiler.constantText(argument) {
+                guard let address = Destination.parse(permanentBytes(text)) else {
+                    throw compiler.error("t_relay(): '\(text)' is not a destination ringsip can use; "
+                        + "expected udp:IP:PORT, IP:PORT or sip:IP:PORT with a numeric IP", at: argument.location)
+                }
+                fixed = address
+            } else {
+                dynamic = try compiler.value(argument)
+            }
+        }
+        let constant = fixed
+        return { context in
+            guard context.hasMessage, context.message.isRequest, let manager = context.transactions else { return -1 }
+            var destination = constant
+            if destination == nil, let dynamic {
+                guard case .text(let text) = dynamic(context) else { return -1 }
+                destination = Destination.parse(text)
+            }
+            if destination == nil { destination = context.nextHop() }
+            guard let destination else { return -1 }
+            // An ACK (for a 2xx: the others never reach the script) has no transaction: it goes statelessly.
+            if context.message.method == .ack { return context.forward(to: destination) ? 1 : -1 }
+            guard let handle = transaction(context) else { return -1 }
+            let edits = context.edits(toward: destination)
+            let sent = manager.relay(handle, context.message, from: context.source, arrivedOn: context.socketIndex,
+                                     to: destination, edits: edits, on: context.shard)
+            return sent ? 1 : -1
+        }
+    }
+
+    @Sendable static func reply(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let codeArgument = call.arguments[0]!
+        let code = try compiler.integer(codeArgument, what: "reply code")
+        if let constant = compiler.constantText(codeArgument), let n = Int(constant), !(100...699).contains(n) {
+            throw compiler.error("reply code \(n) is not between 100 and 699", at: codeArgument.location)
+        }
+        let reason = try compiler.value(call.arguments[1]!)
+        return { context in
+            guard context.hasMessage, context.message.isRequest, let status = code(context), (100...699).contains(status),
+                  case .text(let phrase) = reason(context), let manager = context.transactions,
+                  let handle = transaction(context) else { return -1 }
+            return manager.reply(handle, status: status, reason: phrase, on: context.shard) ? 1 : -1
+        }
+    }
+
+    @Sendable static func onFailure(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let argument = call.arguments[0]!
+        guard let name = compiler.constantText(argument) else {
+            throw compiler.error("t_on_failure takes a failure_route name", at: argument.location)
+        }
+        let route = try compiler.routeIndex(.failure, named: name, at: argument.location)
+        return { context in
+            if let handle = context.transaction, let manager = context.transactions {
+                manager.setFailureRoute(handle, route)
+            } else {
+                context.pendingFailureRoute = route
+            }
+            return 1
+        }
+    }
+
+    @Sendable static func checkStatus(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        guard case .string(let template, let location)? = call.arguments[0], let pattern = template.literal else {
+            throw compiler.error("t_check_status takes a literal regular expression", at: call.location)
+        }
+        let regex = try CompiledRegex(pattern, at: location, compiler: compiler)
+        return { context in
+            guard let handle = context.transaction, let entry = context.transactions?.transaction(handle) else { return -1 }
+            return regex.matches(.integer(entry.replyCode), arena: context.arena) ? 1 : -1
+        }
+    }
+}
+
+nonisolated(unsafe) private let serviceUnavailable = permanentBytes("Service Unavailable")
+nonisolated(unsafe) private let tooLarge = permanentBytes("Message Too Large")
+
+extension ScriptContext {
+    /// The script's edits to the request, as the relay applies them toward `destination`.
+    func edits(toward destination: SocketAddress) -> RelayEdits {
+        var edits = RelayEdits()
+        edits.requestURI = requestURI
+        edits.popRoute = popRoute && routeSet == nil
+        edits.forceRport = forceRport
+        edits.maxForwardsWhenAbsent = maxForwardsWhenAbsent
+        edits.appendedHeaders = appendedHeaders
+        if routeSet != nil { edits.removedKinds.insert(.route) }
+        let recordRouteLine = recordRoute
+            ? relay.recordRouteLine(toward: destination, arrivedOn: socketIndex, on: shard) : nil
+        switch (recordRouteLine, routeSet) {
+        case (nil, nil): break
+        case (let line?, nil): edits.insertedHeaders = line
+        case (nil, let routes?): edits.insertedHeaders = routes
+        case (let line?, let routes?):
+            var both = arena.begin()
+            arena.append(&both, line)
+            arena.append(&both, routes)
+            edits.insertedHeaders = arena.end(both)
+        }
+        return edits
+    }
+}

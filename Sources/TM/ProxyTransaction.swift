@@ -1,0 +1,176 @@
+import Engine
+import SIP
+
+/// The ring timers a machine has armed, by kind: at most four at once (no machine arms more), stored inline.
+struct TimerSlots {
+    private var kinds: (UInt8, UInt8, UInt8, UInt8) = (0xFF, 0xFF, 0xFF, 0xFF)
+    private var handles: (TimerHandle?, TimerHandle?, TimerHandle?, TimerHandle?) = (nil, nil, nil, nil)
+
+    /// Records `handle` for `timer`, returning the handle it replaces (to cancel).
+    mutating func set(_ timer: TransactionTimer, _ handle: TimerHandle?) -> TimerHandle? {
+        let old = take(timer)
+        for i in 0..<4 where kind(i) == 0xFF {
+            setKind(i, timer.rawValue)
+            setHandle(i, handle)
+            return old
+        }
+        preconditionFailure("more than four timers armed on one transaction machine")
+    }
+
+    /// Forgets `timer`, returning its handle.
+    mutating func take(_ timer: TransactionTimer) -> TimerHandle? {
+        for i in 0..<4 where kind(i) == timer.rawValue {
+            let handle = self.handle(i)
+            setKind(i, 0xFF)
+            setHandle(i, nil)
+            return handle
+        }
+        return nil
+    }
+
+    /// Every armed handle, forgetting them (the transaction is being freed).
+    mutating func takeAll(_ body: (TimerHandle) -> Void) {
+        for i in 0..<4 where kind(i) != 0xFF {
+            if let handle = handle(i) { body(handle) }
+            setKind(i, 0xFF)
+            setHandle(i, nil)
+        }
+    }
+
+    private func kind(_ i: Int) -> UInt8 {
+        switch i { case 0: kinds.0; case 1: kinds.1; case 2: kinds.2; default: kinds.3 }
+    }
+    private mutating func setKind(_ i: Int, _ v: UInt8) {
+        switch i { case 0: kinds.0 = v; case 1: kinds.1 = v; case 2: kinds.2 = v; default: kinds.3 = v }
+    }
+    private func handle(_ i: Int) -> TimerHandle? {
+        switch i { case 0: handles.0; case 1: handles.1; case 2: handles.2; default: handles.3 }
+    }
+    private mutating func setHandle(_ i: Int, _ v: TimerHandle?) {
+        switch i { case 0: handles.0 = v; case 1: handles.1 = v; case 2: handles.2 = v; default: handles.3 = v }
+    }
+}
+
+/// Which machine of a transaction a timer or event belongs to.
+///
+/// Timer payload, high to low: marker 1 | timer 7 | machine 8 | generation 16 | slot 32. The marker bit
+/// tells TM's timers from the script's (timer routes) on the same shard wheel.
+enum MachineID: Equatable {
+    case server
+    case branch(Int)
+    case cancel(Int)
+
+    var code: UInt8 {
+        switch self {
+        case .server: 0
+        case .branch(let b): UInt8(1 + 2 * b)
+        case .cancel(let b): UInt8(2 + 2 * b)
+        }
+    }
+
+    init?(code: UInt8) {
+        if code == 0 { self = .server } else if code % 2 == 1 { self = .branch(Int(code - 1) / 2) } else {
+            self = .cancel(Int(code - 2) / 2)
+        }
+    }
+}
+
+enum TimerPayload {
+    static let marker: UInt64 = 1 << 63
+
+    static func encode(_ handle: TransactionHandle, _ machine: MachineID, _ timer: TransactionTimer) -> UInt64 {
+        marker | UInt64(timer.rawValue) << 56 | UInt64(machine.code) << 48 | UInt64(handle.generation) << 32
+            | UInt64(handle.slot)
+    }
+
+    static func decode(_ payload: UInt64) -> (slot: UInt32, generation: UInt16, machine: MachineID, timer: TransactionTimer)? {
+        guard payload & marker != 0, let timer = TransactionTimer(rawValue: UInt8((payload >> 56) & 0x7F)),
+              let machine = MachineID(code: UInt8(truncatingIfNeeded: payload >> 48)) else { return nil }
+        return (UInt32(truncatingIfNeeded: payload), UInt16(truncatingIfNeeded: payload >> 32), machine, timer)
+    }
+}
+
+/// One downstream branch of a proxied request (RFC 3261 §16.6): its client transaction, the request as
+/// forwarded (kept to retransmit, and to build the CANCEL and the ACK), and what it answered.
+struct Branch {
+    var invite: InviteClientTransaction?
+    var nonInvite: NonInviteClientTransaction?
+    /// The CANCEL's own non-INVITE client transaction (§9.1), once one was sent.
+    var cancel: NonInviteClientTransaction?
+    var request: StoredMessage
+    var ack: StoredMessage?
+    var cancelRequest: StoredMessage?
+    var destination: SocketAddress
+    var socket: Int
+    var timers = TimerSlots()
+    var cancelTimers = TimerSlots()
+    /// The final status (0 while none); a timeout or transport error counts as 408 / 503.
+    var finalCode = 0
+    /// The final non-2xx response received, kept in case it is the best to forward (§16.7 step 6).
+    var response: StoredMessage?
+    var machineDone = false
+    var cancelDone = true
+
+    var done: Bool { machineDone && cancelDone }
+}
+
+/// Up to four branches stored inline (parallel forking beyond that is refused), so a transaction needs no
+/// heap allocation of its own.
+struct Branches {
+    static let capacity = 4
+    private var storage: (Branch?, Branch?, Branch?, Branch?) = (nil, nil, nil, nil)
+    private(set) var count = 0
+
+    subscript(index: Int) -> Branch {
+        get {
+            switch index { case 0: storage.0!; case 1: storage.1!; case 2: storage.2!; default: storage.3! }
+        }
+        set {
+            switch index {
+            case 0: storage.0 = newValue
+            case 1: storage.1 = newValue
+            case 2: storage.2 = newValue
+            default: storage.3 = newValue
+            }
+        }
+    }
+
+    mutating func append(_ branch: Branch) -> Int? {
+        guard count < Branches.capacity else { return nil }
+        count += 1
+        self[count - 1] = branch
+        return count - 1
+    }
+}
+
+/// A server transaction and its branches: the proxy's response context (RFC 3261 §16), one table entry.
+public struct ProxyTransaction {
+    var id: ServerTransactionID
+    /// The request as received; the ID's spans point into it.
+    var request: StoredMessage
+    var source: SocketAddress
+    var socket: Int
+    var responseDestination: SocketAddress
+    var method: SIPMethod
+    var inviteServer: InviteServerTransaction?
+    var nonInviteServer: NonInviteServerTransaction?
+    var serverTimers = TimerSlots()
+    var serverDone = false
+    var lastResponse: StoredMessage?
+    var branches = Branches()
+    /// The script's failure_route for this transaction (`t_on_failure`), -1 for none.
+    public var failureRoute: Int32 = -1
+    /// The highest final status sent upstream (0 while none).
+    public internal(set) var finalSent = 0
+    public internal(set) var cancelled = false
+    /// The status of the response being handled, for `$T_reply_code` in failure_route.
+    public internal(set) var replyCode = 0
+    var settings: TimerSettings
+
+    public var branchCount: Int { branches.count }
+
+    var allBranchesFinal: Bool {
+        for i in 0..<branches.count where branches[i].finalCode == 0 { return false }
+        return true
+    }
+}

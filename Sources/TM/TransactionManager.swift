@@ -1,0 +1,572 @@
+import Engine
+import Glibc
+import SIP
+
+/// What the script layer does at the points OpenSIPS runs script routes for a transaction.
+public protocol TransactionUser: AnyObject {
+    /// Every branch of `transaction` ended without a 2xx and it has a failure route: run it. The route may
+    /// add branches (`relay`) or reply; whatever it leaves undone, the manager completes with the best
+    /// response.
+    func runFailureRoute(_ route: Int, transaction: TransactionHandle, manager: TransactionManager, on shard: Shard)
+}
+
+/// One shard's transactions (RFC 3261 §16–17): creates server transactions for requests the script
+/// relays, forwards branches, matches retransmissions, ACKs, CANCELs and responses, runs the machines' timers
+/// on the shard's wheel, and picks the response to send upstream.
+///
+/// - Invariant: used only on its shard's thread; a transaction lives on the shard that created it, and a
+///   response for it that arrives elsewhere is handed over by MSG_RING (its branch names the shard).
+public final class TransactionManager {
+    public let shardIndex: Int
+    public var settings: TimerSettings
+    let table: TransactionTable<ProxyTransaction>
+    let store = MessageStore()
+    let key: BranchKey
+    let seed: UInt64
+    let relay: SIPRelay
+    public weak var user: (any TransactionUser)?
+    /// Parses stored messages (requests to build ACK/CANCEL from, responses to forward).
+    private let scratch = SIPMessage()
+    private let branchText: UnsafeMutableRawBufferPointer
+    /// Counters for the shard's report.
+    public private(set) var malformedReplies = 0
+    public private(set) var strayReplies = 0
+
+    public init(shardIndex: Int, capacity: Int, settings: TimerSettings, key: BranchKey, seed: UInt64, relay: SIPRelay) {
+        self.shardIndex = shardIndex
+        self.settings = settings
+        table = TransactionTable(capacity: capacity)
+        self.key = key
+        self.seed = seed
+        self.relay = relay
+        branchText = .allocate(byteCount: 64, alignment: 8)
+    }
+
+    deinit { branchText.deallocate() }
+
+    public var live: Int { table.live }
+
+    // MARK: - Requests before the script
+
+    /// Handles what belongs to an existing transaction before any script runs: a retransmission (the last
+    /// response is sent again), the ACK of a non-2xx final (absorbed), a CANCEL of a pending INVITE (200 to
+    /// it, CANCEL to every branch). Returns true when the request was consumed.
+    public func absorb(_ message: SIPMessage, from source: SocketAddress, arrivedOn socket: Int, on shard: Shard) -> Bool {
+        guard let id = ServerTransactionID(message, seed: seed) else { return false }
+        let bytes = message.bytes
+        if message.method == .cancel {
+            guard let handle = table.lookup(id.hash, matches: { entry in
+                id.cancels(entry.id, bytes: bytes, storedBytes: entry.request.bytes)
+            }) else { return false }
+            cancel(handle, answering: message, from: source, arrivedOn: socket, on: shard)
+            return true
+        }
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        guard let handle = table.lookup(id.hash, matches: { entry in
+            id.matches(entry.id, bytes: bytes, storedBytes: entry.request.bytes, responseToTag: empty)
+        }) else { return false }
+        let now = shard.now
+        if message.method == .ack {
+            guard table[handle].inviteServer != nil else { return true }
+            // An ACK on an accepted (2xx-answered) INVITE is end to end: the script routes it.
+            if table[handle].inviteServer!.state == .accepted { return false }
+            let actions = table[handle].inviteServer!.receivedAck(now: now)
+            performServer(handle, actions, response: nil, on: shard)
+            return true
+        }
+        let actions = table[handle].inviteServer != nil ? table[handle].inviteServer!.receivedRequest(now: now)
+            : table[handle].nonInviteServer!.receivedRequest(now: now)
+        performServer(handle, actions, response: nil, on: shard)
+        return true
+    }
+
+    // MARK: - Creating transactions and branches (t_newtran, t_relay)
+
+    public enum CreateResult {
+        case created(TransactionHandle)
+        /// The shard holds its maximum of live transactions: answer 503 with Retry-After.
+        case full
+        /// The request is too large to keep.
+        case tooLarge
+        /// ACKs never create transactions.
+        case notAllowed
+    }
+
+    /// Creates the server transaction for a request the script took on; an INVITE gets 100 Trying at once
+    /// (§16.2) so the caller stops retransmitting.
+    public func create(_ message: SIPMessage, from source: SocketAddress, arrivedOn socket: Int,
+                       on shard: Shard) -> CreateResult {
+        guard message.method != .ack, let id = ServerTransactionID(message, seed: seed) else { return .notAllowed }
+        guard !table.isFull else { return .full }
+        guard let request = store.store(UnsafeRawBufferPointer(rebasing: message.bytes[0..<message.length])) else {
+            return .tooLarge
+        }
+        let isInvite = message.method == .invite
+        let entry = ProxyTransaction(
+            id: id, request: request, source: source, socket: socket,
+            responseDestination: relay.responseDestination(message, from: source), method: message.method,
+            inviteServer: isInvite ? InviteServerTransaction(settings: settings, transport: .unreliable) : nil,
+            nonInviteServer: isInvite ? nil : NonInviteServerTransaction(settings: settings, transport: .unreliable),
+            settings: settings)
+        guard let handle = table.insert(entry, key: id.hash) else {
+            store.release(request)
+            return .full
+        }
+        shard.counters.transactions = table.live
+        if isInvite { reply(handle, status: 100, reason: trying, on: shard) }
+        return .created(handle)
+    }
+
+    /// The request that created the transaction, as received (for a failure route to work on).
+    public func request(_ handle: TransactionHandle) -> (bytes: UnsafeRawBufferPointer, source: SocketAddress, socket: Int) {
+        let entry = table[handle]
+        return (entry.request.bytes, entry.source, entry.socket)
+    }
+
+    public func transaction(_ handle: TransactionHandle) -> ProxyTransaction? {
+        table.contains(handle) ? table[handle] : nil
+    }
+
+    public func setFailureRoute(_ handle: TransactionHandle, _ route: Int) {
+        guard table.contains(handle) else { return }
+        table[handle].failureRoute = Int32(route)
+    }
+
+    /// Adds a branch: `message` (the request with the script's edits) forwarded to `destination` in a new
+    /// client transaction. False when the branch cannot be made (too many branches, no route to the
+    /// destination's family, a request that cannot be rebuilt).
+    public func relay(_ handle: TransactionHandle, _ message: SIPMessage, from source: SocketAddress,
+                      arrivedOn socketIndex: Int, to destination: SocketAddress, edits: RelayEdits,
+                      on shard: Shard) -> Bool {
+        guard table.contains(handle), table[handle].finalSent < 200 || table[handle].method == .invite,
+              table[handle].branches.count < Branches.capacity,
+              let socket = relay.socketToward(destination, preferring: socketIndex, on: shard) else { return false }
+        let index = table[handle].branches.count
+        let branch = TransactionBranch(shard: UInt8(shardIndex), slot: handle.slot, generation: handle.generation,
+                                       branchIndex: UInt8(index))
+        let length = branch.encode(key: key, into: branchText)
+        let needed = min(message.length + 1024, MessageStore.largest)
+        guard let block = store.allocate(needed) else { return false }
+        guard let written = relay.buildRequest(message, from: source, socket: socket,
+                                               branch: UnsafeRawBufferPointer(rebasing: branchText[0..<length]),
+                                               edits: edits, into: block.bytes) else {
+            store.release(StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: 0))
+            return false
+        }
+        let forwarded = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: written)
+        let settings = table[handle].settings
+        let isInvite = table[handle].method == .invite
+        var new = Branch(request: forwarded, destination: destination, socket: socket)
+        new.invite = isInvite ? InviteClientTransaction(settings: settings, transport: .unreliable) : nil
+        new.nonInvite = isInvite ? nil : NonInviteClientTransaction(settings: settings, transport: .unreliable)
+        _ = table[handle].branches.append(new)
+        let now = shard.now
+        let actions = isInvite ? table[handle].branches[index].invite!.start(now: now)
+            : table[handle].branches[index].nonInvite!.start(now: now)
+        performClient(handle, index, actions, response: nil, on: shard)
+        // A CANCEL that came before this branch existed applies to it too.
+        if table.contains(handle), table[handle].cancelled, isInvite {
+            cancelBranch(handle, index, on: shard)
+        }
+        return true
+    }
+
+    /// Sends our own response upstream (`t_reply`, 100 Trying, 408/487/503 when the branches give none).
+    @discardableResult
+    public func reply(_ handle: TransactionHandle, status: Int, reason: UnsafeRawBufferPointer, on shard: Shard) -> Bool {
+        guard table.contains(handle) else { return false }
+        let entry = table[handle]
+        guard (try? scratch.parse(entry.request.bytes)) != nil, let block = store.allocate(1024 + entry.request.count),
+              let length = relay.buildReply(to: scratch, status: status, reason: reason, from: entry.source,
+                                            into: block.bytes) else { return false }
+        let response = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: length)
+        respond(handle, status: status, response: response, on: shard)
+        return true
+    }
+
+    // MARK: - Responses
+
+    public enum ResponseDisposition: Equatable {
+        /// Consumed by a transaction of this shard (or dropped as stale or malformed).
+        case handled
+        /// The branch belongs to a transaction of another shard.
+        case handOff(Int)
+        /// Not a branch of ours: a stateless relay (or a stray) — the caller decides.
+        case notOurs
+    }
+
+    public func handleResponse(_ message: SIPMessage, on shard: Shard) -> ResponseDisposition {
+        guard let via = message.topVia,
+              let branch = TransactionBranch.decode(message.bytes(of: via.branch), key: key) else { return .notOurs }
+        guard Int(branch.shard) == shardIndex else { return .handOff(Int(branch.shard)) }
+        guard let handle = table.handle(slot: branch.slot, generation: branch.generation),
+              Int(branch.branchIndex) < table[handle].branches.count, let cseq = message.cseq else {
+            strayReplies += 1
+            shard.counters.dropped += 1
+            return .handled
+        }
+        let index = Int(branch.branchIndex)
+        let now = shard.now
+        let code = message.statusCode
+        if cseq.method == .cancel {
+            guard table[handle].branches[index].cancel != nil, !table[handle].branches[index].cancelDone else {
+                return .handled
+            }
+            let actions = table[handle].branches[index].cancel!.receivedResponse(code: code, now: now)
+            performCancel(handle, index, actions, on: shard)
+            return .handled
+        }
+        guard cseq.method == table[handle].method || (cseq.method == .other && table[handle].method == .other) else {
+            strayReplies += 1
+            return .handled
+        }
+        if table[handle].branches[index].machineDone { return .handled }
+        table[handle].replyCode = code
+        let actions = table[handle].branches[index].invite != nil
+            ? table[handle].branches[index].invite!.receivedResponse(code: code, now: now)
+            : table[handle].branches[index].nonInvite!.receivedResponse(code: code, now: now)
+        performClient(handle, index, actions, response: message, on: shard)
+        return .handled
+    }
+
+    // MARK: - Timers
+
+    /// A TM timer fired (its payload carries the marker bit); false when the payload is not TM's.
+    public func timerFired(payload: UInt64, on shard: Shard) -> Bool {
+        guard let (slot, generation, machine, timer) = TimerPayload.decode(payload) else { return false }
+        guard let handle = table.handle(slot: slot, generation: generation) else { return true }
+        let now = shard.now
+        switch machine {
+        case .server:
+            guard table[handle].serverTimers.take(timer) != nil else { return true }
+            let actions = table[handle].inviteServer != nil ? table[handle].inviteServer!.timerFired(timer, now: now)
+                : table[handle].nonInviteServer!.timerFired(timer, now: now)
+            performServer(handle, actions, response: nil, on: shard)
+        case .branch(let b):
+            guard b < table[handle].branches.count, table[handle].branches[b].timers.take(timer) != nil else { return true }
+            let actions = table[handle].branches[b].invite != nil
+                ? table[handle].branches[b].invite!.timerFired(timer, now: now)
+                : table[handle].branches[b].nonInvite!.timerFired(timer, now: now)
+            performClient(handle, b, actions, response: nil, on: shard)
+        case .cancel(let b):
+            guard b < table[handle].branches.count, table[handle].branches[b].cancelTimers.take(timer) != nil else {
+                return true
+            }
+            let actions = table[handle].branches[b].cancel!.timerFired(timer, now: now)
+            performCancel(handle, b, actions, on: shard)
+        }
+        return true
+    }
+
+    private func schedule(_ handle: TransactionHandle, _ machine: MachineID, _ timer: TransactionTimer,
+                          _ milliseconds: Int, on shard: Shard) -> TimerHandle? {
+        shard.schedule(after: UInt64(max(milliseconds, 0)), payload: TimerPayload.encode(handle, machine, timer))
+    }
+
+    // MARK: - Performing machine actions
+
+    private func performServer(_ handle: TransactionHandle, _ actions: TransactionActions,
+                               response: StoredMessage?, on shard: Shard) {
+        for action in actions {
+            guard table.contains(handle) else { return }
+            switch action {
+            case .sendResponse:
+                guard let response else { continue }
+                send(response, to: table[handle].responseDestination, socket: table[handle].socket, on: shard)
+                if let old = table[handle].lastResponse { store.release(old) }
+                table[handle].lastResponse = response
+            case .sendResponseStatelessly:
+                guard let response else { continue }
+                send(response, to: table[handle].responseDestination, socket: table[handle].socket, on: shard)
+                store.release(response)
+            case .retransmitResponse:
+                if let last = table[handle].lastResponse {
+                    send(last, to: table[handle].responseDestination, socket: table[handle].socket, on: shard)
+                }
+            case .startTimer(let timer, let ms):
+                let timerHandle = schedule(handle, .server, timer, ms, on: shard)
+                if let old = table[handle].serverTimers.set(timer, timerHandle) { shard.cancel(old) }
+            case .cancelTimer(let timer):
+                if let old = table[handle].serverTimers.take(timer) { shard.cancel(old) }
+            case .terminated:
+                table[handle].serverDone = true
+                freeIfDone(handle, on: shard)
+            case .timeout, .transportError, .passUp, .sendRequest, .retransmitRequest, .sendAck, .sendCancel:
+                // Timer H or a send failure: the caller will not ACK; nothing more to do upstream.
+                continue
+            }
+        }
+    }
+
+    /// Sends `response` upstream through the server transaction (ours or a branch's, already rebuilt).
+    private func respond(_ handle: TransactionHandle, status: Int, response: StoredMessage, on shard: Shard) {
+        let now = shard.now
+        if status >= 200 && status > table[handle].finalSent { table[handle].finalSent = status }
+        let actions = table[handle].inviteServer != nil
+            ? table[handle].inviteServer!.sendResponse(code: status, now: now)
+            : table[handle].nonInviteServer!.sendResponse(code: status, now: now)
+        let keeps = actions.contains(.sendResponse)
+        performServer(handle, actions, response: response, on: shard)
+        if !keeps && !actions.contains(.sendResponseStatelessly) { store.release(response) }
+    }
+
+    private func performClient(_ handle: TransactionHandle, _ index: Int, _ actions: TransactionActions,
+                               response: SIPMessage?, on shard: Shard) {
+        for action in actions {
+            guard table.contains(handle) else { return }
+            switch action {
+            case .sendRequest, .retransmitRequest:
+                let branch = table[handle].branches[index]
+                send(branch.request, to: branch.destination, socket: branch.socket, on: shard)
+            case .sendAck:
+                sendAck(handle, index, response: response, on: shard)
+            case .sendCancel:
+                startCancel(handle, index, on: shard)
+            case .passUp:
+                if let response { branchResponded(handle, index, response, on: shard) }
+            case .startTimer(let timer, let ms):
+                let timerHandle = schedule(handle, .branch(index), timer, ms, on: shard)
+                if let old = table[handle].branches[index].timers.set(timer, timerHandle) { shard.cancel(old) }
+            case .cancelTimer(let timer):
+                if let old = table[handle].branches[index].timers.take(timer) { shard.cancel(old) }
+            case .timeout:
+                branchFailed(handle, index, status: 408, on: shard)
+            case .transportError:
+                branchFailed(handle, index, status: 503, on: shard)
+            case .terminated:
+                table[handle].branches[index].machineDone = true
+                if table[handle].branches[index].finalCode == 0 { branchFailed(handle, index, status: 408, on: shard) }
+                freeIfDone(handle, on: shard)
+            case .sendResponse, .sendResponseStatelessly, .retransmitResponse:
+                continue
+            }
+        }
+    }
+
+    private func performCancel(_ handle: TransactionHandle, _ index: Int, _ actions: TransactionActions, on shard: Shard) {
+        for action in actions {
+            guard table.contains(handle) else { return }
+            switch action {
+            case .sendRequest, .retransmitRequest:
+                let branch = table[handle].branches[index]
+                if let cancel = branch.cancelRequest { send(cancel, to: branch.destination, socket: branch.socket, on: shard) }
+            case .startTimer(let timer, let ms):
+                let timerHandle = schedule(handle, .cancel(index), timer, ms, on: shard)
+                if let old = table[handle].branches[index].cancelTimers.set(timer, timerHandle) { shard.cancel(old) }
+            case .cancelTimer(let timer):
+                if let old = table[handle].branches[index].cancelTimers.take(timer) { shard.cancel(old) }
+            case .terminated:
+                table[handle].branches[index].cancelDone = true
+                freeIfDone(handle, on: shard)
+            default:
+                continue
+            }
+        }
+    }
+
+    // MARK: - Proxy core (§16.7)
+
+    /// A response passed up by a branch's client transaction.
+    private func branchResponded(_ handle: TransactionHandle, _ index: Int, _ message: SIPMessage, on shard: Shard) {
+        let code = message.statusCode
+        if code == 100 { return }
+        if code < 200 {
+            forwardUpstream(handle, message, status: code, on: shard)
+            return
+        }
+        if code < 300 {
+            if table[handle].branches[index].finalCode == 0 { table[handle].branches[index].finalCode = code }
+            forwardUpstream(handle, message, status: code, on: shard)
+            // §16.7 step 10: a 2xx ends the others.
+            for other in 0..<table[handle].branches.count where other != index {
+                cancelBranch(handle, other, on: shard)
+            }
+            return
+        }
+        guard table[handle].branches[index].finalCode == 0 else { return }
+        table[handle].branches[index].finalCode = code
+        if let kept = store.store(UnsafeRawBufferPointer(rebasing: message.bytes[0..<message.length])) {
+            table[handle].branches[index].response = kept
+        }
+        branchesSettled(handle, on: shard)
+    }
+
+    /// A branch ended without a response of its own: Timer B/F/C or fr_timeout (408), a send failure (503).
+    private func branchFailed(_ handle: TransactionHandle, _ index: Int, status: Int, on shard: Shard) {
+        guard table[handle].branches[index].finalCode == 0 else { return }
+        table[handle].branches[index].finalCode = status
+        table[handle].replyCode = status
+        branchesSettled(handle, on: shard)
+    }
+
+    /// When every branch has a final answer and none was a 2xx: run the failure route if there is one
+    /// (it may add branches), else send the best response upstream (§16.7 step 6).
+    private func branchesSettled(_ handle: TransactionHandle, on shard: Shard) {
+        guard table.contains(handle), table[handle].allBranchesFinal, table[handle].finalSent < 200 else { return }
+        let route = table[handle].failureRoute
+        if route >= 0 && !table[handle].cancelled, let user {
+            // A failure route runs once; t_on_failure inside it arms the next one.
+            table[handle].failureRoute = -1
+            let before = table[handle].branches.count
+            user.runFailureRoute(Int(route), transaction: handle, manager: self, on: shard)
+            guard table.contains(handle) else { return }
+            if table[handle].branches.count > before || table[handle].finalSent >= 200 { return }
+        }
+        sendBestResponse(handle, on: shard)
+    }
+
+    /// §16.7 step 6: a 6xx if any; else the lowest class, preferring a branch's real response to our own
+    /// 408/503. After a CANCEL a timed-out INVITE is answered 487.
+    private func sendBestResponse(_ handle: TransactionHandle, on shard: Shard) {
+        var best = -1
+        var bestClass = 7
+        for i in 0..<table[handle].branches.count {
+            let code = table[handle].branches[i].finalCode
+            let cls = code >= 600 ? 0 : code / 100
+            let hasResponse = table[handle].branches[i].response != nil
+            if cls < bestClass || (cls == bestClass && hasResponse && table[handle].branches[best].response == nil) {
+                best = i
+                bestClass = cls
+            }
+        }
+        guard best >= 0 else {
+            reply(handle, status: 500, reason: noBranch, on: shard)
+            return
+        }
+        let code = table[handle].branches[best].finalCode
+        if let stored = table[handle].branches[best].response, (try? scratch.parse(stored.bytes)) != nil {
+            forwardUpstream(handle, scratch, status: code, on: shard)
+        } else if table[handle].cancelled {
+            reply(handle, status: 487, reason: terminatedReason, on: shard)
+        } else if code == 503 {
+            reply(handle, status: 503, reason: unavailable, on: shard)
+        } else {
+            reply(handle, status: 408, reason: timeoutReason, on: shard)
+        }
+    }
+
+    /// Relays a branch's response upstream: our Via removed, sent through the server transaction.
+    private func forwardUpstream(_ handle: TransactionHandle, _ message: SIPMessage, status: Int, on shard: Shard) {
+        guard let block = store.allocate(message.length),
+              let length = try? message.writeForwardedResponse(into: block.bytes) else {
+            malformedReplies += 1
+            return
+        }
+        respond(handle, status: status,
+                response: StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: length),
+                on: shard)
+    }
+
+    // MARK: - CANCEL and ACK
+
+    /// A CANCEL for a pending INVITE (§16.10): 200 for the CANCEL itself, a CANCEL to every branch; the
+    /// INVITE is answered when its branches answer (487), or 487 by us if none can.
+    private func cancel(_ handle: TransactionHandle, answering message: SIPMessage, from source: SocketAddress,
+                        arrivedOn socket: Int, on shard: Shard) {
+        relay.reply(to: message, status: 200, reason: okReason, from: source, arrivedOn: socket, on: shard)
+        guard !table[handle].cancelled, table[handle].finalSent < 200 else { return }
+        table[handle].cancelled = true
+        if table[handle].branches.count == 0 {
+            reply(handle, status: 487, reason: terminatedReason, on: shard)
+            return
+        }
+        for i in 0..<table[handle].branches.count { cancelBranch(handle, i, on: shard) }
+    }
+
+    private func cancelBranch(_ handle: TransactionHandle, _ index: Int, on shard: Shard) {
+        guard table.contains(handle), table[handle].branches[index].invite != nil,
+              table[handle].branches[index].finalCode == 0 else { return }
+        let actions = table[handle].branches[index].invite!.cancel(now: shard.now)
+        performClient(handle, index, actions, response: nil, on: shard)
+    }
+
+    private func startCancel(_ handle: TransactionHandle, _ index: Int, on shard: Shard) {
+        guard table[handle].branches[index].cancel == nil else { return }
+        let branch = table[handle].branches[index]
+        guard (try? scratch.parse(branch.request.bytes)) != nil, let block = store.allocate(branch.request.count),
+              let length = RequestBuilders.writeCancel(request: scratch, into: block.bytes) else { return }
+        table[handle].branches[index].cancelRequest = StoredMessage(block: block.bytes.baseAddress!,
+                                                                    sizeClass: block.sizeClass, count: length)
+        table[handle].branches[index].cancel = NonInviteClientTransaction(settings: table[handle].settings,
+                                                                          transport: .unreliable)
+        table[handle].branches[index].cancelDone = false
+        let actions = table[handle].branches[index].cancel!.start(now: shard.now)
+        performCancel(handle, index, actions, on: shard)
+    }
+
+    /// The hop-by-hop ACK for a branch's non-2xx final (§17.1.1.3): built once, resent for retransmissions.
+    private func sendAck(_ handle: TransactionHandle, _ index: Int, response: SIPMessage?, on shard: Shard) {
+        let branch = table[handle].branches[index]
+        if branch.ack == nil, let response {
+            // `response` is parsed in its receive buffer; the request is parsed into the scratch message.
+            guard (try? scratch.parse(branch.request.bytes)) != nil, let block = store.allocate(branch.request.count + 256),
+                  let length = RequestBuilders.writeAck(request: scratch, response: response, into: block.bytes) else {
+                return
+            }
+            table[handle].branches[index].ack = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass,
+                                                              count: length)
+        }
+        if let ack = table[handle].branches[index].ack { send(ack, to: branch.destination, socket: branch.socket, on: shard) }
+    }
+
+    // MARK: - Plumbing
+
+    private func send(_ message: StoredMessage, to destination: SocketAddress, socket: Int, on shard: Shard) {
+        guard let out = shard.makeDatagram(), message.count <= out.buffer.count else {
+            shard.counters.dropped += 1
+            return
+        }
+        out.buffer.copyMemory(from: message.bytes)
+        shard.send(out, length: message.count, to: destination, socketIndex: socket)
+    }
+
+    /// Frees the transaction once its server machine and every branch's machines have terminated.
+    private func freeIfDone(_ handle: TransactionHandle, on shard: Shard) {
+        guard table.contains(handle), table[handle].serverDone else { return }
+        for i in 0..<table[handle].branches.count where !table[handle].branches[i].done { return }
+        var entry = table.remove(handle)
+        release(&entry, on: shard)
+        shard.counters.transactions = table.live
+    }
+
+    private func release(_ entry: inout ProxyTransaction, on shard: Shard?) {
+        store.release(entry.request)
+        if let last = entry.lastResponse { store.release(last) }
+        entry.serverTimers.takeAll { timer in shard?.cancel(timer) }
+        for i in 0..<entry.branches.count {
+            var branch = entry.branches[i]
+            store.release(branch.request)
+            if let ack = branch.ack { store.release(ack) }
+            if let cancel = branch.cancelRequest { store.release(cancel) }
+            if let response = branch.response { store.release(response) }
+            branch.timers.takeAll { timer in shard?.cancel(timer) }
+            branch.cancelTimers.takeAll { timer in shard?.cancel(timer) }
+        }
+    }
+
+    /// Releases every transaction (the shard is stopping).
+    public func removeAll(on shard: Shard) {
+        table.removeAll { _, entry in
+            var entry = entry
+            release(&entry, on: shard)
+        }
+        shard.counters.transactions = 0
+    }
+
+    public var storedBlocks: Int { store.blocksInUse }
+    public var reservedBytes: Int { store.reservedBytes }
+}
+
+nonisolated(unsafe) private let trying = permanent("Trying")
+nonisolated(unsafe) private let okReason = permanent("OK")
+nonisolated(unsafe) private let terminatedReason = permanent("Request Terminated")
+nonisolated(unsafe) private let timeoutReason = permanent("Request Timeout")
+nonisolated(unsafe) private let unavailable = permanent("Service Unavailable")
+nonisolated(unsafe) private let noBranch = permanent("No Branch Answered")
+
+private func permanent(_ text: String) -> UnsafeRawBufferPointer {
+    let bytes = Array(text.utf8)
+    let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+    storage.copyBytes(from: bytes)
+    return UnsafeRawBufferPointer(storage)
+}
