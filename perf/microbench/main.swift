@@ -72,7 +72,7 @@ let which = arguments.count > 1 ? arguments[1] : "all"
 if which == "check" {
     guard arguments.count > 2 else { fatalError("usage: ringsip-bench check THRESHOLDS") }
     let measured = ParseBenchmarks.run(iterations: 20_000) + RelayBenchmarks.run(iterations: 20_000)
-        + ShardRelayBenchmark.run(messages: 2_000)
+        + ShardRelayBenchmark.run(messages: 2_000) + StatefulShardBenchmark.run(calls: 1_000)
     var failed = 0
     var passed = 0
     for (name, budget) in readThresholds(arguments[2]) {
@@ -94,4 +94,5 @@ var results: [Measurement] = []
 if which == "parse" || which == "all" { results += ParseBenchmarks.run(iterations: iterations) }
 if which == "relay" || which == "all" { results += RelayBenchmarks.run(iterations: iterations) }
 if which == "shard" || which == "all" { results += ShardRelayBenchmark.run(messages: 4_000) }
+if which == "stateful" || which == "all" { results += StatefulShardBenchmark.run(calls: iterations) }
 for result in results { print(result.line) }
