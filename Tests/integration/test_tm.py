@@ -24,7 +24,7 @@ FAST_TIMERS = 'modparam("tm", "T1_timer", 50)\nmodparam("tm", "T4_timer", 500)\n
 
 
 def stateful_script(tmp: Path, server_port: int, extra: str = "", failure: str = "") -> Path:
-    text = (EXAMPLES / "stateful-proxy.cfg").read_text().replace("@SERVER@", f"udp:127.0.0.1:{server_port}")
+    text = (EXAMPLES / "stateful-proxy.cfg").read_text().replace("udp:127.0.0.1:5070", f"udp:127.0.0.1:{server_port}")
     text = text.replace('modparam("tm", "fr_inv_timeout", 3)', 'modparam("tm", "fr_inv_timeout", 3)\n' + extra)
     if failure:
         text = text.replace("    if (!t_relay(", failure + "    if (!t_relay(", 1)
