@@ -20,8 +20,14 @@ public final class Engine: @unchecked Sendable {
     let gate: StartGate
     private var threads: [pthread_t] = []
     private var controlRing: Ring?
-    /// Each shard's counters, stored by its thread just before it exits.
-    public private(set) var finalCounters: [ShardCounters]
+    /// Each shard's counters, stored by its thread just before it exits; read after the threads are joined.
+    public var finalCounters: [ShardCounters] { Array(UnsafeBufferPointer(start: exitCounters, count: shardCount)) }
+    /// Per shard, written only by that shard's thread: raw memory, since a Swift array written from several
+    /// threads is a data race even at distinct indexes.
+    private let exitCounters: UnsafeMutablePointer<ShardCounters>
+    /// The shards, kept alive until every thread is joined: a shard may still be reading a buffer lent by
+    /// another when that one stops, so no shard's memory may go before all have stopped.
+    private let liveShards: UnsafeMutablePointer<Unmanaged<Shard>?>
     /// The addresses actually bound (port 0 in `listenAddresses` becomes the port the kernel picked).
     public private(set) var boundAddresses: [SocketAddress] = []
     public private(set) var features: RingFeatures?
@@ -38,7 +44,15 @@ public final class Engine: @unchecked Sendable {
         self.makeHandler = makeHandler
         directory = ShardDirectory(count: shards)
         gate = StartGate(expected: shards)
-        finalCounters = Array(repeating: ShardCounters(), count: shards)
+        exitCounters = .allocate(capacity: shards)
+        exitCounters.initialize(repeating: ShardCounters(), count: shards)
+        liveShards = .allocate(capacity: shards)
+        liveShards.initialize(repeating: nil, count: shards)
+    }
+
+    deinit {
+        exitCounters.deallocate()
+        liveShards.deallocate()
     }
 
     /// Probes io_uring, binds every socket, starts the shard threads and waits until all are serving.
@@ -112,8 +126,9 @@ public final class Engine: @unchecked Sendable {
         }
         shard.handler = makeHandler(index)
         guard gate.arrive(failure: nil) else { return }
+        liveShards[index] = Unmanaged.passRetained(shard)
         shard.run()
-        finalCounters[index] = shard.counters
+        exitCounters[index] = shard.counters
     }
 
     /// Asks every shard to print its counters line (on its own thread, from its own state).
@@ -149,6 +164,10 @@ public final class Engine: @unchecked Sendable {
     private func join() {
         for thread in threads { pthread_join(thread, nil) }
         threads = []
+        for i in 0..<shardCount {
+            liveShards[i]?.release()
+            liveShards[i] = nil
+        }
     }
 }
 
