@@ -231,12 +231,13 @@ public final class SIPRelay {
     /// source port when the Via asked for rport, else at the Via's port).
     @discardableResult
     public func reply(to message: SIPMessage, status: Int, reason: UnsafeRawBufferPointer, from source: SocketAddress,
-                      arrivedOn socketIndex: Int, on shard: Shard) -> Bool {
+                      arrivedOn socketIndex: Int, headers: UnsafeRawBufferPointer? = nil, on shard: Shard) -> Bool {
         guard message.topVia != nil, message.method != .ack, let out = shard.makeDatagram() else {
             shard.counters.dropped += 1
             return false
         }
-        guard let length = buildReply(to: message, status: status, reason: reason, from: source, into: out.buffer) else {
+        guard let length = buildReply(to: message, status: status, reason: reason, from: source, headers: headers,
+                                      into: out.buffer) else {
             shard.discard(out)
             shard.counters.dropped += 1
             return false
@@ -254,13 +255,14 @@ public final class SIPRelay {
     }
 
     /// Writes our reply to a request into `buffer` (received/rport added to its top Via as §18.2.1 asks).
+    /// `headers`: whole lines (CRLF-terminated) to add, e.g. a 503's Retry-After.
     public func buildReply(to message: SIPMessage, status: Int, reason: UnsafeRawBufferPointer, from source: SocketAddress,
-                           into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+                           headers: UnsafeRawBufferPointer? = nil, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
         guard let via = message.topVia else { return nil }
         let received = receivedHost(message, source)
         let server = UnsafeRawBufferPointer(start: SIPRelay.server.utf8Start, count: SIPRelay.server.utf8CodeUnitCount)
         return try? message.writeReply(into: buffer, statusCode: status, reason: reason, server: server,
-                                       received: received, rport: via.hasRport ? source.port : nil)
+                                       received: received, rport: via.hasRport ? source.port : nil, headers: headers)
     }
 
     @discardableResult

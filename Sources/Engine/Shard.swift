@@ -88,6 +88,7 @@ public final class Shard {
             drainCompletions()
             wheel.advance(to: now) { payload in handler.timerFired(payload: payload, on: self) }
         }
+        handler.stopping(on: self)
         _ = io_uring_submit(ring.ring)
     }
 

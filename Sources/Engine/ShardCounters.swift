@@ -9,8 +9,11 @@ public struct ShardCounters: Sendable, Equatable {
     public var handoffs = 0
     public var sendErrors = 0
     public var bufferExhaustion = 0
-    /// Live transactions (kept by the transaction layer above, when one is in use).
+    /// Live transactions (kept by the transaction layer above, when one is in use). At exit: those still live
+    /// when the shard stopped, whose memory the stop released.
     public var transactions = 0
+    /// Responses for a transaction that parsed but could not be used (no CSeq, cannot be rebuilt), dropped.
+    public var malformedReplies = 0
 
     public init() {}
 
@@ -25,6 +28,7 @@ public struct ShardCounters: Sendable, Equatable {
         sum.sendErrors += b.sendErrors
         sum.bufferExhaustion += b.bufferExhaustion
         sum.transactions += b.transactions
+        sum.malformedReplies += b.malformedReplies
         return sum
     }
 
@@ -32,6 +36,6 @@ public struct ShardCounters: Sendable, Equatable {
     public func line(label: String) -> String {
         "\(label): received=\(received) sent=\(sent) parse_errors=\(parseErrors) dropped=\(dropped) "
             + "stale=\(staleCompletions) handoffs=\(handoffs) send_errors=\(sendErrors) enobufs=\(bufferExhaustion) "
-            + "transactions=\(transactions)"
+            + "transactions=\(transactions) malformed_replies=\(malformedReplies)"
     }
 }

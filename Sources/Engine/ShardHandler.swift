@@ -10,11 +10,17 @@ public protocol ShardHandler: AnyObject {
 
     /// Called once on the shard's thread when every shard is ready, before the first datagram.
     func started(on shard: Shard)
+
+    /// Called once on the shard's thread after its loop has ended (every receive cancelled, every send
+    /// completed), before the thread exits: release what the handler holds per shard (live transactions).
+    /// Nothing is received after it, and it must not send: no loop turn is left to complete a send.
+    func stopping(on shard: Shard)
 }
 
 extension ShardHandler {
     public func timerFired(payload: UInt64, on shard: Shard) {}
     public func started(on shard: Shard) {}
+    public func stopping(on shard: Shard) {}
 }
 
 /// One received datagram, viewed in place in its provided buffer.

@@ -3,6 +3,7 @@ extension SIPMessage {
     /// status line; every Via as received, the top one extended with `received`/`rport` when given;
     /// From, To, Call-ID and CSeq copied in message order (the first of each, whatever is present: a
     /// 400 may answer a request that lacks some); a To tag added when the code is above 100 and To has none;
+    /// `headers` (whole lines, each ending in CRLF, e.g. `Retry-After: 5`) when given;
     /// `Server: <server>` when given; `Content-Length: 0`.
     ///
     /// Without `toTag`, the tag is 16 hex digits of FNV-1a over Call-ID, From tag and top Via branch:
@@ -11,7 +12,7 @@ extension SIPMessage {
     public func writeReply(
         into buffer: UnsafeMutableRawBufferPointer, statusCode: Int, reason: UnsafeRawBufferPointer,
         toTag: UnsafeRawBufferPointer? = nil, server: UnsafeRawBufferPointer? = nil,
-        received: UnsafeRawBufferPointer? = nil, rport: UInt16? = nil
+        received: UnsafeRawBufferPointer? = nil, rport: UInt16? = nil, headers: UnsafeRawBufferPointer? = nil
     ) throws(SIPBuildError) -> Int {
         precondition(isRequest && hasStartLine, "writeReply needs a request")
         precondition(statusCode >= 100 && statusCode <= 699, "status code out of range")
@@ -53,6 +54,7 @@ extension SIPMessage {
                 break
             }
         }
+        if let headers { w.write(headers) }
         if let server {
             w.write("Server: ")
             w.write(server)

@@ -7,7 +7,8 @@ import SIP
 extension ScriptCompiler {
     static let readOnlyVariables: Set<String> = [
         "fu", "fU", "fd", "tu", "tU", "td", "ci", "cs", "rm", "rs", "rr", "si", "sp", "Ri", "Rp", "pr", "ua", "ml", "mb",
-        "hdr", "rc", "retcode", "time", "Ts", "from", "to", "proto", "src_ip",
+        "hdr", "rc", "retcode", "time", "Ts", "from", "to", "proto", "src_ip", "T_reply_code", "T_branch_idx", "T_ruri",
+        "branch",
     ]
 
     public func read(_ variable: PseudoVariable) throws(CompileError) -> Evaluate {
@@ -63,6 +64,44 @@ extension ScriptCompiler {
         case "hdr":
             try needsMessage(v)
             return try headerRead(v)
+        case "T_reply_code":
+            // 0 before any reply, as in OpenSIPS; NULL outside a transaction.
+            try noArgument(v)
+            return { context in
+                guard let handle = context.transaction, let code = context.transactions?.replyCode(handle) else {
+                    return .null
+                }
+                return .integer(code)
+            }
+        case "T_branch_idx":
+            // The branch a branch_route or onreply_route runs for; 0 elsewhere (OpenSIPS).
+            try noArgument(v)
+            return { context in .integer(context.branchIndex ?? 0) }
+        case "T_ruri":
+            try noArgument(v)
+            return { context in
+                guard let handle = context.transaction, let uri = context.transactions?.requestURI(handle) else {
+                    return .null
+                }
+                return .text(uri)
+            }
+        case "T_fr_timeout", "T_fr_inv_timeout":
+            try noArgument(v)
+            let invite = v.name == "T_fr_inv_timeout"
+            return { context in
+                let milliseconds: Int?
+                if let handle = context.transaction, let settings = context.transactions?.settings(handle) {
+                    milliseconds = invite ? settings.finalResponseInviteTimeout : settings.finalResponseTimeout
+                } else if let manager = context.transactions {
+                    milliseconds = (invite ? context.pendingInviteFinalResponseTimeout : context.pendingFinalResponseTimeout)
+                        ?? (invite ? manager.settings.finalResponseInviteTimeout : manager.settings.finalResponseTimeout)
+                } else {
+                    return .null
+                }
+                return milliseconds.map { .integer($0 / 1000) } ?? .integer(0)
+            }
+        case "branch":
+            return try branchRead(v)
         default:
             break
         }
@@ -120,6 +159,49 @@ extension ScriptCompiler {
         "ml": { context in .integer(context.message.length) },
         "mb": { context in .text(UnsafeRawBufferPointer(rebasing: context.message.bytes[0..<context.message.length])) },
     ] }
+
+    /// The destination set (`append_branch`), not counting the Request-URI's own branch:
+    /// `$branch` / `$branch(uri)` the n-th branch's URI (`[0]` when no index, `[-1]` the last, `[*]` all,
+    /// comma-joined), `$branch(duri)` its `$du`, `$branch(count)` how many there are (a ringsip addition:
+    /// OpenSIPS scripts count with `$(branch(uri)[*])`). NULL past the end.
+    private func branchRead(_ v: PseudoVariable) throws(CompileError) -> Evaluate {
+        let field = v.argument ?? "uri"
+        guard field == "uri" || field == "duri" || field == "count" else {
+            throw error("$branch(\(field)): expected uri, duri or count", at: v.location)
+        }
+        if field == "count" {
+            if v.index != nil { throw error("$branch(count) takes no index", at: v.location) }
+            return { context in .integer(context.destinationCount) }
+        }
+        let wantsDestination = field == "duri"
+        func value(_ context: ScriptContext, _ i: Int) -> ScriptValue {
+            let branch = context.destinationSet[i]
+            if wantsDestination { return branch.destination.map { .text($0) } ?? .null }
+            return .text(branch.uri)
+        }
+        switch v.index {
+        case .all?:
+            return { context in
+                guard context.destinationCount > 0 else { return .null }
+                let arena = context.arena
+                var text = arena.begin()
+                for i in 0..<context.destinationCount {
+                    if i > 0 { arena.append(&text, commaSpace) }
+                    arena.append(&text, value(context, i))
+                }
+                return .text(arena.end(text))
+            }
+        default:
+            var wanted = 0
+            if case .position(let n)? = v.index { wanted = n }
+            let position = wanted
+            return { context in
+                let i = position < 0 ? context.destinationCount + position : position
+                guard i >= 0 && i < context.destinationCount else { return .null }
+                return value(context, i)
+            }
+        }
+    }
 
     /// `$hdr(name)`, `$hdr(name)[n]` (n-th field, -1 the last), `$(hdr(name)[*])` (all, comma-joined).
     private func headerRead(_ v: PseudoVariable) throws(CompileError) -> Evaluate {
@@ -248,6 +330,25 @@ extension ScriptCompiler {
                 switch evaluate(context) {
                 case .text(let text) where text.count > 0: context.destinationURI = text
                 default: context.destinationURI = nil
+                }
+            }
+        case "T_fr_timeout", "T_fr_inv_timeout":
+            // Seconds, as the modparams. On the transaction when it exists (its branches from the next time
+            // the timer is armed), else kept until t_relay/t_newtran creates it.
+            let invite = target.name == "T_fr_inv_timeout"
+            return { context in
+                guard let seconds = evaluate(context).integerValue, seconds > 0, seconds <= 86_400 else {
+                    context.fail("$\(invite ? "T_fr_inv_timeout" : "T_fr_timeout") takes a number of seconds from 1 to 86400")
+                    return
+                }
+                let milliseconds = seconds * 1000
+                if let handle = context.transaction, let manager = context.transactions {
+                    manager.setTimeouts(handle, finalResponse: invite ? nil : milliseconds,
+                                        inviteFinalResponse: invite ? milliseconds : nil)
+                } else if invite {
+                    context.pendingInviteFinalResponseTimeout = milliseconds
+                } else {
+                    context.pendingFinalResponseTimeout = milliseconds
                 }
             }
         default:

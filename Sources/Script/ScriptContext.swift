@@ -33,6 +33,22 @@ public final class ScriptContext {
     public var transaction: TransactionHandle?
     /// `t_on_failure` before the transaction exists: applied when it is created.
     var pendingFailureRoute: Int?
+    /// `t_on_reply` before the transaction exists: applied when it is created.
+    var pendingReplyRoute: Int?
+    /// `$T_fr_timeout` / `$T_fr_inv_timeout` (milliseconds) before the transaction exists.
+    var pendingFinalResponseTimeout: Int?
+    var pendingInviteFinalResponseTimeout: Int?
+    /// `t_on_branch`: the branch_route each branch of this route's next `t_relay` runs before it is sent
+    /// (OpenSIPS arms it per relay, so a failure route arms it again).
+    var branchRoute: Int?
+    /// The branch a branch_route or onreply_route runs for (`$T_branch_idx`); nil elsewhere.
+    public internal(set) var branchIndex: Int?
+    /// The destination set (`append_branch`): the branches `t_relay` forks to besides the Request-URI.
+    /// Views valid for the route run (message, literal or arena text), like every `ScriptValue`.
+    let destinationSet: UnsafeMutablePointer<DestinationBranch>
+    public internal(set) var destinationCount = 0
+    /// Room for the serialized `$avp` values a transaction keeps (`AVPStore.serialize`).
+    let avpBytes: UnsafeMutableRawBufferPointer
     /// False in startup and timer routes, which run without a message.
     public internal(set) var hasMessage = false
     public internal(set) var source = SocketAddress(ipv4: (0, 0, 0, 0), port: 0)
@@ -85,6 +101,8 @@ public final class ScriptContext {
         appended = .allocate(byteCount: 4096, alignment: 8)
         stack = .allocate(capacity: ScriptContext.stackCapacity)
         stack.initialize(repeating: .null, count: ScriptContext.stackCapacity)
+        destinationSet = .allocate(capacity: ScriptContext.destinationCapacity)
+        avpBytes = .allocate(byteCount: 16 << 10, alignment: 8)
         self.log = log
     }
 
@@ -92,6 +110,19 @@ public final class ScriptContext {
         variables.deallocate()
         appended.deallocate()
         stack.deallocate()
+        destinationSet.deallocate()
+        avpBytes.deallocate()
+    }
+
+    /// Branches besides the Request-URI's: a transaction holds `TransactionManager.maxBranches` in all.
+    static let destinationCapacity = TransactionManager.maxBranches - 1
+
+    /// Adds a branch to the destination set; false when it is full.
+    func appendBranch(uri: UnsafeRawBufferPointer, destination: UnsafeRawBufferPointer?) -> Bool {
+        guard destinationCount < ScriptContext.destinationCapacity else { return false }
+        destinationSet[destinationCount] = DestinationBranch(uri: uri, destination: destination)
+        destinationCount += 1
+        return true
     }
 
     /// Resets per-message state before a route runs for a new message (or for a message-less route).
@@ -117,6 +148,12 @@ public final class ScriptContext {
         handled = false
         transaction = nil
         pendingFailureRoute = nil
+        pendingReplyRoute = nil
+        pendingFinalResponseTimeout = nil
+        pendingInviteFinalResponseTimeout = nil
+        branchRoute = nil
+        branchIndex = nil
+        destinationCount = 0
         stackTop = 0
         arena.reset()
     }
@@ -166,8 +203,15 @@ public final class ScriptContext {
     }
 }
 
+/// One `append_branch`: the branch's Request-URI, and its `$du` when it had one.
+struct DestinationBranch {
+    var uri: UnsafeRawBufferPointer
+    var destination: UnsafeRawBufferPointer?
+}
+
 /// `$avp` values for one message: a small stack per name (the newest value first), names resolved to
-/// slots at compile time.
+/// slots at compile time. A transaction keeps them (`serialize`) and routes that run for it later get them
+/// back (`restore`).
 public final class AVPStore {
     struct Entry {
         var slot: Int32
@@ -221,6 +265,59 @@ public final class AVPStore {
         var n = 0
         for i in 0..<count where entries[i].slot == Int32(slot) { n += 1 }
         return n
+    }
+
+    /// Writes every value, oldest first, and returns the bytes written; nil when they do not fit. Per value:
+    /// slot (Int32), tag (UInt8: 1 integer, 2 text), then the Int64 or a UInt32 length and the text; native
+    /// byte order, unaligned — the bytes never leave the process.
+    func serialize(into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        var at = 0
+        for i in 0..<count {
+            let entry = entries[i]
+            switch entry.value {
+            case .null:
+                continue
+            case .integer(let n):
+                guard buffer.count - at >= 13 else { return nil }
+                buffer.storeBytes(of: entry.slot, toByteOffset: at, as: Int32.self)
+                buffer[at + 4] = 1
+                buffer.storeBytes(of: Int64(n), toByteOffset: at + 5, as: Int64.self)
+                at += 13
+            case .text(let text):
+                guard buffer.count - at >= 9 + text.count else { return nil }
+                buffer.storeBytes(of: entry.slot, toByteOffset: at, as: Int32.self)
+                buffer[at + 4] = 2
+                buffer.storeBytes(of: UInt32(text.count), toByteOffset: at + 5, as: UInt32.self)
+                if text.count > 0 {
+                    UnsafeMutableRawBufferPointer(rebasing: buffer[at + 9..<at + 9 + text.count]).copyMemory(from: text)
+                }
+                at += 9 + text.count
+            }
+        }
+        return at
+    }
+
+    /// Replaces every value with those `serialize` wrote into `bytes`; texts are views into `bytes`, which
+    /// must outlive them (a transaction's copy, kept while its route runs).
+    func restore(_ bytes: UnsafeRawBufferPointer) {
+        count = 0
+        var at = 0
+        while at + 5 <= bytes.count && count < capacity {
+            let slot = bytes.loadUnaligned(fromByteOffset: at, as: Int32.self)
+            if bytes[at + 4] == 1 {
+                guard at + 13 <= bytes.count else { return }
+                entries[count] = Entry(slot: slot, value: .integer(Int(bytes.loadUnaligned(fromByteOffset: at + 5,
+                                                                                           as: Int64.self))))
+                at += 13
+            } else {
+                guard at + 9 <= bytes.count else { return }
+                let length = Int(bytes.loadUnaligned(fromByteOffset: at + 5, as: UInt32.self))
+                guard at + 9 + length <= bytes.count else { return }
+                entries[count] = Entry(slot: slot, value: .text(UnsafeRawBufferPointer(rebasing: bytes[at + 9..<at + 9 + length])))
+                at += 9 + length
+            }
+            count += 1
+        }
     }
 
     /// Removes the newest value of `slot`, or all of them.

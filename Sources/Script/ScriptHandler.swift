@@ -68,6 +68,9 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     let startupRoute: Int?
     let timerRoutes: [(index: Int, milliseconds: UInt64)]
     public let transactions: TransactionManager?
+    /// Where the response being handled came from, for the reply routes the manager calls back into.
+    private var responseSource = SocketAddress(ipv4: (0, 0, 0, 0), port: 0)
+    private var responseSocket = 0
 
     public init(program: ScriptProgram, shard: Int = 0) {
         script = program.compile()
@@ -89,6 +92,9 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             // OpenSIPS gives these in seconds.
             if let s = c.optionalInteger("tm", "fr_timeout") { settings.finalResponseTimeout = s * 1000 }
             if let s = c.optionalInteger("tm", "fr_inv_timeout") { settings.finalResponseInviteTimeout = s * 1000 }
+            // OpenSIPS' wt_timer (seconds, default 5): how long completed transactions linger; 32 or more
+            // gives the RFC's Timers D/J/L/M.
+            settings.waitTimeout = c.integer("tm", "wt_timer", default: 5) * 1000
             let manager = TransactionManager(
                 shardIndex: shard, capacity: c.integer("tm", "max_transactions", default: 100_000), settings: settings,
                 key: program.branchKey, seed: program.tableSeed, relay: context.relay)
@@ -111,13 +117,18 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             }
             context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
             script.run(mainRoute, context)
-            if let transactions, let handle = context.transaction, let entry = transactions.transaction(handle),
-               entry.finalSent < 200, entry.branchCount == 0, context.runtimeError == nil {
-                // A transaction the script created but neither relayed nor answered would wait forever.
-                transactions.reply(handle, status: 500, reason: noReply, on: shard)
+            if let transactions, let handle = context.transaction, let entry = transactions.transaction(handle) {
+                // $avp values belong to the transaction from here on: its later routes see them.
+                context.saveAVPs(to: handle)
+                if entry.finalSent < 200, entry.branchCount == 0, context.runtimeError == nil {
+                    // A transaction the script created but neither relayed nor answered would wait forever.
+                    transactions.reply(handle, status: 500, reason: noReply, on: shard)
+                }
             }
         } else {
             if let transactions {
+                responseSource = datagram.source
+                responseSocket = datagram.socketIndex
                 switch transactions.handleResponse(message, on: shard) {
                 case .handled: return .done
                 case .handOff(let owner): return datagram.lender == nil ? .handOff(toShard: owner) : .done
@@ -144,8 +155,40 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         defer { context.message = saved }
         guard (try? context.message.parse(bytes)) != nil, (try? context.message.validate()) != nil else { return }
         context.transaction = transaction
+        context.restoreAVPs(from: transaction)
         script.run(route, context)
         if context.runtimeError != nil { reportRuntimeError() }
+        context.saveAVPs(to: transaction)
+    }
+
+    /// A branch's response, before the manager relays it: the unnamed onreply_route (which sees every
+    /// response), then the transaction's `t_on_reply` route, on the response itself — its header removals
+    /// apply to what is relayed. Either may `drop` a provisional.
+    public func replyReceived(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
+                              manager: TransactionManager, on shard: Shard) -> Bool {
+        guard replyRoute != nil || route >= 0 else { return true }
+        let saved = context.message
+        defer { context.message = saved }
+        context.begin(shard: shard, source: responseSource, socketIndex: responseSocket, hasMessage: true)
+        context.message = response
+        context.transaction = transaction
+        context.branchIndex = branch
+        context.restoreAVPs(from: transaction)
+        if let replyRoute { script.run(replyRoute, context) }
+        if route >= 0 && context.flow != .drop && context.runtimeError == nil {
+            context.flow = .normal
+            script.run(route, context)
+        }
+        let keep = context.flow != .drop
+        if context.runtimeError != nil { reportRuntimeError() }
+        context.saveAVPs(to: transaction)
+        return keep
+    }
+
+    /// The shard's loop has ended: release every transaction's memory (what is still live shows in the exit
+    /// counters as `transactions`).
+    public func stopping(on shard: Shard) {
+        transactions?.removeAll(on: shard)
     }
 
     /// startup_route runs once, on shard 0; timer routes run on shard 0 at their interval.

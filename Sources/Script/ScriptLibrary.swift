@@ -113,6 +113,7 @@ public struct ScriptLibrary: Sendable {
         var library = ScriptLibrary()
         for module in CoreFunctions.modules { library.register(module) }
         library.register(TMFunctions.module)
+        library.register(TMFunctions.coreModule)
         return library
     }
 }

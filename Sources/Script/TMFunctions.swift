@@ -10,6 +10,7 @@ enum TMFunctions {
         ScriptModule(name: "tm", parameters: [
             .init("fr_timeout", .integer), .init("fr_inv_timeout", .integer), .init("T1_timer", .integer),
             .init("T2_timer", .integer), .init("T4_timer", .integer), .init("max_transactions", .integer),
+            .init("wt_timer", .integer),
         ], functions: [
             ScriptFunction("t_relay", module: "tm", arguments: 0...2, allowedIn: [.request, .failure], compile: relay),
             ScriptFunction("t_newtran", module: "tm", arguments: 0...0, allowedIn: [.request]) { _, _ in
@@ -19,6 +20,10 @@ enum TMFunctions {
                            compile: reply),
             ScriptFunction("t_on_failure", module: "tm", arguments: 1...1, allowedIn: [.request, .failure],
                            compile: onFailure),
+            ScriptFunction("t_on_reply", module: "tm", arguments: 1...1, allowedIn: [.request, .failure, .branch],
+                           compile: onReply),
+            ScriptFunction("t_on_branch", module: "tm", arguments: 1...1, allowedIn: [.request, .failure],
+                           compile: onBranch),
             ScriptFunction("t_check_trans", module: "tm", arguments: 0...0, allowedIn: .requestLike) { _, _ in
                 { context in context.transaction != nil ? 1 : -1 }
             },
@@ -34,6 +39,14 @@ enum TMFunctions {
         ])
     }
 
+    /// OpenSIPS core's destination set. Here because only `t_relay` forks to it.
+    static var coreModule: ScriptModule {
+        ScriptModule(name: "core", functions: [
+            ScriptFunction("append_branch", module: "core", arguments: 0...1, allowedIn: [.request, .failure],
+                           compile: appendBranch),
+        ])
+    }
+
     /// The transaction of the request being routed, created on first need (a full shard answers 503).
     static func transaction(_ context: ScriptContext) -> TransactionHandle? {
         if let existing = context.transaction { return existing }
@@ -43,11 +56,16 @@ enum TMFunctions {
             context.transaction = handle
             context.handled = true
             if let route = context.pendingFailureRoute { manager.setFailureRoute(handle, route) }
+            if let route = context.pendingReplyRoute { manager.setReplyRoute(handle, route) }
+            if context.pendingFinalResponseTimeout != nil || context.pendingInviteFinalResponseTimeout != nil {
+                manager.setTimeouts(handle, finalResponse: context.pendingFinalResponseTimeout,
+                                    inviteFinalResponse: context.pendingInviteFinalResponseTimeout)
+            }
             return handle
         case .full:
-            // No memory growth beyond the limit: the caller retries later.
+            // No memory growth beyond the limit: the caller retries later (RFC 3261 §21.5.4).
             context.relay.reply(to: context.message, status: 503, reason: serviceUnavailable, from: context.source,
-                                arrivedOn: context.socketIndex, on: context.shard)
+                                arrivedOn: context.socketIndex, headers: retryAfter, on: context.shard)
             context.handled = true
             return nil
         case .tooLarge:
@@ -79,22 +97,77 @@ enum TMFunctions {
             }
         }
         let constant = fixed
+        let routes = compiler.routes
         return { context in
             guard context.hasMessage, context.message.isRequest, let manager = context.transactions else { return -1 }
-            var destination = constant
-            if destination == nil, let dynamic {
-                guard case .text(let text) = dynamic(context) else { return -1 }
-                destination = Destination.parse(text)
+            var forced = constant
+            if forced == nil, let dynamic {
+                guard case .text(let text) = dynamic(context), let address = Destination.parse(text) else { return -1 }
+                forced = address
             }
-            if destination == nil { destination = context.nextHop() }
-            guard let destination else { return -1 }
             // An ACK (for a 2xx: the others never reach the script) has no transaction: it goes statelessly.
-            if context.message.method == .ack { return context.forward(to: destination) ? 1 : -1 }
-            guard let handle = transaction(context) else { return -1 }
-            let edits = context.edits(toward: destination)
-            let sent = manager.relay(handle, context.message, from: context.source, arrivedOn: context.socketIndex,
-                                     to: destination, edits: edits, on: context.shard)
+            if context.message.method == .ack {
+                guard let destination = forced ?? context.nextHop() else { return -1 }
+                return context.forward(to: destination) ? 1 : -1
+            }
+            // A full shard or an oversized request was answered already (503 / 513): end the script, so its
+            // own fallback reply does not send a second final answer.
+            guard let handle = transaction(context) else { return context.handled ? 0 : -1 }
+            // The Request-URI branch, then the destination set in order (OpenSIPS t_relay forks to both); the
+            // set is used up. A forced destination (t_relay's argument) takes every branch.
+            let uri = context.requestURI, du = context.destinationURI
+            var sent = relayBranch(context, manager, handle, uri: uri, du: du, forced: forced, routes: routes)
+            for i in 0..<context.destinationCount {
+                let branch = context.destinationSet[i]
+                if relayBranch(context, manager, handle, uri: branch.uri, du: branch.destination, forced: forced,
+                               routes: routes) {
+                    sent = true
+                }
+            }
+            context.destinationCount = 0
+            context.requestURI = uri
+            context.destinationURI = du
             return sent ? 1 : -1
+        }
+    }
+
+    /// One branch: its branch_route (which may change `$ru`/`$du`, add headers or `drop` it), then the
+    /// client transaction. The route's changes stay with this branch.
+    private static func relayBranch(_ context: ScriptContext, _ manager: TransactionManager, _ handle: TransactionHandle,
+                                    uri: UnsafeRawBufferPointer?, du: UnsafeRawBufferPointer?, forced: SocketAddress?,
+                                    routes: CompiledRoutes) -> Bool {
+        context.requestURI = uri
+        context.destinationURI = du
+        let appended = context.appendedCount
+        defer { context.appendedCount = appended }
+        if let route = context.branchRoute {
+            context.branchIndex = manager.branchCount(handle)
+            routes.bodies[route](context)
+            context.branchIndex = nil
+            let dropped = context.flow == .drop
+            // exit, return and drop end the branch route, not the route that called t_relay; a runtime
+            // failure in it ends that one too.
+            if context.runtimeError == nil { context.flow = .normal }
+            if dropped || context.runtimeError != nil { return false }
+        }
+        guard let destination = forced ?? context.nextHop() else { return false }
+        return manager.relay(handle, context.message, from: context.source, arrivedOn: context.socketIndex,
+                             to: destination, edits: context.edits(toward: destination), on: context.shard)
+    }
+
+    @Sendable static func appendBranch(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let uri = try call.arguments.first.flatMap { $0 }.map { (e: Expression) throws(CompileError) in try compiler.value(e) }
+        return { context in
+            guard context.hasMessage, context.message.isRequest else { return -1 }
+            // Without an argument: the Request-URI and `$du` as they stand (OpenSIPS); with one, that URI alone.
+            var branchURI = context.currentRequestURI
+            var destination = context.destinationURI
+            if let uri {
+                guard case .text(let text) = uri(context), text.count > 0 else { return -1 }
+                branchURI = text
+                destination = nil
+            }
+            return context.appendBranch(uri: branchURI, destination: destination) ? 1 : -1
         }
     }
 
@@ -129,6 +202,34 @@ enum TMFunctions {
         }
     }
 
+    @Sendable static func onReply(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let argument = call.arguments[0]!
+        guard let name = compiler.constantText(argument) else {
+            throw compiler.error("t_on_reply takes an onreply_route name", at: argument.location)
+        }
+        let route = try compiler.routeIndex(.onReply, named: name, at: argument.location)
+        return { context in
+            if let handle = context.transaction, let manager = context.transactions {
+                manager.setReplyRoute(handle, route)
+            } else {
+                context.pendingReplyRoute = route
+            }
+            return 1
+        }
+    }
+
+    @Sendable static func onBranch(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let argument = call.arguments[0]!
+        guard let name = compiler.constantText(argument) else {
+            throw compiler.error("t_on_branch takes a branch_route name", at: argument.location)
+        }
+        let route = try compiler.routeIndex(.branch, named: name, at: argument.location)
+        return { context in
+            context.branchRoute = route
+            return 1
+        }
+    }
+
     @Sendable static func checkStatus(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
         guard case .string(let template, let location)? = call.arguments[0], let pattern = template.literal else {
             throw compiler.error("t_check_status takes a literal regular expression", at: call.location)
@@ -143,6 +244,27 @@ enum TMFunctions {
 
 nonisolated(unsafe) private let serviceUnavailable = permanentBytes("Service Unavailable")
 nonisolated(unsafe) private let tooLarge = permanentBytes("Message Too Large")
+/// Seconds a caller refused for a full transaction table waits: long enough for Timer J/L (64*T1) to free slots.
+nonisolated(unsafe) private let retryAfter = permanentBytes("Retry-After: 5\r\n")
+
+extension ScriptContext {
+    /// Gives `transaction` this route's `$avp` values (after a route that ran for it), so every later route
+    /// of the transaction sees them. Copies into the transaction's store block: nothing allocated per call.
+    func saveAVPs(to handle: TransactionHandle) {
+        guard let manager = transactions, avps.count > 0 || manager.avps(handle) != nil else { return }
+        guard let length = avps.serialize(into: avpBytes),
+              manager.storeAVPs(handle, UnsafeRawBufferPointer(rebasing: avpBytes[0..<length])) else {
+            log.write(level: -1, "ringsipd: $avp values too large to keep with the transaction; dropped")
+            return
+        }
+    }
+
+    /// The transaction's `$avp` values, as a route that runs for it starts.
+    func restoreAVPs(from handle: TransactionHandle) {
+        guard let bytes = transactions?.avps(handle) else { return }
+        avps.restore(bytes)
+    }
+}
 
 extension ScriptContext {
     /// The script's edits to the request, as the relay applies them toward `destination`.

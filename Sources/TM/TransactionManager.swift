@@ -8,6 +8,13 @@ public protocol TransactionUser: AnyObject {
     /// add branches (`relay`) or reply; whatever it leaves undone, the manager completes with the best
     /// response.
     func runFailureRoute(_ route: Int, transaction: TransactionHandle, manager: TransactionManager, on shard: Shard)
+
+    /// A branch of `transaction` passed `response` up (not a retransmission its machine absorbed, not a
+    /// 100): run the script's reply routes on it before it is relayed — `route` is the transaction's
+    /// `t_on_reply` route, -1 for none. Returns false to drop a provisional response (ignored for a final:
+    /// the transaction needs it). `response` must be left parsed as it is (its header removals apply).
+    func replyReceived(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
+                       manager: TransactionManager, on shard: Shard) -> Bool
 }
 
 /// One shard's transactions (RFC 3261 §16–17): creates server transactions for requests the script
@@ -27,8 +34,12 @@ public final class TransactionManager {
     public weak var user: (any TransactionUser)?
     /// Parses stored messages (requests to build ACK/CANCEL from, responses to forward).
     private let scratch = SIPMessage()
+    /// Parses the other branches' 401/407 responses while `scratch` holds the one being forwarded.
+    private let challengeScratch = SIPMessage()
     private let branchText: UnsafeMutableRawBufferPointer
-    /// Counters for the shard's report.
+    /// Responses for one of our branches that cannot be used (no CSeq, cannot be rebuilt to forward); also in
+    /// the shard's counters line as `malformed_replies`. Replies that do not parse at all never get here:
+    /// they are `parse_errors`.
     public private(set) var malformedReplies = 0
     public private(set) var strayReplies = 0
 
@@ -45,6 +56,8 @@ public final class TransactionManager {
     deinit { branchText.deallocate() }
 
     public var live: Int { table.live }
+    /// Branches one transaction can have in all (parallel and serial forks together); stored inline.
+    public static var maxBranches: Int { Branches.capacity }
 
     // MARK: - Requests before the script
 
@@ -102,12 +115,14 @@ public final class TransactionManager {
             return .tooLarge
         }
         let isInvite = message.method == .invite
-        let entry = ProxyTransaction(
+        var entry = ProxyTransaction(
             id: id, request: request, source: source, socket: socket,
             responseDestination: relay.responseDestination(message, from: source), method: message.method,
             inviteServer: isInvite ? InviteServerTransaction(settings: settings, transport: .unreliable) : nil,
             nonInviteServer: isInvite ? nil : NonInviteServerTransaction(settings: settings, transport: .unreliable),
             settings: settings)
+        entry.requestURIStart = message.requestURIText.start
+        entry.requestURICount = Int32(message.requestURIText.count)
         guard let handle = table.insert(entry, key: id.hash) else {
             store.release(request)
             return .full
@@ -119,8 +134,7 @@ public final class TransactionManager {
 
     /// The request that created the transaction, as received (for a failure route to work on).
     public func request(_ handle: TransactionHandle) -> (bytes: UnsafeRawBufferPointer, source: SocketAddress, socket: Int) {
-        let entry = table[handle]
-        return (entry.request.bytes, entry.source, entry.socket)
+        (table[handle].request.bytes, table[handle].source, table[handle].socket)
     }
 
     public func transaction(_ handle: TransactionHandle) -> ProxyTransaction? {
@@ -130,6 +144,63 @@ public final class TransactionManager {
     public func setFailureRoute(_ handle: TransactionHandle, _ route: Int) {
         guard table.contains(handle) else { return }
         table[handle].failureRoute = Int32(route)
+    }
+
+    public func setReplyRoute(_ handle: TransactionHandle, _ route: Int) {
+        guard table.contains(handle) else { return }
+        table[handle].replyRoute = Int32(route)
+    }
+
+    public func branchCount(_ handle: TransactionHandle) -> Int {
+        table.contains(handle) ? table[handle].branches.count : 0
+    }
+
+    public func replyCode(_ handle: TransactionHandle) -> Int? {
+        table.contains(handle) ? table[handle].replyCode : nil
+    }
+
+    /// The Request-URI of the request that created the transaction (`$T_ruri`), valid while it lives.
+    public func requestURI(_ handle: TransactionHandle) -> UnsafeRawBufferPointer? {
+        guard table.contains(handle) else { return nil }
+        let start = Int(table[handle].requestURIStart), count = Int(table[handle].requestURICount)
+        return UnsafeRawBufferPointer(rebasing: table[handle].request.bytes[start..<start + count])
+    }
+
+    /// The timer settings of this transaction (`$T_fr_timeout`, `$T_fr_inv_timeout`).
+    public func settings(_ handle: TransactionHandle) -> TimerSettings? {
+        table.contains(handle) ? table[handle].settings : nil
+    }
+
+    /// Changes `fr_timeout` / `fr_inv_timeout` (milliseconds; nil leaves it) for this transaction only: its
+    /// branches to come, and the machines of its branches so far, where the new value applies the next time
+    /// that timer is armed (a running timer keeps its deadline).
+    public func setTimeouts(_ handle: TransactionHandle, finalResponse: Int?, inviteFinalResponse: Int?) {
+        guard table.contains(handle) else { return }
+        if let finalResponse { table[handle].settings.finalResponseTimeout = finalResponse }
+        if let inviteFinalResponse { table[handle].settings.finalResponseInviteTimeout = inviteFinalResponse }
+        let settings = table[handle].settings
+        for i in 0..<table[handle].branches.count {
+            if table[handle].branches[i].invite != nil { table[handle].branches[i].invite!.settings = settings }
+            if table[handle].branches[i].nonInvite != nil { table[handle].branches[i].nonInvite!.settings = settings }
+        }
+    }
+
+    /// Keeps a copy of `bytes` (the script's serialized `$avp` values) with the transaction, replacing the
+    /// previous copy; empty `bytes` drops it. False when it is larger than a store block.
+    @discardableResult
+    public func storeAVPs(_ handle: TransactionHandle, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard table.contains(handle) else { return false }
+        // Copy first: `bytes` may have been made from views into the copy being replaced.
+        let copy = bytes.count > 0 ? store.store(bytes) : nil
+        if let old = table[handle].avps { store.release(old) }
+        table[handle].avps = copy
+        return copy != nil || bytes.count == 0
+    }
+
+    /// The bytes last given to `storeAVPs`, valid until the next `storeAVPs` or the transaction's end.
+    public func avps(_ handle: TransactionHandle) -> UnsafeRawBufferPointer? {
+        guard table.contains(handle) else { return nil }
+        return table[handle].avps?.bytes
     }
 
     /// Adds a branch: `message` (the request with the script's edits) forwarded to `destination` in a new
@@ -175,9 +246,10 @@ public final class TransactionManager {
     @discardableResult
     public func reply(_ handle: TransactionHandle, status: Int, reason: UnsafeRawBufferPointer, on shard: Shard) -> Bool {
         guard table.contains(handle) else { return false }
-        let entry = table[handle]
-        guard (try? scratch.parse(entry.request.bytes)) != nil, let block = store.allocate(1024 + entry.request.count),
-              let length = relay.buildReply(to: scratch, status: status, reason: reason, from: entry.source,
+        // Fields, not the whole entry: a ProxyTransaction with its branches is a few KiB to copy.
+        let request = table[handle].request
+        guard (try? scratch.parse(request.bytes)) != nil, let block = store.allocate(1024 + request.count),
+              let length = relay.buildReply(to: scratch, status: status, reason: reason, from: table[handle].source,
                                             into: block.bytes) else { return false }
         let response = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: length)
         respond(handle, status: status, response: response, on: shard)
@@ -200,9 +272,13 @@ public final class TransactionManager {
               let branch = TransactionBranch.decode(message.bytes(of: via.branch), key: key) else { return .notOurs }
         guard Int(branch.shard) == shardIndex else { return .handOff(Int(branch.shard)) }
         guard let handle = table.handle(slot: branch.slot, generation: branch.generation),
-              Int(branch.branchIndex) < table[handle].branches.count, let cseq = message.cseq else {
+              Int(branch.branchIndex) < table[handle].branches.count else {
             strayReplies += 1
             shard.counters.dropped += 1
+            return .handled
+        }
+        guard let cseq = message.cseq else {
+            malformed(on: shard)
             return .handled
         }
         let index = Int(branch.branchIndex)
@@ -369,7 +445,14 @@ public final class TransactionManager {
     /// A response passed up by a branch's client transaction.
     private func branchResponded(_ handle: TransactionHandle, _ index: Int, _ message: SIPMessage, on shard: Shard) {
         let code = message.statusCode
+        // 100 is hop by hop (§16.7 step 5): never relayed, so no reply route needs to see it.
         if code == 100 { return }
+        if let user {
+            let keep = user.replyReceived(message, route: Int(table[handle].replyRoute), transaction: handle,
+                                          branch: index, manager: self, on: shard)
+            guard table.contains(handle) else { return }
+            if !keep && code < 200 { return }
+        }
         if code < 200 {
             forwardUpstream(handle, message, status: code, on: shard)
             return
@@ -388,6 +471,12 @@ public final class TransactionManager {
         if let kept = store.store(UnsafeRawBufferPointer(rebasing: message.bytes[0..<message.length])) {
             table[handle].branches[index].response = kept
         }
+        if code >= 600 {
+            // §16.7 step 5: a 6xx decides the answer; the other branches are cancelled rather than awaited.
+            for other in 0..<table[handle].branches.count where other != index {
+                cancelBranch(handle, other, on: shard)
+            }
+        }
         branchesSettled(handle, on: shard)
     }
 
@@ -395,7 +484,6 @@ public final class TransactionManager {
     private func branchFailed(_ handle: TransactionHandle, _ index: Int, status: Int, on shard: Shard) {
         guard table[handle].branches[index].finalCode == 0 else { return }
         table[handle].branches[index].finalCode = status
-        table[handle].replyCode = status
         branchesSettled(handle, on: shard)
     }
 
@@ -403,6 +491,8 @@ public final class TransactionManager {
     /// (it may add branches), else send the best response upstream (§16.7 step 6).
     private func branchesSettled(_ handle: TransactionHandle, on shard: Shard) {
         guard table.contains(handle), table[handle].allBranchesFinal, table[handle].finalSent < 200 else { return }
+        // `$T_reply_code` / `t_check_status` in failure_route see the answer that would go upstream.
+        if let best = bestBranch(handle) { table[handle].replyCode = table[handle].branches[best].finalCode }
         let route = table[handle].failureRoute
         if route >= 0 && !table[handle].cancelled, let user {
             // A failure route runs once; t_on_failure inside it arms the next one.
@@ -415,27 +505,27 @@ public final class TransactionManager {
         sendBestResponse(handle, on: shard)
     }
 
-    /// §16.7 step 6: a 6xx if any; else the lowest class, preferring a branch's real response to our own
-    /// 408/503. After a CANCEL a timed-out INVITE is answered 487.
+    private func bestBranch(_ handle: TransactionHandle) -> Int? {
+        BestResponse.select(count: table[handle].branches.count, code: { table[handle].branches[$0].finalCode },
+                            received: { table[handle].branches[$0].response != nil })
+    }
+
+    /// Sends the answer `BestResponse` selects: the branch's own response (a 401/407 with every branch's
+    /// challenges, §16.7 step 7), or ours for a branch that had none — 487 after a CANCEL, 503 after a send
+    /// failure, else 408.
     private func sendBestResponse(_ handle: TransactionHandle, on shard: Shard) {
-        var best = -1
-        var bestClass = 7
-        for i in 0..<table[handle].branches.count {
-            let code = table[handle].branches[i].finalCode
-            let cls = code >= 600 ? 0 : code / 100
-            let hasResponse = table[handle].branches[i].response != nil
-            if cls < bestClass || (cls == bestClass && hasResponse && table[handle].branches[best].response == nil) {
-                best = i
-                bestClass = cls
-            }
-        }
-        guard best >= 0 else {
+        guard let best = bestBranch(handle) else {
             reply(handle, status: 500, reason: noBranch, on: shard)
             return
         }
         let code = table[handle].branches[best].finalCode
-        if let stored = table[handle].branches[best].response, (try? scratch.parse(stored.bytes)) != nil {
-            forwardUpstream(handle, scratch, status: code, on: shard)
+        if code == 503 && table[handle].branches[best].response != nil {
+            // §16.7 step 6: a downstream 503 would tell the caller that *this* proxy is unavailable.
+            reply(handle, status: 500, reason: serverError, on: shard)
+        } else if let stored = table[handle].branches[best].response, (try? scratch.parse(stored.bytes)) != nil {
+            let challenges = BestResponse.mergesChallenges(code) ? collectChallenges(handle, except: best) : nil
+            forwardUpstream(handle, scratch, status: code, appending: challenges?.bytes, on: shard)
+            if let challenges { store.release(challenges) }
         } else if table[handle].cancelled {
             reply(handle, status: 487, reason: terminatedReason, on: shard)
         } else if code == 503 {
@@ -445,11 +535,44 @@ public final class TransactionManager {
         }
     }
 
+    /// The WWW-Authenticate and Proxy-Authenticate lines of every other branch's 401/407, in branch order, in a
+    /// store block the caller releases; nil when there are none. A line that does not fit is left out.
+    private func collectChallenges(_ handle: TransactionHandle, except chosen: Int) -> StoredMessage? {
+        guard let block = store.allocate(4096) else { return nil }
+        var used = 0
+        for i in 0..<table[handle].branches.count where i != chosen {
+            let branch = table[handle].branches[i]
+            guard BestResponse.mergesChallenges(branch.finalCode), let response = branch.response,
+                  (try? challengeScratch.parse(response.bytes)) != nil else { continue }
+            for h in 0..<challengeScratch.headerCount {
+                let field = challengeScratch.header(at: h)
+                guard field.kind == .wwwAuthenticate || field.kind == .proxyAuthenticate else { continue }
+                let line = challengeScratch.bytes(of: field.line)
+                guard line.count <= block.bytes.count - used else { continue }
+                UnsafeMutableRawBufferPointer(rebasing: block.bytes[used..<used + line.count]).copyMemory(from: line)
+                used += line.count
+            }
+        }
+        let collected = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: used)
+        if used == 0 {
+            store.release(collected)
+            return nil
+        }
+        return collected
+    }
+
     /// Relays a branch's response upstream: our Via removed, sent through the server transaction.
-    private func forwardUpstream(_ handle: TransactionHandle, _ message: SIPMessage, status: Int, on shard: Shard) {
-        guard let block = store.allocate(message.length),
-              let length = try? message.writeForwardedResponse(into: block.bytes) else {
-            malformedReplies += 1
+    private func forwardUpstream(_ handle: TransactionHandle, _ message: SIPMessage, status: Int,
+                                 appending headers: UnsafeRawBufferPointer? = nil, on shard: Shard) {
+        var options = SIPForwardingOptions()
+        options.appendedHeaders = headers
+        guard let block = store.allocate(message.length + (headers?.count ?? 0)) else {
+            malformed(on: shard)
+            return
+        }
+        guard let length = try? message.writeForwardedResponse(into: block.bytes, options) else {
+            store.release(StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: 0))
+            malformed(on: shard)
             return
         }
         respond(handle, status: status,
@@ -511,6 +634,12 @@ public final class TransactionManager {
 
     // MARK: - Plumbing
 
+    private func malformed(on shard: Shard) {
+        malformedReplies += 1
+        shard.counters.malformedReplies += 1
+        shard.counters.dropped += 1
+    }
+
     private func send(_ message: StoredMessage, to destination: SocketAddress, socket: Int, on shard: Shard) {
         guard let out = shard.makeDatagram(), message.count <= out.buffer.count else {
             shard.counters.dropped += 1
@@ -532,6 +661,7 @@ public final class TransactionManager {
     private func release(_ entry: inout ProxyTransaction, on shard: Shard?) {
         store.release(entry.request)
         if let last = entry.lastResponse { store.release(last) }
+        if let avps = entry.avps { store.release(avps) }
         entry.serverTimers.takeAll { timer in shard?.cancel(timer) }
         for i in 0..<entry.branches.count {
             var branch = entry.branches[i]
@@ -544,13 +674,13 @@ public final class TransactionManager {
         }
     }
 
-    /// Releases every transaction (the shard is stopping).
+    /// Releases every transaction (the shard is stopping). `counters.transactions` keeps the number that
+    /// were live, so the exit report still shows what a run left behind.
     public func removeAll(on shard: Shard) {
         table.removeAll { _, entry in
             var entry = entry
             release(&entry, on: shard)
         }
-        shard.counters.transactions = 0
     }
 
     public var storedBlocks: Int { store.blocksInUse }
@@ -563,6 +693,7 @@ nonisolated(unsafe) private let terminatedReason = permanent("Request Terminated
 nonisolated(unsafe) private let timeoutReason = permanent("Request Timeout")
 nonisolated(unsafe) private let unavailable = permanent("Service Unavailable")
 nonisolated(unsafe) private let noBranch = permanent("No Branch Answered")
+nonisolated(unsafe) private let serverError = permanent("Server Internal Error")
 
 private func permanent(_ text: String) -> UnsafeRawBufferPointer {
     let bytes = Array(text.utf8)

@@ -2,13 +2,21 @@
 
 - a basic call: 0 failed, no retransmission storm, and every transaction freed afterwards;
 - CANCEL: the caller gets 200 for its CANCEL and 487 for its INVITE;
-- no answer: 408 within fr_inv_timeout (the proxy CANCELs the ringing branch);
+- no answer: 408 within fr_inv_timeout (the proxy CANCELs the ringing branch), or within a shorter
+  $T_fr_inv_timeout the script sets for the call;
 - 486 from the callee relayed upstream, the caller's ACK absorbed, the callee ACKed by the proxy;
 - serial forking: a failure_route relays the call to a second callee after the first is busy;
-- two shards: responses that land on the shard that does not own the transaction are handed over.
+- two shards: responses that land on the shard that does not own the transaction are handed over;
+- parallel forking (append_branch) with §16.7 best-response selection: a 200 beats a 486 (which the proxy
+  ACKs), a 603 beats a 486, two challenges (401 + 407) are merged into one 401;
+- t_on_reply: an onreply_route drops the 180; t_on_branch: a branch_route adds a header the callee sees;
+- $avp values set in the request route are read in failure_route (with $T_reply_code, $T_ruri, $T_fr_inv_timeout);
+- a full transaction table answers 503 with Retry-After, and stopping releases the live transactions.
 """
 
 import re
+import socket
+import time
 from pathlib import Path
 
 import harness as h
@@ -92,6 +100,20 @@ def test_no_answer_is_408_within_fr_inv_timeout(procs, ringsipd, sipp):
     procs.stop(daemon)
 
 
+def test_t_fr_inv_timeout_shortens_timer_c_for_one_transaction(procs, ringsipd, sipp):
+    uas_port, proxy_port = h.free_udp_ports(2)
+    h.start_uas(procs, uas_port, scenario=SCENARIOS / "tm" / "uas-ring-then-cancelled.xml")
+    # The module default (30 s) would outlast the run; the script gives each call 1 s.
+    script = stateful_script(procs.workdir, uas_port, failure="    $T_fr_inv_timeout = 1;\n").read_text()
+    path = procs.workdir / "per-call-timeout.cfg"
+    path.write_text(script.replace('"fr_inv_timeout", 3', '"fr_inv_timeout", 30'))
+    daemon = start(procs, ringsipd, path, proxy_port)
+    res = h.run_uacs(procs, proxy_port, rate=20, calls=10, timeout=20, scenario=SCENARIOS / "tm" / "uac-timeout.xml")
+    assert res.exit_codes == [0] and res.failed == 0 and res.successful == 10, describe(res)
+    assert res.wall_s < 10, describe(res)
+    procs.stop(daemon)
+
+
 def test_busy_is_relayed_upstream_and_the_acks_are_hop_by_hop(procs, ringsipd, sipp):
     uas_port, proxy_port = h.free_udp_ports(2)
     uas = h.start_uas(procs, uas_port, scenario=SCENARIOS / "tm" / "uas-busy.xml")
@@ -141,3 +163,210 @@ def test_responses_landing_on_the_other_shard_are_handed_to_the_owner(procs, rin
         if sum(r["handoffs"] for r in rows) > 0:
             return
     pytest.fail("the two flows always hashed to the same shard; no hand-off was exercised")
+
+
+# --- Forking, routes and transaction variables -------------------------------------------------------
+
+TM = SCENARIOS / "tm"
+
+
+def tm_script(tmp: Path, dialog_port: int, body: str, routes: str = "", modparams: str = "",
+              name: str = "tm.cfg") -> Path:
+    """A stateful script: in-dialog requests go to `dialog_port` (the callee that answered), new ones
+    through `body`, then `routes` (failure_route, onreply_route, branch_route...)."""
+    text = f"""listen = udp:127.0.0.1:5060
+loadmodule "tm.so"
+loadmodule "rr.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+modparam("tm", "fr_timeout", 5)
+modparam("tm", "fr_inv_timeout", 3)
+{modparams}
+route {{
+    if (has_totag()) {{
+        t_relay("udp:127.0.0.1:{dialog_port}");
+        exit;
+    }}
+{body}
+}}
+{routes}
+"""
+    path = tmp / name
+    path.write_text(text)
+    return path
+
+
+def uas_done(procs, uas: h.Proc, name: str, calls: int) -> dict:
+    """Waits (a few seconds: the scenarios end with a timewait) until the callee `name` completed
+    `calls` calls, then stops it; returns its last statistics row."""
+    stat = procs.workdir / f"{name}_stat.csv"
+    h.wait_until(lambda: int(h.read_sipp_stat(stat).get("SuccessfulCall(C)", 0) or 0) >= calls, 6, 0.2)
+    procs.stop(uas)
+    return h.read_sipp_stat(stat)
+
+
+def assert_callee(procs, uas: h.Proc, name: str, calls: int) -> None:
+    st = uas_done(procs, uas, name, calls)
+    assert int(st.get("SuccessfulCall(C)", 0)) == calls and int(st.get("FailedCall(C)", 0)) == 0, \
+        (name, st.get("SuccessfulCall(C)"), st.get("FailedCall(C)"), uas.stdout()[-800:])
+
+
+def test_parallel_fork_forwards_the_200_and_acks_the_486(procs, ringsipd, sipp):
+    busy_port, ok_port, proxy_port = h.free_udp_ports(3)
+    busy = h.start_uas(procs, busy_port, scenario=TM / "uas-busy.xml", name="busy")
+    ok = h.start_uas(procs, ok_port, name="answers")
+    script = tm_script(procs.workdir, ok_port, f"""
+    record_route();
+    $ru = "sip:busy@127.0.0.1:{busy_port}";
+    append_branch("sip:ok@127.0.0.1:{ok_port}");
+    if ($branch(count) != 1 || $branch(uri) != "sip:ok@127.0.0.1:{ok_port}") {{
+        sl_send_reply(500, "Destination Set Wrong");
+        exit;
+    }}
+    t_relay();
+""")
+    daemon = start(procs, ringsipd, script, proxy_port)
+    # The caller's default scenario fails on an unexpected 486: it must see the 200 only.
+    res = h.run_uacs(procs, proxy_port, rate=20, calls=20, timeout=20)
+    assert res.exit_codes == [0] and res.failed == 0 and res.successful == 20, describe(res)
+    # The busy callee got the proxy's ACK for each 486 (its scenario waits for it); the other one the call.
+    assert_callee(procs, busy, "busy", 20)
+    assert_callee(procs, ok, "answers", 20)
+    procs.stop(daemon)
+
+
+def test_parallel_fork_a_603_beats_a_486(procs, ringsipd, sipp):
+    busy_port, decline_port, proxy_port = h.free_udp_ports(3)
+    busy = h.start_uas(procs, busy_port, scenario=TM / "uas-busy.xml", name="busy")
+    decline = h.start_uas(procs, decline_port, scenario=TM / "uas-decline.xml", name="decline")
+    script = tm_script(procs.workdir, busy_port, f"""
+    $du = "sip:127.0.0.1:{busy_port}";
+    append_branch("sip:declines@127.0.0.1:{decline_port}");
+    t_relay();
+""")
+    daemon = start(procs, ringsipd, script, proxy_port)
+    res = h.run_uacs(procs, proxy_port, rate=20, calls=20, timeout=20, scenario=TM / "uac-decline.xml")
+    assert res.exit_codes == [0] and res.failed == 0 and res.successful == 20, describe(res)
+    assert_callee(procs, busy, "busy", 20)
+    assert_callee(procs, decline, "decline", 20)
+    procs.stop(daemon)
+
+
+def test_parallel_fork_merges_the_401_and_407_challenges(procs, ringsipd, sipp):
+    www_port, proxy_auth_port, proxy_port = h.free_udp_ports(3)
+    www = h.start_uas(procs, www_port, scenario=TM / "uas-challenge-401.xml", name="www")
+    pa = h.start_uas(procs, proxy_auth_port, scenario=TM / "uas-challenge-407.xml", name="pa")
+    script = tm_script(procs.workdir, www_port, f"""
+    $ru = "sip:one@127.0.0.1:{www_port}";
+    append_branch("sip:two@127.0.0.1:{proxy_auth_port}");
+    t_relay();
+""")
+    daemon = start(procs, ringsipd, script, proxy_port)
+    res = h.run_uacs(procs, proxy_port, rate=20, calls=20, timeout=20, scenario=TM / "uac-challenged.xml")
+    assert res.exit_codes == [0] and res.failed == 0 and res.successful == 20, describe(res)
+    assert_callee(procs, www, "www", 20)
+    assert_callee(procs, pa, "pa", 20)
+    procs.stop(daemon)
+
+
+def test_onreply_route_drops_the_180(procs, ringsipd, sipp):
+    uas_port, proxy_port = h.free_udp_ports(2)
+    h.start_uas(procs, uas_port)  # sipp's uas: 180, then 200
+    script = tm_script(procs.workdir, uas_port, f"""
+    t_on_reply("quiet");
+    t_relay("udp:127.0.0.1:{uas_port}");
+""", routes="""
+onreply_route[quiet] {
+    if (t_check_status("180") && $T_branch_idx == 0) {
+        drop;
+    }
+}
+""")
+    daemon = start(procs, ringsipd, script, proxy_port)
+    res = h.run_uacs(procs, proxy_port, rate=20, calls=20, timeout=20, scenario=TM / "uac-no-ringing.xml")
+    assert res.exit_codes == [0] and res.failed == 0 and res.successful == 20, describe(res)
+    procs.stop(daemon)
+
+
+def test_branch_route_adds_a_header_the_callee_sees(procs, ringsipd, sipp):
+    uas_port, proxy_port = h.free_udp_ports(2)
+    uas = h.start_uas(procs, uas_port, scenario=TM / "uas-branch-header.xml", name="callee")
+    script = tm_script(procs.workdir, uas_port, f"""
+    $ru = "sip:callee@127.0.0.1:{uas_port}";
+    t_on_branch("mark");
+    t_relay();
+""", routes="""
+branch_route[mark] {
+    append_hf("X-Branch: $T_branch_idx $ru\r\n");
+}
+""")
+    daemon = start(procs, ringsipd, script, proxy_port)
+    res = h.run_uacs(procs, proxy_port, rate=20, calls=20, timeout=20)
+    assert res.exit_codes == [0] and res.failed == 0 and res.successful == 20, describe(res)
+    assert_callee(procs, uas, "callee", 20)
+    procs.stop(daemon)
+
+
+def test_avp_from_the_request_route_is_read_in_failure_route(procs, ringsipd, sipp):
+    busy_port, ok_port, proxy_port = h.free_udp_ports(3)
+    h.start_uas(procs, busy_port, scenario=TM / "uas-busy.xml", name="busy")
+    h.start_uas(procs, ok_port, name="answers")
+    script = tm_script(procs.workdir, ok_port, f"""
+    $avp(next) = "udp:127.0.0.1:{ok_port}";
+    $T_fr_inv_timeout = 7;
+    t_on_failure("next");
+    t_relay("udp:127.0.0.1:{busy_port}");
+""", routes="""
+failure_route[next] {
+    xlog("L_ERR", "failure_route: code=$T_reply_code ruri=$T_ruri fr_inv=$T_fr_inv_timeout next=$avp(next)\n");
+    if (t_check_status("486")) {
+        t_relay("$avp(next)");
+    }
+}
+""")
+    daemon = start(procs, ringsipd, script, proxy_port)
+    res = h.run_uacs(procs, proxy_port, rate=20, calls=10, timeout=20)
+    assert res.exit_codes == [0] and res.failed == 0 and res.successful == 10, describe(res)
+    procs.stop(daemon)
+    log = daemon.stderr()
+    expected = (f"failure_route: code=486 ruri=sip:service@127.0.0.1:{proxy_port} fr_inv=7 "
+                f"next=udp:127.0.0.1:{ok_port}")
+    assert log.count(expected) == 10, log[-1500:]
+
+
+def invite(port: int, n: int) -> bytes:
+    return (f"INVITE sip:full@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKfull{n}\r\n"
+            f"From: <sip:a@127.0.0.1>;tag=f{n}\r\nTo: <sip:full@127.0.0.1>\r\n"
+            f"Call-ID: full-{n}@127.0.0.1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+            f"Content-Length: 0\r\n\r\n").encode()
+
+
+def test_full_table_answers_503_with_retry_after_and_stop_releases_the_rest(procs, ringsipd):
+    silent_port, proxy_port = h.free_udp_ports(2)
+    # A callee that never answers: the first INVITE's transaction stays live.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind((h.LOOPBACK, silent_port))
+    caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    caller.bind((h.LOOPBACK, 0))
+    caller.settimeout(3)
+    try:
+        script = tm_script(procs.workdir, silent_port, f"""
+    t_relay("udp:127.0.0.1:{silent_port}");
+""", modparams='modparam("tm", "max_transactions", 1)')
+        daemon = start(procs, ringsipd, script, proxy_port)
+        port = caller.getsockname()[1]
+        caller.sendto(invite(port, 1), (h.LOOPBACK, proxy_port))
+        assert caller.recv(4096).startswith(b"SIP/2.0 100 ")
+        caller.sendto(invite(port, 2), (h.LOOPBACK, proxy_port))
+        answer = caller.recv(4096).decode()
+        assert answer.startswith("SIP/2.0 503 "), answer
+        assert re.search(r"\r\nRetry-After: \d+\r\n", answer), answer
+        assert "branch=z9hG4bKfull2" in answer, answer
+        rows = counters(procs, daemon)
+        # The transaction still live at stop is reported, and its memory released without a crash.
+        assert sum(r["transactions"] for r in rows) == 1, rows
+        assert all("malformed_replies" in r for r in rows), rows
+    finally:
+        silent.close()
+        caller.close()
