@@ -48,10 +48,11 @@ enum TMFunctions {
     }
 
     /// The transaction of the request being routed, created on first need (a full shard answers 503).
-    static func transaction(_ context: ScriptContext) -> TransactionHandle? {
+    static func transaction(_ context: ScriptContext, sendTrying: Bool = true) -> TransactionHandle? {
         if let existing = context.transaction { return existing }
         guard let manager = context.transactions, context.message.isRequest else { return nil }
-        switch manager.create(context.message, from: context.source, arrivedOn: context.socketIndex, on: context.shard) {
+        switch manager.create(context.message, from: context.source, arrivedOn: context.socketIndex,
+                              sendTrying: sendTrying, on: context.shard) {
         case .created(let handle):
             context.transaction = handle
             context.handled = true
@@ -81,10 +82,20 @@ enum TMFunctions {
     @Sendable static func relay(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
         var fixed: SocketAddress?
         var dynamic: ScriptCompiler.Evaluate?
+        // OpenSIPS t_relay flags: 0x01 sends no 100 Trying; 0x02 (no automatic negative reply when relaying
+        // fails) is what ringsip always does — t_relay returns -1 and the script answers. Others: refused.
+        var noTrying = false
         if call.arguments.count > 1, let flags = call.arguments[1] {
-            // OpenSIPS flags (0x01 no 100 Trying, 0x02 no auto-ACK, …) change nothing ringsip does yet.
-            compiler.warn("t_relay flags are accepted but ignored", at: flags.location)
+            guard let text = compiler.constantText(flags), let value = Int(text) ?? Int(text.dropFirst(2), radix: 16) else {
+                throw compiler.error("t_relay flags must be a constant number", at: flags.location)
+            }
+            guard value & ~0x03 == 0 else {
+                throw compiler.error("t_relay flags 0x\(String(value, radix: 16)): ringsip knows 0x01 (no 100 Trying) and 0x02 "
+                    + "(no automatic negative reply)", at: flags.location)
+            }
+            noTrying = value & 0x01 != 0
         }
+        let sendTrying = !noTrying
         if let argument = call.arguments.first ?? nil {
             if let text = compiler.constantText(argument) {
                 guard let address = Destination.parse(permanentBytes(text)) else {
@@ -112,7 +123,7 @@ enum TMFunctions {
             }
             // A full shard or an oversized request was answered already (503 / 513): end the script, so its
             // own fallback reply does not send a second final answer.
-            guard let handle = transaction(context) else { return context.handled ? 0 : -1 }
+            guard let handle = transaction(context, sendTrying: sendTrying) else { return context.handled ? 0 : -1 }
             // The Request-URI branch, then the destination set in order (OpenSIPS t_relay forks to both); the
             // set is used up. A forced destination (t_relay's argument) takes every branch.
             let uri = context.requestURI, du = context.destinationURI

@@ -108,7 +108,7 @@ public final class TransactionManager {
     /// Creates the server transaction for a request the script took on; an INVITE gets 100 Trying at once
     /// (§16.2) so the caller stops retransmitting.
     public func create(_ message: SIPMessage, from source: SocketAddress, arrivedOn socket: Int,
-                       on shard: Shard) -> CreateResult {
+                       sendTrying: Bool = true, on shard: Shard) -> CreateResult {
         guard message.method != .ack, let id = ServerTransactionID(message, seed: seed) else { return .notAllowed }
         guard !table.isFull else { return .full }
         guard let request = store.store(UnsafeRawBufferPointer(rebasing: message.bytes[0..<message.length])) else {
@@ -128,7 +128,7 @@ public final class TransactionManager {
             return .full
         }
         shard.counters.transactions = table.live
-        if isInvite { reply(handle, status: 100, reason: trying, on: shard) }
+        if isInvite && sendTrying { reply(handle, status: 100, reason: trying, on: shard) }
         return .created(handle)
     }
 
@@ -209,7 +209,8 @@ public final class TransactionManager {
     public func relay(_ handle: TransactionHandle, _ message: SIPMessage, from source: SocketAddress,
                       arrivedOn socketIndex: Int, to destination: SocketAddress, edits: RelayEdits,
                       on shard: Shard) -> Bool {
-        guard table.contains(handle), table[handle].finalSent < 200 || table[handle].method == .invite,
+        // No new branch once a final answer went upstream, or after a 6xx (§16.7 step 5: the search is over).
+        guard table.contains(handle), table[handle].finalSent < 200, !hasGlobalFailure(handle),
               table[handle].branches.count < Branches.capacity,
               let socket = relay.socketToward(destination, preferring: socketIndex, on: shard) else { return false }
         let index = table[handle].branches.count
@@ -503,6 +504,11 @@ public final class TransactionManager {
             if table[handle].branches.count > before || table[handle].finalSent >= 200 { return }
         }
         sendBestResponse(handle, on: shard)
+    }
+
+    private func hasGlobalFailure(_ handle: TransactionHandle) -> Bool {
+        for i in 0..<table[handle].branches.count where table[handle].branches[i].finalCode >= 600 { return true }
+        return false
     }
 
     private func bestBranch(_ handle: TransactionHandle) -> Int? {

@@ -453,6 +453,14 @@ import Testing
 
     // MARK: - Global section
 
+    @Test func tRelayFlagsOutsideWhatRingsipKnowsAreRefused() {
+        Self.expectError("loadmodule \"tm.so\"\nroute {\n    t_relay(\"udp:127.0.0.1:5070\", 0x10);\n}\n", """
+            test.cfg:3:35: error: t_relay flags 0x10: ringsip knows 0x01 (no 100 Trying) and 0x02 (no automatic negative reply)
+                t_relay("udp:127.0.0.1:5070", 0x10);
+                                              ^
+            """)
+    }
+
     @Test func moduleFarFromAnyKnownListsWhatRingsipProvides() {
         Self.expectError("loadmodule \"usrloc.so\"\nroute {\n    exit;\n}\n", """
             test.cfg:1:1: error: module 'usrloc' is not provided by ringsip; it provides: maxfwd, proto_udp, rr, signaling, sipmsgops, sl, textops, tm, xlog
