@@ -302,6 +302,9 @@ public final class ScriptCompiler {
         if call.name == "route" {
             return try routeCall(call)
         }
+        if call.name == "async" {
+            return try asyncCall(call)
+        }
         guard let function = library.functions[call.name] else {
             let hint = ScriptCompiler.suggestion(for: call.name, among: Array(library.functions.keys) + ["route"])
                 .map { " (did you mean '\($0)'?)" } ?? ": ringsip does not provide it"

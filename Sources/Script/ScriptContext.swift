@@ -31,6 +31,13 @@ public final class ScriptContext {
     public internal(set) var transactions: TransactionManager?
     /// The transaction of the message being routed, once t_newtran/t_relay/t_reply created it.
     public var transaction: TransactionHandle?
+    /// The shard's suspended transactions (async operations in flight).
+    public let suspensions = Suspensions(capacity: 65_536)
+    /// Set when this route suspended its transaction (async): nothing more happens for it until it resumes.
+    public var suspendedNow = false
+    weak var resumer: (any AsyncResumer)?
+    /// Scratch for the state a suspension keeps (copied into the transaction's store).
+    let stateBytes: UnsafeMutableRawBufferPointer = .allocate(byteCount: 16 << 10, alignment: 8)
     /// `t_on_failure` before the transaction exists: applied when it is created.
     var pendingFailureRoute: Int?
     /// `t_on_reply` before the transaction exists: applied when it is created.
@@ -148,6 +155,7 @@ public final class ScriptContext {
         handled = false
         transaction = nil
         pendingFailureRoute = nil
+        suspendedNow = false
         pendingReplyRoute = nil
         pendingFinalResponseTimeout = nil
         pendingInviteFinalResponseTimeout = nil

@@ -59,7 +59,7 @@ public struct ScriptProgram: Sendable {
 /// Runs the script for every datagram a shard receives: requests through the main route, replies through
 /// their transaction (when the script loads tm) or `onreply_route` and then statelessly on along their Via.
 /// The daemon's only handler: `--forward` is a one-line script.
-public final class ScriptHandler: ShardHandler, TransactionUser {
+public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
     let script: CompiledScript
     public let context: ScriptContext
     let mainRoute: Int
@@ -104,6 +104,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             transactions = nil
         }
         transactions?.user = self
+        context.resumer = self
     }
 
     public func handle(_ datagram: borrowing Datagram, on shard: Shard) -> Disposition {
@@ -120,7 +121,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             if let transactions, let handle = context.transaction, let entry = transactions.transaction(handle) {
                 // $avp values belong to the transaction from here on: its later routes see them.
                 context.saveAVPs(to: handle)
-                if entry.finalSent < 200, entry.branchCount == 0, context.runtimeError == nil {
+                if entry.finalSent < 200, entry.branchCount == 0, context.runtimeError == nil, !context.suspendedNow {
                     // A transaction the script created but neither relayed nor answered would wait forever.
                     transactions.reply(handle, status: 500, reason: noReply, on: shard)
                 }
@@ -185,6 +186,49 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         return keep
     }
 
+    /// An async operation's timeout (or an immediate failure to start, resumed from the wheel).
+    private func asyncTimedOut(_ ticket: AsyncTicket, on shard: Shard) {
+        guard let entry = context.suspensions.entry(ticket) else { return }
+        context.suspensions.setTimeout(ticket, nil)
+        if let code = entry.immediateCode {
+            asyncCompleted(ticket, code: code, on: shard)
+            return
+        }
+        entry.cancel?(context, ticket)
+        asyncCompleted(ticket, code: AsyncCode.timeout, on: shard)
+    }
+
+    /// Resumes a suspended transaction: its request, `$avp` values and the script's edits come back, `$rc`
+    /// is the operation's code, and the resume route runs. A stale ticket (the suspension already ended)
+    /// or a transaction that has gone is ignored.
+    func asyncCompleted(_ ticket: AsyncTicket, code: Int, on shard: Shard) {
+        guard let entry = context.suspensions.take(ticket) else { return }
+        if let timer = entry.timeout { shard.cancel(timer) }
+        if let timer = entry.operationTimer { shard.cancel(timer) }
+        guard let transactions, let handle = entry.transaction, let state = transactions.resume(handle) else { return }
+        let (bytes, source, socket) = transactions.request(handle)
+        let saved = context.message
+        context.begin(shard: shard, source: source, socketIndex: socket, hasMessage: true)
+        context.message = context.transactionMessage
+        defer { context.message = saved }
+        guard (try? context.message.parse(bytes)) != nil, (try? context.message.validate()) != nil else {
+            transactions.releaseSuspension(handle)
+            return
+        }
+        context.transaction = handle
+        context.restoreAVPs(from: handle)
+        context.restoreState(state)
+        context.returnCode = code
+        script.run(Int(entry.resumeRoute), context)
+        if context.runtimeError != nil { reportRuntimeError() }
+        context.saveAVPs(to: handle)
+        guard !context.suspendedNow else { return }
+        transactions.releaseSuspension(handle)
+        if let current = transactions.transaction(handle), current.finalSent < 200, current.branchCount == 0 {
+            transactions.reply(handle, status: 500, reason: noReply, on: shard)
+        }
+    }
+
     /// The shard's loop has ended: release every transaction's memory (what is still live shows in the exit
     /// counters as `transactions`).
     public func stopping(on shard: Shard) {
@@ -202,6 +246,12 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
 
     public func timerFired(payload: UInt64, on shard: Shard) {
         if let transactions, transactions.timerFired(payload: payload, on: shard) { return }
+        context.shard = shard
+        if SleepOperations.timerFired(payload, context) { return }
+        if let ticket = Suspensions.timeoutTicket(payload) {
+            asyncTimedOut(ticket, on: shard)
+            return
+        }
         let position = Int(payload)
         guard position < timerRoutes.count else { return }
         runWithoutMessage(timerRoutes[position].index, on: shard)

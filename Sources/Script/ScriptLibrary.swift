@@ -81,11 +81,16 @@ public struct ScriptModule: Sendable {
     public var name: String
     public var parameters: [ModuleParameterDeclaration]
     public var functions: [ScriptFunction]
+    /// Operations `async()` and `launch()` can start (an operation may also be a plain function, run
+    /// synchronously outside async).
+    public var asyncOperations: [AsyncOperationDefinition]
 
-    public init(name: String, parameters: [ModuleParameterDeclaration] = [], functions: [ScriptFunction] = []) {
+    public init(name: String, parameters: [ModuleParameterDeclaration] = [], functions: [ScriptFunction] = [],
+                asyncOperations: [AsyncOperationDefinition] = []) {
         self.name = name
         self.parameters = parameters
         self.functions = functions
+        self.asyncOperations = asyncOperations
     }
 }
 
@@ -93,6 +98,7 @@ public struct ScriptModule: Sendable {
 public struct ScriptLibrary: Sendable {
     public private(set) var modules: [String: ScriptModule] = [:]
     public private(set) var functions: [String: ScriptFunction] = [:]
+    public private(set) var asyncOperations: [String: AsyncOperationDefinition] = [:]
 
     public init() {}
 
@@ -101,11 +107,13 @@ public struct ScriptLibrary: Sendable {
             var merged = existing
             merged.parameters += module.parameters
             merged.functions += module.functions
+            merged.asyncOperations += module.asyncOperations
             modules[module.name] = merged
         } else {
             modules[module.name] = module
         }
         for function in module.functions { functions[function.name] = function }
+        for operation in module.asyncOperations { asyncOperations[operation.name] = operation }
     }
 
     /// The library with the stateless core and tm: what this layer provides on its own.
@@ -113,6 +121,7 @@ public struct ScriptLibrary: Sendable {
         var library = ScriptLibrary()
         for module in CoreFunctions.modules { library.register(module) }
         library.register(TMFunctions.module)
+        library.register(SleepOperations.module)
         library.register(TMFunctions.coreModule)
         return library
     }

@@ -178,6 +178,10 @@ public struct ProxyTransaction {
     /// The script's `$avp` values, serialized by the script layer when the transaction was created and after
     /// each of its routes; nil while there are none. TM only keeps the bytes.
     var avps: StoredMessage?
+    /// The script's state while the transaction waits for an async operation (its edits to the request),
+    /// restored when the resume route runs. Set while suspended.
+    var suspension: StoredMessage?
+    public internal(set) var suspended = false
     /// The highest final status sent upstream (0 while none).
     public internal(set) var finalSent = 0
     public internal(set) var cancelled = false

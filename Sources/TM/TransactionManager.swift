@@ -197,6 +197,29 @@ public final class TransactionManager {
         return copy != nil || bytes.count == 0
     }
 
+    /// Marks the transaction as waiting for an async operation and keeps the script's state for the resume
+    /// route (a copy of `state`). False when it cannot be kept.
+    public func suspend(_ handle: TransactionHandle, state: UnsafeRawBufferPointer) -> Bool {
+        guard table.contains(handle), let copy = store.store(state) else { return false }
+        if let old = table[handle].suspension { store.release(old) }
+        table[handle].suspension = copy
+        table[handle].suspended = true
+        return true
+    }
+
+    /// Ends the suspension: the state kept by `suspend`, valid until `releaseSuspension` or the next suspend.
+    public func resume(_ handle: TransactionHandle) -> UnsafeRawBufferPointer? {
+        guard table.contains(handle), table[handle].suspended else { return nil }
+        table[handle].suspended = false
+        return table[handle].suspension?.bytes
+    }
+
+    public func releaseSuspension(_ handle: TransactionHandle) {
+        guard table.contains(handle), !table[handle].suspended, let kept = table[handle].suspension else { return }
+        store.release(kept)
+        table[handle].suspension = nil
+    }
+
     /// The bytes last given to `storeAVPs`, valid until the next `storeAVPs` or the transaction's end.
     public func avps(_ handle: TransactionHandle) -> UnsafeRawBufferPointer? {
         guard table.contains(handle) else { return nil }
@@ -668,6 +691,7 @@ public final class TransactionManager {
         store.release(entry.request)
         if let last = entry.lastResponse { store.release(last) }
         if let avps = entry.avps { store.release(avps) }
+        if let suspension = entry.suspension { store.release(suspension) }
         entry.serverTimers.takeAll { timer in shard?.cancel(timer) }
         for i in 0..<entry.branches.count {
             var branch = entry.branches[i]

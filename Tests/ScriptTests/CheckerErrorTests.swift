@@ -461,9 +461,33 @@ import Testing
             """)
     }
 
+    @Test func asyncOfAnOperationThatCannotRunAsynchronously() {
+        Self.expectError("loadmodule \"tm.so\"\nloadmodule \"cfgutils.so\"\nroute {\n    async(t_relay(), next);\n}\nroute[next] {\n    exit;\n}\n", """
+            test.cfg:4:11: error: 't_relay' cannot run asynchronously; ringsip's async operations are: sleep, usleep
+                async(t_relay(), next);
+                      ^
+            """)
+    }
+
+    @Test func asyncWithoutTransactions() {
+        Self.expectError("loadmodule \"cfgutils.so\"\nroute {\n    async(usleep(10), next);\n}\nroute[next] {\n    exit;\n}\n", """
+            test.cfg:3:5: error: async() suspends a transaction: load the tm module (loadmodule "tm.so")
+                async(usleep(10), next);
+                ^
+            """)
+    }
+
+    @Test func asyncToAnUnknownResumeRoute() {
+        Self.expectError("loadmodule \"tm.so\"\nloadmodule \"cfgutils.so\"\nroute {\n    async(usleep(10), nxt);\n}\nroute[next] {\n    exit;\n}\n", """
+            test.cfg:4:23: error: unknown route 'nxt' (did you mean 'next'?)
+                async(usleep(10), nxt);
+                                  ^
+            """)
+    }
+
     @Test func moduleFarFromAnyKnownListsWhatRingsipProvides() {
         Self.expectError("loadmodule \"usrloc.so\"\nroute {\n    exit;\n}\n", """
-            test.cfg:1:1: error: module 'usrloc' is not provided by ringsip; it provides: maxfwd, proto_udp, rr, signaling, sipmsgops, sl, textops, tm, xlog
+            test.cfg:1:1: error: module 'usrloc' is not provided by ringsip; it provides: cfgutils, maxfwd, proto_udp, rr, signaling, sipmsgops, sl, textops, tm, xlog
             loadmodule "usrloc.so"
             ^
             """)

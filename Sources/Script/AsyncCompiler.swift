@@ -1,0 +1,78 @@
+import Engine
+import TM
+
+extension ScriptCompiler {
+    /// `async(operation(args…), resume_route[, timeout_ms])`: creates the transaction if there is none,
+    /// suspends it with the script's edits, starts the operation and ends the current route; the operation's
+    /// completion (or its timeout, after it is cancelled at its source) runs `route[resume_route]` on this
+    /// shard with `$rc` set. If the transaction cannot be suspended (the shard's table of suspensions is
+    /// full), async returns `AsyncCode.cannotSuspend` and the route goes on: never a silent blocking call.
+    func asyncCall(_ call: FunctionCall) throws(CompileError) -> CompiledCall {
+        guard RouteKinds([.request, .failure]).contains(RouteKinds(currentRouteKind)) else {
+            throw error("async() can suspend a transaction only from a request route or a failure_route in this "
+                + "version of ringsip", at: call.location)
+        }
+        guard call.arguments.count == 2 || call.arguments.count == 3,
+              case .call(let operationCall)? = call.arguments[0] else {
+            throw error("async takes an operation and a resume route: async(op(…), resume_route[, timeout_ms])",
+                        at: call.location)
+        }
+        guard let definition = library.asyncOperations[operationCall.name] else {
+            let known = library.asyncOperations.keys.sorted().joined(separator: ", ")
+            throw error("'\(operationCall.name)' cannot run asynchronously; ringsip's async operations are: \(known)",
+                        at: operationCall.location)
+        }
+        let providers = definition.module.split(separator: "|").map(String.init)
+        if definition.module != "core" && !providers.contains(where: configuration.loadedModules.contains) {
+            throw error("'\(operationCall.name)' comes from module '\(providers[0])', which is not loaded "
+                + "(add: loadmodule \"\(providers[0]).so\")", at: operationCall.location)
+        }
+        guard configuration.loadedModules.contains("tm") else {
+            throw error("async() suspends a transaction: load the tm module (loadmodule \"tm.so\")", at: call.location)
+        }
+        let count = operationCall.arguments.count
+        guard count >= definition.minimumArguments && count <= definition.maximumArguments else {
+            throw error("'\(operationCall.name)' takes \(definition.minimumArguments) to \(definition.maximumArguments) "
+                + "arguments, not \(count)", at: operationCall.location)
+        }
+        guard let routeArgument = call.arguments[1], let routeName = constantText(routeArgument) else {
+            throw error("async's second argument is the resume route's name", at: call.arguments[1]?.location ?? call.location)
+        }
+        let resume = try routeIndex(.request, named: routeName, at: routeArgument.location)
+        var timeout = definition.defaultTimeout
+        if call.arguments.count == 3, let argument = call.arguments[2] {
+            guard let text = constantText(argument), let ms = Int(text), ms > 0 else {
+                throw error("async's timeout is a constant number of milliseconds", at: argument.location)
+            }
+            timeout = ms
+        }
+        let operation = try definition.compile(operationCall, self)
+        let timeoutMilliseconds = UInt64(timeout)
+        return { context in
+            guard context.hasMessage, context.message.isRequest else { return -1 }
+            guard let manager = context.transactions, let handle = TMFunctions.transaction(context) else {
+                return context.handled ? 0 : -1
+            }
+            guard let ticket = context.suspensions.allocate(handle, resumeRoute: resume, cancel: operation.cancel) else {
+                return AsyncCode.cannotSuspend
+            }
+            context.saveAVPs(to: handle)
+            guard let length = context.captureState(into: context.stateBytes),
+                  manager.suspend(handle, state: UnsafeRawBufferPointer(rebasing: context.stateBytes[0..<length])) else {
+                _ = context.suspensions.take(ticket)
+                return AsyncCode.cannotSuspend
+            }
+            var after = timeoutMilliseconds
+            if let code = operation.start(context, ticket) {
+                // It could not start: resume from the wheel at once, so the current route still ends first.
+                context.suspensions.setImmediate(ticket, code: code)
+                after = 0
+            }
+            context.suspensions.setTimeout(ticket, context.shard.schedule(after: after,
+                                                                          payload: Suspensions.timeoutPayload(ticket)))
+            context.suspendedNow = true
+            context.flow = .exit
+            return 0
+        }
+    }
+}

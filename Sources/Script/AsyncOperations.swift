@@ -1,0 +1,130 @@
+import Engine
+import Glibc
+import TM
+
+/// Names one suspension: a slot of the shard's suspension table and its generation, so a completion that
+/// arrives after the suspension ended (timed out, slot reused) is dropped instead of resuming another call.
+public struct AsyncTicket: Sendable, Equatable {
+    public let slot: UInt32
+    public let generation: UInt16
+}
+
+/// An operation started by `async()`/`launch()`, compiled once per call site.
+public struct CompiledAsyncOperation {
+    /// Starts the operation; it later calls `context.asyncCompleted(ticket, code:)` on the same shard. Returns
+    /// nil when started, or the code to resume with at once (it could not start: a full queue, bad input).
+    public var start: (ScriptContext, AsyncTicket) -> Int?
+    /// Stops the operation at its source (the suspension timed out): abort the request, kill the child…
+    public var cancel: (ScriptContext, AsyncTicket) -> Void
+
+    public init(start: @escaping (ScriptContext, AsyncTicket) -> Int?,
+                cancel: @escaping (ScriptContext, AsyncTicket) -> Void) {
+        self.start = start
+        self.cancel = cancel
+    }
+}
+
+public struct AsyncOperationDefinition: Sendable {
+    public var name: String
+    /// The module that must be loaded; "core" needs none.
+    public var module: String
+    public var minimumArguments: Int
+    public var maximumArguments: Int
+    /// The timeout when neither async() nor the module's modparam gives one, in milliseconds.
+    public var defaultTimeout: Int
+    public var compile: @Sendable (FunctionCall, ScriptCompiler) throws(CompileError) -> CompiledAsyncOperation
+
+    public init(_ name: String, module: String, arguments: ClosedRange<Int>, defaultTimeout: Int,
+                compile: @escaping @Sendable (FunctionCall, ScriptCompiler) throws(CompileError) -> CompiledAsyncOperation) {
+        self.name = name
+        self.module = module
+        minimumArguments = arguments.lowerBound
+        maximumArguments = arguments.upperBound
+        self.defaultTimeout = defaultTimeout
+        self.compile = compile
+    }
+}
+
+/// What `$rc` holds in a resume route when the operation did not finish on its own.
+public enum AsyncCode {
+    /// The operation's timeout expired; it was cancelled at its source.
+    public static let timeout = -2
+    /// No room to suspend (too many suspended transactions on the shard) or the state could not be kept.
+    public static let cannotSuspend = -5
+}
+
+/// Resumes suspended transactions; the script handler, seen from the context.
+protocol AsyncResumer: AnyObject {
+    func asyncCompleted(_ ticket: AsyncTicket, code: Int, on shard: Shard)
+}
+
+extension ScriptContext {
+    /// An async operation finished: resume its transaction's route with `$rc = code`. Call on the shard
+    /// that started it; a stale ticket is ignored.
+    public func asyncCompleted(_ ticket: AsyncTicket, code: Int) {
+        resumer?.asyncCompleted(ticket, code: code, on: shard)
+    }
+}
+
+/// `sleep(seconds)` and `usleep(microseconds)` (OpenSIPS cfgutils): inside `async()` they suspend the
+/// transaction on a wheel timer and the shard goes on; called directly they block the shard, as in OpenSIPS,
+/// and the check warns about it.
+enum SleepOperations {
+    /// Wheel-timer payloads for sleeps: bit 60 marks them, then generation 16 | slot 32 of the suspension.
+    static let marker: UInt64 = 1 << 60
+
+    static var module: ScriptModule {
+        ScriptModule(name: "cfgutils", functions: [
+            ScriptFunction("sleep", module: "cfgutils", arguments: 1...1) { call, compiler throws(CompileError) in
+                try blocking(call, compiler, microsecondsPerUnit: 1_000_000)
+            },
+            ScriptFunction("usleep", module: "cfgutils", arguments: 1...1) { call, compiler throws(CompileError) in
+                try blocking(call, compiler, microsecondsPerUnit: 1)
+            },
+        ], asyncOperations: [
+            AsyncOperationDefinition("sleep", module: "cfgutils", arguments: 1...1, defaultTimeout: 3_600_000) {
+                call, compiler throws(CompileError) in try suspending(call, compiler, millisecondsPerUnit: 1000, divisor: 1)
+            },
+            AsyncOperationDefinition("usleep", module: "cfgutils", arguments: 1...1, defaultTimeout: 3_600_000) {
+                call, compiler throws(CompileError) in try suspending(call, compiler, millisecondsPerUnit: 1, divisor: 1000)
+            },
+        ])
+    }
+
+    static func blocking(_ call: FunctionCall, _ compiler: ScriptCompiler,
+                         microsecondsPerUnit: Int) throws(CompileError) -> CompiledCall {
+        compiler.warn("\(call.name)() outside async() blocks the whole shard while it sleeps", at: call.location)
+        let amount = try compiler.integer(call.arguments[0]!, what: "\(call.name) time")
+        return { context in
+            guard let n = amount(context), n >= 0 else { return -1 }
+            usleep(UInt32(min(n * microsecondsPerUnit, Int(UInt32.max))))
+            return 1
+        }
+    }
+
+    static func suspending(_ call: FunctionCall, _ compiler: ScriptCompiler, millisecondsPerUnit: Int,
+                           divisor: Int) throws(CompileError) -> CompiledAsyncOperation {
+        let amount = try compiler.integer(call.arguments[0]!, what: "\(call.name) time")
+        return CompiledAsyncOperation(
+            start: { context, ticket in
+                guard let n = amount(context), n >= 0 else { return -1 }
+                let milliseconds = UInt64(n * millisecondsPerUnit / divisor)
+                let payload = marker | UInt64(ticket.generation) << 32 | UInt64(ticket.slot)
+                guard let timer = context.shard.schedule(after: milliseconds, payload: payload) else { return -1 }
+                context.suspensions.setOperationTimer(ticket, timer)
+                return nil
+            },
+            cancel: { context, ticket in
+                if let timer = context.suspensions.operationTimer(ticket) { context.shard.cancel(timer) }
+            })
+    }
+
+    /// A sleep's timer fired: its operation completed.
+    static func timerFired(_ payload: UInt64, _ context: ScriptContext) -> Bool {
+        guard payload & (1 << 63 | 1 << 62 | 1 << 61 | marker) == marker else { return false }
+        let ticket = AsyncTicket(slot: UInt32(truncatingIfNeeded: payload), generation: UInt16(truncatingIfNeeded: payload >> 32))
+        context.suspensions.setOperationTimer(ticket, nil)
+        context.asyncCompleted(ticket, code: 1)
+        return true
+    }
+}

@@ -1,0 +1,189 @@
+import Engine
+import SIP
+import TM
+
+/// The transactions of a shard that wait for an async operation: preallocated slots with generations, so
+/// suspending allocates nothing and a late completion (after a timeout freed its slot) is dropped.
+public final class Suspensions {
+    struct Entry {
+        var generation: UInt16 = 1
+        var live = false
+        var transaction: TransactionHandle?
+        var resumeRoute: Int32 = -1
+        var timeout: TimerHandle?
+        var operationTimer: TimerHandle?
+        /// Set when the operation could not start: the timeout timer (armed at 0) resumes with this code.
+        var immediateCode: Int?
+        var cancel: ((ScriptContext, AsyncTicket) -> Void)?
+    }
+
+    /// Wheel-timer payloads for suspension timeouts: bit 61 marks them, then generation 16 | slot 32.
+    static let timeoutMarker: UInt64 = 1 << 61
+
+    let capacity: Int
+    private let entries: UnsafeMutablePointer<Entry>
+    private let free: UnsafeMutablePointer<UInt32>
+    private var freeCount: Int
+    public private(set) var live = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        entries = .allocate(capacity: capacity)
+        entries.initialize(repeating: Entry(), count: capacity)
+        free = .allocate(capacity: capacity)
+        for i in 0..<capacity { free[i] = UInt32(capacity - 1 - i) }
+        freeCount = capacity
+    }
+
+    deinit {
+        entries.deinitialize(count: capacity)
+        entries.deallocate()
+        free.deallocate()
+    }
+
+    func allocate(_ transaction: TransactionHandle?, resumeRoute: Int,
+                  cancel: @escaping (ScriptContext, AsyncTicket) -> Void) -> AsyncTicket? {
+        guard freeCount > 0 else { return nil }
+        freeCount -= 1
+        let slot = Int(free[freeCount])
+        entries[slot].live = true
+        entries[slot].transaction = transaction
+        entries[slot].resumeRoute = Int32(resumeRoute)
+        entries[slot].cancel = cancel
+        entries[slot].immediateCode = nil
+        live += 1
+        return AsyncTicket(slot: UInt32(slot), generation: entries[slot].generation)
+    }
+
+    func entry(_ ticket: AsyncTicket) -> Entry? {
+        let i = Int(ticket.slot)
+        guard i < capacity, entries[i].live, entries[i].generation == ticket.generation else { return nil }
+        return entries[i]
+    }
+
+    /// Ends the suspension, returning what it held; nil for a stale ticket.
+    func take(_ ticket: AsyncTicket) -> Entry? {
+        guard let entry = entry(ticket) else { return nil }
+        let i = Int(ticket.slot)
+        entries[i].live = false
+        entries[i].cancel = nil
+        entries[i].timeout = nil
+        entries[i].operationTimer = nil
+        entries[i].generation = entries[i].generation == UInt16.max ? 1 : entries[i].generation + 1
+        free[freeCount] = ticket.slot
+        freeCount += 1
+        live -= 1
+        return entry
+    }
+
+    func setTimeout(_ ticket: AsyncTicket, _ timer: TimerHandle?) {
+        guard entry(ticket) != nil else { return }
+        entries[Int(ticket.slot)].timeout = timer
+    }
+
+    func setImmediate(_ ticket: AsyncTicket, code: Int) {
+        guard entry(ticket) != nil else { return }
+        entries[Int(ticket.slot)].immediateCode = code
+    }
+
+    /// For operations that run on the wheel themselves (sleep).
+    public func setOperationTimer(_ ticket: AsyncTicket, _ timer: TimerHandle?) {
+        guard entry(ticket) != nil else { return }
+        entries[Int(ticket.slot)].operationTimer = timer
+    }
+
+    public func operationTimer(_ ticket: AsyncTicket) -> TimerHandle? { entry(ticket)?.operationTimer }
+
+    static func timeoutPayload(_ ticket: AsyncTicket) -> UInt64 {
+        timeoutMarker | UInt64(ticket.generation) << 32 | UInt64(ticket.slot)
+    }
+
+    static func timeoutTicket(_ payload: UInt64) -> AsyncTicket? {
+        guard payload & (1 << 63 | 1 << 62 | timeoutMarker) == timeoutMarker else { return nil }
+        return AsyncTicket(slot: UInt32(truncatingIfNeeded: payload), generation: UInt16(truncatingIfNeeded: payload >> 32))
+    }
+}
+
+/// The script's edits to the request, kept with a suspended transaction so its resume route continues from
+/// them: flags, `$ru`, `$du`, the Route set, Record-Route, force_rport, Max-Forwards, added and removed
+/// headers. (`$avp` values travel separately, as in every route of a transaction; `$var` values do not.)
+///
+/// Layout: flags u64 | recordRoute u8 | forceRport u8 | popRoute u8 | 0 u8 | maxForwards i32 |
+/// 4 × (length u32 or 0xFFFFFFFF for none, bytes): Request-URI, $du, Route set, appended headers |
+/// removed-header count u16 | indexes u16…
+extension ScriptContext {
+    func captureState(into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        var w = StateWriter(buffer: buffer)
+        w.put(flags)
+        w.put(UInt8(recordRoute ? 1 : 0)); w.put(UInt8(forceRport ? 1 : 0)); w.put(UInt8(popRoute ? 1 : 0)); w.put(UInt8(0))
+        w.put(Int32(maxForwardsWhenAbsent))
+        w.put(requestURI); w.put(destinationURI); w.put(routeSet); w.put(appendedHeaders)
+        var removed: UInt16 = 0
+        for i in 0..<message.headerCount where message.isHeaderRemoved(at: i) { removed += 1 }
+        w.put(removed)
+        for i in 0..<message.headerCount where message.isHeaderRemoved(at: i) { w.put(UInt16(i)) }
+        return w.overflowed ? nil : w.count
+    }
+
+    /// Restores what `captureState` kept. Views point into `state`, which stays valid through the route.
+    func restoreState(_ state: UnsafeRawBufferPointer) {
+        var r = StateReader(bytes: state)
+        flags = r.get(UInt64.self)
+        recordRoute = r.get(UInt8.self) != 0
+        forceRport = r.get(UInt8.self) != 0
+        popRoute = r.get(UInt8.self) != 0
+        _ = r.get(UInt8.self)
+        maxForwardsWhenAbsent = Int(r.get(Int32.self))
+        requestURI = r.getBytes()
+        destinationURI = r.getBytes()
+        routeSet = r.getBytes()
+        if let appended = r.getBytes() { _ = appendHeader(appended) }
+        let removed = Int(r.get(UInt16.self))
+        for _ in 0..<removed {
+            let index = Int(r.get(UInt16.self))
+            if index < message.headerCount { message.removeHeader(at: index) }
+        }
+    }
+}
+
+struct StateWriter {
+    let buffer: UnsafeMutableRawBufferPointer
+    var count = 0
+    var overflowed = false
+
+    mutating func put<T: FixedWidthInteger>(_ value: T) {
+        let size = MemoryLayout<T>.size
+        guard count + size <= buffer.count else { overflowed = true; return }
+        buffer.storeBytes(of: value, toByteOffset: count, as: T.self)
+        count += size
+    }
+
+    mutating func put(_ bytes: UnsafeRawBufferPointer?) {
+        guard let bytes else { put(UInt32.max); return }
+        put(UInt32(bytes.count))
+        guard count + bytes.count <= buffer.count else { overflowed = true; return }
+        if bytes.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[count..<count + bytes.count]).copyMemory(from: bytes)
+        }
+        count += bytes.count
+    }
+}
+
+struct StateReader {
+    let bytes: UnsafeRawBufferPointer
+    var at = 0
+
+    mutating func get<T: FixedWidthInteger>(_ type: T.Type) -> T {
+        let size = MemoryLayout<T>.size
+        guard at + size <= bytes.count else { return 0 }
+        defer { at += size }
+        return bytes.loadUnaligned(fromByteOffset: at, as: T.self)
+    }
+
+    mutating func getBytes() -> UnsafeRawBufferPointer? {
+        let length = get(UInt32.self)
+        guard length != UInt32.max, at + Int(length) <= bytes.count else { return nil }
+        defer { at += Int(length) }
+        return UnsafeRawBufferPointer(rebasing: bytes[at..<at + Int(length)])
+    }
+}

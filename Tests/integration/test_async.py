@@ -1,0 +1,105 @@
+"""async(): a transaction suspended on the shard's wheel while the shard goes on serving.
+
+The script answers from its resume route with t_reply, so a plain UDP socket sees the result: the reply
+comes after the pause, carries $rc and the $avp set before the suspension, and an OPTIONS sent meanwhile
+is answered at once (the shard did not block). A pause longer than the async timeout resumes with -2.
+Also examples/async-sleep.cfg between sipp UAC and UAS: 0 failed calls, each INVITE paced by 200 ms.
+"""
+
+import socket
+import time
+from pathlib import Path
+
+import harness as h
+import pytest
+from conftest import REPO, describe
+
+SCRIPT = """
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+loadmodule "cfgutils.so"
+route {
+    if (is_method("OPTIONS")) {
+        sl_send_reply(200, "Still Here");
+        exit;
+    }
+    $avp(who) = $fU;
+    append_hf("X-Before: kept\\r\\n");
+    async(usleep($hdr(X-Pause-Us)), resume, 250);
+}
+route[resume] {
+    t_reply(299, "rc=$rc who=$avp(who)");
+}
+"""
+
+
+def request(method: str, port: int, me: int, n: int, pause_us: int = 0) -> bytes:
+    return (f"{method} sip:svc@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-async-{n};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a{n}\r\nTo: <sip:svc@127.0.0.1>\r\n"
+            f"Call-ID: async-{n}@127.0.0.1\r\nCSeq: 1 {method}\r\nX-Pause-Us: {pause_us}\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+def final_reply(s: socket.socket, timeout: float) -> tuple[str, float]:
+    """The first non-1xx reply and when it came (monotonic)."""
+    end = time.monotonic() + timeout
+    while True:
+        s.settimeout(max(0.01, end - time.monotonic()))
+        text = s.recv(65536).decode()
+        if not text.startswith("SIP/2.0 1"):
+            return text, time.monotonic()
+
+
+@pytest.fixture
+def daemon(procs, ringsipd, tmp_path):
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "async.cfg"
+    script.write_text(SCRIPT)
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    return port
+
+
+def test_resume_route_runs_after_the_pause_with_rc_and_avps_while_the_shard_keeps_serving(daemon):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller, \
+         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pinger:
+        caller.bind((h.LOOPBACK, 0))
+        pinger.bind((h.LOOPBACK, 0))
+        start = time.monotonic()
+        caller.sendto(request("INVITE", daemon, caller.getsockname()[1], 1, pause_us=150_000), (h.LOOPBACK, daemon))
+        # While the INVITE is suspended, the shard answers others at once.
+        pinger.sendto(request("OPTIONS", daemon, pinger.getsockname()[1], 2), (h.LOOPBACK, daemon))
+        pinger.settimeout(1)
+        pong = pinger.recv(65536).decode()
+        pong_at = time.monotonic()
+        reply, reply_at = final_reply(caller, 3)
+    assert pong.startswith("SIP/2.0 200 Still Here"), pong
+    assert pong_at - start < 0.1, "the OPTIONS waited for the suspended INVITE"
+    assert reply.startswith("SIP/2.0 299 rc=1 who=alice\r\n"), reply
+    assert reply_at - start >= 0.14, f"resumed after {reply_at - start:.3f}s, before the 150 ms pause ended"
+
+
+def test_a_pause_longer_than_the_timeout_resumes_with_minus_2(daemon):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        start = time.monotonic()
+        caller.sendto(request("INVITE", daemon, caller.getsockname()[1], 3, pause_us=5_000_000), (h.LOOPBACK, daemon))
+        reply, at = final_reply(caller, 3)
+    assert reply.startswith("SIP/2.0 299 rc=-2 who=alice\r\n"), reply
+    assert 0.2 <= at - start < 1.5, f"timed out after {at - start:.3f}s, not at the 250 ms async timeout"
+
+
+def test_async_sleep_example_paces_invites_without_failing_calls(procs, ringsipd, sipp):
+    uas_port, proxy_port = h.free_udp_ports(2)
+    h.start_uas(procs, uas_port)
+    text = (REPO / "examples" / "async-sleep.cfg").read_text().replace("udp:127.0.0.1:5070", f"udp:127.0.0.1:{uas_port}")
+    script = procs.workdir / "async-sleep.cfg"
+    script.write_text(text)
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{proxy_port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(proxy_port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    res = h.run_uacs(procs, proxy_port, rate=100, calls=300, timeout=30)
+    assert res.exit_codes == [0] and res.failed == 0 and res.successful == 300, describe(res)
+    assert res.rtts_ms and min(res.rtts_ms) >= 190, f"INVITE answered in {min(res.rtts_ms)} ms, before the pause"
+    procs.stop(proc)
