@@ -31,6 +31,8 @@ let package = Package(
         ),
         .target(name: "TM", dependencies: ["SIP", "Engine"], swiftSettings: hotPath),
         .target(name: "Script", dependencies: ["SIP", "Engine", "TM"], swiftSettings: hotPath),
+        // Async operations (exec, …) on the shard's ring; will depend on Script once the builtins are registered.
+        .target(name: "Ops", dependencies: ["Engine", "SIP"], swiftSettings: hotPath),
         .executableTarget(
             name: "ringsipd",
             dependencies: [
@@ -50,5 +52,6 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CUring", "SIP"]),
         .testTarget(name: "ScriptTests", dependencies: ["Script", "Engine", "SIP"]),
         .testTarget(name: "TMTests", dependencies: ["TM", "SIP"]),
+        .testTarget(name: "OpsTests", dependencies: ["Ops", "Engine"]),
     ]
 )

@@ -116,6 +116,9 @@ public final class Shard {
         case .handoff: lentDatagramArrived(tag: tag, result: result)
         case .handoffRelease: buffers.recycle(ReceivedBuffer(id: UInt16(truncatingIfNeeded: tag.slot)))
         case .control: control(ControlCommand(rawValue: tag.slot))
+        case .operation:
+            handler.operationCompleted(OperationID(slot: tag.slot, generation: tag.generation), result: result,
+                                       flags: flags, on: self)
         case nil: counters.staleCompletions += 1
         }
     }

@@ -1,5 +1,7 @@
 /// The work a shard does with what it receives. One handler instance per shard, created on the shard's
 /// thread, so it may keep per-shard scratch state (a reusable parser, counters) without locks.
+/// The shard owns its handler: a handler (or anything it owns, e.g. an ExecRunner) that keeps the shard must
+/// keep it `unowned`, or neither is ever freed and the ring's descriptor leaks.
 public protocol ShardHandler: AnyObject {
     /// Called for each datagram received by this shard or lent to it by another.
     /// The bytes are valid only during the call: whatever must outlive it is copied into a send buffer.
@@ -7,6 +9,12 @@ public protocol ShardHandler: AnyObject {
 
     /// Called when a timer scheduled with `Shard.schedule(after:payload:)` fires.
     func timerFired(payload: UInt64, on shard: Shard)
+
+    /// Called when an operation submitted with `Shard.submitRead/submitWrite/submitPoll` completes or is
+    /// cancelled. `result` is the kernel's: bytes moved, the poll's revents, or `-errno` (`-ECANCELED` after
+    /// `Shard.cancelOperations`). `flags` is the CQE's: `IORING_CQE_F_MORE` set means more completions follow
+    /// for the same submission (multishot), so the caller must not reuse its slot yet.
+    func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard)
 
     /// Called once on the shard's thread when every shard is ready, before the first datagram.
     func started(on shard: Shard)
@@ -19,6 +27,7 @@ public protocol ShardHandler: AnyObject {
 
 extension ShardHandler {
     public func timerFired(payload: UInt64, on shard: Shard) {}
+    public func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) {}
     public func started(on shard: Shard) {}
     public func stopping(on shard: Shard) {}
 }

@@ -34,7 +34,7 @@ public enum TagKind: UInt8, Sendable {
     case send = 2
     /// The shard's single timer-wheel timeout; slot = 0, generation = arm count.
     case wheelTimeout = 3
-    /// A timeout update or removal; its completion carries nothing we need.
+    /// A timeout update or removal, or an ASYNC_CANCEL request; its completion carries nothing we need.
     case timeoutUpdate = 4
     /// MSG_RING payload: a datagram lent by shard `shard`; slot = provided-buffer id,
     /// generation = socket index it arrived on, `cqe.res` = the recvmsg result length.
@@ -45,6 +45,34 @@ public enum TagKind: UInt8, Sendable {
     case control = 7
     /// The sender's own completion of a MSG_RING submission (only failures arrive: CQE_SKIP_SUCCESS).
     case messageSent = 8
+    /// A read, write or poll submitted for a layer above (`Shard.submitRead` …); slot and generation are the
+    /// caller's (`OperationID`), and the completion goes to `ShardHandler.operationCompleted`.
+    case operation = 9
+}
+
+/// Names an operation submitted by a layer above the engine: the caller's slot and its generation, carried in
+/// the tag's slot and generation fields, so the caller can drop a completion for a slot it has since reused.
+/// The engine gives the values no meaning; callers sharing a shard partition `slot` among themselves (Ops:
+/// see `OpsOperation`).
+public struct OperationID: Equatable, Hashable, Sendable {
+    public var slot: UInt32
+    public var generation: UInt16
+
+    @inline(__always)
+    public init(slot: UInt32, generation: UInt16) {
+        self.slot = slot
+        self.generation = generation
+    }
+}
+
+/// Who owns a wheel-timer payload (`Shard.schedule(after:payload:)`): the handler sees every timer of its
+/// shard, so each layer marks its own with a high bit and ignores the others.
+///
+/// payload, high to low: TM 1 | Ops 1 | rest 62 (the owner's layout, documented beside its encoder).
+/// TM's transaction timers set bit 63; Ops' timers set bit 62 and leave bit 63 clear.
+public enum TimerPayloadOwner {
+    public static let transactions: UInt64 = 1 << 63
+    public static let operations: UInt64 = 1 << 62
 }
 
 public enum ControlCommand: UInt32, Sendable {

@@ -21,6 +21,11 @@
 // which Swift's Glibc module does not define. Returns 0 or an errno value.
 int CUring_pin_current_thread(int cpu);
 
+// pipe2 is hidden without _GNU_SOURCE, and glibc 2.36 has no pidfd_open wrapper (syscall() is variadic).
+// Both return the result (0 / a descriptor) or -errno.
+int CUring_pipe2(int fds[2], int flags);
+int CUring_pidfd_open(pid_t pid);
+
 // The liburing 2.3 IOSQE_* flags are macros over an enum; Swift imports the enum, not the macros.
 // Named here once so Swift reads the same names as the kernel headers.
 static const unsigned char CUring_IOSQE_BUFFER_SELECT = IOSQE_BUFFER_SELECT;

@@ -1,0 +1,52 @@
+import Engine
+
+/// Which Ops component an operation or timer belongs to: the shard's handler receives every operation
+/// completion and every timer of its shard, and forwards those it recognises here.
+public enum OpsComponent: UInt8, Sendable {
+    case exec = 1
+}
+
+/// How Ops packs its operation ids and timer payloads.
+///
+/// `OperationID.slot`, high to low: component 8 | operation slot 22 | channel 2; generation = the slot's.
+/// Timer payload, high to low: TM 1 (clear) | Ops 1 (set) | reserved 6 (zero) | component 8 | generation 16 |
+/// operation slot 32. Component 0 is never issued, so a zeroed id or payload never decodes as ours.
+public enum OpsPacking {
+    static let channelBits: UInt32 = 2
+    static let maximumSlots = 1 << 22
+
+    @inline(__always)
+    static func operationID(_ component: OpsComponent, slot: Int, channel: Int, generation: UInt16) -> OperationID {
+        OperationID(slot: UInt32(component.rawValue) << 24 | UInt32(slot) << channelBits | UInt32(channel),
+                    generation: generation)
+    }
+
+    /// The component an operation completion belongs to; nil when it is not Ops'.
+    @inline(__always)
+    public static func component(of id: OperationID) -> OpsComponent? {
+        OpsComponent(rawValue: UInt8(truncatingIfNeeded: id.slot >> 24))
+    }
+
+    @inline(__always)
+    static func slotAndChannel(of id: OperationID) -> (slot: Int, channel: Int) {
+        (Int((id.slot & 0x00FF_FFFF) >> channelBits), Int(id.slot & (1 << channelBits - 1)))
+    }
+
+    @inline(__always)
+    static func timerPayload(_ component: OpsComponent, slot: Int, generation: UInt16) -> UInt64 {
+        TimerPayloadOwner.operations | UInt64(component.rawValue) << 48 | UInt64(generation) << 32 | UInt64(slot)
+    }
+
+    /// The component a wheel-timer payload belongs to; nil when it is not Ops' (TM's, a sleep's…).
+    @inline(__always)
+    public static func component(ofTimer payload: UInt64) -> OpsComponent? {
+        guard payload & (TimerPayloadOwner.transactions | TimerPayloadOwner.operations | 0x3F << 56)
+            == TimerPayloadOwner.operations else { return nil }
+        return OpsComponent(rawValue: UInt8(truncatingIfNeeded: payload >> 48))
+    }
+
+    @inline(__always)
+    static func slotAndGeneration(ofTimer payload: UInt64) -> (slot: Int, generation: UInt16) {
+        (Int(UInt32(truncatingIfNeeded: payload)), UInt16(truncatingIfNeeded: payload >> 32))
+    }
+}
