@@ -6,7 +6,7 @@ import PackageDescription
 /// (perf/RESULTS.md), with nothing to catch: each shard's objects are touched by one thread. Release only.
 let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
-// Layers, low to high: CUring → SIP → Engine → TM → Script → ringsipd. A lower layer never imports a higher one.
+// Layers, low to high: CUring → SIP → Engine → TM → Script → Ops → ringsipd. A lower layer never imports a higher one.
 let package = Package(
     name: "ringsip",
     products: [
@@ -32,11 +32,11 @@ let package = Package(
         .target(name: "TM", dependencies: ["SIP", "Engine"], swiftSettings: hotPath),
         .target(name: "Script", dependencies: ["SIP", "Engine", "TM"], swiftSettings: hotPath),
         // Async operations (exec, …) on the shard's ring; will depend on Script once the builtins are registered.
-        .target(name: "Ops", dependencies: ["Engine", "SIP"], swiftSettings: hotPath),
+        .target(name: "Ops", dependencies: ["Engine", "SIP", "Script", "TM"], swiftSettings: hotPath),
         .executableTarget(
             name: "ringsipd",
             dependencies: [
-                "Engine", "SIP", "Script",
+                "Engine", "SIP", "Script", "Ops",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

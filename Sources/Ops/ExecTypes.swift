@@ -30,6 +30,11 @@ public enum ExecSubmission: Equatable, Sendable {
 public struct ExecHandle: Equatable, Sendable {
     let slot: Int32
     let generation: UInt16
+
+    init(slot: Int32, generation: UInt16) {
+        self.slot = slot
+        self.generation = generation
+    }
 }
 
 /// One finished exec, seen by the delegate.

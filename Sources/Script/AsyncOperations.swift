@@ -7,6 +7,11 @@ import TM
 public struct AsyncTicket: Sendable, Equatable {
     public let slot: UInt32
     public let generation: UInt16
+
+    public init(slot: UInt32, generation: UInt16) {
+        self.slot = slot
+        self.generation = generation
+    }
 }
 
 /// An operation started by `async()`/`launch()`, compiled once per call site.

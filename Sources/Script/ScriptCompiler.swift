@@ -38,6 +38,22 @@ public final class ScriptCompiler {
         self.lines = lines
     }
 
+    /// Where a module's per-shard service sits in `ScriptContext.services` (the services of loaded modules,
+    /// in registration order).
+    public func serviceIndex(of module: String) -> Int? {
+        library.services.filter { configuration.loadedModules.contains($0.module) }.firstIndex { $0.module == module }
+    }
+
+    /// An `$avp(name)` an operation writes its output to, as a slot; nil when the argument is omitted.
+    public func outputAVP(_ argument: Expression?, what: String) throws(CompileError) -> Int? {
+        guard let argument else { return nil }
+        guard case .variable(let v) = argument, v.name == "avp", let name = v.argument, !name.isEmpty,
+              v.index == nil, v.transformations.isEmpty else {
+            throw error("\(what) must be an $avp(name), which outlives the suspension", at: argument.location)
+        }
+        return avpSlot(name)
+    }
+
     public func error(_ message: String, at location: SourceLocation) -> CompileError {
         CompileError(message, at: location, sourceLine: lines.line(location))
     }

@@ -31,6 +31,13 @@ public final class ScriptContext {
     public internal(set) var transactions: TransactionManager?
     /// The transaction of the message being routed, once t_newtran/t_relay/t_reply created it.
     public var transaction: TransactionHandle?
+    /// Modules' per-shard services (ScriptLibrary.serviceFactories order), made when the shard starts.
+    public internal(set) var services: [any ShardService] = []
+    /// Operation outputs waiting for their resume route (see `stageOutput`).
+    let stagedOutputs: [UnsafeMutableRawBufferPointer] = [.allocate(byteCount: 64 << 10, alignment: 8),
+                                                           .allocate(byteCount: 64 << 10, alignment: 8)]
+    var stagedSlots: [(Int, Int)] = [(0, 0), (0, 0)]
+    var stagedCount = 0
     /// The shard's suspended transactions (async operations in flight).
     public let suspensions = Suspensions(capacity: 65_536)
     /// Set when this route suspended its transaction (async): nothing more happens for it until it resumes.

@@ -68,11 +68,14 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
     let startupRoute: Int?
     let timerRoutes: [(index: Int, milliseconds: UInt64)]
     public let transactions: TransactionManager?
+    let serviceFactories: [ShardServiceFactory]
     /// Where the response being handled came from, for the reply routes the manager calls back into.
     private var responseSource = SocketAddress(ipv4: (0, 0, 0, 0), port: 0)
     private var responseSocket = 0
 
     public init(program: ScriptProgram, shard: Int = 0) {
+        serviceFactories = program.library.services.filter { program.configuration.loadedModules.contains($0.module) }
+            .map(\.factory)
         script = program.compile()
         context = ScriptContext(variableCount: script.variableCount, log: ScriptLog(level: program.configuration.logLevel))
         mainRoute = script.index(.request)!
@@ -217,6 +220,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         }
         context.transaction = handle
         context.restoreAVPs(from: handle)
+        context.applyStagedOutputs()
         context.restoreState(state)
         context.returnCode = code
         script.run(Int(entry.resumeRoute), context)
@@ -231,12 +235,21 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
 
     /// The shard's loop has ended: release every transaction's memory (what is still live shows in the exit
     /// counters as `transactions`).
+    public func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) {
+        context.shard = shard
+        for service in context.services where service.operationCompleted(id, result: result, flags: flags, on: shard) {
+            return
+        }
+    }
+
     public func stopping(on shard: Shard) {
+        for service in context.services { service.stopping(on: shard) }
         transactions?.removeAll(on: shard)
     }
 
     /// startup_route runs once, on shard 0; timer routes run on shard 0 at their interval.
     public func started(on shard: Shard) {
+        context.services = serviceFactories.map { $0(context, shard) }
         guard shard.index == 0 else { return }
         if let startupRoute { runWithoutMessage(startupRoute, on: shard) }
         for (position, timer) in timerRoutes.enumerated() {
@@ -248,6 +261,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         if let transactions, transactions.timerFired(payload: payload, on: shard) { return }
         context.shard = shard
         if SleepOperations.timerFired(payload, context) { return }
+        for service in context.services where service.timerFired(payload: payload, on: shard) { return }
         if let ticket = Suspensions.timeoutTicket(payload) {
             asyncTimedOut(ticket, on: shard)
             return

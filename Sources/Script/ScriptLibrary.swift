@@ -84,13 +84,16 @@ public struct ScriptModule: Sendable {
     /// Operations `async()` and `launch()` can start (an operation may also be a plain function, run
     /// synchronously outside async).
     public var asyncOperations: [AsyncOperationDefinition]
+    /// The module's per-shard service, if it has one (what its async operations run on).
+    public var service: ShardServiceFactory?
 
     public init(name: String, parameters: [ModuleParameterDeclaration] = [], functions: [ScriptFunction] = [],
-                asyncOperations: [AsyncOperationDefinition] = []) {
+                asyncOperations: [AsyncOperationDefinition] = [], service: ShardServiceFactory? = nil) {
         self.name = name
         self.parameters = parameters
         self.functions = functions
         self.asyncOperations = asyncOperations
+        self.service = service
     }
 }
 
@@ -99,6 +102,10 @@ public struct ScriptLibrary: Sendable {
     public private(set) var modules: [String: ScriptModule] = [:]
     public private(set) var functions: [String: ScriptFunction] = [:]
     public private(set) var asyncOperations: [String: AsyncOperationDefinition] = [:]
+    /// Per-shard services by module, in registration order: a call site finds its module's by index.
+    public private(set) var services: [(module: String, factory: ShardServiceFactory)] = []
+
+    public func serviceIndex(of module: String) -> Int? { services.firstIndex { $0.module == module } }
 
     public init() {}
 
@@ -114,6 +121,7 @@ public struct ScriptLibrary: Sendable {
         }
         for function in module.functions { functions[function.name] = function }
         for operation in module.asyncOperations { asyncOperations[operation.name] = operation }
+        if let factory = module.service, serviceIndex(of: module.name) == nil { services.append((module.name, factory)) }
     }
 
     /// The library with the stateless core and tm: what this layer provides on its own.

@@ -15,6 +15,8 @@ public final class Suspensions {
         /// Set when the operation could not start: the timeout timer (armed at 0) resumes with this code.
         var immediateCode: Int?
         var cancel: ((ScriptContext, AsyncTicket) -> Void)?
+        /// What the operation needs to find itself again (e.g. to cancel it), opaque here.
+        var operationData: UInt64 = 0
     }
 
     /// Wheel-timer payloads for suspension timeouts: bit 61 marks them, then generation 16 | slot 32.
@@ -93,6 +95,13 @@ public final class Suspensions {
     }
 
     public func operationTimer(_ ticket: AsyncTicket) -> TimerHandle? { entry(ticket)?.operationTimer }
+
+    public func setOperationData(_ ticket: AsyncTicket, _ data: UInt64) {
+        guard entry(ticket) != nil else { return }
+        entries[Int(ticket.slot)].operationData = data
+    }
+
+    public func operationData(_ ticket: AsyncTicket) -> UInt64? { entry(ticket)?.operationData }
 
     static func timeoutPayload(_ ticket: AsyncTicket) -> UInt64 {
         timeoutMarker | UInt64(ticket.generation) << 32 | UInt64(ticket.slot)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Glibc
 import Logging
+import Ops
 import Script
 
 func fail(_ message: String, status: Int32) -> Never {
@@ -44,9 +45,9 @@ pthread_sigmask(SIG_BLOCK, &handled, nil)
 let program: ScriptProgram
 do {
     if let file = settings.file {
-        program = try ScriptProgram.load(path: file)
+        program = try ScriptProgram.load(path: file, library: .full)
     } else {
-        program = try ScriptProgram.parse(ScriptProgram.forwardingScript(to: settings.forward!), file: "--forward")
+        program = try ScriptProgram.parse(ScriptProgram.forwardingScript(to: settings.forward!), file: "--forward", library: .full)
     }
 } catch {
     FileHandleStderr.write("\(error)\n")

@@ -103,3 +103,61 @@ def test_async_sleep_example_paces_invites_without_failing_calls(procs, ringsipd
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 300, describe(res)
     assert res.rtts_ms and min(res.rtts_ms) >= 190, f"INVITE answered in {min(res.rtts_ms)} ms, before the pause"
     procs.stop(proc)
+
+
+EXEC_SCRIPT = """
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+loadmodule "exec.so"
+route {
+    if (is_method("OPTIONS")) {
+        sl_send_reply(200, "Still Here");
+        exit;
+    }
+    $avp(who) = $fU;
+    async(exec("$hdr(X-Cmd)", "from-stdin", $avp(out), $avp(err)), done, 500);
+}
+route[done] {
+    t_reply(299, "rc=$rc out=$avp(out) err=$avp(err) who=$avp(who)");
+}
+"""
+
+
+@pytest.fixture
+def exec_daemon(procs, ringsipd, tmp_path):
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "exec.cfg"
+    script.write_text(EXEC_SCRIPT)
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    return port
+
+
+def exec_request(port: int, me: int, n: int, command: str) -> bytes:
+    return request("INVITE", port, me, n).replace(b"X-Pause-Us: 0\r\n", f"X-Cmd: {command}\r\n".encode())
+
+
+def test_exec_runs_on_the_ring_and_its_output_reaches_the_resume_route(exec_daemon):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        me = caller.getsockname()[1]
+        caller.sendto(exec_request(exec_daemon, me, 10, "printf hello; printf oops >&2"), (h.LOOPBACK, exec_daemon))
+        reply, _ = final_reply(caller, 3)
+        assert reply.startswith("SIP/2.0 299 rc=1 out=hello err=oops who=alice\r\n"), reply
+        caller.sendto(exec_request(exec_daemon, me, 11, "cat"), (h.LOOPBACK, exec_daemon))
+        reply, _ = final_reply(caller, 3)
+        assert reply.startswith("SIP/2.0 299 rc=1 out=from-stdin err= who=alice\r\n"), reply
+
+
+def test_exec_past_its_timeout_is_killed_and_resumes_with_minus_2(exec_daemon):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        start = time.monotonic()
+        caller.sendto(exec_request(exec_daemon, caller.getsockname()[1], 12, "sleep 7; printf late"),
+                      (h.LOOPBACK, exec_daemon))
+        reply, at = final_reply(caller, 3)
+    assert reply.startswith("SIP/2.0 299 rc=-2 out= err= who=alice\r\n"), reply
+    assert 0.45 <= at - start < 1.5, f"resumed after {at - start:.3f}s, not at the 500 ms timeout"
+    # The child was killed at its source, not left to run.
+    assert h.wait_until(lambda: not any("sleep 7" in h.cmdline(p) for p in h.all_pids()), 2), "the child still runs"
