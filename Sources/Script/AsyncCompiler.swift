@@ -2,20 +2,11 @@ import Engine
 import TM
 
 extension ScriptCompiler {
-    /// `async(operation(args…), resume_route[, timeout_ms])`: creates the transaction if there is none,
-    /// suspends it with the script's edits, starts the operation and ends the current route; the operation's
-    /// completion (or its timeout, after it is cancelled at its source) runs `route[resume_route]` on this
-    /// shard with `$rc` set. If the transaction cannot be suspended (the shard's table of suspensions is
-    /// full), async returns `AsyncCode.cannotSuspend` and the route goes on: never a silent blocking call.
-    func asyncCall(_ call: FunctionCall) throws(CompileError) -> CompiledCall {
-        guard RouteKinds([.request, .failure]).contains(RouteKinds(currentRouteKind)) else {
-            throw error("async() can suspend a transaction only from a request route or a failure_route in this "
-                + "version of ringsip", at: call.location)
-        }
-        guard call.arguments.count == 2 || call.arguments.count == 3,
-              case .call(let operationCall)? = call.arguments[0] else {
-            throw error("async takes an operation and a resume route: async(op(…), resume_route[, timeout_ms])",
-                        at: call.location)
+    /// The operation of an async()/launch() call site, checked.
+    private func asyncOperation(_ call: FunctionCall, _ argument: Expression?) throws(CompileError)
+        -> (FunctionCall, AsyncOperationDefinition) {
+        guard case .call(let operationCall)? = argument else {
+            throw error("\(call.name) takes an operation first, e.g. \(call.name)(exec(\"…\"), …)", at: call.location)
         }
         guard let definition = library.asyncOperations[operationCall.name] else {
             let known = library.asyncOperations.keys.sorted().joined(separator: ", ")
@@ -27,13 +18,70 @@ extension ScriptCompiler {
             throw error("'\(operationCall.name)' comes from module '\(providers[0])', which is not loaded "
                 + "(add: loadmodule \"\(providers[0]).so\")", at: operationCall.location)
         }
-        guard configuration.loadedModules.contains("tm") else {
-            throw error("async() suspends a transaction: load the tm module (loadmodule \"tm.so\")", at: call.location)
-        }
         let count = operationCall.arguments.count
         guard count >= definition.minimumArguments && count <= definition.maximumArguments else {
             throw error("'\(operationCall.name)' takes \(definition.minimumArguments) to \(definition.maximumArguments) "
                 + "arguments, not \(count)", at: operationCall.location)
+        }
+        return (operationCall, definition)
+    }
+
+    /// `launch(operation(args…)[, report_route[, "param"]])`: fire and forget, from any route, without a
+    /// transaction. The operation runs with its default timeout; `route[report_route]` (if given) runs
+    /// without a message when it completes, with `$rc` and `$param(1)`.
+    func launchCall(_ call: FunctionCall) throws(CompileError) -> CompiledCall {
+        guard (1...3).contains(call.arguments.count) else {
+            throw error("launch takes an operation, then optionally a report route and a parameter", at: call.location)
+        }
+        let (operationCall, definition) = try asyncOperation(call, call.arguments[0])
+        var report = -1
+        if call.arguments.count > 1, let argument = call.arguments[1] {
+            guard let name = constantText(argument) else {
+                throw error("launch's second argument is the report route's name", at: argument.location)
+            }
+            report = try routeIndex(.request, named: name, at: argument.location)
+        }
+        let parameter = try call.arguments.count > 2 ? call.arguments[2].map { (e: Expression) throws(CompileError) in
+            try value(e)
+        } : nil
+        let operation = try definition.compile(operationCall, self)
+        let timeout = UInt64(definition.defaultTimeout)
+        let reportRoute = report
+        return { context in
+            guard let ticket = context.suspensions.allocate(nil, resumeRoute: reportRoute, cancel: operation.cancel) else {
+                return AsyncCode.cannotSuspend
+            }
+            if let parameter, case .text(let text) = parameter(context) {
+                context.suspensions.setParameter(ticket, context.launchParameters.store(text))
+            }
+            var after = timeout
+            if let code = operation.start(context, ticket) {
+                context.suspensions.setImmediate(ticket, code: code)
+                after = 0
+            }
+            context.suspensions.setTimeout(ticket, context.shard.schedule(after: after,
+                                                                          payload: Suspensions.timeoutPayload(ticket)))
+            return 1
+        }
+    }
+
+    /// `async(operation(args…), resume_route[, timeout_ms])`: creates the transaction if there is none,
+    /// suspends it with the script's edits, starts the operation and ends the current route; the operation's
+    /// completion (or its timeout, after it is cancelled at its source) runs `route[resume_route]` on this
+    /// shard with `$rc` set. If the transaction cannot be suspended (the shard's table of suspensions is
+    /// full), async returns `AsyncCode.cannotSuspend` and the route goes on: never a silent blocking call.
+    func asyncCall(_ call: FunctionCall) throws(CompileError) -> CompiledCall {
+        guard RouteKinds([.request, .failure]).contains(RouteKinds(currentRouteKind)) else {
+            throw error("async() can suspend a transaction only from a request route or a failure_route in this "
+                + "version of ringsip", at: call.location)
+        }
+        guard call.arguments.count == 2 || call.arguments.count == 3, case .call = call.arguments[0] else {
+            throw error("async takes an operation and a resume route: async(op(…), resume_route[, timeout_ms])",
+                        at: call.location)
+        }
+        let (operationCall, definition) = try asyncOperation(call, call.arguments[0])
+        guard configuration.loadedModules.contains("tm") else {
+            throw error("async() suspends a transaction: load the tm module (loadmodule \"tm.so\")", at: call.location)
         }
         guard let routeArgument = call.arguments[1], let routeName = constantText(routeArgument) else {
             throw error("async's second argument is the resume route's name", at: call.arguments[1]?.location ?? call.location)

@@ -47,6 +47,9 @@ extension ScriptCompiler {
         case "rc", "retcode":
             try noArgument(v)
             return { context in .integer(context.returnCode) }
+        case "param":
+            guard v.argument == "1" else { throw error("$param(1) is launch()'s parameter; there is no other", at: v.location) }
+            return { context in context.launchParameter.map { .text($0) } ?? .null }
         case "Ts":
             try noArgument(v)
             return { _ in .integer(time(nil)) }

@@ -321,6 +321,9 @@ public final class ScriptCompiler {
         if call.name == "async" {
             return try asyncCall(call)
         }
+        if call.name == "launch" {
+            return try launchCall(call)
+        }
         guard let function = library.functions[call.name] else {
             let hint = ScriptCompiler.suggestion(for: call.name, among: Array(library.functions.keys) + ["route"])
                 .map { " (did you mean '\($0)'?)" } ?? ": ringsip does not provide it"

@@ -38,6 +38,10 @@ public final class ScriptContext {
                                                            .allocate(byteCount: 64 << 10, alignment: 8)]
     var stagedSlots: [(Int, Int)] = [(0, 0), (0, 0)]
     var stagedCount = 0
+    /// launch() parameters waiting for their report route.
+    let launchParameters = MessageStore()
+    /// `$param(1)` in a report route.
+    var launchParameter: UnsafeRawBufferPointer?
     /// The shard's suspended transactions (async operations in flight).
     public let suspensions = Suspensions(capacity: 65_536)
     /// Set when this route suspended its transaction (async): nothing more happens for it until it resumes.
@@ -163,6 +167,7 @@ public final class ScriptContext {
         transaction = nil
         pendingFailureRoute = nil
         suspendedNow = false
+        launchParameter = nil
         pendingReplyRoute = nil
         pendingFinalResponseTimeout = nil
         pendingInviteFinalResponseTimeout = nil

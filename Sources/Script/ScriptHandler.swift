@@ -208,7 +208,11 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         guard let entry = context.suspensions.take(ticket) else { return }
         if let timer = entry.timeout { shard.cancel(timer) }
         if let timer = entry.operationTimer { shard.cancel(timer) }
-        guard let transactions, let handle = entry.transaction, let state = transactions.resume(handle) else { return }
+        guard let handle = entry.transaction else {
+            reportLaunch(entry, code: code, on: shard)
+            return
+        }
+        guard let transactions, let state = transactions.resume(handle) else { return }
         let (bytes, source, socket) = transactions.request(handle)
         let saved = context.message
         context.begin(shard: shard, source: source, socketIndex: socket, hasMessage: true)
@@ -231,6 +235,21 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         if let current = transactions.transaction(handle), current.finalSent < 200, current.branchCount == 0 {
             transactions.reply(handle, status: 500, reason: noReply, on: shard)
         }
+    }
+
+    /// A launch()ed operation finished: its report route runs without a message, with `$rc` and `$param(1)`.
+    private func reportLaunch(_ entry: Suspensions.Entry, code: Int, on shard: Shard) {
+        defer { if let parameter = entry.parameter { context.launchParameters.release(parameter) } }
+        guard entry.resumeRoute >= 0 else {
+            context.stagedCount = 0
+            return
+        }
+        context.begin(shard: shard, source: SocketAddress(ipv4: (0, 0, 0, 0), port: 0), socketIndex: 0, hasMessage: false)
+        context.applyStagedOutputs()
+        context.launchParameter = entry.parameter?.bytes
+        context.returnCode = code
+        script.run(Int(entry.resumeRoute), context)
+        if context.runtimeError != nil { reportRuntimeError() }
     }
 
     /// The shard's loop has ended: release every transaction's memory (what is still live shows in the exit

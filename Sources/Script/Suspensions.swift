@@ -17,6 +17,8 @@ public final class Suspensions {
         var cancel: ((ScriptContext, AsyncTicket) -> Void)?
         /// What the operation needs to find itself again (e.g. to cancel it), opaque here.
         var operationData: UInt64 = 0
+        /// launch()'s `$param(1)`, kept until its report route has run.
+        var parameter: StoredMessage?
     }
 
     /// Wheel-timer payloads for suspension timeouts: bit 61 marks them, then generation 16 | slot 32.
@@ -71,6 +73,7 @@ public final class Suspensions {
         entries[i].cancel = nil
         entries[i].timeout = nil
         entries[i].operationTimer = nil
+        entries[i].parameter = nil
         entries[i].generation = entries[i].generation == UInt16.max ? 1 : entries[i].generation + 1
         free[freeCount] = ticket.slot
         freeCount += 1
@@ -95,6 +98,11 @@ public final class Suspensions {
     }
 
     public func operationTimer(_ ticket: AsyncTicket) -> TimerHandle? { entry(ticket)?.operationTimer }
+
+    func setParameter(_ ticket: AsyncTicket, _ parameter: StoredMessage?) {
+        guard entry(ticket) != nil else { return }
+        entries[Int(ticket.slot)].parameter = parameter
+    }
 
     public func setOperationData(_ ticket: AsyncTicket, _ data: UInt64) {
         guard entry(ticket) != nil else { return }

@@ -161,3 +161,31 @@ def test_exec_past_its_timeout_is_killed_and_resumes_with_minus_2(exec_daemon):
     assert 0.45 <= at - start < 1.5, f"resumed after {at - start:.3f}s, not at the 500 ms timeout"
     # The child was killed at its source, not left to run.
     assert h.wait_until(lambda: not any("sleep 7" in h.cmdline(p) for p in h.all_pids()), 2), "the child still runs"
+
+
+LAUNCH_SCRIPT = """
+loadmodule "sl.so"
+loadmodule "exec.so"
+route {
+    launch(exec("printf launched-$ci", , $avp(out)), report, "from-$fU");
+    sl_send_reply(200, "Launched");
+}
+route[report] {
+    xlog("L_ERR", "REPORT rc=$rc param=$param(1) out=$avp(out)\\n");
+}
+"""
+
+
+def test_launch_is_fire_and_forget_and_its_report_route_sees_rc_param_and_output(procs, ringsipd, tmp_path):
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "launch.cfg"
+    script.write_text(LAUNCH_SCRIPT)
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        caller.settimeout(2)
+        caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 20), (h.LOOPBACK, port))
+        assert caller.recv(65536).decode().startswith("SIP/2.0 200 Launched"), "the route did not wait for the operation"
+    expected = "REPORT rc=1 param=from-alice out=launched-async-20@127.0.0.1"
+    assert h.wait_until(lambda: expected in proc.stderr(), 3), proc.stderr()[-1500:]
