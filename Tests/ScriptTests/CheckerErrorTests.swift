@@ -372,9 +372,9 @@ import Testing
     }
 
     @Test func unknownPseudoVariableInsideAString() {
-        Self.expectError("route {\n    xlog(\"L_INFO\", \"from $param(x)\\n\");\n}\n", """
-            test.cfg:2:26: error: unknown pseudo-variable '$param'
-                xlog("L_INFO", "from $param(x)\\n");
+        Self.expectError("route {\n    xlog(\"L_INFO\", \"from $gateway(x)\\n\");\n}\n", """
+            test.cfg:2:26: error: unknown pseudo-variable '$gateway'
+                xlog("L_INFO", "from $gateway(x)\\n");
                                      ^
             """)
     }
