@@ -64,29 +64,10 @@ enum CoreFunctions {
     // MARK: - forward / replies
 
     @Sendable static func forward(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
-        var fixed: SocketAddress?
-        var dynamic: ScriptCompiler.Evaluate?
-        if let argument = call.arguments.first ?? nil {
-            if let text = compiler.constantText(argument) {
-                guard let address = Destination.parse(permanentBytes(text)) else {
-                    throw compiler.error("forward(): '\(text)' is not a destination ringsip can use; "
-                        + "expected udp:IP:PORT, IP:PORT or sip:IP:PORT with a numeric IP", at: argument.location)
-                }
-                fixed = address
-            } else {
-                dynamic = try compiler.value(argument)
-            }
-        }
-        let constant = fixed
+        let target = try Destination.argument(call.arguments.first ?? nil, of: call.name, compiler)
         return { context in
             guard context.hasMessage, context.message.isRequest else { return -1 }
-            var destination = constant
-            if destination == nil, let dynamic {
-                guard case .text(let text) = dynamic(context) else { return -1 }
-                destination = Destination.parse(text)
-            }
-            if destination == nil { destination = context.nextHop() }
-            guard let destination else { return -1 }
+            guard let forced = target.resolve(context), let destination = forced ?? context.nextHop() else { return -1 }
             return context.forward(to: destination) ? 1 : -1
         }
     }
@@ -267,6 +248,33 @@ enum CoreFunctions {
 /// Where `forward("…")` sends: `udp:IP:PORT`, `IP:PORT`, `IP`, `[IPv6]:PORT` or a `sip:` URI with a numeric
 /// host. Never a name: resolving one would block the shard.
 enum Destination {
+    /// A function's optional destination argument: a constant checked now, or a value parsed per call.
+    struct Argument {
+        let constant: SocketAddress?
+        let dynamic: ScriptCompiler.Evaluate?
+
+        /// nil: the argument's value is not a usable destination (the call fails); .some(nil): no argument.
+        func resolve(_ context: ScriptContext) -> SocketAddress?? {
+            if let constant { return .some(constant) }
+            guard let dynamic else { return .some(nil) }
+            guard case .text(let text) = dynamic(context), let address = Destination.parse(text) else { return nil }
+            return .some(address)
+        }
+    }
+
+    static func argument(_ argument: Expression?, of function: String,
+                         _ compiler: ScriptCompiler) throws(CompileError) -> Argument {
+        guard let argument else { return Argument(constant: nil, dynamic: nil) }
+        guard let text = compiler.constantText(argument) else {
+            return Argument(constant: nil, dynamic: try compiler.value(argument))
+        }
+        guard let address = parse(permanentBytes(text)) else {
+            throw compiler.error("\(function)(): '\(text)' is not a destination ringsip can use; "
+                + "expected udp:IP:PORT, IP:PORT or sip:IP:PORT with a numeric IP", at: argument.location)
+        }
+        return Argument(constant: address, dynamic: nil)
+    }
+
     static func parse(_ text: UnsafeRawBufferPointer) -> SocketAddress? {
         var bytes = text
         if bytes.count > 4, bytesEqualIgnoringCase(UnsafeRawBufferPointer(rebasing: bytes[0..<4]), udpPrefix) {

@@ -80,8 +80,6 @@ enum TMFunctions {
     }
 
     @Sendable static func relay(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
-        var fixed: SocketAddress?
-        var dynamic: ScriptCompiler.Evaluate?
         // OpenSIPS t_relay flags: 0x01 sends no 100 Trying; 0x02 (no automatic negative reply when relaying
         // fails) is what ringsip always does — t_relay returns -1 and the script answers. Others: refused.
         var noTrying = false
@@ -96,26 +94,11 @@ enum TMFunctions {
             noTrying = value & 0x01 != 0
         }
         let sendTrying = !noTrying
-        if let argument = call.arguments.first ?? nil {
-            if let text = compiler.constantText(argument) {
-                guard let address = Destination.parse(permanentBytes(text)) else {
-                    throw compiler.error("t_relay(): '\(text)' is not a destination ringsip can use; "
-                        + "expected udp:IP:PORT, IP:PORT or sip:IP:PORT with a numeric IP", at: argument.location)
-                }
-                fixed = address
-            } else {
-                dynamic = try compiler.value(argument)
-            }
-        }
-        let constant = fixed
+        let target = try Destination.argument(call.arguments.first ?? nil, of: call.name, compiler)
         let routes = compiler.routes
         return { context in
             guard context.hasMessage, context.message.isRequest, let manager = context.transactions else { return -1 }
-            var forced = constant
-            if forced == nil, let dynamic {
-                guard case .text(let text) = dynamic(context), let address = Destination.parse(text) else { return -1 }
-                forced = address
-            }
+            guard let forced = target.resolve(context) else { return -1 }
             // An ACK (for a 2xx: the others never reach the script) has no transaction: it goes statelessly.
             if context.message.method == .ack {
                 guard let destination = forced ?? context.nextHop() else { return -1 }
