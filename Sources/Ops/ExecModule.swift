@@ -7,14 +7,15 @@ import Script
 /// and the output in the `$avp`s given.
 public enum ExecModule {
     public static var module: ScriptModule {
-        ScriptModule(name: "exec", functions: [
+        ScriptModule(name: "exec", parameters: [.init("timeout", .integer)], functions: [
             // A direct exec() would block the shard waiting for the child: ringsip offers it only in async().
             ScriptFunction("exec", module: "exec", arguments: 1...5) { call, compiler throws(CompileError) in
                 throw compiler.error("exec() runs inside async() in ringsip: async(exec(…), resume_route)",
                                      at: call.location)
             },
         ], asyncOperations: [
-            AsyncOperationDefinition("exec", module: "exec", arguments: 1...5, defaultTimeout: 10_000, compile: compile),
+            AsyncOperationDefinition("exec", module: "exec", arguments: 1...5, defaultTimeout: 10_000,
+                                     timeoutParameter: ("timeout", 1), compile: compile),
         ], service: { context, shard in ExecService(context: context, shard: shard) })
     }
 

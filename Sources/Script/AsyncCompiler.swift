@@ -26,6 +26,16 @@ extension ScriptCompiler {
         return (operationCall, definition)
     }
 
+    /// The module's modparam for this operation's timeout, else the global `async_timeout`, else the
+    /// operation's own default.
+    func defaultTimeout(_ definition: AsyncOperationDefinition) -> Int {
+        if let parameter = definition.timeoutParameter,
+           let value = configuration.optionalInteger(definition.module, parameter.name), value > 0 {
+            return value * parameter.milliseconds
+        }
+        return configuration.asyncTimeout ?? definition.defaultTimeout
+    }
+
     /// `launch(operation(args…)[, report_route[, "param"]])`: fire and forget, from any route, without a
     /// transaction. The operation runs with its default timeout; `route[report_route]` (if given) runs
     /// without a message when it completes, with `$rc` and `$param(1)`.
@@ -45,7 +55,7 @@ extension ScriptCompiler {
             try value(e)
         } : nil
         let operation = try definition.compile(operationCall, self)
-        let timeout = UInt64(definition.defaultTimeout)
+        let timeout = UInt64(defaultTimeout(definition))
         let reportRoute = report
         return { context in
             guard let ticket = context.suspensions.allocate(nil, resumeRoute: reportRoute, cancel: operation.cancel) else {
@@ -87,7 +97,7 @@ extension ScriptCompiler {
             throw error("async's second argument is the resume route's name", at: call.arguments[1]?.location ?? call.location)
         }
         let resume = try routeIndex(.request, named: routeName, at: routeArgument.location)
-        var timeout = definition.defaultTimeout
+        var timeout = defaultTimeout(definition)
         if call.arguments.count == 3, let argument = call.arguments[2] {
             guard let text = constantText(argument), let ms = Int(text), ms > 0 else {
                 throw error("async's timeout is a constant number of milliseconds", at: argument.location)

@@ -35,13 +35,18 @@ public struct AsyncOperationDefinition: Sendable {
     public var module: String
     public var minimumArguments: Int
     public var maximumArguments: Int
-    /// The timeout when neither async() nor the module's modparam gives one, in milliseconds.
+    /// The timeout when neither async() nor the module's modparam nor `async_timeout` gives one, in ms.
     public var defaultTimeout: Int
+    /// The module parameter that sets this operation's timeout, and how many ms one unit of it is
+    /// (rest_client's curl_timeout is in seconds: 1000).
+    public var timeoutParameter: (name: String, milliseconds: Int)?
     public var compile: @Sendable (FunctionCall, ScriptCompiler) throws(CompileError) -> CompiledAsyncOperation
 
     public init(_ name: String, module: String, arguments: ClosedRange<Int>, defaultTimeout: Int,
+                timeoutParameter: (name: String, milliseconds: Int)? = nil,
                 compile: @escaping @Sendable (FunctionCall, ScriptCompiler) throws(CompileError) -> CompiledAsyncOperation) {
         self.name = name
+        self.timeoutParameter = timeoutParameter
         self.module = module
         minimumArguments = arguments.lowerBound
         maximumArguments = arguments.upperBound

@@ -6,6 +6,9 @@ public struct ScriptConfiguration: Sendable {
     public var listen: [SocketAddress] = []
     /// OpenSIPS numbering: -3 alert, -2 critical, -1 error, 1 warning, 2 notice, 3 info, 4 debug.
     public var logLevel = 3
+    /// `async_timeout` (ms): the timeout of an async operation when neither the call nor its module's
+    /// modparam gives one.
+    public var asyncTimeout: Int?
     public var loadedModules: Set<String> = []
     public var moduleParameters: [String: [String: GlobalValue]] = [:]
     public var warnings: [String] = []
@@ -48,6 +51,11 @@ public struct ScriptConfiguration: Sendable {
                     throw error("log_level must be an integer from -3 (alert) to 4 (debug)", setting.valueLocation)
                 }
                 configuration.logLevel = level
+            case "async_timeout":
+                guard case .integer(let ms) = setting.value, ms > 0 else {
+                    throw error("async_timeout is a positive number of milliseconds", setting.valueLocation)
+                }
+                configuration.asyncTimeout = ms
             case "children", "udp_workers":
                 configuration.warnings.append("\(setting.location): warning: '\(setting.name)' is accepted but ignored: "
                     + "ringsip runs one shard per CPU (--shards, --cpus) instead of worker processes")

@@ -189,3 +189,19 @@ def test_launch_is_fire_and_forget_and_its_report_route_sees_rc_param_and_output
         assert caller.recv(65536).decode().startswith("SIP/2.0 200 Launched"), "the route did not wait for the operation"
     expected = "REPORT rc=1 param=from-alice out=launched-async-20@127.0.0.1"
     assert h.wait_until(lambda: expected in proc.stderr(), 3), proc.stderr()[-1500:]
+
+
+def test_timeout_comes_from_the_modules_modparam_when_async_gives_none(procs, ringsipd, tmp_path):
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "exec-modparam.cfg"
+    script.write_text(EXEC_SCRIPT.replace('loadmodule "exec.so"', 'loadmodule "exec.so"\nmodparam("exec", "timeout", 300)')
+                      .replace("$avp(err)), done, 500);", "$avp(err)), done);"))
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        start = time.monotonic()
+        caller.sendto(exec_request(port, caller.getsockname()[1], 30, "sleep 7"), (h.LOOPBACK, port))
+        reply, at = final_reply(caller, 3)
+    assert reply.startswith("SIP/2.0 299 rc=-2 "), reply
+    assert 0.28 <= at - start < 1.0, f"timed out after {at - start:.3f}s, not at the module's 300 ms"
