@@ -14,7 +14,8 @@ PYTHON    = $(shell scripts/find-python)
 
 DEPS_DEBS := liburing-dev libmariadb-dev libcurl4-openssl-dev pkg-config
 # linux-perf: the perf/profile smoke test in `make test` (it skips where perf cannot sample).
-TEST_DEBS := sip-tester kamailio procps util-linux linux-perf
+# mariadb-server: the DatabaseRunner tests (Tests/OpsTests) run against a real local server.
+TEST_DEBS := sip-tester kamailio procps util-linux linux-perf mariadb-server
 PERF_DEBS := linux-perf valgrind
 
 RUN_ARGS     ?= -f etc/ringsip.cfg
@@ -28,7 +29,7 @@ PROFILE_ARGS ?=
 
 help:
 	@echo "make deps        install the Debian packages needed to build and run (if missing)"
-	@echo "make test-deps   deps + sipp, kamailio, pytest (if missing)"
+	@echo "make test-deps   deps + sipp, kamailio, mariadb-server (started, test user made), pytest (if missing)"
 	@echo "make perf-deps   test-deps + linux-perf, valgrind (for profiling)"
 	@echo "make build       swift build -c release"
 	@echo "make run         build and run $(RINGSIPD) $(RUN_ARGS)  (RUN_ARGS=... to change)"
@@ -44,6 +45,7 @@ deps:
 
 test-deps: deps
 	@scripts/ensure-debs $(TEST_DEBS)
+	@scripts/ensure-mariadb
 	@scripts/find-python >/dev/null || scripts/ensure-debs python3-pytest
 	@scripts/find-python >/dev/null || { echo "make: no python3 with pytest, even after installing python3-pytest" >&2; exit 1; }
 

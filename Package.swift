@@ -6,7 +6,7 @@ import PackageDescription
 /// (perf/RESULTS.md), with nothing to catch: each shard's objects are touched by one thread. Release only.
 let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
-// Layers, low to high: CUring → SIP → Engine → TM → Script → Ops → ringsipd. A lower layer never imports a higher one.
+// Layers, low to high: CUring (and CMariaDB, CCurl, linked only by Ops) → SIP → Engine → TM → Script → Ops → ringsipd. A lower layer never imports a higher one.
 let package = Package(
     name: "ringsip",
     products: [
@@ -21,6 +21,13 @@ let package = Package(
             name: "CUring",
             linkerSettings: [.linkedLibrary("uring")]
         ),
+        // libcurl's variadic setopt/getinfo as typed C functions, for Ops' HTTPRunner.
+        .target(
+            name: "CCurl",
+            linkerSettings: [.linkedLibrary("curl")]
+        ),
+        // MariaDB Connector/C (libmariadb-dev); pkg-config supplies -I/usr/include/mariadb.
+        .systemLibrary(name: "CMariaDB", pkgConfig: "libmariadb", providers: [.apt(["libmariadb-dev"])]),
         .target(name: "SIP", swiftSettings: hotPath),
         .target(
             name: "Engine",
@@ -32,7 +39,7 @@ let package = Package(
         .target(name: "TM", dependencies: ["SIP", "Engine"], swiftSettings: hotPath),
         .target(name: "Script", dependencies: ["SIP", "Engine", "TM"], swiftSettings: hotPath),
         // Async operations (exec, …) on the shard's ring; will depend on Script once the builtins are registered.
-        .target(name: "Ops", dependencies: ["Engine", "SIP", "Script", "TM"], swiftSettings: hotPath),
+        .target(name: "Ops", dependencies: ["CCurl", "CMariaDB", "Engine", "SIP", "Script", "TM"], swiftSettings: hotPath),
         .executableTarget(
             name: "ringsipd",
             dependencies: [
@@ -52,6 +59,6 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CUring", "SIP"]),
         .testTarget(name: "ScriptTests", dependencies: ["Script", "Engine", "SIP"]),
         .testTarget(name: "TMTests", dependencies: ["TM", "SIP"]),
-        .testTarget(name: "OpsTests", dependencies: ["Ops", "Engine"]),
+        .testTarget(name: "OpsTests", dependencies: ["Ops", "Engine"], exclude: ["Fixtures"]),
     ]
 )

@@ -16,7 +16,7 @@ public enum ExecModule {
         ], asyncOperations: [
             AsyncOperationDefinition("exec", module: "exec", arguments: 1...5, defaultTimeout: 10_000,
                                      timeoutParameter: ("timeout", 1), compile: compile),
-        ], service: { context, shard in ExecService(context: context, shard: shard) })
+        ], service: { context, shard, _ in ExecService(context: context, shard: shard) })
     }
 
     @Sendable static func compile(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledAsyncOperation {
@@ -111,6 +111,8 @@ extension ScriptLibrary {
     public static var full: ScriptLibrary {
         var library = ScriptLibrary.core
         library.register(ExecModule.module)
+        for module in DatabaseModule.modules { library.register(module) }
+        library.register(HTTPModule.module)
         return library
     }
 }

@@ -4,6 +4,9 @@ import Engine
 /// completion and every timer of its shard, and forwards those it recognises here.
 public enum OpsComponent: UInt8, Sendable {
     case exec = 1
+    case http = 2
+    /// `DatabaseRunner`: MariaDB queries.
+    case database = 3
 }
 
 /// How Ops packs its operation ids and timer payloads.

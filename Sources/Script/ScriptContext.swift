@@ -33,11 +33,20 @@ public final class ScriptContext {
     public var transaction: TransactionHandle?
     /// Modules' per-shard services (ScriptLibrary.serviceFactories order), made when the shard starts.
     public internal(set) var services: [any ShardService] = []
-    /// Operation outputs waiting for their resume route (see `stageOutput`).
-    let stagedOutputs: [UnsafeMutableRawBufferPointer] = [.allocate(byteCount: 64 << 10, alignment: 8),
-                                                           .allocate(byteCount: 64 << 10, alignment: 8)]
-    var stagedSlots: [(Int, Int)] = [(0, 0), (0, 0)]
+    /// Operation outputs waiting for their resume route (see `stageOutput`): values copied into one buffer,
+    /// entries (avp slot, offset or -1 for NULL, length).
+    static let stagedCapacity = 1024
+    let stagingBuffer: UnsafeMutableRawBufferPointer = .allocate(byteCount: 256 << 10, alignment: 8)
+    let stagedEntries: UnsafeMutablePointer<(Int, Int, Int)> = {
+        let entries = UnsafeMutablePointer<(Int, Int, Int)>.allocate(capacity: ScriptContext.stagedCapacity)
+        entries.initialize(repeating: (0, 0, 0), count: ScriptContext.stagedCapacity)
+        return entries
+    }()
     var stagedCount = 0
+    var stagedUsed = 0
+    /// Advances with every message or route start: lets per-message state kept outside the context (e.g.
+    /// rest_append_hf's headers) notice it belongs to an earlier message.
+    public private(set) var messageSerial: UInt64 = 0
     /// launch() parameters waiting for their report route.
     let launchParameters = MessageStore()
     /// `$param(1)` in a report route.
@@ -168,6 +177,7 @@ public final class ScriptContext {
         pendingFailureRoute = nil
         suspendedNow = false
         launchParameter = nil
+        messageSerial &+= 1
         pendingReplyRoute = nil
         pendingFinalResponseTimeout = nil
         pendingInviteFinalResponseTimeout = nil

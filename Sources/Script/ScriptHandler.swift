@@ -69,11 +69,13 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
     let timerRoutes: [(index: Int, milliseconds: UInt64)]
     public let transactions: TransactionManager?
     let serviceFactories: [ShardServiceFactory]
+    let configuration: ScriptConfiguration
     /// Where the response being handled came from, for the reply routes the manager calls back into.
     private var responseSource = SocketAddress(ipv4: (0, 0, 0, 0), port: 0)
     private var responseSocket = 0
 
     public init(program: ScriptProgram, shard: Int = 0) {
+        configuration = program.configuration
         serviceFactories = program.library.services.filter { program.configuration.loadedModules.contains($0.module) }
             .map(\.factory)
         script = program.compile()
@@ -242,6 +244,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         defer { if let parameter = entry.parameter { context.launchParameters.release(parameter) } }
         guard entry.resumeRoute >= 0 else {
             context.stagedCount = 0
+            context.stagedUsed = 0
             return
         }
         context.begin(shard: shard, source: SocketAddress(ipv4: (0, 0, 0, 0), port: 0), socketIndex: 0, hasMessage: false)
@@ -268,7 +271,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
 
     /// startup_route runs once, on shard 0; timer routes run on shard 0 at their interval.
     public func started(on shard: Shard) {
-        context.services = serviceFactories.map { $0(context, shard) }
+        context.services = serviceFactories.map { $0(context, shard, configuration) }
         guard shard.index == 0 else { return }
         if let startupRoute { runWithoutMessage(startupRoute, on: shard) }
         for (position, timer) in timerRoutes.enumerated() {

@@ -11,8 +11,8 @@ public protocol ShardService: AnyObject {
     func stopping(on shard: Shard)
 }
 
-/// Makes a module's service for one shard.
-public typealias ShardServiceFactory = @Sendable (ScriptContext, Shard) -> any ShardService
+/// Makes a module's service for one shard, from the script's configuration (its modparams).
+public typealias ShardServiceFactory = @Sendable (ScriptContext, Shard, ScriptConfiguration) -> any ShardService
 
 extension ScriptContext {
     /// The service a module registered, by the index its compiled call sites were given
@@ -22,22 +22,41 @@ extension ScriptContext {
     }
 
     /// Output of an async operation for an `$avp`, applied when its resume route starts (after the
-    /// transaction's own `$avp` values are restored). Copied: the operation's buffers are reused.
-    public func stageOutput(avp slot: Int, _ bytes: UnsafeRawBufferPointer) {
-        guard stagedCount < 2 else { return }
-        let buffer = stagedOutputs[stagedCount]
-        let length = min(bytes.count, buffer.count)
-        if length > 0 { UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]).copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<length])) }
-        stagedSlots[stagedCount] = (slot, length)
+    /// transaction's own `$avp` values are restored), in the order staged: the last staged value of a name
+    /// is its `[0]`. Copied: the operation's buffers are reused. False when the staging area is full.
+    @discardableResult
+    public func stageOutput(avp slot: Int, _ bytes: UnsafeRawBufferPointer?) -> Bool {
+        guard stagedCount < ScriptContext.stagedCapacity else { return false }
+        guard let bytes else {
+            stagedEntries[stagedCount] = (slot, -1, 0)
+            stagedCount += 1
+            return true
+        }
+        guard bytes.count <= stagingBuffer.count - stagedUsed else { return false }
+        if bytes.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: stagingBuffer[stagedUsed..<stagedUsed + bytes.count]).copyMemory(from: bytes)
+        }
+        stagedEntries[stagedCount] = (slot, stagedUsed, bytes.count)
+        stagedUsed += bytes.count
         stagedCount += 1
+        return true
     }
 
+    /// Clears what earlier stagings left for `slot`, so an operation's result replaces the old values.
     func applyStagedOutputs() {
+        // First staging of each name clears its old values (a quadratic scan: a handful of names, no Set).
         for i in 0..<stagedCount {
-            let (slot, length) = stagedSlots[i]
-            avps.remove(slot, all: true)
-            _ = avps.push(slot, .text(UnsafeRawBufferPointer(rebasing: stagedOutputs[i][0..<length])))
+            var seen = false
+            for j in 0..<i where stagedEntries[j].0 == stagedEntries[i].0 { seen = true; break }
+            if !seen { avps.remove(stagedEntries[i].0, all: true) }
+        }
+        for i in 0..<stagedCount {
+            let (slot, offset, length) = stagedEntries[i]
+            let value: ScriptValue = offset < 0 ? .null
+                : .text(UnsafeRawBufferPointer(rebasing: stagingBuffer[offset..<offset + length]))
+            _ = avps.push(slot, value)
         }
         stagedCount = 0
+        stagedUsed = 0
     }
 }

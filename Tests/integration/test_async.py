@@ -7,6 +7,7 @@ Also examples/async-sleep.cfg between sipp UAC and UAS: 0 failed calls, each INV
 """
 
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -205,3 +206,140 @@ def test_timeout_comes_from_the_modules_modparam_when_async_gives_none(procs, ri
         reply, at = final_reply(caller, 3)
     assert reply.startswith("SIP/2.0 299 rc=-2 "), reply
     assert 0.28 <= at - start < 1.0, f"timed out after {at - start:.3f}s, not at the module's 300 ms"
+
+
+DB_URL = "mysql://ringsip:ringsip@127.0.0.1:3306/ringsip"
+DB_SCRIPT = """
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+loadmodule "avpops.so"
+modparam("avpops", "db_url", "%s")
+route {
+    $avp(who) = $fU;
+    # Query texts are the script's; only substituted values come from the message (and are escaped).
+    switch ($hdr(X-Query)) {
+    case "rows":
+        async(avp_db_query("SELECT 'first', 1 UNION ALL SELECT 'second', 2", "$avp(a);$avp(b)"), done, 400);
+    case "inject":
+        async(avp_db_query("SELECT '$hdr(X-Name)', 'x'", "$avp(a);$avp(b)"), done, 400);
+    case "slow":
+        async(avp_db_query("SELECT SLEEP(3), 1", "$avp(a);$avp(b)"), done, 400);
+    case "after":
+        async(avp_db_query("SELECT 'after', 2", "$avp(a);$avp(b)"), done, 400);
+    }
+}
+route[done] {
+    t_reply(299, "rc=$rc a0=$(avp(a)[0]) a1=$(avp(a)[1]) b0=$(avp(b)[0]) who=$avp(who)");
+}
+""" % DB_URL
+
+
+def mariadb_up() -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", 3306)) == 0
+
+
+@pytest.fixture
+def db_daemon(procs, ringsipd, tmp_path):
+    if not mariadb_up():
+        from conftest import missing
+        missing("no MariaDB on 127.0.0.1:3306: run `make test-deps`")
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "db.cfg"
+    script.write_text(DB_SCRIPT)
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    return port
+
+
+def db_request(port: int, me: int, n: int, query: str, name: str = "") -> bytes:
+    return request("INVITE", port, me, n).replace(b"X-Pause-Us: 0\r\n",
+                                                   f"X-Query: {query}\r\nX-Name: {name}\r\n".encode())
+
+
+def ask_db(port: int, n: int, query: str, name: str = "") -> tuple[str, float]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        start = time.monotonic()
+        caller.sendto(db_request(port, caller.getsockname()[1], n, query, name), (h.LOOPBACK, port))
+        reply, at = final_reply(caller, 3)
+    return reply, at - start
+
+
+def test_avp_db_query_rows_and_columns_reach_the_resume_route(db_daemon):
+    reply, _ = ask_db(db_daemon, 40, "rows")
+    assert reply.startswith("SIP/2.0 299 rc=1 a0=first a1=second b0=1 who=alice\r\n"), reply
+
+
+def test_substituted_values_are_escaped_so_sql_cannot_be_injected(db_daemon):
+    # A header value is substituted into the query text; escaped, it stays one string literal.
+    reply, _ = ask_db(db_daemon, 41, "inject", name="x' OR '1'='1")
+    assert reply.startswith("SIP/2.0 299 rc=1 a0=x' OR '1'='1 a1= b0=x who=alice\r\n"), reply
+
+
+def test_a_query_past_its_timeout_resumes_with_minus_2_and_the_pool_recovers(db_daemon):
+    reply, took = ask_db(db_daemon, 42, "slow")
+    assert reply.startswith("SIP/2.0 299 rc=-2 "), reply
+    assert 0.35 <= took < 1.5, f"timed out after {took:.3f}s, not at the 400 ms timeout"
+    reply, _ = ask_db(db_daemon, 43, "after")
+    assert reply.startswith("SIP/2.0 299 rc=1 a0=after "), reply
+
+
+HTTP_FIXTURE = REPO / "Tests" / "OpsTests" / "Fixtures" / "http_fixture.py"
+HTTP_SCRIPT = """
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+loadmodule "rest_client.so"
+route {
+    if (is_method("OPTIONS")) {
+        sl_send_reply(200, "Still Here");
+        exit;
+    }
+    rest_append_hf("X-Caller: $fU");
+    async(rest_get("http://127.0.0.1:@PORT@$hdr(X-Path)", $avp(body), $avp(ctype), $avp(code)), done, 400);
+}
+route[done] {
+    t_reply(299, "rc=$rc code=$avp(code) ctype=$avp(ctype) body=$avp(body)");
+}
+"""
+
+
+@pytest.fixture
+def http_daemon(procs, ringsipd, tmp_path):
+    server = procs.start("http", [sys.executable, HTTP_FIXTURE])
+    assert h.wait_until(lambda: server.stdout().strip() != "" or not server.alive(), 5), server.stderr()
+    http_port = int(server.stdout().split()[0])
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "http.cfg"
+    script.write_text(HTTP_SCRIPT.replace("@PORT@", str(http_port)))
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    return port
+
+
+def ask_http(port: int, n: int, path: str) -> tuple[str, float]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        start = time.monotonic()
+        caller.sendto(request("INVITE", port, caller.getsockname()[1], n).replace(
+            b"X-Pause-Us: 0\r\n", f"X-Path: {path}\r\n".encode()), (h.LOOPBACK, port))
+        reply, at = final_reply(caller, 3)
+    return reply, at - start
+
+
+def test_rest_get_body_type_and_status_reach_the_resume_route(http_daemon):
+    reply, _ = ask_http(http_daemon, 50, "/hello")
+    assert reply.startswith("SIP/2.0 299 rc=1 code=200 ctype=text/plain body=hello\r\n"), reply
+    reply, _ = ask_http(http_daemon, 51, "/status/503")
+    assert reply.startswith("SIP/2.0 299 rc=1 code=503 "), reply
+    reply, _ = ask_http(http_daemon, 52, "/header?name=X-Caller")
+    assert reply.startswith("SIP/2.0 299 rc=1 code=200 ctype=text/plain body=alice\r\n"), "rest_append_hf was not sent"
+
+
+def test_a_slow_web_service_times_out_with_the_transfer_timeout_code(http_daemon):
+    reply, took = ask_http(http_daemon, 53, "/delay?ms=2000")
+    assert reply.startswith("SIP/2.0 299 rc=-2 ") or reply.startswith("SIP/2.0 299 rc=-3 "), reply
+    assert 0.35 <= took < 1.5, f"timed out after {took:.3f}s, not at the 400 ms timeout"

@@ -1,0 +1,221 @@
+import Engine
+import Script
+
+/// `avp_db_query(query[, dest])` (avpops) and `sql_query(query[, dest])` (sqlops, OpenSIPS 3.6), inside
+/// `async()`: the query runs on the shard's MariaDB pool without blocking it. `$…` values substituted into
+/// the query text are escaped (mysql_real_escape_string), so a From user of `x' OR '1'='1` stays a string.
+/// `dest` names the `$avp`s that receive the result's columns, `"$avp(a);$avp(b)"`; with several rows an
+/// AVP gets several values, `$(avp(a)[0])` the first row's. `$rc`: 1 the query ran, -1 server error,
+/// -2 timeout, -3 the shard's query queue was full.
+public enum DatabaseModule {
+    public static var modules: [ScriptModule] {
+        ["avpops", "sqlops"].map { name in
+            ScriptModule(name: name, parameters: [.init("db_url", .string), .init("db_timeout", .integer),
+                                                  .init("db_connections", .integer)],
+                         functions: [
+                            // A direct query would block the shard on the server: ringsip offers it only in async().
+                            ScriptFunction(name == "avpops" ? "avp_db_query" : "sql_query", module: name,
+                                           arguments: 1...2) { call, compiler throws(CompileError) in
+                                throw compiler.error("\(call.name)() runs inside async() in ringsip: "
+                                    + "async(\(call.name)(…), resume_route)", at: call.location)
+                            },
+                         ],
+                         asyncOperations: [
+                            AsyncOperationDefinition(name == "avpops" ? "avp_db_query" : "sql_query", module: name,
+                                                     arguments: 1...2, defaultTimeout: 5_000,
+                                                     timeoutParameter: ("db_timeout", 1)) { call, compiler throws(CompileError) in
+                                try compile(call, compiler, module: name)
+                            },
+                         ],
+                         service: { context, shard, configuration in
+                            DatabaseService(context: context, shard: shard, module: name, configuration: configuration)
+                         })
+        }
+    }
+
+    enum Piece {
+        case literal(UnsafeRawBufferPointer)
+        case escaped(ScriptCompiler.Evaluate)
+    }
+
+    static func compile(_ call: FunctionCall, _ compiler: ScriptCompiler, module: String) throws(CompileError)
+        -> CompiledAsyncOperation {
+        guard case .string(let url)? = compiler.configuration.moduleParameters[module]?["db_url"] else {
+            throw compiler.error("\(call.name) needs modparam(\"\(module)\", \"db_url\", \"mysql://user:pass@IP:port/db\")",
+                                 at: call.location)
+        }
+        do {
+            _ = try DatabaseURL(url)
+        } catch {
+            throw compiler.error("\(module) db_url: \(error)", at: call.location)
+        }
+        guard case .string(let template, _)? = call.arguments[0] else {
+            throw compiler.error("\(call.name)'s query must be a string (variables in it are escaped)",
+                                 at: call.arguments[0]?.location ?? call.location)
+        }
+        var pieces: [Piece] = []
+        for part in template.parts {
+            switch part {
+            case .literal(let text): pieces.append(.literal(Array(text.utf8).withUnsafeBytes { copy($0) }))
+            case .variable(let variable): pieces.append(.escaped(try compiler.read(variable)))
+            }
+        }
+        var destinations: [Int] = []
+        if call.arguments.count > 1, let dest = call.arguments[1] {
+            guard case .string(let list, _) = dest else {
+                throw compiler.error("\(call.name)'s destination is a list of $avp(name), e.g. \"$avp(a);$avp(b)\"",
+                                     at: dest.location)
+            }
+            for part in list.parts {
+                switch part {
+                case .variable(let v):
+                    guard let slot = try compiler.outputAVP(.variable(v), what: "\(call.name)'s destination") else { continue }
+                    destinations.append(slot)
+                case .literal(let text) where text.allSatisfy({ $0 == ";" || $0 == " " }):
+                    continue
+                case .literal:
+                    throw compiler.error("\(call.name)'s destination is a list of $avp(name) separated by ';'",
+                                         at: dest.location)
+                }
+            }
+        }
+        guard let service = compiler.serviceIndex(of: module) else {
+            throw compiler.error("\(call.name) needs its module: loadmodule \"\(module).so\"", at: call.location)
+        }
+        let query = pieces
+        let columns = destinations
+        return CompiledAsyncOperation(
+            start: { context, ticket in
+                guard let database = context.service(service) as? DatabaseService else {
+                    return Int(DatabaseCode.failed.rawValue)
+                }
+                return database.start(query, destinations: columns, ticket: ticket, context: context)
+            },
+            cancel: { context, ticket in
+                guard let database = context.service(service) as? DatabaseService,
+                      let data = context.suspensions.operationData(ticket) else { return }
+                database.cancel(data)
+            })
+    }
+
+    /// Bytes kept for the life of the compiled script.
+    static func copy(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
+        if bytes.count > 0 { storage.copyMemory(from: bytes) }
+        return UnsafeRawBufferPointer(rebasing: storage[0..<bytes.count])
+    }
+}
+
+/// One shard's MariaDB pool for one module's db_url, seen from the script layer.
+final class DatabaseService: ShardService, DatabaseRunnerDelegate {
+    unowned let context: ScriptContext
+    var runner: DatabaseRunner?
+    /// Where a query is assembled (literal text and escaped values) before submission.
+    private let queryBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 8)
+    private let escapeBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 32 << 10, alignment: 8)
+    /// Per in-flight query: its destination slots (up to 16 columns), by the token's low 16 bits.
+    private let destinationSlots: UnsafeMutablePointer<Int32>
+    private static let maximumColumns = 16
+    private static let tracked = 65_536
+
+    init(context: ScriptContext, shard: Shard, module: String, configuration: ScriptConfiguration) {
+        self.context = context
+        destinationSlots = .allocate(capacity: DatabaseService.tracked * DatabaseService.maximumColumns)
+        if case .string(let url)? = configuration.moduleParameters[module]?["db_url"],
+           var settings = try? DatabaseRunner.Configuration(url: url) {
+            settings.connections = configuration.integer(module, "db_connections", default: settings.connections)
+            runner = DatabaseRunner(shard: shard, configuration: settings, delegate: self)
+        }
+    }
+
+    deinit {
+        queryBuffer.deallocate()
+        escapeBuffer.deallocate()
+        destinationSlots.deallocate()
+    }
+
+    /// Token, high to low: generation 16 | suspension slot 16 | column count 16 | 0 16.
+    func start(_ pieces: [DatabaseModule.Piece], destinations: [Int], ticket: AsyncTicket,
+               context: ScriptContext) -> Int? {
+        guard let runner, ticket.slot < UInt32(DatabaseService.tracked) else { return Int(DatabaseCode.failed.rawValue) }
+        var length = 0
+        for piece in pieces {
+            let bytes: UnsafeRawBufferPointer
+            switch piece {
+            case .literal(let literal):
+                bytes = literal
+            case .escaped(let evaluate):
+                let text: UnsafeRawBufferPointer
+                switch evaluate(context) {
+                case .text(let t): text = t
+                case .integer(let n):
+                    // Digits need no escaping; written through the arena.
+                    var number = context.arena.begin()
+                    context.arena.appendDecimal(&number, n)
+                    text = context.arena.end(number)
+                case .null: text = UnsafeRawBufferPointer(start: nil, count: 0)
+                }
+                guard let escaped = runner.escape(text, into: escapeBuffer) else { return Int(DatabaseCode.failed.rawValue) }
+                bytes = UnsafeRawBufferPointer(rebasing: escapeBuffer[0..<escaped])
+            }
+            guard length + bytes.count <= queryBuffer.count else { return Int(DatabaseCode.failed.rawValue) }
+            if bytes.count > 0 {
+                UnsafeMutableRawBufferPointer(rebasing: queryBuffer[length..<length + bytes.count]).copyMemory(from: bytes)
+            }
+            length += bytes.count
+        }
+        let columns = min(destinations.count, DatabaseService.maximumColumns)
+        for (i, slot) in destinations.prefix(columns).enumerated() {
+            destinationSlots[Int(ticket.slot) * DatabaseService.maximumColumns + i] = Int32(slot)
+        }
+        let token = UInt64(ticket.generation) << 48 | UInt64(ticket.slot) << 32 | UInt64(columns) << 16
+        let timeout = UInt64(0)  // the suspension's timeout cancels the query
+        switch runner.submit(query: UnsafeRawBufferPointer(rebasing: queryBuffer[0..<length]),
+                             timeoutMilliseconds: timeout, token: token) {
+        case .accepted(let handle):
+            context.suspensions.setOperationData(ticket, UInt64(UInt32(bitPattern: handle.slot)) << 16
+                | UInt64(handle.generation))
+            return nil
+        case .rejected(let code):
+            return Int(code.rawValue)
+        }
+    }
+
+    func cancel(_ data: UInt64) {
+        runner?.cancel(DatabaseHandle(slot: Int32(bitPattern: UInt32(truncatingIfNeeded: data >> 16)),
+                                      generation: UInt16(truncatingIfNeeded: data)))
+    }
+
+    func queryCompleted(token: UInt64, _ completion: borrowing DatabaseCompletion, on shard: Shard) {
+        let ticket = AsyncTicket(slot: UInt32((token >> 32) & 0xFFFF), generation: UInt16(token >> 48))
+        let columns = Int((token >> 16) & 0xFFFF)
+        if completion.code == .completed {
+            // Staged last row first, so each $avp's newest value — its [0] — is the first row's.
+            var row = completion.rows - 1
+            while row >= 0 {
+                for column in 0..<min(columns, completion.columns) {
+                    let slot = Int(destinationSlots[Int(ticket.slot) * DatabaseService.maximumColumns + column])
+                    context.stageOutput(avp: slot, completion.value(row: row, column: column))
+                }
+                row -= 1
+            }
+        }
+        context.asyncCompleted(ticket, code: Int(completion.code.rawValue))
+    }
+
+    func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool {
+        guard OpsPacking.component(of: id) == .database, let runner else { return false }
+        runner.operationCompleted(id, result: result, flags: flags)
+        return true
+    }
+
+    func timerFired(payload: UInt64, on shard: Shard) -> Bool {
+        guard OpsPacking.component(ofTimer: payload) == .database, let runner else { return false }
+        runner.timerFired(payload: payload)
+        return true
+    }
+
+    func stopping(on shard: Shard) {
+        runner?.shutdown()
+    }
+}

@@ -1,0 +1,655 @@
+import CMariaDB
+import Engine
+import Glibc
+
+/// Runs MariaDB queries for `avp_db_query` / `sql_query` without ever blocking the shard: Connector/C's
+/// non-blocking API (`mysql_real_connect_start`, `mysql_real_query_start`, `mysql_store_result_start` and
+/// their `_cont`) with each connection's socket polled on the shard's ring, and every deadline (connect,
+/// query, reconnect back-off) on the shard's timer wheel. One runner per shard, with its own pool.
+///
+/// A query runs on a free connection or waits in a FIFO inside the shard; once that is full a submission
+/// is refused at once (`.queueFull`). Never a silent fallback to blocking.
+///
+/// - A query that times out closes its connection (the server abandons a query whose client is gone) and
+///   the connection is replaced at once.
+/// - A query that finds its connection dead (`CR_SERVER_GONE_ERROR`, `CR_SERVER_LOST`: the server restarted,
+///   or `wait_timeout` closed it) is retried once, on a connection opened after the failure.
+/// - A connection that cannot be opened is retried with exponential back-off
+///   (`reconnectMinimumMilliseconds` doubling to `reconnectMaximumMilliseconds`).
+///
+/// - Invariant: used only on its shard's thread. At most one poll per connection is in flight, named by the
+///   connection's generation; closing a connection moves its generation on, so a late poll completion or
+///   timer of the old connection is dropped, and the descriptor number (which the next connection may reuse)
+///   is never confused.
+/// - Note: a submission copies the query into its request slot's grow-only buffer and the result rows into a
+///   grow-only scratch area, so in steady state the runner allocates nothing in Swift. Connector/C allocates
+///   inside `mysql_store_result` (the MYSQL_RES), once per query.
+public final class DatabaseRunner {
+    public struct Configuration: Sendable {
+        public var url: DatabaseURL
+        /// Connections this shard keeps open (and queries running at once).
+        public var connections = 4
+        /// Queries waiting for a free connection: at most `connections + queueCapacity` queries are in the
+        /// runner at once (running or waiting); beyond it a submission fails with `.queueFull`.
+        public var queueCapacity = 1024
+        /// How long the TCP connect and MariaDB handshake may take before the attempt is abandoned.
+        public var connectTimeoutMilliseconds: UInt64 = 3000
+        public var reconnectMinimumMilliseconds: UInt64 = 100
+        public var reconnectMaximumMilliseconds: UInt64 = 5000
+
+        public init(url: DatabaseURL) {
+            self.url = url
+        }
+
+        /// - Throws: `DatabaseConfigurationError` for a malformed URL or a host that is not an IP address.
+        public init(url: String) throws(DatabaseConfigurationError) {
+            self.url = try DatabaseURL(url)
+        }
+    }
+
+    enum ConnectionState: UInt8 {
+        /// No MYSQL handle; waiting for the back-off timer (or never opened).
+        case down
+        case connecting
+        case idle
+        /// `mysql_real_query_start/_cont` in progress, for `request`.
+        case querying
+        /// `mysql_store_result_start/_cont` in progress, for `request`.
+        case storing
+    }
+
+    struct Connection {
+        var mysql: UnsafeMutablePointer<MYSQL>?
+        var state = ConnectionState.down
+        var generation: UInt16 = 0
+        /// The connect timeout while connecting, the back-off timer while down.
+        var timer: TimerHandle?
+        var backoff: UInt64 = 0
+        var request: Int32 = -1
+        var pollInFlight = false
+        /// Which connect this is (runner-wide sequence), so a retried query can insist on a newer connection.
+        var serial: UInt64 = 0
+    }
+
+    enum RequestState: UInt8 { case free, queued, running, delivering }
+
+    struct Request {
+        var state = RequestState.free
+        var generation: UInt16 = 0
+        var token: UInt64 = 0
+        var timer: TimerHandle?
+        var query: UnsafeMutableRawPointer?
+        var queryCapacity = 0
+        var queryLength = 0
+        /// Retried after a dead connection: it may run only on a connection whose serial is above `retryAfter`.
+        var retried = false
+        var retryAfter: UInt64 = 0
+        /// Free list, or the wait queue (both directions), by slot index; -1 ends.
+        var next: Int32 = -1
+        var previous: Int32 = -1
+    }
+
+    /// Connection timers set this bit in the timer payload's slot field; request timers leave it clear.
+    static let connectionTimerBit = 1 << 31
+
+    public let configuration: Configuration
+    unowned let shard: Shard
+    unowned let delegate: any DatabaseRunnerDelegate
+    let connectionCount: Int
+    let connections: UnsafeMutablePointer<Connection>
+    let capacity: Int
+    let requests: UnsafeMutablePointer<Request>
+    private var freeHead: Int32 = 0
+    private var queueHead: Int32 = -1
+    private var queueTail: Int32 = -1
+    /// NUL-terminated copies of the URL's parts: Connector/C reads them while a connect is suspended.
+    private let host, user, password, database: UnsafeMutablePointer<CChar>
+    private var nextSerial: UInt64 = 1
+    /// Result cells of the query being delivered: (offset into `values`, length or -1 for NULL) each.
+    private var cells: [Int] = []
+    private var values: UnsafeMutableRawPointer
+    private var valuesCapacity = 4096
+    /// Delegate calls in progress; while above zero, new work waits for the pump that follows the call.
+    private var deliveryDepth = 0
+
+    public private(set) var queued = 0
+    /// Queries running on a connection now.
+    public private(set) var running = 0
+    /// Completions and timers whose connection or request had moved on (counted, dropped).
+    public private(set) var staleCompletions = 0
+    /// Connections opened successfully since the runner started (replacements included).
+    public private(set) var connectsSucceeded = 0
+    public private(set) var connectsFailed = 0
+
+    /// Connector/C's one-time, process-wide set-up (not thread-safe itself; Swift runs this exactly once).
+    private static let libraryReady: Bool = CMaria_library_init() == 0
+
+    /// Opens the pool's connections at once, without blocking.
+    /// - Precondition: created on the shard's thread (in `ShardHandler.started`); the delegate outlives it.
+    public init(shard: Shard, configuration: Configuration, delegate: any DatabaseRunnerDelegate) {
+        precondition(configuration.connections > 0 && configuration.queueCapacity >= 0)
+        precondition(Self.libraryReady, "mysql_library_init failed")
+        self.shard = shard
+        self.configuration = configuration
+        self.delegate = delegate
+        connectionCount = configuration.connections
+        capacity = configuration.connections + configuration.queueCapacity
+        precondition(capacity < OpsPacking.maximumSlots && connectionCount < OpsPacking.maximumSlots)
+        connections = .allocate(capacity: connectionCount)
+        connections.initialize(repeating: Connection(), count: connectionCount)
+        requests = .allocate(capacity: capacity)
+        requests.initialize(repeating: Request(), count: capacity)
+        for i in 0..<capacity { requests[i].next = i + 1 < capacity ? Int32(i + 1) : -1 }
+        host = strdup(configuration.url.host)
+        user = strdup(configuration.url.user)
+        password = strdup(configuration.url.password)
+        database = strdup(configuration.url.database)
+        values = .allocate(byteCount: valuesCapacity, alignment: 16)
+        cells.reserveCapacity(256)
+        for c in 0..<connectionCount { connect(c) }
+    }
+
+    deinit {
+        for c in 0..<connectionCount where connections[c].mysql != nil { close(c) }
+        for i in 0..<capacity { requests[i].query?.deallocate() }
+        connections.deallocate()
+        requests.deallocate()
+        free(host)
+        free(user)
+        free(password)
+        free(database)
+        values.deallocate()
+    }
+
+    /// Connections open and usable now (idle or running a query).
+    public var connected: Int {
+        (0..<connectionCount).reduce(0) { n, c in
+            n + (connections[c].state == .idle || connections[c].state == .querying
+                 || connections[c].state == .storing ? 1 : 0)
+        }
+    }
+
+    // MARK: - Submitting
+
+    /// Runs `query` (one statement, not NUL-terminated, copied) with a timeout (0: none — the script layer
+    /// always gives one). The delegate later gets `token` back with the outcome.
+    public func submit(query: UnsafeRawBufferPointer, timeoutMilliseconds: UInt64, token: UInt64) -> DatabaseSubmission {
+        // Slots are `connections + queueCapacity`: a free slot means a free connection or room in the queue
+        // (counted while connections are still opening, too).
+        guard freeHead >= 0 else { return .rejected(.queueFull) }
+        let index = Int(freeHead)
+        freeHead = requests[index].next
+        requests[index].token = token
+        if requests[index].queryCapacity < query.count {
+            requests[index].query?.deallocate()
+            let size = max(query.count, 256)
+            requests[index].query = .allocate(byteCount: size, alignment: 8)
+            requests[index].queryCapacity = size
+        }
+        if query.count > 0 { requests[index].query!.copyMemory(from: query.baseAddress!, byteCount: query.count) }
+        requests[index].queryLength = query.count
+        if timeoutMilliseconds > 0 {
+            let payload = OpsPacking.timerPayload(.database, slot: index, generation: requests[index].generation)
+            guard let timer = shard.schedule(after: timeoutMilliseconds, payload: payload) else {
+                release(index)
+                return .rejected(.failed)
+            }
+            requests[index].timer = timer
+        }
+        let handle = DatabaseHandle(slot: Int32(index), generation: requests[index].generation)
+        enqueue(index, atFront: false)
+        pump()
+        return .accepted(handle)
+    }
+
+    /// Stops a query without reporting it (its suspension gave up): a queued one leaves the queue, a running
+    /// one's connection is closed and replaced. A handle whose query already finished is ignored.
+    public func cancel(_ handle: DatabaseHandle) {
+        let index = Int(handle.slot)
+        guard index >= 0, index < capacity, requests[index].generation == handle.generation else { return }
+        switch requests[index].state {
+        case .queued:
+            dequeue(index)
+            release(index)
+        case .running:
+            guard let c = connectionRunning(index) else { return }
+            connections[c].request = -1
+            running -= 1
+            release(index)
+            replace(c)
+            pump()
+        case .free, .delivering:
+            return
+        }
+    }
+
+    /// Escapes `bytes` for use inside a quoted SQL string literal (`'…'`) with `mysql_real_escape_string`, on an
+    /// open connection of the pool, so the server's character set and `NO_BACKSLASH_ESCAPES` are honoured.
+    /// With no connection open, `mysql_escape_string` (utf8mb4 is ASCII-transparent, so quotes and
+    /// backslashes are still escaped). Writes a NUL after the result.
+    /// - Returns: the escaped length (without the NUL), or nil when `out` is smaller than
+    ///   `2 * bytes.count + 1` or the input is not valid in the connection's character set.
+    public func escape(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Int? {
+        guard out.count >= 2 * bytes.count + 1, let to = out.baseAddress?.assumingMemoryBound(to: CChar.self)
+        else { return nil }
+        guard bytes.count > 0, let from = bytes.baseAddress?.assumingMemoryBound(to: CChar.self) else {
+            to[0] = 0
+            return 0
+        }
+        let length: UInt
+        if let c = (0..<connectionCount).first(where: {
+            connections[$0].state == .idle || connections[$0].state == .querying || connections[$0].state == .storing
+        }) {
+            length = mysql_real_escape_string(connections[c].mysql, to, from, UInt(bytes.count))
+        } else {
+            length = mysql_escape_string(to, from, UInt(bytes.count))
+        }
+        return length == UInt.max ? nil : Int(length)
+    }
+
+    // MARK: - Queue and requests
+
+    private func enqueue(_ index: Int, atFront: Bool) {
+        requests[index].state = .queued
+        if atFront {
+            requests[index].previous = -1
+            requests[index].next = queueHead
+            if queueHead >= 0 { requests[Int(queueHead)].previous = Int32(index) } else { queueTail = Int32(index) }
+            queueHead = Int32(index)
+        } else {
+            requests[index].next = -1
+            requests[index].previous = queueTail
+            if queueTail >= 0 { requests[Int(queueTail)].next = Int32(index) } else { queueHead = Int32(index) }
+            queueTail = Int32(index)
+        }
+        queued += 1
+    }
+
+    private func dequeue(_ index: Int) {
+        let next = requests[index].next, previous = requests[index].previous
+        if previous >= 0 { requests[Int(previous)].next = next } else { queueHead = next }
+        if next >= 0 { requests[Int(next)].previous = previous } else { queueTail = previous }
+        queued -= 1
+    }
+
+    /// Returns a request slot to the free list; its generation moves on, so late timers and handles miss it.
+    private func release(_ index: Int) {
+        if let timer = requests[index].timer { shard.cancel(timer) }
+        let query = requests[index].query, queryCapacity = requests[index].queryCapacity
+        let generation = requests[index].generation &+ 1
+        requests[index] = Request()
+        requests[index].query = query
+        requests[index].queryCapacity = queryCapacity
+        requests[index].generation = generation
+        requests[index].next = freeHead
+        freeHead = Int32(index)
+    }
+
+    private func connectionRunning(_ index: Int) -> Int? {
+        (0..<connectionCount).first { connections[$0].request == Int32(index) }
+    }
+
+    /// An idle connection that may run `request` (nil: any request), or nil.
+    private func idleConnection(for request: Int?) -> Int? {
+        (0..<connectionCount).first { c in
+            connections[c].state == .idle
+                && (request.map { !requests[$0].retried || connections[c].serial > requests[$0].retryAfter } ?? true)
+        }
+    }
+
+    /// Starts queued queries on idle connections, oldest first (a retried query skips connections as old as
+    /// the one it failed on). Not while a delegate call is in progress: the pump after it does the work.
+    private func pump() {
+        guard deliveryDepth == 0 else { return }
+        var index = queueHead
+        while index >= 0 {
+            let next = requests[Int(index)].next
+            if let c = idleConnection(for: Int(index)) {
+                dequeue(Int(index))
+                startQuery(c, Int(index))
+            } else if idleConnection(for: nil) == nil {
+                return
+            }
+            index = next
+        }
+    }
+
+    // MARK: - Connections
+
+    private func id(_ c: Int) -> OperationID {
+        OpsPacking.operationID(.database, slot: c, channel: 0, generation: connections[c].generation)
+    }
+
+    private func connectionTimer(_ c: Int, after milliseconds: UInt64) {
+        let payload = OpsPacking.timerPayload(.database, slot: Self.connectionTimerBit | c,
+                                              generation: connections[c].generation)
+        connections[c].timer = shard.schedule(after: milliseconds, payload: payload)
+    }
+
+    private func cancelConnectionTimer(_ c: Int) {
+        if let timer = connections[c].timer { shard.cancel(timer) }
+        connections[c].timer = nil
+    }
+
+    /// Opens connection `c`: a fresh MYSQL handle in non-blocking mode, the connect started, its timeout set.
+    private func connect(_ c: Int) {
+        precondition(connections[c].mysql == nil)
+        guard let mysql = mysql_init(nil) else {
+            connectFailed(c)
+            return
+        }
+        _ = mysql_options(mysql, MYSQL_OPT_NONBLOCK, nil)
+        _ = mysql_options(mysql, MYSQL_SET_CHARSET_NAME, "utf8mb4")
+        connections[c].mysql = mysql
+        connections[c].state = .connecting
+        connectionTimer(c, after: configuration.connectTimeoutMilliseconds)
+        var result: UnsafeMutablePointer<MYSQL>?
+        let status = mysql_real_connect_start(&result, mysql, host, user, password, database,
+                                              configuration.url.port, nil, 0)
+        if status != 0 { wait(c, status) } else { connectEnded(c, succeeded: result != nil) }
+    }
+
+    private func connectEnded(_ c: Int, succeeded: Bool) {
+        cancelConnectionTimer(c)
+        guard succeeded else {
+            close(c)
+            connectFailed(c)
+            return
+        }
+        connections[c].state = .idle
+        connections[c].backoff = 0
+        connections[c].serial = nextSerial
+        nextSerial += 1
+        connectsSucceeded += 1
+        pump()
+    }
+
+    /// The connect failed or timed out: try again after the back-off, doubled each time up to the maximum.
+    private func connectFailed(_ c: Int) {
+        connectsFailed += 1
+        connections[c].state = .down
+        let backoff = connections[c].backoff == 0 ? configuration.reconnectMinimumMilliseconds
+            : min(connections[c].backoff * 2, configuration.reconnectMaximumMilliseconds)
+        connections[c].backoff = backoff
+        connectionTimer(c, after: backoff)
+    }
+
+    /// Closes connection `c` at once, whatever it is doing. The socket is shut down first, so `mysql_close`'s
+    /// COM_QUIT fails at once instead of waiting on a stuck peer; a poll in flight is cancelled, and the
+    /// generation moves on so its completion is dropped.
+    private func close(_ c: Int) {
+        cancelConnectionTimer(c)
+        if let mysql = connections[c].mysql {
+            let socket = mysql_get_socket(mysql)
+            if socket >= 0 { _ = Glibc.shutdown(socket, Int32(SHUT_RDWR)) }
+            if connections[c].pollInFlight { shard.cancelOperations(id: id(c)) }
+            // Aborts a suspended non-blocking call too (Connector/C frees its coroutine).
+            mysql_close(mysql)
+        }
+        connections[c].mysql = nil
+        connections[c].pollInFlight = false
+        connections[c].generation &+= 1
+        connections[c].state = .down
+        connections[c].request = -1
+    }
+
+    /// Closes connection `c` and opens a new one at once (after a timeout, a cancel or a lost server).
+    private func replace(_ c: Int) {
+        close(c)
+        connect(c)
+    }
+
+    /// Polls the connection's socket for what Connector/C waits on (`MYSQL_WAIT_READ/WRITE/EXCEPT`). Its own
+    /// `MYSQL_WAIT_TIMEOUT` is not used: every deadline is on the wheel.
+    private func wait(_ c: Int, _ status: Int32) {
+        var events: Int32 = 0
+        if status & MYSQL_WAIT_READ != 0 { events |= Int32(POLLIN) }
+        if status & MYSQL_WAIT_WRITE != 0 { events |= Int32(POLLOUT) }
+        if status & MYSQL_WAIT_EXCEPT != 0 { events |= Int32(POLLPRI) }
+        if events == 0 { events = Int32(POLLIN) }
+        connections[c].pollInFlight = true
+        shard.submitPoll(fd: mysql_get_socket(connections[c].mysql), events: Int16(events), id: id(c))
+    }
+
+    // MARK: - Completions
+
+    /// Forward every `ShardHandler.operationCompleted` whose `OpsPacking.component(of:)` is `.database`.
+    public func operationCompleted(_ operation: OperationID, result: Int32, flags: UInt32) {
+        let (c, _) = OpsPacking.slotAndChannel(of: operation)
+        guard c < connectionCount, connections[c].generation == operation.generation, connections[c].pollInFlight
+        else {
+            staleCompletions += 1
+            return
+        }
+        connections[c].pollInFlight = false
+        var ready: Int32 = 0
+        if result < 0 {
+            // The poll itself failed: let Connector/C try its I/O and find the error.
+            ready = MYSQL_WAIT_READ | MYSQL_WAIT_WRITE
+        } else {
+            if result & Int32(POLLIN | POLLHUP | POLLERR) != 0 { ready |= MYSQL_WAIT_READ }
+            if result & Int32(POLLOUT | POLLHUP | POLLERR) != 0 { ready |= MYSQL_WAIT_WRITE }
+            if result & Int32(POLLPRI) != 0 { ready |= MYSQL_WAIT_EXCEPT }
+        }
+        let mysql = connections[c].mysql
+        switch connections[c].state {
+        case .connecting:
+            var connected: UnsafeMutablePointer<MYSQL>?
+            let status = mysql_real_connect_cont(&connected, mysql, ready)
+            if status != 0 { wait(c, status) } else { connectEnded(c, succeeded: connected != nil) }
+        case .querying:
+            var error: Int32 = 0
+            let status = mysql_real_query_cont(&error, mysql, ready)
+            if status != 0 { wait(c, status) } else { queryEnded(c, error: error) }
+        case .storing:
+            var result: UnsafeMutablePointer<MYSQL_RES>?
+            let status = mysql_store_result_cont(&result, mysql, ready)
+            if status != 0 { wait(c, status) } else { storeEnded(c, result) }
+        case .down, .idle:
+            staleCompletions += 1
+        }
+    }
+
+    private func startQuery(_ c: Int, _ index: Int) {
+        requests[index].state = .running
+        connections[c].request = Int32(index)
+        connections[c].state = .querying
+        running += 1
+        var error: Int32 = 0
+        let status = mysql_real_query_start(&error, connections[c].mysql,
+                                            requests[index].query?.assumingMemoryBound(to: CChar.self),
+                                            UInt(requests[index].queryLength))
+        if status != 0 { wait(c, status) } else { queryEnded(c, error: error) }
+    }
+
+    private func queryEnded(_ c: Int, error: Int32) {
+        guard error == 0 else {
+            failed(c)
+            return
+        }
+        connections[c].state = .storing
+        var result: UnsafeMutablePointer<MYSQL_RES>?
+        let status = mysql_store_result_start(&result, connections[c].mysql)
+        if status != 0 { wait(c, status) } else { storeEnded(c, result) }
+    }
+
+    private func storeEnded(_ c: Int, _ result: UnsafeMutablePointer<MYSQL_RES>?) {
+        let mysql = connections[c].mysql
+        guard let result else {
+            // No result set: a statement without one (INSERT…), or an error while reading it.
+            if mysql_field_count(mysql) != 0 || mysql_errno(mysql) != 0 {
+                failed(c)
+            } else {
+                finish(c, code: .completed, errorNumber: 0, rows: 0, columns: 0, affectedRows: mysql_affected_rows(mysql))
+            }
+            return
+        }
+        // After mysql_store_result the rows are in memory: fetching them never touches the socket.
+        let columns = Int(mysql_num_fields(result))
+        var rows = 0
+        var used = 0
+        cells.removeAll(keepingCapacity: true)
+        while let row = mysql_fetch_row(result) {
+            let lengths = mysql_fetch_lengths(result)!
+            for column in 0..<columns {
+                guard let bytes = row[column] else {
+                    cells.append(0)
+                    cells.append(-1)
+                    continue
+                }
+                let length = Int(lengths[column])
+                if used + length > valuesCapacity {
+                    var grown = valuesCapacity * 2
+                    while grown < used + length { grown *= 2 }
+                    let larger = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 16)
+                    larger.copyMemory(from: values, byteCount: used)
+                    values.deallocate()
+                    values = larger
+                    valuesCapacity = grown
+                }
+                (values + used).copyMemory(from: bytes, byteCount: length)
+                cells.append(used)
+                cells.append(length)
+                used += length
+            }
+            rows += 1
+        }
+        mysql_free_result(result)
+        finish(c, code: .completed, errorNumber: 0, rows: rows, columns: columns, affectedRows: 0)
+    }
+
+    /// The query failed on connection `c`: a lost connection retries it once on a fresh one; otherwise the
+    /// server's error is reported. Either way a lost connection is replaced.
+    private func failed(_ c: Int) {
+        let number = mysql_errno(connections[c].mysql)
+        let lost = number == UInt32(CR_SERVER_GONE_ERROR) || number == UInt32(CR_SERVER_LOST)
+            || number == UInt32(CR_SERVER_LOST_EXTENDED)
+        let index = Int(connections[c].request)
+        if lost && !requests[index].retried {
+            requests[index].retried = true
+            requests[index].retryAfter = connections[c].serial
+            running -= 1
+            enqueue(index, atFront: true)
+            replace(c)
+            pump()
+            return
+        }
+        finish(c, code: .failed, errorNumber: number, rows: 0, columns: 0, affectedRows: 0, replacing: lost)
+    }
+
+    /// Reports the query of connection `c`, frees its request, and gives the connection (if still open and
+    /// healthy) its next query.
+    private func finish(_ c: Int, code: DatabaseCode, errorNumber: UInt32, rows: Int, columns: Int,
+                        affectedRows: UInt64, replacing: Bool = false) {
+        let index = Int(connections[c].request)
+        connections[c].request = -1
+        running -= 1
+        if let timer = requests[index].timer { shard.cancel(timer) }
+        requests[index].timer = nil
+        requests[index].state = .delivering
+        var message = UnsafeRawBufferPointer(start: nil, count: 0)
+        if code == .failed, let text = mysql_error(connections[c].mysql) {
+            message = UnsafeRawBufferPointer(start: text, count: strlen(text))
+        }
+        deliveryDepth += 1
+        cells.withUnsafeBufferPointer { cells in
+            let completion = DatabaseCompletion(code: code, errorNumber: errorNumber, message: message, rows: rows,
+                                                columns: columns, affectedRows: affectedRows,
+                                                cells: cells.baseAddress, values: UnsafeRawPointer(values))
+            delegate.queryCompleted(token: requests[index].token, completion, on: shard)
+        }
+        deliveryDepth -= 1
+        release(index)
+        // The error text lived in the handle: only now may a lost connection be closed.
+        if replacing {
+            replace(c)
+        } else if connections[c].state == .querying || connections[c].state == .storing {
+            connections[c].state = .idle
+        }
+        pump()
+    }
+
+    /// Reports a query that never reached a server, or whose connection was given up (timeout).
+    private func deliverWithoutResult(_ index: Int, code: DatabaseCode) {
+        if let timer = requests[index].timer { shard.cancel(timer) }
+        requests[index].timer = nil
+        requests[index].state = .delivering
+        deliveryDepth += 1
+        let completion = DatabaseCompletion(code: code, errorNumber: 0, message: .init(start: nil, count: 0), rows: 0,
+                                            columns: 0, affectedRows: 0, cells: nil, values: nil)
+        delegate.queryCompleted(token: requests[index].token, completion, on: shard)
+        deliveryDepth -= 1
+        release(index)
+    }
+
+    // MARK: - Timers
+
+    /// Forward every `ShardHandler.timerFired` whose `OpsPacking.component(ofTimer:)` is `.database`.
+    public func timerFired(payload: UInt64) {
+        let (slot, generation) = OpsPacking.slotAndGeneration(ofTimer: payload)
+        if slot & Self.connectionTimerBit != 0 {
+            let c = slot & ~Self.connectionTimerBit
+            guard c < connectionCount, connections[c].generation == generation, connections[c].timer != nil else {
+                staleCompletions += 1
+                return
+            }
+            connections[c].timer = nil
+            switch connections[c].state {
+            case .connecting:
+                close(c)
+                connectFailed(c)
+            case .down:
+                connect(c)
+            case .idle, .querying, .storing:
+                staleCompletions += 1
+            }
+            return
+        }
+        guard slot < capacity, requests[slot].generation == generation else {
+            staleCompletions += 1
+            return
+        }
+        requests[slot].timer = nil
+        switch requests[slot].state {
+        case .queued:
+            dequeue(slot)
+            deliverWithoutResult(slot, code: .timeout)
+            pump()
+        case .running:
+            // The server abandons a query whose client is gone: closing the connection is the cancel.
+            if let c = connectionRunning(slot) {
+                connections[c].request = -1
+                running -= 1
+                close(c)
+                deliverWithoutResult(slot, code: .timeout)
+                if connections[c].state == .down && connections[c].mysql == nil && connections[c].timer == nil {
+                    connect(c)
+                }
+            } else {
+                deliverWithoutResult(slot, code: .timeout)
+            }
+            pump()
+        case .free, .delivering:
+            staleCompletions += 1
+        }
+    }
+
+    // MARK: - Shutdown
+
+    /// Closes every connection and drops every query without reporting it. For `ShardHandler.stopping`.
+    public func shutdown() {
+        for c in 0..<connectionCount {
+            if connections[c].request >= 0 {
+                let index = Int(connections[c].request)
+                running -= 1
+                release(index)
+            }
+            close(c)
+        }
+        while queueHead >= 0 {
+            let index = Int(queueHead)
+            dequeue(index)
+            release(index)
+        }
+    }
+}
