@@ -8,11 +8,8 @@ import Script
 public enum ExecModule {
     public static var module: ScriptModule {
         ScriptModule(name: "exec", parameters: [.init("timeout", .integer)], functions: [
-            // A direct exec() would block the shard waiting for the child: ringsip offers it only in async().
-            ScriptFunction("exec", module: "exec", arguments: 1...5) { call, compiler throws(CompileError) in
-                throw compiler.error("exec() runs inside async() in ringsip: async(exec(…), resume_route)",
-                                     at: call.location)
-            },
+            // Outside async() exec runs synchronously, as in OpenSIPS: it blocks the shard, so the check warns.
+            ScriptFunction("exec", module: "exec", arguments: 1...5, compile: SynchronousExec.compile),
         ], asyncOperations: [
             AsyncOperationDefinition("exec", module: "exec", arguments: 1...5, defaultTimeout: 10_000,
                                      timeoutParameter: ("timeout", 1), compile: compile),

@@ -262,7 +262,7 @@ public final class AVPStore {
     func removeAll() { count = 0 }
 
     /// Adds a value on top of `slot`'s stack. False when the store is full.
-    func push(_ slot: Int, _ value: ScriptValue) -> Bool {
+    public func push(_ slot: Int, _ value: ScriptValue) -> Bool {
         guard count < capacity else { return false }
         entries[count] = Entry(slot: Int32(slot), value: value)
         count += 1
@@ -351,7 +351,7 @@ public final class AVPStore {
     }
 
     /// Removes the newest value of `slot`, or all of them.
-    func remove(_ slot: Int, all: Bool) {
+    public func remove(_ slot: Int, all: Bool) {
         var i = count - 1
         while i >= 0 {
             if entries[i].slot == Int32(slot) {

@@ -343,3 +343,28 @@ def test_a_slow_web_service_times_out_with_the_transfer_timeout_code(http_daemon
     reply, took = ask_http(http_daemon, 53, "/delay?ms=2000")
     assert reply.startswith("SIP/2.0 299 rc=-2 ") or reply.startswith("SIP/2.0 299 rc=-3 "), reply
     assert 0.35 <= took < 1.5, f"timed out after {took:.3f}s, not at the 400 ms timeout"
+
+
+SYNC_EXEC_SCRIPT = """
+loadmodule "sl.so"
+loadmodule "exec.so"
+route {
+    exec("printf sync-$ci; printf warn >&2", , $avp(out), $avp(err));
+    sl_send_reply(299, "out=$avp(out) err=$avp(err)");
+}
+"""
+
+
+def test_exec_outside_async_runs_synchronously_and_the_check_warns(procs, ringsipd, tmp_path):
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "sync-exec.cfg"
+    script.write_text(SYNC_EXEC_SCRIPT)
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    assert "exec() outside async() blocks the whole shard" in proc.stderr(), proc.stderr()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        caller.settimeout(3)
+        caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 60), (h.LOOPBACK, port))
+        reply = caller.recv(65536).decode()
+    assert reply.startswith("SIP/2.0 299 out=sync-async-60@127.0.0.1 err=warn\r\n"), reply
