@@ -15,7 +15,11 @@ PYTHON    = $(shell scripts/find-python)
 DEPS_DEBS := liburing-dev libmariadb-dev libcurl4-openssl-dev pkg-config
 # linux-perf: the perf/profile smoke test in `make test` (it skips where perf cannot sample).
 # mariadb-server: the DatabaseRunner tests (Tests/OpsTests) run against a real local server.
-TEST_DEBS := sip-tester kamailio procps util-linux linux-perf mariadb-server
+# kamailio-utils-modules, kamailio-mysql-modules: Kamailio's http_client and db_mysql (perf scenarios async-rest,
+# blocking-rest, async-db and their smoke tests).
+# freeradius: the RadiusRunner tests start a private copy (its config folder in a temp dir, on free ports).
+TEST_DEBS := sip-tester kamailio kamailio-utils-modules kamailio-mysql-modules procps util-linux linux-perf mariadb-server \
+             freeradius freeradius-utils
 PERF_DEBS := linux-perf valgrind
 
 RUN_ARGS     ?= -f etc/ringsip.cfg
@@ -29,7 +33,7 @@ PROFILE_ARGS ?=
 
 help:
 	@echo "make deps        install the Debian packages needed to build and run (if missing)"
-	@echo "make test-deps   deps + sipp, kamailio, mariadb-server (started, test user made), pytest (if missing)"
+	@echo "make test-deps   deps + sipp, kamailio, mariadb-server, freeradius (mariadb started, test user made), pytest (if missing)"
 	@echo "make perf-deps   test-deps + linux-perf, valgrind (for profiling)"
 	@echo "make build       swift build -c release"
 	@echo "make run         build and run $(RINGSIPD) $(RUN_ARGS)  (RUN_ARGS=... to change)"

@@ -1,4 +1,6 @@
+import CMariaDB
 import Engine
+import Glibc
 import Script
 
 /// `avp_db_query(query[, dest])` (avpops) and `sql_query(query[, dest])` (sqlops, OpenSIPS 3.6), inside
@@ -13,11 +15,11 @@ public enum DatabaseModule {
             ScriptModule(name: name, parameters: [.init("db_url", .string), .init("db_timeout", .integer),
                                                   .init("db_connections", .integer)],
                          functions: [
-                            // A direct query would block the shard on the server: ringsip offers it only in async().
+                            // Outside async() the query runs synchronously, as in OpenSIPS: it blocks the shard
+                            // while the server answers, so the check warns at every such call site.
                             ScriptFunction(name == "avpops" ? "avp_db_query" : "sql_query", module: name,
                                            arguments: 1...2) { call, compiler throws(CompileError) in
-                                throw compiler.error("\(call.name)() runs inside async() in ringsip: "
-                                    + "async(\(call.name)(…), resume_route)", at: call.location)
+                                try compileSynchronous(call, compiler, module: name)
                             },
                          ],
                          asyncOperations: [
@@ -38,8 +40,45 @@ public enum DatabaseModule {
         case escaped(ScriptCompiler.Evaluate)
     }
 
+    /// What a call site compiles to, for either way of running it.
+    struct CallSite {
+        let pieces: [Piece]
+        let destinations: [Int]
+        let service: Int
+    }
+
+    static func compileSynchronous(_ call: FunctionCall, _ compiler: ScriptCompiler, module: String)
+        throws(CompileError) -> CompiledCall {
+        compiler.warn("\(call.name)() outside async() blocks the whole shard until the database answers; "
+            + "async(\(call.name)(…), resume_route) does not", at: call.location)
+        let site = try callSite(call, compiler, module: module)
+        return { context in
+            guard let database = context.service(site.service) as? DatabaseService else { return -1 }
+            return database.runSynchronously(site, context: context)
+        }
+    }
+
     static func compile(_ call: FunctionCall, _ compiler: ScriptCompiler, module: String) throws(CompileError)
         -> CompiledAsyncOperation {
+        let site = try callSite(call, compiler, module: module)
+        let query = site.pieces
+        let columns = site.destinations
+        let service = site.service
+        return CompiledAsyncOperation(
+            start: { context, ticket in
+                guard let database = context.service(service) as? DatabaseService else {
+                    return Int(DatabaseCode.failed.rawValue)
+                }
+                return database.start(query, destinations: columns, ticket: ticket, context: context)
+            },
+            cancel: { context, ticket in
+                guard let database = context.service(service) as? DatabaseService,
+                      let data = context.suspensions.operationData(ticket) else { return }
+                database.cancel(data)
+            })
+    }
+
+    static func callSite(_ call: FunctionCall, _ compiler: ScriptCompiler, module: String) throws(CompileError) -> CallSite {
         guard case .string(let url)? = compiler.configuration.moduleParameters[module]?["db_url"] else {
             throw compiler.error("\(call.name) needs modparam(\"\(module)\", \"db_url\", \"mysql://user:pass@IP:port/db\")",
                                  at: call.location)
@@ -82,20 +121,7 @@ public enum DatabaseModule {
         guard let service = compiler.serviceIndex(of: module) else {
             throw compiler.error("\(call.name) needs its module: loadmodule \"\(module).so\"", at: call.location)
         }
-        let query = pieces
-        let columns = destinations
-        return CompiledAsyncOperation(
-            start: { context, ticket in
-                guard let database = context.service(service) as? DatabaseService else {
-                    return Int(DatabaseCode.failed.rawValue)
-                }
-                return database.start(query, destinations: columns, ticket: ticket, context: context)
-            },
-            cancel: { context, ticket in
-                guard let database = context.service(service) as? DatabaseService,
-                      let data = context.suspensions.operationData(ticket) else { return }
-                database.cancel(data)
-            })
+        return CallSite(pieces: pieces, destinations: destinations, service: service)
     }
 
     /// Bytes kept for the life of the compiled script.
@@ -123,6 +149,7 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
         destinationSlots = .allocate(capacity: DatabaseService.tracked * DatabaseService.maximumColumns)
         if case .string(let url)? = configuration.moduleParameters[module]?["db_url"],
            var settings = try? DatabaseRunner.Configuration(url: url) {
+            self.url = settings.url
             settings.connections = configuration.integer(module, "db_connections", default: settings.connections)
             runner = DatabaseRunner(shard: shard, configuration: settings, delegate: self)
         }
@@ -134,10 +161,9 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
         destinationSlots.deallocate()
     }
 
-    /// Token, high to low: generation 16 | suspension slot 16 | column count 16 | 0 16.
-    func start(_ pieces: [DatabaseModule.Piece], destinations: [Int], ticket: AsyncTicket,
-               context: ScriptContext) -> Int? {
-        guard let runner, ticket.slot < UInt32(DatabaseService.tracked) else { return Int(DatabaseCode.failed.rawValue) }
+    /// The query text with every substituted value escaped, in `queryBuffer`; nil when it does not fit.
+    private func assemble(_ pieces: [DatabaseModule.Piece], context: ScriptContext) -> UnsafeRawBufferPointer? {
+        guard let runner else { return nil }
         var length = 0
         for piece in pieces {
             let bytes: UnsafeRawBufferPointer
@@ -155,23 +181,30 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
                     text = context.arena.end(number)
                 case .null: text = UnsafeRawBufferPointer(start: nil, count: 0)
                 }
-                guard let escaped = runner.escape(text, into: escapeBuffer) else { return Int(DatabaseCode.failed.rawValue) }
+                guard let escaped = runner.escape(text, into: escapeBuffer) else { return nil }
                 bytes = UnsafeRawBufferPointer(rebasing: escapeBuffer[0..<escaped])
             }
-            guard length + bytes.count <= queryBuffer.count else { return Int(DatabaseCode.failed.rawValue) }
+            guard length + bytes.count <= queryBuffer.count else { return nil }
             if bytes.count > 0 {
                 UnsafeMutableRawBufferPointer(rebasing: queryBuffer[length..<length + bytes.count]).copyMemory(from: bytes)
             }
             length += bytes.count
         }
+        return UnsafeRawBufferPointer(rebasing: queryBuffer[0..<length])
+    }
+
+    /// Token, high to low: generation 16 | suspension slot 16 | column count 16 | 0 16.
+    func start(_ pieces: [DatabaseModule.Piece], destinations: [Int], ticket: AsyncTicket,
+               context: ScriptContext) -> Int? {
+        guard let runner, ticket.slot < UInt32(DatabaseService.tracked),
+              let query = assemble(pieces, context: context) else { return Int(DatabaseCode.failed.rawValue) }
         let columns = min(destinations.count, DatabaseService.maximumColumns)
         for (i, slot) in destinations.prefix(columns).enumerated() {
             destinationSlots[Int(ticket.slot) * DatabaseService.maximumColumns + i] = Int32(slot)
         }
         let token = UInt64(ticket.generation) << 48 | UInt64(ticket.slot) << 32 | UInt64(columns) << 16
         let timeout = UInt64(0)  // the suspension's timeout cancels the query
-        switch runner.submit(query: UnsafeRawBufferPointer(rebasing: queryBuffer[0..<length]),
-                             timeoutMilliseconds: timeout, token: token) {
+        switch runner.submit(query: query, timeoutMilliseconds: timeout, token: token) {
         case .accepted(let handle):
             context.suspensions.setOperationData(ticket, UInt64(UInt32(bitPattern: handle.slot)) << 16
                 | UInt64(handle.generation))
@@ -179,6 +212,64 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
         case .rejected(let code):
             return Int(code.rawValue)
         }
+    }
+
+    /// A blocking connection for synchronous queries, opened on first use (and again after an error).
+    private var blocking: UnsafeMutablePointer<MYSQL>?
+    private var url: DatabaseURL?
+
+    /// The query, waited for on the shard's thread: its rows go to the destination `$avp`s (copied into the
+    /// message's arena), `[0]` the first row's. 1 ran, -1 failed (connection or server error).
+    func runSynchronously(_ site: DatabaseModule.CallSite, context: ScriptContext) -> Int {
+        guard let query = assemble(site.pieces, context: context), let url else { return -1 }
+        if blocking == nil { blocking = openBlocking(url) }
+        guard let mysql = blocking else { return -1 }
+        var status = query.count == 0 ? 1 : mysql_real_query(mysql, query.baseAddress!.assumingMemoryBound(to: CChar.self),
+                                                            UInt(query.count))
+        if status != 0 {
+            // A connection the server dropped is replaced once.
+            mysql_close(mysql)
+            blocking = openBlocking(url)
+            guard let fresh = blocking else { return -1 }
+            status = mysql_real_query(fresh, query.baseAddress!.assumingMemoryBound(to: CChar.self), UInt(query.count))
+            guard status == 0 else { return -1 }
+        }
+        guard let result = mysql_store_result(blocking!) else { return mysql_field_count(blocking!) == 0 ? 1 : -1 }
+        defer { mysql_free_result(result) }
+        let columns = min(Int(mysql_num_fields(result)), site.destinations.count)
+        for slot in site.destinations { context.avps.remove(slot, all: true) }
+        // Pushed last row first, so each $avp's newest value — its [0] — is the first row's.
+        let rows = Int(mysql_num_rows(result))
+        var row = rows - 1
+        while row >= 0 {
+            mysql_data_seek(result, UInt64(row))
+            if let values = mysql_fetch_row(result), let lengths = mysql_fetch_lengths(result) {
+                for column in 0..<columns {
+                    guard let value = values[column] else {
+                        _ = context.avps.push(site.destinations[column], .null)
+                        continue
+                    }
+                    let bytes = UnsafeRawBufferPointer(start: value, count: Int(lengths[column]))
+                    guard let copy = context.arena.copy(bytes) else { return -1 }
+                    _ = context.avps.push(site.destinations[column], .text(copy))
+                }
+            }
+            row -= 1
+        }
+        return 1
+    }
+
+    private func openBlocking(_ url: DatabaseURL) -> UnsafeMutablePointer<MYSQL>? {
+        guard let mysql = mysql_init(nil) else { return nil }
+        var seconds: UInt32 = 3
+        _ = mysql_options(mysql, MYSQL_OPT_CONNECT_TIMEOUT, &seconds)
+        _ = mysql_options(mysql, MYSQL_OPT_READ_TIMEOUT, &seconds)
+        _ = mysql_options(mysql, MYSQL_OPT_WRITE_TIMEOUT, &seconds)
+        guard mysql_real_connect(mysql, url.host, url.user, url.password, url.database, url.port, nil, 0) != nil else {
+            mysql_close(mysql)
+            return nil
+        }
+        return mysql
     }
 
     func cancel(_ data: UInt64) {
@@ -217,5 +308,7 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
 
     func stopping(on shard: Shard) {
         runner?.shutdown()
+        if let blocking { mysql_close(blocking) }
+        blocking = nil
     }
 }

@@ -7,6 +7,8 @@ public enum OpsComponent: UInt8, Sendable {
     case http = 2
     /// `DatabaseRunner`: MariaDB queries.
     case database = 3
+    /// `RadiusRunner`: RADIUS Access-/Accounting-Requests.
+    case radius = 4
 }
 
 /// How Ops packs its operation ids and timer payloads.

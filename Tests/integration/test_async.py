@@ -368,3 +368,30 @@ def test_exec_outside_async_runs_synchronously_and_the_check_warns(procs, ringsi
         caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 60), (h.LOOPBACK, port))
         reply = caller.recv(65536).decode()
     assert reply.startswith("SIP/2.0 299 out=sync-async-60@127.0.0.1 err=warn\r\n"), reply
+
+
+def test_avp_db_query_outside_async_runs_synchronously_and_the_check_warns(procs, ringsipd, tmp_path):
+    if not mariadb_up():
+        from conftest import missing
+        missing("no MariaDB on 127.0.0.1:3306: run `make test-deps`")
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "sync-db.cfg"
+    script.write_text(f"""
+loadmodule "sl.so"
+loadmodule "avpops.so"
+modparam("avpops", "db_url", "{DB_URL}")
+route {{
+    avp_db_query("SELECT 'one', '$hdr(X-Name)' UNION ALL SELECT 'two', NULL", "$avp(a);$avp(b)");
+    sl_send_reply(299, "a0=$(avp(a)[0]) a1=$(avp(a)[1]) b0=$(avp(b)[0])");
+}}
+""")
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    assert "avp_db_query() outside async() blocks the whole shard" in proc.stderr(), proc.stderr()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        caller.settimeout(5)
+        caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 70).replace(
+            b"X-Pause-Us: 0\r\n", b"X-Name: it's\r\n"), (h.LOOPBACK, port))
+        reply = caller.recv(65536).decode()
+    assert reply.startswith("SIP/2.0 299 a0=one a1=two b0=it's\r\n"), reply

@@ -1,0 +1,421 @@
+import Engine
+import Glibc
+
+/// A native RADIUS client (RFC 2865 Access-Request, RFC 2866 Accounting-Request) on the shard's ring: one UDP
+/// socket per runner, connected to one server (aaa_radius uses one runner for the auth port, one for the
+/// accounting port), one read always in flight on it, each request written with `submitWrite`, and its
+/// retransmissions and total timeout on the shard's timer wheel.
+///
+/// - Every Access-Request carries User-Name, the hidden User-Password (RFC 2865 §5.2) and a
+///   Message-Authenticator (RFC 3579 §3.2), then the caller's attributes. An Accounting-Request's Request
+///   Authenticator is MD5(Code+ID+Length+16 zero octets+Attributes+Secret) (RFC 2866 §3).
+/// - A response is matched by identifier; its Response Authenticator (MD5(Code+ID+Length+RequestAuth+
+///   Attributes+Secret)) and, when present, its Message-Authenticator are verified. One that fails, or has an
+///   unexpected code or a malformed length, is dropped and counted (`badResponses`); the request keeps waiting.
+/// - A request is sent again, byte for byte (same identifier and authenticator, RFC 2865 §2.5), every
+///   `retransmitMilliseconds` until its total timeout.
+/// - Identifiers: 256 per socket. A new request takes the next free one in round-robin order (so an
+///   identifier is not reused at once, and a late answer to an old request misses); none free →
+///   `.identifiersFull` at once.
+///
+/// - Invariant: used only on its shard's thread. At most one write per identifier is in flight (its buffer is
+///   the identifier's packet, which is neither rewritten nor freed until the write completes); an identifier
+///   with a write in flight is not reused. Exactly one read is in flight on the socket until `shutdown`.
+/// - Note: packets live in preallocated per-identifier buffers; steady state allocates nothing.
+public final class RadiusRunner {
+    public struct Configuration: Sendable {
+        public var server: SocketAddress
+        public var secret: [UInt8]
+        /// The interval between transmissions of one request.
+        public var retransmitMilliseconds: UInt64 = 1000
+
+        public init(server: SocketAddress, secret: String) {
+            self.server = server
+            self.secret = Array(secret.utf8)
+        }
+    }
+
+    /// RFC 2865 §3: 4096 bytes at most.
+    static let maximumPacket = 4096
+    /// Operation ids, channel 1: a write of identifier `slot`'s packet (generation 0: at most one per identifier
+    /// is in flight, so none is needed). Channel 0, slot `readSlot`: the socket's read, with `readGeneration`.
+    static let readSlot = 256
+
+    enum Kind: UInt8 { case access, accounting }
+
+    struct Request {
+        var inUse = false
+        var writeInFlight = false
+        var kind = Kind.access
+        var generation: UInt16 = 0
+        var token: UInt64 = 0
+        var timer: TimerHandle?
+        var deadline: UInt64 = 0
+        var length = 0
+        var retransmissions = 0
+    }
+
+    public let configuration: Configuration
+    unowned let shard: Shard
+    unowned let delegate: any RadiusRunnerDelegate
+    public let socket: Int32
+    private let requests: UnsafeMutablePointer<Request>
+    /// 256 packets of `maximumPacket` bytes, one per identifier.
+    private let packets: UnsafeMutableRawPointer
+    private let receiveBuffer: UnsafeMutableRawBufferPointer
+    private var readGeneration: UInt16 = 0
+    private var readInFlight = false
+    private var stopped = false
+    private var nextIdentifier = 0
+    private var random = SystemRandomNumberGenerator()
+
+    /// Requests waiting for their response now.
+    public private(set) var inFlight = 0
+    /// Packets sent again after their first transmission (all requests).
+    public private(set) var retransmissions = 0
+    /// Responses dropped: bad Response Authenticator or Message-Authenticator, unexpected code, bad length.
+    public private(set) var badResponses = 0
+    /// Responses for no request in flight (late, duplicate), and reads that failed (ICMP port unreachable).
+    public private(set) var unmatchedResponses = 0
+    public private(set) var readErrors = 0
+
+    /// Opens the socket and starts reading.
+    /// - Precondition: created on the shard's thread (in `ShardHandler.started`); the delegate outlives it.
+    public init(shard: Shard, configuration: Configuration, delegate: any RadiusRunnerDelegate) throws(Errno) {
+        self.shard = shard
+        self.configuration = configuration
+        self.delegate = delegate
+        switch UDPClientSocket.connected(to: configuration.server) {
+        case .success(let fd): socket = fd
+        case .failure(let error): throw error
+        }
+        requests = .allocate(capacity: 256)
+        requests.initialize(repeating: Request(), count: 256)
+        packets = .allocate(byteCount: 256 * Self.maximumPacket, alignment: 16)
+        receiveBuffer = .allocate(byteCount: Self.maximumPacket, alignment: 16)
+        armRead()
+    }
+
+    deinit {
+        requests.deallocate()
+        packets.deallocate()
+        receiveBuffer.deallocate()
+    }
+
+    // MARK: - Submitting
+
+    /// Sends an Access-Request for `userName` / `password` (at most 128 bytes) plus `attributes`, retransmitted
+    /// until `timeoutMilliseconds` (> 0) have passed. The delegate later gets `token` back with the outcome.
+    public func submitAccess(userName: UnsafeRawBufferPointer, password: UnsafeRawBufferPointer,
+                             attributes: borrowing RadiusAttributes, timeoutMilliseconds: UInt64,
+                             token: UInt64) -> RadiusSubmission {
+        guard userName.count <= 253, password.count <= 128 else { return .rejected(.failed) }
+        let paddedPassword = max(16, (password.count + 15) & ~15)
+        let length = 20 + (2 + userName.count) + (2 + paddedPassword) + 18 + attributes.encoded.count
+        guard length <= Self.maximumPacket else { return .rejected(.failed) }
+        guard let identifier = takeIdentifier() else { return .rejected(.identifiersFull) }
+        let packet = packetBuffer(identifier)
+        packet[0] = 1
+        packet[1] = UInt8(identifier)
+        packet.storeBytes(of: UInt16(length).bigEndian, toByteOffset: 2, as: UInt16.self)
+        // The Request Authenticator: 16 unpredictable octets (RFC 2865 §3).
+        packet.storeBytes(of: random.next() as UInt64, toByteOffset: 4, as: UInt64.self)
+        packet.storeBytes(of: random.next() as UInt64, toByteOffset: 12, as: UInt64.self)
+        var offset = 20
+        put(RadiusAttributeType.userName, userName, at: &offset, in: packet)
+        // User-Password, RFC 2865 §5.2: c(1) = p(1) xor MD5(S + RA), c(i) = p(i) xor MD5(S + c(i-1)).
+        packet[offset] = RadiusAttributeType.userPassword
+        packet[offset + 1] = UInt8(2 + paddedPassword)
+        let hidden = offset + 2
+        for i in 0..<paddedPassword { packet[hidden + i] = i < password.count ? password[i] : 0 }
+        configuration.secret.withUnsafeBytes { secret in
+            var previous = UnsafeRawBufferPointer(rebasing: packet[4..<20])
+            for block in stride(from: 0, to: paddedPassword, by: 16) {
+                var md5 = MD5()
+                md5.update(secret)
+                md5.update(previous)
+                let b = md5.finalize()
+                withUnsafeBytes(of: b) { b in for i in 0..<16 { packet[hidden + block + i] ^= b[i] } }
+                previous = UnsafeRawBufferPointer(rebasing: packet[hidden + block..<hidden + block + 16])
+            }
+        }
+        offset = hidden + paddedPassword
+        // Message-Authenticator: HMAC-MD5 over the whole packet with its own value zeroed (RFC 3579 §3.2).
+        let messageAuthenticator = offset + 2
+        packet[offset] = RadiusAttributeType.messageAuthenticator
+        packet[offset + 1] = 18
+        for i in 0..<16 { packet[messageAuthenticator + i] = 0 }
+        offset += 18
+        attributes.encoded.withUnsafeBytes { copy($0, into: packet, at: offset) }
+        offset += attributes.encoded.count
+        precondition(offset == length)
+        let mac = configuration.secret.withUnsafeBytes { secret in
+            var hmac = HMACMD5(key: secret)
+            hmac.update(UnsafeRawBufferPointer(rebasing: packet[0..<length]))
+            return hmac.finalize()
+        }
+        withUnsafeBytes(of: mac) { copy($0, into: packet, at: messageAuthenticator) }
+        return start(identifier, kind: .access, length: length, timeoutMilliseconds: timeoutMilliseconds, token: token)
+    }
+
+    /// Sends an Accounting-Request with `attributes` (which should hold Acct-Status-Type and Acct-Session-Id,
+    /// RFC 2866 §5), retransmitted until `timeoutMilliseconds` (> 0) have passed.
+    public func submitAccounting(attributes: borrowing RadiusAttributes, timeoutMilliseconds: UInt64,
+                                 token: UInt64) -> RadiusSubmission {
+        let length = 20 + attributes.encoded.count
+        guard length <= Self.maximumPacket else { return .rejected(.failed) }
+        guard let identifier = takeIdentifier() else { return .rejected(.identifiersFull) }
+        let packet = packetBuffer(identifier)
+        packet[0] = 4
+        packet[1] = UInt8(identifier)
+        packet.storeBytes(of: UInt16(length).bigEndian, toByteOffset: 2, as: UInt16.self)
+        for i in 4..<20 { packet[i] = 0 }
+        attributes.encoded.withUnsafeBytes { copy($0, into: packet, at: 20) }
+        let authenticator = configuration.secret.withUnsafeBytes { secret in
+            var md5 = MD5()
+            md5.update(UnsafeRawBufferPointer(rebasing: packet[0..<length]))
+            md5.update(secret)
+            return md5.finalize()
+        }
+        withUnsafeBytes(of: authenticator) { copy($0, into: packet, at: 4) }
+        return start(identifier, kind: .accounting, length: length, timeoutMilliseconds: timeoutMilliseconds,
+                     token: token)
+    }
+
+    /// Stops waiting for a request without reporting it (its suspension gave up). Its identifier is free again;
+    /// a response that still arrives is counted as unmatched.
+    public func cancel(_ handle: RadiusHandle) {
+        let identifier = Int(handle.identifier)
+        guard requests[identifier].inUse, requests[identifier].generation == handle.generation else { return }
+        release(identifier)
+    }
+
+    // MARK: - Requests
+
+    private func packetBuffer(_ identifier: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: packets + identifier * Self.maximumPacket, count: Self.maximumPacket)
+    }
+
+    private func put(_ type: UInt8, _ value: UnsafeRawBufferPointer, at offset: inout Int,
+                     in packet: UnsafeMutableRawBufferPointer) {
+        packet[offset] = type
+        packet[offset + 1] = UInt8(2 + value.count)
+        copy(value, into: packet, at: offset + 2)
+        offset += 2 + value.count
+    }
+
+    private func copy(_ bytes: UnsafeRawBufferPointer, into packet: UnsafeMutableRawBufferPointer, at offset: Int) {
+        guard bytes.count > 0 else { return }
+        (packet.baseAddress! + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+    }
+
+    /// The next identifier (round robin) neither waiting for a response nor with a write in flight.
+    private func takeIdentifier() -> Int? {
+        guard !stopped else { return nil }
+        for step in 0..<256 {
+            let identifier = (nextIdentifier + step) & 255
+            if !requests[identifier].inUse && !requests[identifier].writeInFlight {
+                nextIdentifier = (identifier + 1) & 255
+                return identifier
+            }
+        }
+        return nil
+    }
+
+    private func start(_ identifier: Int, kind: Kind, length: Int, timeoutMilliseconds: UInt64,
+                       token: UInt64) -> RadiusSubmission {
+        precondition(timeoutMilliseconds > 0)
+        let interval = min(configuration.retransmitMilliseconds, timeoutMilliseconds)
+        let payload = OpsPacking.timerPayload(.radius, slot: identifier, generation: requests[identifier].generation)
+        guard let timer = shard.schedule(after: interval, payload: payload) else { return .rejected(.failed) }
+        requests[identifier].inUse = true
+        requests[identifier].kind = kind
+        requests[identifier].token = token
+        requests[identifier].timer = timer
+        requests[identifier].deadline = shard.now + timeoutMilliseconds
+        requests[identifier].length = length
+        requests[identifier].retransmissions = 0
+        inFlight += 1
+        send(identifier)
+        return .accepted(RadiusHandle(identifier: UInt8(identifier), generation: requests[identifier].generation))
+    }
+
+    private func send(_ identifier: Int) {
+        requests[identifier].writeInFlight = true
+        let packet = UnsafeRawBufferPointer(start: packets + identifier * Self.maximumPacket,
+                                            count: requests[identifier].length)
+        shard.submitWrite(fd: socket, from: packet, id: OpsPacking.operationID(.radius, slot: identifier, channel: 1,
+                                                                                generation: 0))
+    }
+
+    /// Frees an identifier; its generation moves on, so its late timer and stale handles miss it.
+    private func release(_ identifier: Int) {
+        if let timer = requests[identifier].timer { shard.cancel(timer) }
+        requests[identifier].timer = nil
+        requests[identifier].inUse = false
+        requests[identifier].generation &+= 1
+        inFlight -= 1
+    }
+
+    private func deliver(_ identifier: Int, code: RadiusCode, responseCode: UInt8, attributes: UnsafeRawBufferPointer) {
+        let token = requests[identifier].token
+        let completion = RadiusCompletion(code: code, responseCode: responseCode,
+                                          retransmissions: requests[identifier].retransmissions,
+                                          attributes: attributes)
+        release(identifier)
+        delegate.radiusCompleted(token: token, completion, on: shard)
+    }
+
+    // MARK: - Completions
+
+    private func armRead() {
+        readInFlight = true
+        let id = OpsPacking.operationID(.radius, slot: Self.readSlot, channel: 0, generation: readGeneration)
+        shard.submitRead(fd: socket, into: receiveBuffer, id: id)
+    }
+
+    /// Forward every `ShardHandler.operationCompleted` whose `OpsPacking.component(of:)` is `.radius`.
+    public func operationCompleted(_ operation: OperationID, result: Int32, flags: UInt32) {
+        let (slot, channel) = OpsPacking.slotAndChannel(of: operation)
+        if channel == 1 {
+            // A write: its buffer is free again. A short or failed write is left to the retransmission.
+            guard slot < 256 else { return }
+            requests[slot].writeInFlight = false
+            return
+        }
+        guard slot == Self.readSlot, operation.generation == readGeneration, readInFlight else {
+            unmatchedResponses += 1
+            return
+        }
+        readInFlight = false
+        if stopped { return }
+        if result > 0 {
+            received(Int(result))
+        } else if result < 0 {
+            // -ECONNREFUSED after an ICMP port unreachable: nothing listens yet; retransmissions go on.
+            readErrors += 1
+        }
+        if !stopped && !readInFlight { armRead() }
+    }
+
+    private func received(_ count: Int) {
+        let packet = UnsafeRawBufferPointer(receiveBuffer)
+        guard count >= 20 else {
+            badResponses += 1
+            return
+        }
+        let length = Int(UInt16(packet[2]) << 8 | UInt16(packet[3]))
+        guard length >= 20, length <= count else {
+            badResponses += 1
+            return
+        }
+        let identifier = Int(packet[1])
+        guard requests[identifier].inUse else {
+            unmatchedResponses += 1
+            return
+        }
+        let responseCode = packet[0]
+        let code: RadiusCode
+        switch (requests[identifier].kind, responseCode) {
+        case (.access, 2), (.accounting, 5): code = .accepted
+        case (.access, 3): code = .rejected
+        case (.access, 11): code = .challenge
+        default:
+            badResponses += 1
+            return
+        }
+        guard verify(packet: UnsafeRawBufferPointer(rebasing: packet[0..<length]), identifier: identifier) else {
+            badResponses += 1
+            return
+        }
+        deliver(identifier, code: code, responseCode: responseCode,
+                attributes: UnsafeRawBufferPointer(rebasing: packet[20..<length]))
+    }
+
+    /// Checks a response's attribute framing, its Response Authenticator and its Message-Authenticator if any.
+    private func verify(packet: UnsafeRawBufferPointer, identifier: Int) -> Bool {
+        let requestAuthenticator = UnsafeRawBufferPointer(start: packets + identifier * Self.maximumPacket + 4,
+                                                          count: 16)
+        var messageAuthenticator = -1
+        var offset = 20
+        while offset < packet.count {
+            guard offset + 2 <= packet.count else { return false }
+            let attributeLength = Int(packet[offset + 1])
+            guard attributeLength >= 2, offset + attributeLength <= packet.count else { return false }
+            if packet[offset] == RadiusAttributeType.messageAuthenticator {
+                guard attributeLength == 18 else { return false }
+                messageAuthenticator = offset + 2
+            }
+            offset += attributeLength
+        }
+        return configuration.secret.withUnsafeBytes { secret in
+            var md5 = MD5()
+            md5.update(UnsafeRawBufferPointer(rebasing: packet[0..<4]))
+            md5.update(requestAuthenticator)
+            md5.update(UnsafeRawBufferPointer(rebasing: packet[20...]))
+            md5.update(secret)
+            let expected = md5.finalize()
+            let matches = withUnsafeBytes(of: expected) { expected in
+                (0..<16).allSatisfy { expected[$0] == packet[4 + $0] }
+            }
+            guard matches else { return false }
+            guard messageAuthenticator >= 0 else { return true }
+            // RFC 3579 §3.2: HMAC-MD5 over the response with the Request Authenticator in place of the Response
+            // Authenticator and the Message-Authenticator's value zeroed.
+            var hmac = HMACMD5(key: secret)
+            hmac.update(UnsafeRawBufferPointer(rebasing: packet[0..<4]))
+            hmac.update(requestAuthenticator)
+            hmac.update(UnsafeRawBufferPointer(rebasing: packet[20..<messageAuthenticator]))
+            let zeros: (UInt64, UInt64) = (0, 0)
+            withUnsafeBytes(of: zeros) { hmac.update($0) }
+            hmac.update(UnsafeRawBufferPointer(rebasing: packet[(messageAuthenticator + 16)...]))
+            let mac = hmac.finalize()
+            return withUnsafeBytes(of: mac) { mac in
+                (0..<16).allSatisfy { mac[$0] == packet[messageAuthenticator + $0] }
+            }
+        }
+    }
+
+    // MARK: - Timers
+
+    /// Forward every `ShardHandler.timerFired` whose `OpsPacking.component(ofTimer:)` is `.radius`: the
+    /// request's next transmission, or its end.
+    public func timerFired(payload: UInt64) {
+        let (identifier, generation) = OpsPacking.slotAndGeneration(ofTimer: payload)
+        guard identifier < 256, requests[identifier].inUse, requests[identifier].generation == generation else {
+            return
+        }
+        requests[identifier].timer = nil
+        let now = shard.now
+        if now >= requests[identifier].deadline {
+            deliver(identifier, code: .timeout, responseCode: 0, attributes: .init(start: nil, count: 0))
+            return
+        }
+        // The same bytes again; a write still in flight (the socket was slow) makes this turn's copy redundant.
+        if !requests[identifier].writeInFlight {
+            requests[identifier].retransmissions += 1
+            retransmissions += 1
+            send(identifier)
+        }
+        let next = min(configuration.retransmitMilliseconds, requests[identifier].deadline - now)
+        requests[identifier].timer = shard.schedule(after: next, payload: payload)
+        if requests[identifier].timer == nil {
+            deliver(identifier, code: .timeout, responseCode: 0, attributes: .init(start: nil, count: 0))
+        }
+    }
+
+    // MARK: - Shutdown
+
+    /// Drops every request without reporting it, cancels the read and closes the socket. For
+    /// `ShardHandler.stopping` (the engine has completed every operation by then, so the buffers are free).
+    public func shutdown() {
+        guard !stopped else { return }
+        stopped = true
+        for identifier in 0..<256 where requests[identifier].inUse { release(identifier) }
+        if readInFlight {
+            shard.cancelOperations(id: OpsPacking.operationID(.radius, slot: Self.readSlot, channel: 0,
+                                                              generation: readGeneration))
+        }
+        UDPClientSocket.close(socket)
+    }
+}
