@@ -110,6 +110,7 @@ extension ScriptLibrary {
         library.register(ExecModule.module)
         for module in DatabaseModule.modules { library.register(module) }
         library.register(HTTPModule.module)
+        library.register(RadiusModule.module)
         return library
     }
 }

@@ -191,6 +191,15 @@ public struct PseudoVariable: Sendable {
     public var index: PseudoVariableIndex?
     public var transformations: [Transformation]
     public var location: SourceLocation
+
+    public init(name: String, argument: String?, index: PseudoVariableIndex?, transformations: [Transformation],
+                location: SourceLocation) {
+        self.name = name
+        self.argument = argument
+        self.index = index
+        self.transformations = transformations
+        self.location = location
+    }
 }
 
 public enum PseudoVariableIndex: Sendable, Equatable {

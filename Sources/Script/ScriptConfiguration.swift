@@ -11,6 +11,8 @@ public struct ScriptConfiguration: Sendable {
     public var asyncTimeout: Int?
     public var loadedModules: Set<String> = []
     public var moduleParameters: [String: [String: GlobalValue]] = [:]
+    /// Every value of each module parameter, in order (some may be given more than once, e.g. aaa_radius sets).
+    public var moduleParameterLists: [String: [String: [GlobalValue]]] = [:]
     public var warnings: [String] = []
 
     public init() {}
@@ -98,6 +100,7 @@ public struct ScriptConfiguration: Sendable {
                             parameter.valueLocation)
             }
             configuration.moduleParameters[parameter.module, default: [:]][parameter.name] = parameter.value
+            configuration.moduleParameterLists[parameter.module, default: [:]][parameter.name, default: []].append(parameter.value)
         }
         return configuration
     }

@@ -395,3 +395,64 @@ route {{
             b"X-Pause-Us: 0\r\n", b"X-Name: it's\r\n"), (h.LOOPBACK, port))
         reply = caller.recv(65536).decode()
     assert reply.startswith("SIP/2.0 299 a0=one a1=two b0=it's\r\n"), reply
+
+
+FREERADIUS_SETUP = r"""
+set -e
+DIR=$1
+cp -r /etc/freeradius/3.0 "$DIR/raddb"
+sed -i "0,/^[[:space:]]*port = 0/s//\tport = $2/; 0,/^[[:space:]]*port = 0/s//\tport = $3/; 0,/^[[:space:]]*port = 0/s//\tport = $4/; 0,/^[[:space:]]*port = 0/s//\tport = $5/" "$DIR/raddb/sites-enabled/default"
+sed -i "s/port = 18120/port = $6/" "$DIR/raddb/sites-enabled/inner-tunnel"
+sed -i -E "s/^([[:space:]]*)(user|group) = /\1#\2 = /; s/reject_delay = 1/reject_delay = 0/" "$DIR/raddb/radiusd.conf"
+{ printf 'alice Cleartext-Password := "s3cret"\n\tReply-Message := "hello alice"\n\n'; cat "$DIR/raddb/mods-config/files/authorize"; } > "$DIR/authorize"
+mv "$DIR/authorize" "$DIR/raddb/mods-config/files/authorize"
+exec freeradius -f -d "$DIR/raddb" -l stdout
+"""
+
+RADIUS_SCRIPT = """
+loadmodule "tm.so"
+loadmodule "aaa_radius.so"
+modparam("aaa_radius", "secret", "testing123")
+modparam("aaa_radius", "auth_server", "udp:127.0.0.1:@AUTH@")
+modparam("aaa_radius", "sets", "creds = { User-Name = $fU; User-Password = $hdr(X-Password) }")
+modparam("aaa_radius", "sets", "reply = { Reply-Message = $avp(msg) }")
+route {
+    async(radius_send_auth("creds", "reply"), done, 2000);
+}
+route[done] {
+    t_reply(299, "rc=$rc msg=$avp(msg)");
+}
+"""
+
+
+@pytest.fixture
+def radius_daemon(procs, ringsipd, tmp_path):
+    if not Path("/usr/sbin/freeradius").exists():
+        from conftest import missing
+        missing("freeradius is not installed: run `make test-deps`")
+    ports = h.free_udp_ports(5)
+    server = procs.start("freeradius", ["sh", "-c", FREERADIUS_SETUP, "sh", str(tmp_path), *map(str, ports)])
+    assert h.wait_until(lambda: "Ready to process requests" in server.stdout() or not server.alive(), 15), \
+        server.stdout()[-2000:] + server.stderr()[-2000:]
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "radius.cfg"
+    script.write_text(RADIUS_SCRIPT.replace("@AUTH@", str(ports[0])))
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    return port
+
+
+def ask_radius(port: int, n: int, password: str) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        caller.sendto(request("INVITE", port, caller.getsockname()[1], n).replace(
+            b"X-Pause-Us: 0\r\n", f"X-Password: {password}\r\n".encode()), (h.LOOPBACK, port))
+        reply, _ = final_reply(caller, 4)
+    return reply
+
+
+def test_radius_auth_accepts_rejects_and_returns_reply_attributes(radius_daemon):
+    reply = ask_radius(radius_daemon, 80, "s3cret")
+    assert reply.startswith("SIP/2.0 299 rc=1 msg=hello alice\r\n"), reply
+    reply = ask_radius(radius_daemon, 81, "wrong")
+    assert reply.startswith("SIP/2.0 299 rc=-1 "), reply
