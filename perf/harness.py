@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,12 @@ class Scenario:
     uas_xml: str | None       # sipp UAS scenario in the folder; None: the target answers, no UAS
     rtt: str                  # what rt_p50_ms / rt_p99_ms measure (sipp rtd)
     shm_mb: int = 64          # Kamailio's / OpenSIPS' shared memory (-m): where their transactions live
+    backend: str | None = None  # "http": the harness starts perf/delay_server.py; "mysql": the local MariaDB
+    targets: tuple = ("ringsip", "kamailio", "opensips")  # the targets that have a script for it
+    why_not: str = ""         # why a target missing from `targets` has none
+
+    def config_files(self) -> list[str]:
+        return [f"{t}.cfg" for t in self.targets]
 
     @property
     def folder(self) -> Path:
@@ -68,9 +75,21 @@ SCENARIO_SPECS = {s.name: s for s in (
     # mapped, not touched until used. (ringsipd keeps them 32 s, RFC 6026 Timers L and J, in its own slots.)
     Scenario("stateful", "INVITE, 200, ACK, BYE, 200 relayed in transactions (+ 100 Trying)", 5, None, "uas.xml",
              "INVITE to 200", shm_mb=2048),
+    # The `stateful` work plus a 20 ms back-end call per initial INVITE. No opensips.cfg yet.
+    Scenario("async-rest", "stateful + async rest_get (20 ms back-end) per INVITE", 5, None, "uas.xml",
+             "INVITE to 200", shm_mb=2048, backend="http", targets=("ringsip", "kamailio"),
+             why_not="Kamailio runs its blocking http_client (http_async_client is not packaged by Debian)"),
+    Scenario("blocking-rest", "stateful + blocking http_client_query (20 ms back-end) per INVITE", 5, None,
+             "uas.xml", "INVITE to 200", shm_mb=2048, backend="http", targets=("kamailio",),
+             why_not="ringsip has no blocking rest_get (refused at check time: it runs only inside async())"),
+    Scenario("async-db", "stateful + avp_db_query SELECT SLEEP(0.02) per INVITE", 5, None, "uas.xml",
+             "INVITE to 200", shm_mb=2048, backend="mysql", targets=("ringsip", "kamailio"),
+             why_not="Kamailio's avp_db_query is blocking"),
 )}
-# Named by issue 6, waiting for async operations: no folder until they can run.
-PENDING_SCENARIOS = ("async-rest", "blocking-rest", "async-db")
+# Named by issue 6, waiting for later work: no folder until they can run.
+PENDING_SCENARIOS = ()
+DB_URL = "mysql://ringsip:ringsip@127.0.0.1:3306/ringsip"
+DELAY_SERVER = PERF / "delay_server.py"
 TARGETS = ("ringsip", "kamailio", "opensips")
 
 TOKEN = re.compile(r"@([A-Z_]+)@")
@@ -539,7 +558,8 @@ def start_ringsip(group: ProcGroup, port: int, forward_port: int | None = None, 
 
 
 def start_kamailio(group: ProcGroup, port: int, forward_port: int, children: int,
-                   cfg: Path | None = None, name: str = "kamailio", mem: str = "tlsf", shm_mb: int = 64) -> Proc:
+                   cfg: Path | None = None, name: str = "kamailio", mem: str = "tlsf", shm_mb: int = 64,
+                   defines: list[str] = ()) -> Proc:
     """Kamailio in the foreground (-DD: the creator stays attached, still forks its children),
     logging to stderr (-E), `children` UDP workers (-n) on the one listen socket."""
     cfg = cfg or SCENARIOS / "stateless" / "kamailio.cfg"
@@ -548,6 +568,8 @@ def start_kamailio(group: ProcGroup, port: int, forward_port: int, children: int
     argv = ["kamailio", "-f", cfg, "-DD", "-E", "-n", str(children),
             "-l", f"udp:{LOOPBACK}:{port}", "-Y", rundir, "-m", str(shm_mb), "-M", "8", "-x", mem,
             "-A", f'UAS_HOST="{LOOPBACK}"', "-A", f"UAS_PORT={forward_port}"]
+    for d in defines:
+        argv += ["-A", d]
     proc = group.start(name, argv)
     if not wait_until(lambda: udp_port_bound(port) or not proc.alive(), 15) or not proc.alive():
         raise RuntimeError(f"kamailio did not start: {proc.stderr().strip()[-800:]}")
@@ -609,12 +631,68 @@ def modparam_line(spec: str) -> str:
     return f'modparam("{m.group(1)}", "{m.group(2)}", {value})'
 
 
+def mariadb_up() -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((LOOPBACK, 3306)) == 0
+
+
+def mariadb_pid() -> int | None:
+    """The local MariaDB server's pid (not started by us: only read for its CPU time)."""
+    for pid in all_pids():
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() in ("mariadbd", "mysqld"):
+                    return pid
+        except OSError:
+            pass
+    return None
+
+
+@dataclass
+class Backend:
+    kind: str | None
+    values: dict                   # template tokens (@HTTP@, @DB_URL@)
+    pid: int | None = None         # whose CPU is the back-end's (the delay server, or mariadbd)
+
+
+def start_backend(group: ProcGroup, scenario: Scenario, delay_ms: int = 20) -> Backend:
+    """What the scenario's script calls: the asyncio delay server (ours, in `group`) for "http", the
+    already running local MariaDB for "mysql" (scripts/ensure-mariadb; an error if it is not up).
+    `delay_ms`: how long the web service takes (@DELAY_MS@; the async timeout is 2 s or twice that)."""
+    if scenario.backend == "http":
+        proc = group.start("delay-server", [sys.executable, DELAY_SERVER])
+        if not wait_until(lambda: proc.stdout().strip() != "" or not proc.alive(), 5) or not proc.alive():
+            raise RuntimeError(f"delay server did not start: {proc.stderr().strip()[-500:]}")
+        port = int(proc.stdout().split()[0])
+        return Backend("http", {"HTTP": f"{LOOPBACK}:{port}", "DELAY_MS": delay_ms,
+                                "ASYNC_TIMEOUT_MS": max(2000, 2 * delay_ms)}, proc.pid)
+    if scenario.backend == "mysql":
+        if not mariadb_up():
+            raise RuntimeError("no MariaDB on 127.0.0.1:3306: run scripts/ensure-mariadb (make test-deps)")
+        return Backend("mysql", {"DB_URL": DB_URL}, mariadb_pid())
+    return Backend(None, {})
+
+
+def kamailio_defines(values: dict) -> list[str]:
+    out = []
+    if "HTTP" in values:
+        out.append(f'HTTP_URL="http://{values["HTTP"]}/delay?ms={values.get("DELAY_MS", 20)}"')
+    if "DB_URL" in values:
+        out.append(f'DB_URL="{values["DB_URL"]}"')
+    return out
+
+
 def start_target(group: ProcGroup, target: str, scenario: Scenario, port: int, uas_port: int | None,
                  workers: int, ringsip_extra: list[str] = (), kamailio_mem: str = "tlsf",
-                 ringsip_modparams: list[str] = ()) -> Proc:
+                 ringsip_modparams: list[str] = (), backend: dict | None = None) -> Proc:
     """The target on 127.0.0.1:`port` running the scenario's script for it, `workers` workers
-    (ringsipd shards, Kamailio children, OpenSIPS UDP workers), next hop the UAS (if any)."""
-    values = {"LISTEN": f"{LOOPBACK}:{port}", "UAS": f"{LOOPBACK}:{uas_port or 9}", "WORKERS": workers}
+    (ringsipd shards, Kamailio children, OpenSIPS UDP workers), next hop the UAS (if any); `backend`:
+    the back-end's template values (start_backend)."""
+    if target not in scenario.targets:
+        raise RuntimeError(f"{scenario.name} has no {target} script: {scenario.why_not}")
+    values = {"LISTEN": f"{LOOPBACK}:{port}", "UAS": f"{LOOPBACK}:{uas_port or 9}", "WORKERS": workers,
+              **(backend or {})}
     if target == "ringsip":
         cfg = render_config(scenario.folder / "ringsip.cfg", group.workdir / "ringsip.cfg", values)
         if ringsip_modparams:
@@ -623,7 +701,8 @@ def start_target(group: ProcGroup, target: str, scenario: Scenario, port: int, u
         return start_ringsip(group, port, shards=workers, extra=ringsip_extra, script=cfg)
     if target == "kamailio":
         return start_kamailio(group, port, uas_port or 9, children=workers,
-                              cfg=scenario.folder / "kamailio.cfg", mem=kamailio_mem, shm_mb=scenario.shm_mb)
+                              cfg=scenario.folder / "kamailio.cfg", mem=kamailio_mem, shm_mb=scenario.shm_mb,
+                              defines=kamailio_defines(values))
     if target == "opensips":
         cfg = render_config(scenario.folder / "opensips.cfg", group.workdir / "opensips.cfg", values)
         return start_opensips(group, port, cfg, shm_mb=scenario.shm_mb)

@@ -78,6 +78,8 @@ public final class TransactionManager {
         guard let handle = table.lookup(id.hash, matches: { entry in
             id.matches(entry.id, bytes: bytes, storedBytes: entry.request.bytes, responseToTag: empty)
         }) else { return false }
+        // The server side may have ended while a branch lives on: nothing to answer, just absorb.
+        if table[handle].serverDone { return message.method != .ack || table[handle].inviteServer == nil }
         let now = shard.now
         if message.method == .ack {
             guard table[handle].inviteServer != nil else { return true }
@@ -400,6 +402,16 @@ public final class TransactionManager {
 
     /// Sends `response` upstream through the server transaction (ours or a branch's, already rebuilt).
     private func respond(_ handle: TransactionHandle, status: Int, response: StoredMessage, on shard: Shard) {
+        // The server transaction may have ended (Timer L/H/J) while a branch lives on (Timer M, D): a late
+        // 2xx still goes upstream statelessly (RFC 6026 §8.4: the proxy forwards every 2xx), anything else
+        // has no one left to go to.
+        if table[handle].serverDone {
+            if status >= 200 && status < 300 {
+                send(response, to: table[handle].responseDestination, socket: table[handle].socket, on: shard)
+            }
+            store.release(response)
+            return
+        }
         let now = shard.now
         if status >= 200 && status > table[handle].finalSent { table[handle].finalSent = status }
         let actions = table[handle].inviteServer != nil

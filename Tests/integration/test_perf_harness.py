@@ -62,24 +62,52 @@ def fields_of(line: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in line.split()[1:])
 
 
-@pytest.mark.parametrize("target", ["ringsip", "kamailio"])
-@pytest.mark.parametrize("scenario", SCENARIOS)
+def smoke_load(scenario: str) -> tuple[int, int]:
+    """(calls/s, calls) of a smoke run: 100 and 200, or 40 and 120 where each INVITE waits 20 ms on a back-end
+    (Kamailio's 2 blocking workers carry at most 2 / 20 ms = 100 calls/s)."""
+    return (40, 120) if h.SCENARIO_SPECS[scenario].backend else (100, 200)
+
+
+def need_backend(scenario: str) -> None:
+    if h.SCENARIO_SPECS[scenario].backend == "mysql" and not h.mariadb_up():
+        missing("no MariaDB on 127.0.0.1:3306: run `make test-deps` (scripts/ensure-mariadb)")
+
+
+@pytest.mark.parametrize("scenario,target", [(s, t) for s in SCENARIOS for t in ("ringsip", "kamailio")
+                                             if t in h.SCENARIO_SPECS[s].targets])
 def test_bench_runs_each_scenario_prints_one_result_line_and_leaves_nothing_behind(scenario, target, tmp_path):
     need(target)
-    p = run_tool([str(REPO / "perf" / "bench"), scenario, "--target", target, "--rate", "100", "--calls", "200"],
+    need_backend(scenario)
+    rate, calls = smoke_load(scenario)
+    p = run_tool([str(REPO / "perf" / "bench"), scenario, "--target", target, "--rate", str(rate), "--calls", str(calls)],
                  tmp_path, timeout=90)
     assert p.returncode == 0, p.stdout + p.stderr
     lines = [line for line in p.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(lines) == 1, p.stdout
     f = fields_of(lines[0])
     assert f["bench"] == scenario and f["target"] == target, lines[0]
-    assert f["ok"] == "200" and f["failed"] == "0" and f["calls"] == "200", lines[0]
+    assert f["ok"] == str(calls) and f["failed"] == "0" and f["calls"] == str(calls), lines[0]
     assert float(f["cpu_us_per_call"]) > 0 and float(f["cpu_us_per_msg"]) > 0, lines[0]
     assert float(f["peak_rss_mb"]) > 0, lines[0]
     assert f["limit"] == "-", "sipp at 100 calls/s is nowhere near its limit: " + lines[0]
     if h.SCENARIO_SPECS[scenario].uas_xml is None:
         assert f["uas_cpu_pct"] == "na", "no UAS runs for " + scenario
+    if h.SCENARIO_SPECS[scenario].backend:
+        # Each INVITE waited on the 20 ms back-end, whose CPU is reported.
+        assert float(f["rt_p50_ms"]) >= 20 and f["backend_cpu_pct"] != "na", lines[0]
+        assert float(f["inflight"]) > 0, lines[0]
+    else:
+        assert f["backend_cpu_pct"] == "na", lines[0]
     assert not list(tmp_path.iterdir()), "a clean run removes its run folder"
+
+
+def test_a_scenario_without_a_script_for_the_target_is_refused_with_the_reason(tmp_path):
+    need("ringsip")
+    p = run_tool([str(REPO / "perf" / "bench"), "blocking-rest", "--target", "ringsip"], tmp_path, timeout=30)
+    assert p.returncode == 2 and "blocking-rest has no ringsip script" in p.stderr, p.stdout + p.stderr
+    p = run_tool([str(REPO / "perf" / "compare"), "blocking-rest"], tmp_path, timeout=30)
+    assert p.returncode == 2 and "blocking-rest has no ringsip script" in p.stderr, p.stdout + p.stderr
+    assert not list(tmp_path.iterdir()), "nothing was started, no run folder"
 
 
 def test_compare_prints_the_cpu_ratio_for_each_peer(tmp_path):
@@ -102,6 +130,9 @@ def test_bench_blames_the_load_generator_when_sipp_saturates_or_falls_behind():
     assert bench.limit_of(base) == "-"
     assert bench.limit_of({**base, "uac_cpu_pct_max": 97.0}) == "generator"
     assert bench.limit_of({**base, "created_cps": 3100.0}) == "generator"
+    # A target that fell behind stretches sipp's run: its lower creation rate is then not the generator's.
+    assert bench.limit_of({**base, "created_cps": 3100.0, "failed": 0, "retrans": 40}) == "-"
+    assert bench.limit_of({**base, "backend_cpu_pct": 95.0}) == "backend"
     assert bench.limit_of({**base, "uas_cpu_pct": 95.0}) == "uas"
     assert bench.limit_of({**base, "uas_cpu_pct": None}) == "-"
     note = bench.limit_note({**base, "uac_cpu_pct_max": 97.0, "limit": "generator"})
@@ -111,12 +142,18 @@ def test_bench_blames_the_load_generator_when_sipp_saturates_or_falls_behind():
 def test_scenario_templates_render_completely_and_refuse_a_missing_value(tmp_path):
     values = {"LISTEN": "127.0.0.1:5060", "UAS": "127.0.0.1:5070", "WORKERS": 2}
     for name, spec in h.SCENARIO_SPECS.items():
-        for cfg in ("ringsip.cfg", "kamailio.cfg", "opensips.cfg"):
+        for cfg in spec.config_files():
             assert (spec.folder / cfg).exists(), f"{name}/{cfg} missing"
+        for cfg in ("ringsip.cfg", "kamailio.cfg", "opensips.cfg"):
+            if cfg not in spec.config_files():
+                assert not (spec.folder / cfg).exists(), f"{name}/{cfg} exists but {name}.targets omits it"
         for xml in (spec.uac_xml, spec.uas_xml):
             assert xml is None or (spec.folder / xml).exists(), f"{name}/{xml} missing"
+        backend = {"HTTP": "127.0.0.1:8080", "DELAY_MS": 20, "ASYNC_TIMEOUT_MS": 2000} if spec.backend == "http" else {"DB_URL": h.DB_URL} if spec.backend else {}
         for cfg in ("ringsip.cfg", "opensips.cfg"):
-            text = h.render_config(spec.folder / cfg, tmp_path / f"{name}-{cfg}", values).read_text()
+            if cfg not in spec.config_files():
+                continue
+            text = h.render_config(spec.folder / cfg, tmp_path / f"{name}-{cfg}", {**values, **backend}).read_text()
             assert not h.TOKEN.search(text), text
     with pytest.raises(RuntimeError, match="no value for @UAS@"):
         h.render_config(h.SCENARIO_SPECS["stateless"].folder / "ringsip.cfg", tmp_path / "x.cfg",
@@ -125,10 +162,11 @@ def test_scenario_templates_render_completely_and_refuse_a_missing_value(tmp_pat
         assert not (h.SCENARIOS / pending).exists(), f"{pending} has a folder but cannot run yet"
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if "ringsip" in h.SCENARIO_SPECS[s].targets])
 def test_each_scenarios_ringsip_script_passes_check_config(scenario, ringsipd, tmp_path):
     spec = h.SCENARIO_SPECS[scenario]
     cfg = h.render_config(spec.folder / "ringsip.cfg", tmp_path / "ringsip.cfg",
-                          {"LISTEN": "127.0.0.1:5060", "UAS": "127.0.0.1:5070", "WORKERS": 2})
+                          {"LISTEN": "127.0.0.1:5060", "UAS": "127.0.0.1:5070", "WORKERS": 2,
+                           "HTTP": "127.0.0.1:8080", "DELAY_MS": 20, "ASYNC_TIMEOUT_MS": 2000, "DB_URL": h.DB_URL})
     p = subprocess.run([str(ringsipd), "--check-config", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
