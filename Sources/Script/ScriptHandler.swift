@@ -221,7 +221,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         context.message = context.transactionMessage
         defer { context.message = saved }
         guard (try? context.message.parse(bytes)) != nil, (try? context.message.validate()) != nil else {
-            transactions.releaseSuspension(handle)
+            transactions.releaseSuspension(handle, on: shard)
             return
         }
         context.transaction = handle
@@ -233,7 +233,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         if context.runtimeError != nil { reportRuntimeError() }
         context.saveAVPs(to: handle)
         guard !context.suspendedNow else { return }
-        transactions.releaseSuspension(handle)
+        transactions.releaseSuspension(handle, on: shard)
         if let current = transactions.transaction(handle), current.finalSent < 200, current.branchCount == 0 {
             transactions.reply(handle, status: 500, reason: noReply, on: shard)
         }

@@ -27,7 +27,7 @@ enum TMFunctions {
             ScriptFunction("t_check_trans", module: "tm", arguments: 0...0, allowedIn: .requestLike) { _, _ in
                 { context in context.transaction != nil ? 1 : -1 }
             },
-            ScriptFunction("t_was_cancelled", module: "tm", arguments: 0...0, allowedIn: [.failure]) { _, _ in
+            ScriptFunction("t_was_cancelled", module: "tm", arguments: 0...0, allowedIn: [.request, .failure]) { _, _ in
                 { context in
                     guard let handle = context.transaction,
                           let entry = context.transactions?.transaction(handle) else { return -1 }

@@ -216,10 +216,14 @@ public final class TransactionManager {
         return table[handle].suspension?.bytes
     }
 
-    public func releaseSuspension(_ handle: TransactionHandle) {
-        guard table.contains(handle), !table[handle].suspended, let kept = table[handle].suspension else { return }
-        store.release(kept)
-        table[handle].suspension = nil
+    /// Drops the state kept for the resume route once it has run; frees the transaction if it ended meanwhile.
+    public func releaseSuspension(_ handle: TransactionHandle, on shard: Shard) {
+        guard table.contains(handle), !table[handle].suspended else { return }
+        if let kept = table[handle].suspension {
+            store.release(kept)
+            table[handle].suspension = nil
+        }
+        freeIfDone(handle, on: shard)
     }
 
     /// The bytes last given to `storeAVPs`, valid until the next `storeAVPs` or the transaction's end.
@@ -692,7 +696,9 @@ public final class TransactionManager {
 
     /// Frees the transaction once its server machine and every branch's machines have terminated.
     private func freeIfDone(_ handle: TransactionHandle, on shard: Shard) {
-        guard table.contains(handle), table[handle].serverDone else { return }
+        // A suspended transaction waits for its resume route even when it has ended (a CANCEL answered it):
+        // the route still runs, and t_was_cancelled() tells it.
+        guard table.contains(handle), table[handle].serverDone, !table[handle].suspended else { return }
         for i in 0..<table[handle].branches.count where !table[handle].branches[i].done { return }
         var entry = table.remove(handle)
         release(&entry, on: shard)

@@ -456,3 +456,39 @@ def test_radius_auth_accepts_rejects_and_returns_reply_attributes(radius_daemon)
     assert reply.startswith("SIP/2.0 299 rc=1 msg=hello alice\r\n"), reply
     reply = ask_radius(radius_daemon, 81, "wrong")
     assert reply.startswith("SIP/2.0 299 rc=-1 "), reply
+
+
+CANCEL_SCRIPT = """
+loadmodule "tm.so"
+loadmodule "cfgutils.so"
+route {
+    async(usleep(400000), after, 2000);
+}
+route[after] {
+    if (t_was_cancelled()) {
+        xlog("L_ERR", "RESUMED cancelled=yes rc=$rc ci=$ci\\n");
+        exit;
+    }
+    xlog("L_ERR", "RESUMED cancelled=no\\n");
+}
+"""
+
+
+def test_a_transaction_cancelled_while_suspended_still_resumes_and_sees_t_was_cancelled(procs, ringsipd, tmp_path):
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "cancel-async.cfg"
+    script.write_text(CANCEL_SCRIPT)
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        caller.settimeout(2)
+        invite = request("INVITE", port, caller.getsockname()[1], 90)
+        caller.sendto(invite, (h.LOOPBACK, port))
+        assert caller.recv(65536).decode().startswith("SIP/2.0 100"), "no 100 Trying"
+        cancel = invite.replace(b"INVITE sip:", b"CANCEL sip:").replace(b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
+        caller.sendto(cancel, (h.LOOPBACK, port))
+        answers = {caller.recv(65536).decode().split("\r\n")[0] for _ in range(2)}
+        assert answers == {"SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"}, answers
+    # The resume route runs after the pause even though the CANCEL ended the transaction.
+    assert h.wait_until(lambda: "RESUMED cancelled=yes rc=1 ci=async-90@127.0.0.1" in proc.stderr(), 3), proc.stderr()[-1500:]
