@@ -13,11 +13,10 @@ public enum HTTPModule {
             .init("max_async_transfers", .integer), .init("ssl_verifypeer", .integer), .init("ssl_verifyhost", .integer),
         ], functions: [
             ScriptFunction("rest_append_hf", module: "rest_client", arguments: 1...1, compile: appendHeader),
-        ] + ["rest_get", "rest_post", "rest_put"].map { name in
-            // A direct request would block the shard on the server: ringsip offers it only in async().
+        ] + [("rest_get", HTTPMethod.get), ("rest_post", .post), ("rest_put", .put)].map { name, method in
+            // Outside async() the request is made synchronously, as in OpenSIPS; the check warns: it blocks.
             ScriptFunction(name, module: "rest_client", arguments: 2...6) { call, compiler throws(CompileError) in
-                throw compiler.error("\(call.name)() runs inside async() in ringsip: async(\(call.name)(…), resume_route)",
-                                     at: call.location)
+                try SynchronousHTTP.compile(call, compiler, method: method)
             }
         }, asyncOperations: [
             AsyncOperationDefinition("rest_get", module: "rest_client", arguments: 2...4, defaultTimeout: 20_000,
@@ -101,6 +100,8 @@ final class HTTPService: ShardService, HTTPRunnerDelegate {
     private var headersCount = 0
     private var headersSerial: UInt64 = 0
     private let statusText = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+    private let blocking = BlockingHTTP()
+    private let settings: HTTPRunner.Configuration
 
     init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
         self.context = context
@@ -115,7 +116,31 @@ final class HTTPService: ShardService, HTTPRunnerDelegate {
         if let n = configuration.optionalInteger("rest_client", "max_async_transfers") { settings.maximumTransfers = n }
         if let v = configuration.optionalInteger("rest_client", "ssl_verifypeer") { settings.verifyPeer = v != 0 }
         if let v = configuration.optionalInteger("rest_client", "ssl_verifyhost") { settings.verifyHost = v != 0 }
+        self.settings = settings
         runner = HTTPRunner(shard: shard, configuration: settings, delegate: self)
+    }
+
+    /// rest_* outside async(): blocks the shard (see SynchronousHTTP). Outputs go to the `$avp`s through the
+    /// message's arena.
+    func perform(_ method: HTTPMethod, url: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
+                 contentType: UnsafeRawBufferPointer, outputs: [Int?], context: ScriptContext) -> Int {
+        let (code, status, type) = blocking.perform(method, url: url, body: body, contentType: contentType,
+                                                    timeoutMilliseconds: settings.curlTimeout,
+                                                    connectMilliseconds: settings.connectionTimeout)
+        func set(_ slot: Int?, _ bytes: UnsafeRawBufferPointer) {
+            guard let slot, let copy = context.arena.copy(bytes) else { return }
+            context.avps.remove(slot, all: true)
+            _ = context.avps.push(slot, .text(copy))
+        }
+        if code == .success {
+            set(outputs[0], UnsafeRawBufferPointer(rebasing: blocking.body[0..<blocking.received]))
+            set(outputs[1], type)
+        }
+        if let slot = outputs[2] {
+            context.avps.remove(slot, all: true)
+            _ = context.avps.push(slot, .integer(status))
+        }
+        return Int(code.rawValue)
     }
 
     deinit {

@@ -492,3 +492,28 @@ def test_a_transaction_cancelled_while_suspended_still_resumes_and_sees_t_was_ca
         assert answers == {"SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"}, answers
     # The resume route runs after the pause even though the CANCEL ended the transaction.
     assert h.wait_until(lambda: "RESUMED cancelled=yes rc=1 ci=async-90@127.0.0.1" in proc.stderr(), 3), proc.stderr()[-1500:]
+
+
+def test_rest_get_outside_async_runs_synchronously_and_the_check_warns(procs, ringsipd, tmp_path):
+    server = procs.start("http", [sys.executable, HTTP_FIXTURE])
+    assert h.wait_until(lambda: server.stdout().strip() != "" or not server.alive(), 5), server.stderr()
+    http_port = int(server.stdout().split()[0])
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "sync-rest.cfg"
+    script.write_text(f"""
+loadmodule "sl.so"
+loadmodule "rest_client.so"
+route {{
+    rest_get("http://127.0.0.1:{http_port}/hello", $avp(body), $avp(ctype), $avp(code));
+    sl_send_reply(299, "rc=$rc code=$avp(code) body=$avp(body)");
+}}
+""")
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
+    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    assert "rest_get() outside async() blocks the whole shard" in proc.stderr(), proc.stderr()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        caller.settimeout(5)
+        caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 95), (h.LOOPBACK, port))
+        reply = caller.recv(65536).decode()
+    assert reply.startswith("SIP/2.0 299 rc=1 code=200 body=hello\r\n"), reply

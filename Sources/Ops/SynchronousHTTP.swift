@@ -1,0 +1,126 @@
+import CCurl
+import Engine
+import Glibc
+import Script
+
+/// `rest_get`/`rest_post`/`rest_put` called outside `async()`: the request is made and waited for on the
+/// shard's thread (curl_easy_perform), as OpenSIPS' rest_client does. The whole shard stops meanwhile, so
+/// the check warns at every such call site. The body is kept up to `bodyLimit` (it lands in the message's
+/// arena with the `$avp`s).
+enum SynchronousHTTP {
+    static let bodyLimit = 32 << 10
+
+    static func compile(_ call: FunctionCall, _ compiler: ScriptCompiler, method: HTTPMethod) throws(CompileError)
+        -> CompiledCall {
+        compiler.warn("\(call.name)() outside async() blocks the whole shard until the server answers; "
+            + "async(\(call.name)(…), resume_route) does not", at: call.location)
+        let url = try compiler.value(call.arguments[0]!)
+        var body: ScriptCompiler.Evaluate?
+        var contentType: ScriptCompiler.Evaluate?
+        var first = 1
+        if method != .get {
+            guard call.arguments.count >= 4 else {
+                throw compiler.error("\(call.name) takes url, body, content type and a body $avp", at: call.location)
+            }
+            body = try compiler.value(call.arguments[1]!)
+            contentType = try compiler.value(call.arguments[2]!)
+            first = 3
+        }
+        let outputs = try (0..<3).map { (i: Int) throws(CompileError) -> Int? in
+            let index = first + i
+            return try compiler.outputAVP(index < call.arguments.count ? call.arguments[index] : nil,
+                                          what: "\(call.name)'s \(["body", "content type", "status code"][i]) output")
+        }
+        guard let service = compiler.serviceIndex(of: "rest_client") else {
+            throw compiler.error("\(call.name) needs loadmodule \"rest_client.so\"", at: call.location)
+        }
+        return { context in
+            guard let http = context.service(service) as? HTTPService, case .text(let address) = url(context) else {
+                return Int(HTTPCode.failed.rawValue)
+            }
+            var payload = UnsafeRawBufferPointer(start: nil, count: 0)
+            var type = UnsafeRawBufferPointer(start: nil, count: 0)
+            if let body, case .text(let bytes) = body(context) { payload = bytes }
+            if let contentType, case .text(let bytes) = contentType(context) { type = bytes }
+            return http.perform(method, url: address, body: payload, contentType: type, outputs: outputs, context: context)
+        }
+    }
+}
+
+/// The blocking side of one shard's rest_client: one easy handle, reused.
+final class BlockingHTTP {
+    private var easy: UnsafeMutableRawPointer?
+    let body = UnsafeMutableRawBufferPointer.allocate(byteCount: SynchronousHTTP.bodyLimit, alignment: 8)
+    var received = 0
+    var overflowed = false
+    private let text = UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: 8)
+
+    deinit {
+        if let easy { curl_easy_cleanup(easy) }
+        body.deallocate()
+        text.deallocate()
+    }
+
+    /// NUL-terminated copy of `bytes` in scratch memory, at `offset`; nil when it does not fit.
+    private func cString(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> UnsafePointer<CChar>? {
+        guard offset + bytes.count + 1 <= text.count else { return nil }
+        if bytes.count > 0 { UnsafeMutableRawBufferPointer(rebasing: text[offset..<offset + bytes.count]).copyMemory(from: bytes) }
+        text[offset + bytes.count] = 0
+        return UnsafePointer((text.baseAddress! + offset).assumingMemoryBound(to: CChar.self))
+    }
+
+    func perform(_ method: HTTPMethod, url: UnsafeRawBufferPointer, body payload: UnsafeRawBufferPointer,
+                 contentType: UnsafeRawBufferPointer, timeoutMilliseconds: UInt64, connectMilliseconds: UInt64)
+        -> (code: HTTPCode, status: Int, contentType: UnsafeRawBufferPointer) {
+        if easy == nil { easy = UnsafeMutableRawPointer(curl_easy_init()) }
+        guard let easy, let address = cString(url, at: 0) else { return (.failed, 0, .init(start: nil, count: 0)) }
+        curl_easy_reset(easy)
+        received = 0
+        overflowed = false
+        _ = CCurl_easy_setopt_ptr(easy, CURLOPT_URL, address)
+        _ = CCurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+        _ = CCurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, Int(timeoutMilliseconds))
+        _ = CCurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(min(connectMilliseconds, timeoutMilliseconds)))
+        _ = CCurl_easy_setopt_write_function(easy) { data, size, count, context in
+            let me = Unmanaged<BlockingHTTP>.fromOpaque(context!).takeUnretainedValue()
+            let n = size * count
+            let room = me.body.count - me.received
+            if n > room { me.overflowed = true }
+            if let data, min(n, room) > 0 {
+                UnsafeMutableRawBufferPointer(rebasing: me.body[me.received..<me.received + min(n, room)])
+                    .copyMemory(from: UnsafeRawBufferPointer(start: data, count: min(n, room)))
+                me.received += min(n, room)
+            }
+            return n
+        }
+        _ = CCurl_easy_setopt_ptr(easy, CURLOPT_WRITEDATA, Unmanaged.passUnretained(self).toOpaque())
+        var headers: UnsafeMutablePointer<curl_slist>?
+        if method != .get {
+            _ = CCurl_easy_setopt_ptr(easy, CURLOPT_POSTFIELDS, payload.baseAddress)
+            _ = CCurl_easy_setopt_off_t(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(payload.count))
+            if method == .put { _ = "PUT".withCString { CCurl_easy_setopt_ptr(easy, CURLOPT_CUSTOMREQUEST, $0) } }
+            var line = Array("Content-Type: ".utf8)
+            line.append(contentsOf: contentType)
+            line.append(0)
+            headers = line.withUnsafeBufferPointer { curl_slist_append(nil, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) }
+            headers = curl_slist_append(headers, "Expect:")
+            _ = CCurl_easy_setopt_ptr(easy, CURLOPT_HTTPHEADER, headers)
+        }
+        defer { if let headers { curl_slist_free_all(headers) } }
+        let result = curl_easy_perform(easy)
+        var status = 0
+        _ = CCurl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
+        var type: UnsafeMutablePointer<CChar>?
+        _ = CCurl_easy_getinfo_ptr(easy, CURLINFO_CONTENT_TYPE, &type)
+        let typeBytes = type.map { UnsafeRawBufferPointer(start: $0, count: strlen($0)) } ?? .init(start: nil, count: 0)
+        switch result {
+        case CURLE_OK: return (.success, status, typeBytes)
+        case CURLE_COULDNT_CONNECT: return (.refused, status, typeBytes)
+        case CURLE_OPERATION_TIMEDOUT:
+            var connect = 0.0
+            _ = CCurl_easy_getinfo_double(easy, CURLINFO_CONNECT_TIME, &connect)
+            return (connect == 0 ? .connectTimeout : .transferTimeout, status, typeBytes)
+        default: return (.failed, status, typeBytes)
+        }
+    }
+}
