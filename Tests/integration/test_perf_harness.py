@@ -103,10 +103,10 @@ def test_bench_runs_each_scenario_prints_one_result_line_and_leaves_nothing_behi
 
 def test_a_scenario_without_a_script_for_the_target_is_refused_with_the_reason(tmp_path):
     need("ringsip")
-    p = run_tool([str(REPO / "perf" / "bench"), "blocking-rest", "--target", "ringsip"], tmp_path, timeout=30)
-    assert p.returncode == 2 and "blocking-rest has no ringsip script" in p.stderr, p.stdout + p.stderr
-    p = run_tool([str(REPO / "perf" / "compare"), "blocking-rest"], tmp_path, timeout=30)
-    assert p.returncode == 2 and "blocking-rest has no ringsip script" in p.stderr, p.stdout + p.stderr
+    p = run_tool([str(REPO / "perf" / "bench"), "async-db", "--target", "opensips"], tmp_path, timeout=30)
+    assert p.returncode == 2 and "async-db has no opensips script: no opensips.cfg yet" in p.stderr, p.stdout + p.stderr
+    p = run_tool([str(REPO / "perf" / "compare"), "async-db", "--targets", "ringsip,opensips"], tmp_path, timeout=30)
+    assert p.returncode == 2 and "async-db has no opensips script" in p.stderr, p.stdout + p.stderr
     assert not list(tmp_path.iterdir()), "nothing was started, no run folder"
 
 
