@@ -16,49 +16,18 @@ struct DatabaseOutcome: Sendable {
 }
 
 /// What a test does on the shard (run on its thread once the runner exists), and what came back.
-final class DatabaseScenario: @unchecked Sendable {
+final class DatabaseScenario: OutcomeLog<DatabaseOutcome>, @unchecked Sendable {
     let configuration: DatabaseRunner.Configuration
     let body: (DatabaseHarness) -> Void
     /// Called on the shard's thread after each delivery was recorded (to chain queries).
     let onCompletion: ((DatabaseHarness, DatabaseOutcome) -> Void)?
-    private let condition = NSCondition()
-    private var outcomes: [DatabaseOutcome] = []
-    private var notes: [String: Int] = [:]
 
     init(configuration: DatabaseRunner.Configuration, body: @escaping (DatabaseHarness) -> Void,
          onCompletion: ((DatabaseHarness, DatabaseOutcome) -> Void)? = nil) {
         self.configuration = configuration
         self.body = body
         self.onCompletion = onCompletion
-    }
-
-    func record(_ outcome: DatabaseOutcome) {
-        condition.lock()
-        outcomes.append(outcome)
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    /// A number the shard's side wants the test to see (counters, submission results).
-    func note(_ key: String, _ value: Int) {
-        condition.lock()
-        notes[key] = value
-        condition.unlock()
-    }
-
-    func noted(_ key: String) -> Int? {
-        condition.lock()
-        defer { condition.unlock() }
-        return notes[key]
-    }
-
-    /// Waits until `count` queries were delivered or `seconds` passed.
-    func wait(for count: Int, seconds: Double) -> [DatabaseOutcome] {
-        let deadline = Date().addingTimeInterval(seconds)
-        condition.lock()
-        defer { condition.unlock() }
-        while outcomes.count < count && condition.wait(until: deadline) {}
-        return outcomes
+        super.init()
     }
 }
 

@@ -21,23 +21,15 @@ struct ExecOutcome: Sendable {
 }
 
 /// What a test gives the shard to do (run on its thread once the runner exists), and what came back.
-final class ExecScenario: @unchecked Sendable {
+final class ExecScenario: OutcomeLog<ExecOutcome>, @unchecked Sendable {
     let configuration: ExecRunner.Configuration
     let body: (ExecHarness) -> Void
-    private let condition = NSCondition()
-    private var outcomes: [ExecOutcome] = []
     private var submissions: [UInt64: ExecSubmission] = [:]
 
     init(configuration: ExecRunner.Configuration = .init(), body: @escaping (ExecHarness) -> Void) {
         self.configuration = configuration
         self.body = body
-    }
-
-    func record(_ outcome: ExecOutcome) {
-        condition.lock()
-        outcomes.append(outcome)
-        condition.broadcast()
-        condition.unlock()
+        super.init()
     }
 
     func record(_ submission: ExecSubmission, token: UInt64) {
@@ -50,15 +42,6 @@ final class ExecScenario: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return submissions[token]
-    }
-
-    /// Waits until `count` execs were delivered or `seconds` passed.
-    func wait(for count: Int, seconds: Double) -> [ExecOutcome] {
-        let deadline = Date().addingTimeInterval(seconds)
-        condition.lock()
-        defer { condition.unlock() }
-        while outcomes.count < count && condition.wait(until: deadline) {}
-        return outcomes
     }
 }
 

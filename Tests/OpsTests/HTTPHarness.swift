@@ -20,13 +20,11 @@ struct HTTPOutcome: Sendable {
 }
 
 /// What a test gives the shard to do (run on its thread once the runner exists), and what came back.
-final class HTTPScenario: @unchecked Sendable {
+final class HTTPScenario: OutcomeLog<HTTPOutcome>, @unchecked Sendable {
     let configuration: HTTPRunner.Configuration
     let body: (HTTPHarness) -> Void
     /// Called on the shard's thread after each delivery, e.g. to submit the next request.
     let next: ((HTTPHarness, HTTPOutcome) -> Void)?
-    private let condition = NSCondition()
-    private var outcomes: [HTTPOutcome] = []
     private var submissions: [UInt64: HTTPSubmission] = [:]
     private(set) var maximumRunning = 0
     private(set) var watchedSocketsAtStop = -1
@@ -36,13 +34,7 @@ final class HTTPScenario: @unchecked Sendable {
         self.configuration = configuration
         self.body = body
         self.next = next
-    }
-
-    func record(_ outcome: HTTPOutcome) {
-        condition.lock()
-        outcomes.append(outcome)
-        condition.broadcast()
-        condition.unlock()
+        super.init()
     }
 
     func record(_ submission: HTTPSubmission, token: UInt64, running: Int) {
@@ -62,15 +54,6 @@ final class HTTPScenario: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return submissions[token]
-    }
-
-    /// Waits until `count` requests were delivered or `seconds` passed.
-    func wait(for count: Int, seconds: Double) -> [HTTPOutcome] {
-        let deadline = Date().addingTimeInterval(seconds)
-        condition.lock()
-        defer { condition.unlock() }
-        while outcomes.count < count && condition.wait(until: deadline) {}
-        return outcomes
     }
 }
 

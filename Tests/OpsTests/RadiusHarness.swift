@@ -18,43 +18,14 @@ struct RadiusOutcome: Sendable {
 }
 
 /// What a test does on the shard, and what came back.
-final class RadiusScenario: @unchecked Sendable {
+final class RadiusScenario: OutcomeLog<RadiusOutcome>, @unchecked Sendable {
     let configuration: RadiusRunner.Configuration
     let body: (RadiusHarness) -> Void
-    private let condition = NSCondition()
-    private var outcomes: [RadiusOutcome] = []
-    private var notes: [String: Int] = [:]
 
     init(configuration: RadiusRunner.Configuration, body: @escaping (RadiusHarness) -> Void) {
         self.configuration = configuration
         self.body = body
-    }
-
-    func record(_ outcome: RadiusOutcome) {
-        condition.lock()
-        outcomes.append(outcome)
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    func note(_ key: String, _ value: Int) {
-        condition.lock()
-        notes[key] = value
-        condition.unlock()
-    }
-
-    func noted(_ key: String) -> Int? {
-        condition.lock()
-        defer { condition.unlock() }
-        return notes[key]
-    }
-
-    func wait(for count: Int, seconds: Double) -> [RadiusOutcome] {
-        let deadline = Date().addingTimeInterval(seconds)
-        condition.lock()
-        defer { condition.unlock() }
-        while outcomes.count < count && condition.wait(until: deadline) {}
-        return outcomes
+        super.init()
     }
 }
 
