@@ -171,6 +171,18 @@ def start_daemon(procs, ringsipd):
     return start
 
 
+def start_script(procs, ringsipd, script: Path, port: int, shards: int = 1) -> h.Proc:
+    """The daemon on 127.0.0.1:`port` (--listen overrides the script's `listen`) running `script`, once its
+    port is bound; the test fails with the daemon's stderr if it exits instead."""
+    argv = [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", str(shards)]
+    proc = procs.start("ringsipd", argv)
+    ok = h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10)
+    if not ok or not proc.alive():
+        pytest.fail(f"ringsipd -f {script} did not start (rc={proc.popen.poll()}): {proc.stderr()[-1500:]}",
+                    pytrace=False)
+    return proc
+
+
 def describe(res: h.UacResult) -> str:
     return (f"ok={res.successful}/{res.calls} failed={res.failed} retrans={res.retransmissions} "
             f"exit={res.exit_codes} wall={res.wall_s:.1f}s\n{res.errors_tail[-3000:]}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import harness as h
 import pytest
-from conftest import REPO, describe
+from conftest import REPO, describe, start_script
 
 SCRIPT = """
 loadmodule "tm.so"
@@ -58,8 +58,7 @@ def daemon(procs, ringsipd, tmp_path):
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "async.cfg"
     script.write_text(SCRIPT)
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port)
     return port
 
 
@@ -98,8 +97,7 @@ def test_async_sleep_example_paces_invites_without_failing_calls(procs, ringsipd
     text = (REPO / "examples" / "async-sleep.cfg").read_text().replace("udp:127.0.0.1:5070", f"udp:127.0.0.1:{uas_port}")
     script = procs.workdir / "async-sleep.cfg"
     script.write_text(text)
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{proxy_port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(proxy_port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=100, calls=300, timeout=30)
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 300, describe(res)
     assert res.rtts_ms and min(res.rtts_ms) >= 190, f"INVITE answered in {min(res.rtts_ms)} ms, before the pause"
@@ -130,8 +128,7 @@ def exec_daemon(procs, ringsipd, tmp_path):
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "exec.cfg"
     script.write_text(EXEC_SCRIPT)
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port)
     return port
 
 
@@ -181,8 +178,7 @@ def test_launch_is_fire_and_forget_and_its_report_route_sees_rc_param_and_output
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "launch.cfg"
     script.write_text(LAUNCH_SCRIPT)
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
         caller.bind((h.LOOPBACK, 0))
         caller.settimeout(2)
@@ -197,8 +193,7 @@ def test_timeout_comes_from_the_modules_modparam_when_async_gives_none(procs, ri
     script = tmp_path / "exec-modparam.cfg"
     script.write_text(EXEC_SCRIPT.replace('loadmodule "exec.so"', 'loadmodule "exec.so"\nmodparam("exec", "timeout", 300)')
                       .replace("$avp(err)), done, 500);", "$avp(err)), done);"))
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
         caller.bind((h.LOOPBACK, 0))
         start = time.monotonic()
@@ -249,8 +244,7 @@ def db_daemon(procs, ringsipd, tmp_path):
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "db.cfg"
     script.write_text(DB_SCRIPT)
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port)
     return port
 
 
@@ -315,8 +309,7 @@ def http_daemon(procs, ringsipd, tmp_path):
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "http.cfg"
     script.write_text(HTTP_SCRIPT.replace("@PORT@", str(http_port)))
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port)
     return port
 
 
@@ -359,8 +352,7 @@ def test_exec_outside_async_runs_synchronously_and_the_check_warns(procs, ringsi
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "sync-exec.cfg"
     script.write_text(SYNC_EXEC_SCRIPT)
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port)
     assert "exec() outside async() blocks the whole shard" in proc.stderr(), proc.stderr()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
         caller.bind((h.LOOPBACK, 0))
@@ -385,8 +377,7 @@ route {{
     sl_send_reply(299, "a0=$(avp(a)[0]) a1=$(avp(a)[1]) b0=$(avp(b)[0])");
 }}
 """)
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port)
     assert "avp_db_query() outside async() blocks the whole shard" in proc.stderr(), proc.stderr()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
         caller.bind((h.LOOPBACK, 0))
@@ -437,8 +428,7 @@ def radius_daemon(procs, ringsipd, tmp_path):
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "radius.cfg"
     script.write_text(RADIUS_SCRIPT.replace("@AUTH@", str(ports[0])))
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port)
     return port
 
 
@@ -478,8 +468,7 @@ def test_a_transaction_cancelled_while_suspended_still_resumes_and_sees_t_was_ca
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "cancel-async.cfg"
     script.write_text(CANCEL_SCRIPT)
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
         caller.bind((h.LOOPBACK, 0))
         caller.settimeout(2)
@@ -508,8 +497,7 @@ route {{
     sl_send_reply(299, "rc=$rc code=$avp(code) body=$avp(body)");
 }}
 """)
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port)
     assert "rest_get() outside async() blocks the whole shard" in proc.stderr(), proc.stderr()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
         caller.bind((h.LOOPBACK, 0))

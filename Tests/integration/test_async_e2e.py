@@ -13,7 +13,7 @@ import time
 
 import harness as h
 import pytest
-from conftest import REPO, describe, missing
+from conftest import REPO, describe, missing, start_script
 
 HTTP_FIXTURE = REPO / "Tests" / "OpsTests" / "Fixtures" / "http_fixture.py"
 
@@ -82,8 +82,7 @@ def proxy(procs, ringsipd, sipp):
     script = procs.workdir / "e2e.cfg"
     script.write_text(SCRIPT.replace("@DB_URL@", h.DB_URL).replace("@UAS@", f"{h.LOOPBACK}:{uas_port}")
                       .replace("@HTTP_PORT@", str(http_port)))
-    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "2"])
-    assert h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10) and proc.alive(), proc.stderr()
+    proc = start_script(procs, ringsipd, script, port, shards=2)
     return port, proc
 
 

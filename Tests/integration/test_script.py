@@ -14,21 +14,11 @@ from pathlib import Path
 
 import harness as h
 import pytest
-from conftest import REPO, describe
+from conftest import REPO, describe, start_script
 
 EXAMPLES = REPO / "examples"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
-
-def start_script(procs, ringsipd, script: Path, port: int) -> h.Proc:
-    """The daemon on 127.0.0.1:`port` (--listen overrides the script's `listen`) running `script`."""
-    argv = [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", "1"]
-    proc = procs.start("ringsipd", argv)
-    ok = h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10)
-    if not ok or not proc.alive():
-        pytest.fail(f"ringsipd -f {script} did not start (rc={proc.popen.poll()}): {proc.stderr()[-1500:]}",
-                    pytrace=False)
-    return proc
 
 
 def with_server_port(tmp_path: Path, script: Path, port: int) -> Path:

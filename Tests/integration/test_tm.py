@@ -22,7 +22,7 @@ from pathlib import Path
 
 import harness as h
 import pytest
-from conftest import REPO, describe
+from conftest import REPO, describe, start_script
 
 EXAMPLES = REPO / "examples"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -42,14 +42,6 @@ def stateful_script(tmp: Path, server_port: int, extra: str = "", failure: str =
     return path
 
 
-def start(procs, ringsipd, script: Path, port: int, shards: int = 1) -> h.Proc:
-    argv = [ringsipd, "-f", script, "--listen", f"udp:{h.LOOPBACK}:{port}", "--shards", str(shards)]
-    proc = procs.start("ringsipd", argv)
-    ok = h.wait_until(lambda: h.udp_port_bound(port) or not proc.alive(), 10)
-    if not ok or not proc.alive():
-        pytest.fail(f"ringsipd did not start: {proc.stderr()[-1500:]}", pytrace=False)
-    return proc
-
 
 def counters(procs, daemon: h.Proc) -> list[dict]:
     """Stops the daemon and returns its per-shard counter lines at exit."""
@@ -66,7 +58,7 @@ def counters(procs, daemon: h.Proc) -> list[dict]:
 def test_basic_calls_relay_statefully_and_every_transaction_is_freed(procs, ringsipd, sipp):
     uas_port, proxy_port = h.free_udp_ports(2)
     h.start_uas(procs, uas_port)
-    daemon = start(procs, ringsipd, stateful_script(procs.workdir, uas_port, FAST_TIMERS), proxy_port)
+    daemon = start_script(procs, ringsipd, stateful_script(procs.workdir, uas_port, FAST_TIMERS), proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=200, calls=600, timeout=30)
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 600, describe(res)
     assert res.retransmissions == 0, describe(res)
@@ -80,7 +72,7 @@ def test_basic_calls_relay_statefully_and_every_transaction_is_freed(procs, ring
 def test_cancel_gets_200_and_the_invite_487(procs, ringsipd, sipp):
     uas_port, proxy_port = h.free_udp_ports(2)
     h.start_uas(procs, uas_port, scenario=SCENARIOS / "tm" / "uas-ring-then-cancelled.xml")
-    daemon = start(procs, ringsipd, stateful_script(procs.workdir, uas_port), proxy_port)
+    daemon = start_script(procs, ringsipd, stateful_script(procs.workdir, uas_port), proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=50, calls=100, timeout=30, scenario=CANCEL / "uac.xml")
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 100, describe(res)
     procs.stop(daemon)
@@ -93,7 +85,7 @@ def test_no_answer_is_408_within_fr_inv_timeout(procs, ringsipd, sipp):
     script = stateful_script(procs.workdir, uas_port).read_text().replace('"fr_inv_timeout", 3', '"fr_inv_timeout", 1')
     path = procs.workdir / "no-answer.cfg"
     path.write_text(script)
-    daemon = start(procs, ringsipd, path, proxy_port)
+    daemon = start_script(procs, ringsipd, path, proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=20, calls=20, timeout=20, scenario=SCENARIOS / "tm" / "uac-timeout.xml")
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 20, describe(res)
     # 408 after fr_inv_timeout (1 s), not after Timer B (32 s): the whole run stays short.
@@ -108,7 +100,7 @@ def test_t_fr_inv_timeout_shortens_timer_c_for_one_transaction(procs, ringsipd, 
     script = stateful_script(procs.workdir, uas_port, failure="    $T_fr_inv_timeout = 1;\n").read_text()
     path = procs.workdir / "per-call-timeout.cfg"
     path.write_text(script.replace('"fr_inv_timeout", 3', '"fr_inv_timeout", 30'))
-    daemon = start(procs, ringsipd, path, proxy_port)
+    daemon = start_script(procs, ringsipd, path, proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=20, calls=10, timeout=20, scenario=SCENARIOS / "tm" / "uac-timeout.xml")
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 10, describe(res)
     assert res.wall_s < 10, describe(res)
@@ -118,7 +110,7 @@ def test_t_fr_inv_timeout_shortens_timer_c_for_one_transaction(procs, ringsipd, 
 def test_busy_is_relayed_upstream_and_the_acks_are_hop_by_hop(procs, ringsipd, sipp):
     uas_port, proxy_port = h.free_udp_ports(2)
     uas = h.start_uas(procs, uas_port, scenario=SCENARIOS / "tm" / "uas-busy.xml")
-    daemon = start(procs, ringsipd, stateful_script(procs.workdir, uas_port), proxy_port)
+    daemon = start_script(procs, ringsipd, stateful_script(procs.workdir, uas_port), proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=50, calls=100, timeout=20, scenario=SCENARIOS / "tm" / "uac-busy.xml")
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 100, describe(res)
     procs.stop(daemon)
@@ -144,7 +136,7 @@ def test_failure_route_forks_serially_to_a_second_callee(procs, ringsipd, sipp):
                             f't_relay("udp:127.0.0.1:{ok_port}");\n        }} else {{')
     path = procs.workdir / "serial.cfg"
     path.write_text(script)
-    daemon = start(procs, ringsipd, path, proxy_port)
+    daemon = start_script(procs, ringsipd, path, proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=50, calls=100, timeout=20)
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 100, describe(res)
     procs.stop(daemon)
@@ -156,7 +148,7 @@ def test_responses_landing_on_the_other_shard_are_handed_to_the_owner(procs, rin
     for attempt in range(6):
         uas_port, proxy_port = h.free_udp_ports(2)
         uas = h.start_uas(procs, uas_port, name=f"uas{attempt}")
-        daemon = start(procs, ringsipd, stateful_script(procs.workdir, uas_port), proxy_port, shards=2)
+        daemon = start_script(procs, ringsipd, stateful_script(procs.workdir, uas_port), proxy_port, shards=2)
         res = h.run_uacs(procs, proxy_port, rate=100, calls=200, timeout=20, tag=f"uac{attempt}")
         assert res.exit_codes == [0] and res.failed == 0 and res.successful == 200, describe(res)
         rows = counters(procs, daemon)
@@ -226,7 +218,7 @@ def test_parallel_fork_forwards_the_200_and_acks_the_486(procs, ringsipd, sipp):
     }}
     t_relay();
 """)
-    daemon = start(procs, ringsipd, script, proxy_port)
+    daemon = start_script(procs, ringsipd, script, proxy_port)
     # The caller's default scenario fails on an unexpected 486: it must see the 200 only.
     res = h.run_uacs(procs, proxy_port, rate=20, calls=20, timeout=20)
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 20, describe(res)
@@ -245,7 +237,7 @@ def test_parallel_fork_a_603_beats_a_486(procs, ringsipd, sipp):
     append_branch("sip:declines@127.0.0.1:{decline_port}");
     t_relay();
 """)
-    daemon = start(procs, ringsipd, script, proxy_port)
+    daemon = start_script(procs, ringsipd, script, proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=20, calls=20, timeout=20, scenario=TM / "uac-decline.xml")
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 20, describe(res)
     assert_callee(procs, busy, "busy", 20)
@@ -262,7 +254,7 @@ def test_parallel_fork_merges_the_401_and_407_challenges(procs, ringsipd, sipp):
     append_branch("sip:two@127.0.0.1:{proxy_auth_port}");
     t_relay();
 """)
-    daemon = start(procs, ringsipd, script, proxy_port)
+    daemon = start_script(procs, ringsipd, script, proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=20, calls=20, timeout=20, scenario=TM / "uac-challenged.xml")
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 20, describe(res)
     assert_callee(procs, www, "www", 20)
@@ -283,7 +275,7 @@ onreply_route[quiet] {
     }
 }
 """)
-    daemon = start(procs, ringsipd, script, proxy_port)
+    daemon = start_script(procs, ringsipd, script, proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=20, calls=20, timeout=20, scenario=TM / "uac-no-ringing.xml")
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 20, describe(res)
     procs.stop(daemon)
@@ -301,7 +293,7 @@ branch_route[mark] {
     append_hf("X-Branch: $T_branch_idx $ru\r\n");
 }
 """)
-    daemon = start(procs, ringsipd, script, proxy_port)
+    daemon = start_script(procs, ringsipd, script, proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=20, calls=20, timeout=20)
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 20, describe(res)
     assert_callee(procs, uas, "callee", 20)
@@ -325,7 +317,7 @@ failure_route[next] {
     }
 }
 """)
-    daemon = start(procs, ringsipd, script, proxy_port)
+    daemon = start_script(procs, ringsipd, script, proxy_port)
     res = h.run_uacs(procs, proxy_port, rate=20, calls=10, timeout=20)
     assert res.exit_codes == [0] and res.failed == 0 and res.successful == 10, describe(res)
     procs.stop(daemon)
@@ -355,7 +347,7 @@ def test_full_table_answers_503_with_retry_after_and_stop_releases_the_rest(proc
         script = tm_script(procs.workdir, silent_port, f"""
     t_relay("udp:127.0.0.1:{silent_port}");
 """, modparams='modparam("tm", "max_transactions", 1)')
-        daemon = start(procs, ringsipd, script, proxy_port)
+        daemon = start_script(procs, ringsipd, script, proxy_port)
         port = caller.getsockname()[1]
         caller.sendto(invite(port, 1), (h.LOOPBACK, proxy_port))
         assert caller.recv(4096).startswith(b"SIP/2.0 100 ")
@@ -407,7 +399,7 @@ def test_a_late_200_after_the_callers_transaction_ended_goes_upstream_and_the_pr
         script = stateful_script(procs.workdir, uas_port, FAST_TIMERS).read_text()
         path = procs.workdir / "late-200.cfg"
         path.write_text(script.replace('"fr_inv_timeout", 3', '"fr_inv_timeout", 1'))
-        daemon = start(procs, ringsipd, path, proxy_port)
+        daemon = start_script(procs, ringsipd, path, proxy_port)
         common = (f"From: <sip:caller@127.0.0.1>;tag=c1\r\nTo: <sip:callee@127.0.0.1>\r\n"
                   f"Call-ID: late-200@127.0.0.1\r\n")
         invite = (f"INVITE sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
