@@ -1,6 +1,7 @@
 """Smoke tests of perf/bench and perf/compare: every scenario, a short low-rate run on each target that can
 run here, prints its result line and leaves no process and no run folder behind."""
 
+import dataclasses
 import importlib.machinery
 import importlib.util
 import os
@@ -102,11 +103,22 @@ def test_bench_runs_each_scenario_prints_one_result_line_and_leaves_nothing_behi
 
 
 def test_a_scenario_without_a_script_for_the_target_is_refused_with_the_reason(tmp_path):
+    scriptless = dataclasses.replace(h.SCENARIO_SPECS["async-db"], targets=("ringsip", "kamailio"),
+                                     why_not="no opensips.cfg")
+    group = h.ProcGroup(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="async-db has no opensips script: no opensips.cfg"):
+        h.start_target(group, "opensips", scriptless, 5999, 5998, 1)
+    assert not group.procs, "nothing was started"
+
+
+def test_opensips_without_an_install_is_refused_before_anything_starts(tmp_path):
     need("ringsip")
+    if h.opensips_path():
+        pytest.skip("OpenSIPS is installed here")
     p = run_tool([str(REPO / "perf" / "bench"), "async-db", "--target", "opensips"], tmp_path, timeout=30)
-    assert p.returncode == 2 and "async-db has no opensips script: no opensips.cfg yet" in p.stderr, p.stdout + p.stderr
+    assert p.returncode == 2 and "no OpenSIPS install found" in p.stderr, p.stdout + p.stderr
     p = run_tool([str(REPO / "perf" / "compare"), "async-db", "--targets", "ringsip,opensips"], tmp_path, timeout=30)
-    assert p.returncode == 2 and "async-db has no opensips script" in p.stderr, p.stdout + p.stderr
+    assert p.returncode == 2 and "no OpenSIPS install found" in p.stderr, p.stdout + p.stderr
     assert not list(tmp_path.iterdir()), "nothing was started, no run folder"
 
 
