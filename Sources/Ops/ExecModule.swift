@@ -1,10 +1,11 @@
 import Engine
 import Script
 
-/// The exec module for scripts: `async(exec(command[, stdin[, $avp(out)[, $avp(err)]]]), resume[, timeout])`
-/// runs `/bin/sh -c command` on the shard's ExecRunner; the resume route sees `$rc` (1 ran — whatever its
-/// exit status, as OpenSIPS' exec — -1 could not run, -2 timed out, -3 the shard's exec queue was full)
-/// and the output in the `$avp`s given.
+/// The exec module for scripts: `async(exec(command[, stdin[, $avp(out)[, $avp(err)[, $avp(env)]]]]), resume[,
+/// timeout])` runs `/bin/sh -c command` on the shard's ExecRunner; the resume route sees `$rc` (1 ran —
+/// whatever its exit status, as OpenSIPS' exec — -1 could not run, -2 timed out, -3 the shard's exec queue
+/// was full) and the output in the `$avp`s given. `$avp(env)`'s values reach the child as OSIPS_EXEC_0 (the
+/// newest), OSIPS_EXEC_1, …, as in OpenSIPS.
 public enum ExecModule {
     public static var module: ScriptModule {
         ScriptModule(name: "exec", parameters: [.init("timeout", .integer)], functions: [
@@ -23,9 +24,8 @@ public enum ExecModule {
         } : nil
         let out = try compiler.outputAVP(call.arguments.count > 2 ? call.arguments[2] : nil, what: "exec's stdout")
         let err = try compiler.outputAVP(call.arguments.count > 3 ? call.arguments[3] : nil, what: "exec's stderr")
-        if call.arguments.count > 4, let env = call.arguments[4] {
-            throw compiler.error("exec's environment argument is not supported yet", at: env.location)
-        }
+        let environment = try compiler.inputAVP(call.arguments.count > 4 ? call.arguments[4] : nil,
+                                                what: "exec's environment")
         guard let service = compiler.serviceIndex(of: "exec") else {
             throw compiler.error("exec needs its module: loadmodule \"exec.so\"", at: call.location)
         }
@@ -35,7 +35,10 @@ public enum ExecModule {
                       case .text(let text) = command(context) else { return Int(ExecCode.failed.rawValue) }
                 var input = UnsafeRawBufferPointer(start: nil, count: 0)
                 if let stdin, case .text(let bytes) = stdin(context) { input = bytes }
-                return runner.start(text, stdin: input, ticket: ticket, out: out, err: err, context: context)
+                let variables = environment.map { ExecEnvironment.entries(avp: $0, context: context) }
+                    ?? UnsafeRawBufferPointer(start: nil, count: 0)
+                return runner.start(text, stdin: input, environment: variables, ticket: ticket, out: out, err: err,
+                                    context: context)
             },
             cancel: { context, ticket in
                 guard let runner = context.service(service) as? ExecService,
@@ -57,13 +60,14 @@ final class ExecService: ShardService, ExecRunnerDelegate {
     }
 
     /// Token layout, high to low: generation 16 | suspension slot 16 | stdout avp + 1 16 | stderr avp + 1 16.
-    func start(_ command: UnsafeRawBufferPointer, stdin: UnsafeRawBufferPointer, ticket: AsyncTicket,
-               out: Int?, err: Int?, context: ScriptContext) -> Int? {
+    func start(_ command: UnsafeRawBufferPointer, stdin: UnsafeRawBufferPointer, environment: UnsafeRawBufferPointer,
+               ticket: AsyncTicket, out: Int?, err: Int?, context: ScriptContext) -> Int? {
         guard ticket.slot < 1 << 16 else { return Int(ExecCode.failed.rawValue) }
         let token = UInt64(ticket.generation) << 48 | UInt64(ticket.slot) << 32
             | UInt64((out ?? -1) + 1) << 16 | UInt64((err ?? -1) + 1)
         // The suspension's own timeout cancels the exec; the runner needs none of its own.
-        switch runner.submit(command: command, stdin: stdin, timeoutMilliseconds: 0, token: token) {
+        switch runner.submit(command: command, stdin: stdin, environment: environment, timeoutMilliseconds: 0,
+                             token: token) {
         case .accepted(let handle):
             context.suspensions.setOperationData(ticket, UInt64(UInt32(bitPattern: handle.slot)) << 16
                 | UInt64(handle.generation))
@@ -112,5 +116,23 @@ extension ScriptLibrary {
         library.register(HTTPModule.module)
         library.register(RadiusModule.module)
         return library
+    }
+}
+
+/// exec's environment argument: every value of an `$avp`, newest first, as `OSIPS_EXEC_<n>=value\0`
+/// entries in the message's arena (OpenSIPS' names and order).
+enum ExecEnvironment {
+    static func entries(avp: Int, context: ScriptContext) -> UnsafeRawBufferPointer {
+        let arena = context.arena
+        var text = arena.begin()
+        var nul: UInt8 = 0
+        for index in 0..<context.avps.valueCount(avp) {
+            ("OSIPS_EXEC_" as StaticString).withUTF8Buffer { arena.append(&text, UnsafeRawBufferPointer($0)) }
+            arena.appendDecimal(&text, index)
+            ("=" as StaticString).withUTF8Buffer { arena.append(&text, UnsafeRawBufferPointer($0)) }
+            arena.append(&text, context.avps.value(avp, index: index))
+            withUnsafeBytes(of: &nul) { arena.append(&text, $0) }
+        }
+        return arena.end(text)
     }
 }

@@ -50,43 +50,16 @@ extension ExecRunner {
     /// The exec's own entries, then the engine's environment, as one NULL-terminated array in scratch memory.
     private func withEnvironment<R>(adding entries: UnsafeMutableRawPointer, count: Int,
                                     _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
-        var inherited = 0
-        while environ[inherited] != nil { inherited += 1 }
-        var adding = 0
-        for i in 0..<count where i == 0 || entries.load(fromByteOffset: i - 1, as: UInt8.self) == 0 {
-            if entries.load(fromByteOffset: i, as: UInt8.self) != 0 { adding += 1 }
-        }
-        if inherited + adding + 1 > environmentCapacity {
+        // +1: the NUL copyInput stores after the environment closes its last entry.
+        let bytes = UnsafeRawBufferPointer(start: entries, count: count + 1)
+        let needed = ChildEnvironment.capacityNeeded(adding: bytes)
+        if needed > environmentCapacity {
             environmentScratch.deallocate()
-            environmentCapacity = inherited + adding + 1
+            environmentCapacity = needed
             environmentScratch = .allocate(capacity: environmentCapacity)
         }
-        var n = 0
-        // The exec's own entries, then the inherited ones they do not override: with a duplicate name, getenv
-        // takes the first and dash the last, so none may be left.
-        for i in 0..<count where i == 0 || entries.load(fromByteOffset: i - 1, as: UInt8.self) == 0 {
-            if entries.load(fromByteOffset: i, as: UInt8.self) != 0 {
-                environmentScratch[n] = (entries + i).assumingMemoryBound(to: CChar.self)
-                n += 1
-            }
-        }
-        let added = n
-        for i in 0..<inherited where !(0..<added).contains(where: { sameName(environ[i]!, environmentScratch[$0]!) }) {
-            environmentScratch[n] = environ[i]
-            n += 1
-        }
-        environmentScratch[n] = nil
+        ChildEnvironment.merge(adding: bytes, into: environmentScratch)
         return body(environmentScratch)
-    }
-
-    /// Whether two `NAME=value` entries name the same variable.
-    private func sameName(_ a: UnsafeMutablePointer<CChar>, _ b: UnsafeMutablePointer<CChar>) -> Bool {
-        var i = 0
-        while a[i] == b[i] {
-            if a[i] == 0 || a[i] == 61 { return true }  // 61: "="
-            i += 1
-        }
-        return false
     }
 
     private func writeStdin(_ index: Int) {

@@ -18,19 +18,18 @@ enum SynchronousExec {
         } : nil
         let out = try compiler.outputAVP(call.arguments.count > 2 ? call.arguments[2] : nil, what: "exec's stdout")
         let err = try compiler.outputAVP(call.arguments.count > 3 ? call.arguments[3] : nil, what: "exec's stderr")
-        if call.arguments.count > 4, let env = call.arguments[4] {
-            throw compiler.error("exec's environment argument is not supported yet", at: env.location)
-        }
+        let environment = try compiler.inputAVP(call.arguments.count > 4 ? call.arguments[4] : nil,
+                                                what: "exec's environment")
         return { context in
             guard case .text(let text) = command(context) else { return -1 }
             var input = UnsafeRawBufferPointer(start: nil, count: 0)
             if let stdin, case .text(let bytes) = stdin(context) { input = bytes }
-            return run(text, stdin: input, out: out, err: err, context: context)
+            return run(text, stdin: input, environment: environment, out: out, err: err, context: context)
         }
     }
 
-    static func run(_ command: UnsafeRawBufferPointer, stdin: UnsafeRawBufferPointer, out: Int?, err: Int?,
-                    context: ScriptContext) -> Int {
+    static func run(_ command: UnsafeRawBufferPointer, stdin: UnsafeRawBufferPointer, environment: Int?,
+                    out: Int?, err: Int?, context: ScriptContext) -> Int {
         let arena = context.arena
         var nulTerminated = arena.begin()
         arena.append(&nulTerminated, command)
@@ -38,8 +37,20 @@ enum SynchronousExec {
         nul[0] = 0
         let commandText = arena.end(nulTerminated)
         guard let base = commandText.baseAddress ?? UnsafeRawPointer(nul.baseAddress) else { return -1 }
+        var envp: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = nil
+        if let environment {
+            let entries = ExecEnvironment.entries(avp: environment, context: context)
+            let pointers = ChildEnvironment.capacityNeeded(adding: entries)
+            guard let array = arena.allocate(pointers * MemoryLayout<UnsafeMutablePointer<CChar>?>.stride + 8) else {
+                return -1
+            }
+            // The arena's bytes are not pointer-aligned: round up inside the 8 spare bytes.
+            let aligned = array.baseAddress!.alignedUp(for: UnsafeMutablePointer<CChar>?.self)
+            envp = aligned.bindMemory(to: UnsafeMutablePointer<CChar>?.self, capacity: pointers)
+            ChildEnvironment.merge(adding: entries, into: envp!)
+        }
         guard case .success(let child) = ChildProcess.spawnShell(command: base.assumingMemoryBound(to: CChar.self),
-                                                                  environment: nil) else { return -1 }
+                                                                  environment: envp) else { return -1 }
         // Output goes straight into the arena (what the $avps will point at), each capped.
         guard let outSpace = arena.allocate(outputLimit), let errSpace = arena.allocate(outputLimit) else {
             _ = ChildProcess.kill(child.pid, signal: SIGKILL)

@@ -54,6 +54,16 @@ public final class ScriptCompiler {
         return avpSlot(name)
     }
 
+    /// An `$avp(name)` an operation reads all the values of (newest first), as a slot; nil when omitted.
+    public func inputAVP(_ argument: Expression?, what: String) throws(CompileError) -> Int? {
+        guard let argument else { return nil }
+        guard case .variable(let v) = argument, v.name == "avp", let name = v.argument, !name.isEmpty,
+              v.index == nil, v.transformations.isEmpty else {
+            throw error("\(what) must be an $avp(name): each of its values is one entry", at: argument.location)
+        }
+        return avpSlot(name)
+    }
+
     public func error(_ message: String, at location: SourceLocation) -> CompileError {
         CompileError(message, at: location, sourceLine: lines.line(location))
     }

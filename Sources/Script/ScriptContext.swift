@@ -270,7 +270,7 @@ public final class AVPStore {
     }
 
     /// The `index`-th value of `slot`, newest first; a negative index counts from the oldest.
-    func value(_ slot: Int, index: Int = 0) -> ScriptValue {
+    public func value(_ slot: Int, index: Int = 0) -> ScriptValue {
         if index < 0 {
             var seen = 0
             for i in 0..<count where entries[i].slot == Int32(slot) {
@@ -291,7 +291,7 @@ public final class AVPStore {
         return .null
     }
 
-    func valueCount(_ slot: Int) -> Int {
+    public func valueCount(_ slot: Int) -> Int {
         var n = 0
         for i in 0..<count where entries[i].slot == Int32(slot) { n += 1 }
         return n

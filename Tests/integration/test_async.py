@@ -7,6 +7,7 @@ Also examples/async-sleep.cfg between sipp UAC and UAS: 0 failed calls, each INV
 """
 
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -115,7 +116,9 @@ route {
         exit;
     }
     $avp(who) = $fU;
-    async(exec("$hdr(X-Cmd)", "from-stdin", $avp(out), $avp(err)), done, 500);
+    $avp(env) = "pushed-first";
+    $avp(env) = $fU;
+    async(exec("$hdr(X-Cmd)", "from-stdin", $avp(out), $avp(err), $avp(env)), done, 500);
 }
 route[done] {
     t_reply(299, "rc=$rc out=$avp(out) err=$avp(err) who=$avp(who)");
@@ -146,6 +149,11 @@ def test_exec_runs_on_the_ring_and_its_output_reaches_the_resume_route(exec_daem
         caller.sendto(exec_request(exec_daemon, me, 11, "cat"), (h.LOOPBACK, exec_daemon))
         reply, _ = final_reply(caller, 3)
         assert reply.startswith("SIP/2.0 299 rc=1 out=from-stdin err= who=alice\r\n"), reply
+        # The environment $avp's values, newest first, as OpenSIPS names them; the daemon's own stay.
+        caller.sendto(exec_request(exec_daemon, me, 13, 'printf "$OSIPS_EXEC_0,$OSIPS_EXEC_1,$OSIPS_EXEC_2,${PATH:+path}"'),
+                      (h.LOOPBACK, exec_daemon))
+        reply, _ = final_reply(caller, 3)
+        assert reply.startswith("SIP/2.0 299 rc=1 out=alice,pushed-first,,path err= who=alice\r\n"), reply
 
 
 def test_exec_past_its_timeout_is_killed_and_resumes_with_minus_2(exec_daemon):
@@ -342,7 +350,8 @@ SYNC_EXEC_SCRIPT = """
 loadmodule "sl.so"
 loadmodule "exec.so"
 route {
-    exec("printf sync-$ci; printf warn >&2", , $avp(out), $avp(err));
+    $avp(env) = $fU;
+    exec("printf sync-$ci-; printenv OSIPS_EXEC_0 | tr -d '\\n'; printf warn >&2", , $avp(out), $avp(err), $avp(env));
     sl_send_reply(299, "out=$avp(out) err=$avp(err)");
 }
 """
@@ -359,7 +368,17 @@ def test_exec_outside_async_runs_synchronously_and_the_check_warns(procs, ringsi
         caller.settimeout(3)
         caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 60), (h.LOOPBACK, port))
         reply = caller.recv(65536).decode()
-    assert reply.startswith("SIP/2.0 299 out=sync-async-60@127.0.0.1 err=warn\r\n"), reply
+    assert reply.startswith("SIP/2.0 299 out=sync-async-60@127.0.0.1-alice err=warn\r\n"), reply
+
+
+def test_an_exec_environment_that_is_not_an_avp_fails_the_check_at_its_column(ringsipd, tmp_path):
+    bad = tmp_path / "bad-env.cfg"
+    bad.write_text('loadmodule "tm.so"\nloadmodule "exec.so"\nroute {\n    async(exec("env", , , , "OSIPS_EXEC_0=x"), done);\n}\n'
+                   'route[done] {\n    exit;\n}\n')
+    p = subprocess.run([str(ringsipd), "--check-config", "-f", str(bad)], capture_output=True, text=True,
+                       timeout=10, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert p.stderr.startswith(f"{bad}:4:29: error: exec's environment must be an $avp(name)"), p.stderr
 
 
 def test_avp_db_query_outside_async_runs_synchronously_and_the_check_warns(procs, ringsipd, tmp_path):
