@@ -1,9 +1,9 @@
 import Engine
 import Script
 
-/// aaa_radius for scripts, inside `async()`: `radius_send_auth(input_set, output_set)` and
-/// `radius_send_acct(input_set)`, with the sets as OpenSIPS writes them,
-/// `modparam("aaa_radius", "sets", "in = { User-Name = $fU; User-Password = $avp(pw) }")` (repeatable),
+/// aaa_radius for scripts: `radius_send_auth(input_set, output_set)` and `radius_send_acct(input_set)`,
+/// inside `async()` on the ring, outside it waited for on the shard's thread (as OpenSIPS; the check warns),
+/// with the sets as OpenSIPS writes them, `modparam("aaa_radius", "sets", "in = { User-Name = $fU; User-Password = $avp(pw) }")` (repeatable),
 /// and the servers as `modparam("aaa_radius", "auth_server", "IP:1812")`, `"acct_server"`, `"secret"`
 /// (ringsip's own: it has no radiusclient.conf). Output sets name `$avp`s only. `$rc`: 1 Access-Accept or
 /// Accounting-Response, -1 Access-Reject, -2 timeout, -3 no free request identifier, -4 Access-Challenge,
@@ -13,12 +13,15 @@ public enum RadiusModule {
         ScriptModule(name: "aaa_radius", parameters: [
             .init("sets", .string), .init("auth_server", .string), .init("acct_server", .string),
             .init("secret", .string), .init("timeout", .integer), .init("radius_config", .string),
-        ], functions: ["radius_send_auth", "radius_send_acct"].map { name in
-            ScriptFunction(name, module: "aaa_radius", arguments: 1...2) { call, compiler throws(CompileError) in
-                throw compiler.error("\(call.name)() runs inside async() in ringsip: async(\(call.name)(…), resume_route)",
-                                     at: call.location)
-            }
-        }, asyncOperations: [
+        ], functions: [
+            // Outside async() they run synchronously, as in OpenSIPS: the shard waits, so the check warns.
+            ScriptFunction("radius_send_auth", module: "aaa_radius", arguments: 2...2) { call, compiler throws(CompileError) in
+                try compileSynchronous(call, compiler, accounting: false)
+            },
+            ScriptFunction("radius_send_acct", module: "aaa_radius", arguments: 1...1) { call, compiler throws(CompileError) in
+                try compileSynchronous(call, compiler, accounting: true)
+            },
+        ], asyncOperations: [
             AsyncOperationDefinition("radius_send_auth", module: "aaa_radius", arguments: 2...2, defaultTimeout: 5_000,
                                      timeoutParameter: ("timeout", 1)) { call, compiler throws(CompileError) in
                 try compile(call, compiler, accounting: false)
@@ -78,8 +81,14 @@ public enum RadiusModule {
         return result
     }
 
-    static func compile(_ call: FunctionCall, _ compiler: ScriptCompiler, accounting: Bool) throws(CompileError)
-        -> CompiledAsyncOperation {
+    /// A call's compiled sets: the input attributes to read, the output `$avp`s by attribute type, the service.
+    struct Request {
+        let inputs: [Input]
+        let outputs: [(type: UInt8, slot: Int)]
+        let service: Int
+    }
+
+    static func request(_ call: FunctionCall, _ compiler: ScriptCompiler, accounting: Bool) throws(CompileError) -> Request {
         let known = try sets(compiler, at: call.location)
         func set(_ argument: Expression?) throws(CompileError) -> [(attribute: String, variable: PseudoVariable)] {
             guard let name = compiler.constantText(argument), let entries = known[name] else {
@@ -111,17 +120,43 @@ public enum RadiusModule {
         guard let service = compiler.serviceIndex(of: "aaa_radius") else {
             throw compiler.error("\(call.name) needs loadmodule \"aaa_radius.so\"", at: call.location)
         }
-        let ins = inputs, outs = outputs
+        return Request(inputs: inputs, outputs: outputs, service: service)
+    }
+
+    static func compile(_ call: FunctionCall, _ compiler: ScriptCompiler, accounting: Bool) throws(CompileError)
+        -> CompiledAsyncOperation {
+        let request = try request(call, compiler, accounting: accounting)
+        let service = request.service
         return CompiledAsyncOperation(
             start: { context, ticket in
                 guard let radius = context.service(service) as? RadiusService else { return Int(RadiusCode.failed.rawValue) }
-                return radius.start(ins, outputs: outs, accounting: accounting, ticket: ticket, context: context)
+                return radius.start(request.inputs, outputs: request.outputs, accounting: accounting, ticket: ticket,
+                                    context: context)
             },
             cancel: { context, ticket in
                 guard let radius = context.service(service) as? RadiusService,
                       let data = context.suspensions.operationData(ticket) else { return }
                 radius.cancel(data)
             })
+    }
+
+    /// Outside `async()`: the same request, waited for on the shard's thread, for `modparam("aaa_radius",
+    /// "timeout", ms)` or 5 s; `$rc` and the output `$avp`s as the resume route would see them.
+    static func compileSynchronous(_ call: FunctionCall, _ compiler: ScriptCompiler, accounting: Bool) throws(CompileError)
+        -> CompiledCall {
+        compiler.warn("\(call.name)() outside async() blocks the whole shard until the server answers; "
+            + "async(\(call.name)(…), resume_route) does not", at: call.location)
+        let request = try request(call, compiler, accounting: accounting)
+        var timeout: UInt64 = 5_000
+        if case .integer(let ms)? = compiler.configuration.moduleParameters["aaa_radius"]?["timeout"], ms > 0 {
+            timeout = UInt64(ms)
+        }
+        let service = request.service, limit = timeout
+        return { context in
+            guard let radius = context.service(service) as? RadiusService else { return Int(RadiusCode.failed.rawValue) }
+            return radius.perform(request.inputs, outputs: request.outputs, accounting: accounting,
+                                  timeoutMilliseconds: limit, context: context)
+        }
     }
 }
 
@@ -130,6 +165,9 @@ final class RadiusService: ShardService, RadiusRunnerDelegate {
     unowned let context: ScriptContext
     var auth: RadiusRunner?
     var accounting: RadiusRunner?
+    /// For calls outside async(); their sockets open at first use.
+    var blockingAuth: BlockingRadius?
+    var blockingAccounting: BlockingRadius?
     private var attributes = RadiusAttributes()
     /// Output mapping per in-flight request, by suspension slot: up to 8 (attribute type, avp slot + 1).
     private let outputs: UnsafeMutablePointer<(UInt8, Int32)>
@@ -148,9 +186,11 @@ final class RadiusService: ShardService, RadiusRunnerDelegate {
         }
         if let address = server("auth_server", 1812) {
             auth = try? RadiusRunner(shard: shard, configuration: .init(server: address, secret: secret), delegate: self)
+            blockingAuth = BlockingRadius(server: address, secret: Array(secret.utf8))
         }
         if let address = server("acct_server", 1813) {
             accounting = try? RadiusRunner(shard: shard, configuration: .init(server: address, secret: secret), delegate: self)
+            blockingAccounting = BlockingRadius(server: address, secret: Array(secret.utf8))
         }
     }
 
@@ -161,6 +201,31 @@ final class RadiusService: ShardService, RadiusRunnerDelegate {
         guard ticket.slot < UInt32(RadiusService.tracked), let runner = isAccounting ? accounting : auth else {
             return Int(RadiusCode.failed.rawValue)
         }
+        let (userName, password) = encode(inputs, accounting: isAccounting, context: context)
+        let base = Int(ticket.slot) * RadiusService.perRequest
+        for i in 0..<RadiusService.perRequest {
+            outputs[base + i] = i < targets.count ? (targets[i].type, Int32(targets[i].slot + 1)) : (0, 0)
+        }
+        let token = UInt64(ticket.generation) << 48 | UInt64(ticket.slot) << 32 | (isAccounting ? 1 : 0)
+        // The suspension's timeout cancels the request first; the runner's own (it needs one) is a backstop.
+        let submission = isAccounting
+            ? runner.submitAccounting(attributes: attributes, timeoutMilliseconds: 60_000, token: token)
+            : runner.submitAccess(userName: userName, password: password, attributes: attributes, timeoutMilliseconds: 60_000,
+                                  token: token)
+        switch submission {
+        case .accepted(let handle):
+            context.suspensions.setOperationData(ticket, (isAccounting ? 1 << 40 : 0) | UInt64(handle.identifier) << 16
+                | UInt64(handle.generation))
+            return nil
+        case .rejected(let code):
+            return Int(code.rawValue)
+        }
+    }
+
+    /// The inputs' values into `attributes`; User-Name and User-Password of an Access-Request apart (the
+    /// client writes those itself). The views last as long as the route run.
+    private func encode(_ inputs: [RadiusModule.Input], accounting isAccounting: Bool, context: ScriptContext)
+        -> (userName: UnsafeRawBufferPointer, password: UnsafeRawBufferPointer) {
         attributes.removeAll()
         var userName = UnsafeRawBufferPointer(start: nil, count: 0)
         var password = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -184,24 +249,26 @@ final class RadiusService: ShardService, RadiusRunnerDelegate {
             }
             _ = attributes.append(type: input.type, bytes: text)
         }
-        let base = Int(ticket.slot) * RadiusService.perRequest
-        for i in 0..<RadiusService.perRequest {
-            outputs[base + i] = i < targets.count ? (targets[i].type, Int32(targets[i].slot + 1)) : (0, 0)
+        return (userName, password)
+    }
+
+    /// A request outside async(): waits for the answer (or the timeout) and writes the output `$avp`s.
+    func perform(_ inputs: [RadiusModule.Input], outputs targets: [(type: UInt8, slot: Int)], accounting isAccounting: Bool,
+                 timeoutMilliseconds: UInt64, context: ScriptContext) -> Int {
+        guard let client = isAccounting ? blockingAccounting : blockingAuth else { return Int(RadiusCode.failed.rawValue) }
+        let (userName, password) = encode(inputs, accounting: isAccounting, context: context)
+        let (code, answer) = client.exchange(accounting: isAccounting, userName: userName, password: password,
+                                             attributes: attributes, timeoutMilliseconds: timeoutMilliseconds)
+        guard code == .accepted || code == .rejected || code == .challenge else { return Int(code.rawValue) }
+        // As after a resume: the answer's values replace the old ones; the last of a type is [0].
+        for target in targets { context.avps.remove(target.slot, all: true) }
+        RadiusCompletion.forEachAttribute(in: answer) { type, bytes in
+            for target in targets where target.type == type {
+                guard let copy = context.arena.copy(bytes) else { continue }
+                _ = context.avps.push(target.slot, .text(copy))
+            }
         }
-        let token = UInt64(ticket.generation) << 48 | UInt64(ticket.slot) << 32 | (isAccounting ? 1 : 0)
-        // The suspension's timeout cancels the request first; the runner's own (it needs one) is a backstop.
-        let submission = isAccounting
-            ? runner.submitAccounting(attributes: attributes, timeoutMilliseconds: 60_000, token: token)
-            : runner.submitAccess(userName: userName, password: password, attributes: attributes, timeoutMilliseconds: 60_000,
-                                  token: token)
-        switch submission {
-        case .accepted(let handle):
-            context.suspensions.setOperationData(ticket, (isAccounting ? 1 << 40 : 0) | UInt64(handle.identifier) << 16
-                | UInt64(handle.generation))
-            return nil
-        case .rejected(let code):
-            return Int(code.rawValue)
-        }
+        return Int(code.rawValue)
     }
 
     func cancel(_ data: UInt64) {

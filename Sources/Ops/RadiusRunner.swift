@@ -6,12 +6,9 @@ import Glibc
 /// accounting port), one read always in flight on it, each request written with `submitWrite`, and its
 /// retransmissions and total timeout on the shard's timer wheel.
 ///
-/// - Every Access-Request carries User-Name, the hidden User-Password (RFC 2865 §5.2) and a
-///   Message-Authenticator (RFC 3579 §3.2), then the caller's attributes. An Accounting-Request's Request
-///   Authenticator is MD5(Code+ID+Length+16 zero octets+Attributes+Secret) (RFC 2866 §3).
-/// - A response is matched by identifier; its Response Authenticator (MD5(Code+ID+Length+RequestAuth+
-///   Attributes+Secret)) and, when present, its Message-Authenticator are verified. One that fails, or has an
-///   unexpected code or a malformed length, is dropped and counted (`badResponses`); the request keeps waiting.
+/// - Packets are written and responses checked by `RadiusPacket`. A response is matched by identifier; one
+///   that fails the checks, or has an unexpected code or a malformed length, is dropped and counted
+///   (`badResponses`); the request keeps waiting.
 /// - A request is sent again, byte for byte (same identifier and authenticator, RFC 2865 §2.5), every
 ///   `retransmitMilliseconds` until its total timeout.
 /// - Identifiers: 256 per socket. A new request takes the next free one in round-robin order (so an
@@ -35,8 +32,7 @@ public final class RadiusRunner {
         }
     }
 
-    /// RFC 2865 §3: 4096 bytes at most.
-    static let maximumPacket = 4096
+    static let maximumPacket = RadiusPacket.maximumLength
     /// Operation ids, channel 1: a write of identifier `slot`'s packet (generation 0: at most one per identifier
     /// is in flight, so none is needed). Channel 0, slot `readSlot`: the socket's read, with `readGeneration`.
     static let readSlot = 256
@@ -109,52 +105,13 @@ public final class RadiusRunner {
     public func submitAccess(userName: UnsafeRawBufferPointer, password: UnsafeRawBufferPointer,
                              attributes: borrowing RadiusAttributes, timeoutMilliseconds: UInt64,
                              token: UInt64) -> RadiusSubmission {
-        guard userName.count <= 253, password.count <= 128 else { return .rejected(.failed) }
-        let paddedPassword = max(16, (password.count + 15) & ~15)
-        let length = 20 + (2 + userName.count) + (2 + paddedPassword) + 18 + attributes.encoded.count
-        guard length <= Self.maximumPacket else { return .rejected(.failed) }
         guard let identifier = takeIdentifier() else { return .rejected(.identifiersFull) }
-        let packet = packetBuffer(identifier)
-        packet[0] = 1
-        packet[1] = UInt8(identifier)
-        packet.storeBytes(of: UInt16(length).bigEndian, toByteOffset: 2, as: UInt16.self)
-        // The Request Authenticator: 16 unpredictable octets (RFC 2865 §3).
-        packet.storeBytes(of: random.next() as UInt64, toByteOffset: 4, as: UInt64.self)
-        packet.storeBytes(of: random.next() as UInt64, toByteOffset: 12, as: UInt64.self)
-        var offset = 20
-        put(RadiusAttributeType.userName, userName, at: &offset, in: packet)
-        // User-Password, RFC 2865 §5.2: c(1) = p(1) xor MD5(S + RA), c(i) = p(i) xor MD5(S + c(i-1)).
-        packet[offset] = RadiusAttributeType.userPassword
-        packet[offset + 1] = UInt8(2 + paddedPassword)
-        let hidden = offset + 2
-        for i in 0..<paddedPassword { packet[hidden + i] = i < password.count ? password[i] : 0 }
-        configuration.secret.withUnsafeBytes { secret in
-            var previous = UnsafeRawBufferPointer(rebasing: packet[4..<20])
-            for block in stride(from: 0, to: paddedPassword, by: 16) {
-                var md5 = MD5()
-                md5.update(secret)
-                md5.update(previous)
-                let b = md5.finalize()
-                withUnsafeBytes(of: b) { b in for i in 0..<16 { packet[hidden + block + i] ^= b[i] } }
-                previous = UnsafeRawBufferPointer(rebasing: packet[hidden + block..<hidden + block + 16])
-            }
+        // An identifier taken but not started stays free: nothing to give back on failure.
+        guard let length = RadiusPacket.writeAccess(into: packetBuffer(identifier), identifier: UInt8(identifier),
+                                                    userName: userName, password: password, attributes: attributes,
+                                                    secret: configuration.secret, random: &random) else {
+            return .rejected(.failed)
         }
-        offset = hidden + paddedPassword
-        // Message-Authenticator: HMAC-MD5 over the whole packet with its own value zeroed (RFC 3579 §3.2).
-        let messageAuthenticator = offset + 2
-        packet[offset] = RadiusAttributeType.messageAuthenticator
-        packet[offset + 1] = 18
-        for i in 0..<16 { packet[messageAuthenticator + i] = 0 }
-        offset += 18
-        attributes.encoded.withUnsafeBytes { copy($0, into: packet, at: offset) }
-        offset += attributes.encoded.count
-        precondition(offset == length)
-        let mac = configuration.secret.withUnsafeBytes { secret in
-            var hmac = HMACMD5(key: secret)
-            hmac.update(UnsafeRawBufferPointer(rebasing: packet[0..<length]))
-            return hmac.finalize()
-        }
-        withUnsafeBytes(of: mac) { copy($0, into: packet, at: messageAuthenticator) }
         return start(identifier, kind: .access, length: length, timeoutMilliseconds: timeoutMilliseconds, token: token)
     }
 
@@ -162,22 +119,11 @@ public final class RadiusRunner {
     /// RFC 2866 §5), retransmitted until `timeoutMilliseconds` (> 0) have passed.
     public func submitAccounting(attributes: borrowing RadiusAttributes, timeoutMilliseconds: UInt64,
                                  token: UInt64) -> RadiusSubmission {
-        let length = 20 + attributes.encoded.count
-        guard length <= Self.maximumPacket else { return .rejected(.failed) }
         guard let identifier = takeIdentifier() else { return .rejected(.identifiersFull) }
-        let packet = packetBuffer(identifier)
-        packet[0] = 4
-        packet[1] = UInt8(identifier)
-        packet.storeBytes(of: UInt16(length).bigEndian, toByteOffset: 2, as: UInt16.self)
-        for i in 4..<20 { packet[i] = 0 }
-        attributes.encoded.withUnsafeBytes { copy($0, into: packet, at: 20) }
-        let authenticator = configuration.secret.withUnsafeBytes { secret in
-            var md5 = MD5()
-            md5.update(UnsafeRawBufferPointer(rebasing: packet[0..<length]))
-            md5.update(secret)
-            return md5.finalize()
+        guard let length = RadiusPacket.writeAccounting(into: packetBuffer(identifier), identifier: UInt8(identifier),
+                                                        attributes: attributes, secret: configuration.secret) else {
+            return .rejected(.failed)
         }
-        withUnsafeBytes(of: authenticator) { copy($0, into: packet, at: 4) }
         return start(identifier, kind: .accounting, length: length, timeoutMilliseconds: timeoutMilliseconds,
                      token: token)
     }
@@ -194,19 +140,6 @@ public final class RadiusRunner {
 
     private func packetBuffer(_ identifier: Int) -> UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: packets + identifier * Self.maximumPacket, count: Self.maximumPacket)
-    }
-
-    private func put(_ type: UInt8, _ value: UnsafeRawBufferPointer, at offset: inout Int,
-                     in packet: UnsafeMutableRawBufferPointer) {
-        packet[offset] = type
-        packet[offset + 1] = UInt8(2 + value.count)
-        copy(value, into: packet, at: offset + 2)
-        offset += 2 + value.count
-    }
-
-    private func copy(_ bytes: UnsafeRawBufferPointer, into packet: UnsafeMutableRawBufferPointer, at offset: Int) {
-        guard bytes.count > 0 else { return }
-        (packet.baseAddress! + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
     }
 
     /// The next identifier (round robin) neither waiting for a response nor with a write in flight.
@@ -299,81 +232,28 @@ public final class RadiusRunner {
     }
 
     private func received(_ count: Int) {
-        let packet = UnsafeRawBufferPointer(receiveBuffer)
-        guard count >= 20 else {
+        let received = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(receiveBuffer)[0..<count])
+        guard let length = RadiusPacket.responseLength(received) else {
             badResponses += 1
             return
         }
-        let length = Int(UInt16(packet[2]) << 8 | UInt16(packet[3]))
-        guard length >= 20, length <= count else {
-            badResponses += 1
-            return
-        }
-        let identifier = Int(packet[1])
+        let identifier = Int(received[1])
         guard requests[identifier].inUse else {
             unmatchedResponses += 1
             return
         }
-        let responseCode = packet[0]
-        let code: RadiusCode
-        switch (requests[identifier].kind, responseCode) {
-        case (.access, 2), (.accounting, 5): code = .accepted
-        case (.access, 3): code = .rejected
-        case (.access, 11): code = .challenge
-        default:
-            badResponses += 1
-            return
-        }
-        guard verify(packet: UnsafeRawBufferPointer(rebasing: packet[0..<length]), identifier: identifier) else {
+        let responseCode = received[0]
+        let requestAuthenticator = UnsafeRawBufferPointer(start: packets + identifier * Self.maximumPacket + 4,
+                                                          count: 16)
+        guard let code = RadiusPacket.outcome(accounting: requests[identifier].kind == .accounting,
+                                              responseCode: responseCode),
+              RadiusPacket.verify(response: UnsafeRawBufferPointer(rebasing: received[0..<length]),
+                                  requestAuthenticator: requestAuthenticator, secret: configuration.secret) else {
             badResponses += 1
             return
         }
         deliver(identifier, code: code, responseCode: responseCode,
-                attributes: UnsafeRawBufferPointer(rebasing: packet[20..<length]))
-    }
-
-    /// Checks a response's attribute framing, its Response Authenticator and its Message-Authenticator if any.
-    private func verify(packet: UnsafeRawBufferPointer, identifier: Int) -> Bool {
-        let requestAuthenticator = UnsafeRawBufferPointer(start: packets + identifier * Self.maximumPacket + 4,
-                                                          count: 16)
-        var messageAuthenticator = -1
-        var offset = 20
-        while offset < packet.count {
-            guard offset + 2 <= packet.count else { return false }
-            let attributeLength = Int(packet[offset + 1])
-            guard attributeLength >= 2, offset + attributeLength <= packet.count else { return false }
-            if packet[offset] == RadiusAttributeType.messageAuthenticator {
-                guard attributeLength == 18 else { return false }
-                messageAuthenticator = offset + 2
-            }
-            offset += attributeLength
-        }
-        return configuration.secret.withUnsafeBytes { secret in
-            var md5 = MD5()
-            md5.update(UnsafeRawBufferPointer(rebasing: packet[0..<4]))
-            md5.update(requestAuthenticator)
-            md5.update(UnsafeRawBufferPointer(rebasing: packet[20...]))
-            md5.update(secret)
-            let expected = md5.finalize()
-            let matches = withUnsafeBytes(of: expected) { expected in
-                (0..<16).allSatisfy { expected[$0] == packet[4 + $0] }
-            }
-            guard matches else { return false }
-            guard messageAuthenticator >= 0 else { return true }
-            // RFC 3579 §3.2: HMAC-MD5 over the response with the Request Authenticator in place of the Response
-            // Authenticator and the Message-Authenticator's value zeroed.
-            var hmac = HMACMD5(key: secret)
-            hmac.update(UnsafeRawBufferPointer(rebasing: packet[0..<4]))
-            hmac.update(requestAuthenticator)
-            hmac.update(UnsafeRawBufferPointer(rebasing: packet[20..<messageAuthenticator]))
-            let zeros: (UInt64, UInt64) = (0, 0)
-            withUnsafeBytes(of: zeros) { hmac.update($0) }
-            hmac.update(UnsafeRawBufferPointer(rebasing: packet[(messageAuthenticator + 16)...]))
-            let mac = hmac.finalize()
-            return withUnsafeBytes(of: mac) { mac in
-                (0..<16).allSatisfy { mac[$0] == packet[messageAuthenticator + $0] }
-            }
-        }
+                attributes: UnsafeRawBufferPointer(rebasing: received[20..<length]))
     }
 
     // MARK: - Timers

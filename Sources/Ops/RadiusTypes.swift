@@ -115,6 +115,11 @@ public struct RadiusCompletion: ~Copyable {
 
     /// Calls `body` with each attribute's type and value, in order (the packet was checked when it arrived).
     public func forEachAttribute(_ body: (UInt8, UnsafeRawBufferPointer) -> Void) {
+        Self.forEachAttribute(in: attributes, body)
+    }
+
+    /// Each attribute of a checked response's attribute bytes, in order.
+    public static func forEachAttribute(in attributes: UnsafeRawBufferPointer, _ body: (UInt8, UnsafeRawBufferPointer) -> Void) {
         var offset = 0
         while offset + 2 <= attributes.count {
             let length = Int(attributes[offset + 1])

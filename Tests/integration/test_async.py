@@ -421,12 +421,20 @@ exec freeradius -f -d "$DIR/raddb" -l stdout
 
 RADIUS_SCRIPT = """
 loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
 loadmodule "aaa_radius.so"
 modparam("aaa_radius", "secret", "testing123")
 modparam("aaa_radius", "auth_server", "udp:127.0.0.1:@AUTH@")
 modparam("aaa_radius", "sets", "creds = { User-Name = $fU; User-Password = $hdr(X-Password) }")
 modparam("aaa_radius", "sets", "reply = { Reply-Message = $avp(msg) }")
+modparam("aaa_radius", "timeout", 400)
 route {
+    if (is_method("OPTIONS")) {
+        radius_send_auth("creds", "reply");
+        sl_send_reply(298, "sync rc=$rc msg=$avp(msg)");
+        exit;
+    }
     async(radius_send_auth("creds", "reply"), done, 2000);
 }
 route[done] {
@@ -448,13 +456,14 @@ def radius_daemon(procs, ringsipd, tmp_path):
     script = tmp_path / "radius.cfg"
     script.write_text(RADIUS_SCRIPT.replace("@AUTH@", str(ports[0])))
     proc = start_script(procs, ringsipd, script, port)
+    assert "radius_send_auth() outside async() blocks the whole shard" in proc.stderr(), proc.stderr()
     return port
 
 
-def ask_radius(port: int, n: int, password: str) -> str:
+def ask_radius(port: int, n: int, password: str, method: str = "INVITE") -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
         caller.bind((h.LOOPBACK, 0))
-        caller.sendto(request("INVITE", port, caller.getsockname()[1], n).replace(
+        caller.sendto(request(method, port, caller.getsockname()[1], n).replace(
             b"X-Pause-Us: 0\r\n", f"X-Password: {password}\r\n".encode()), (h.LOOPBACK, port))
         reply, _ = final_reply(caller, 4)
     return reply
@@ -465,6 +474,27 @@ def test_radius_auth_accepts_rejects_and_returns_reply_attributes(radius_daemon)
     assert reply.startswith("SIP/2.0 299 rc=1 msg=hello alice\r\n"), reply
     reply = ask_radius(radius_daemon, 81, "wrong")
     assert reply.startswith("SIP/2.0 299 rc=-1 "), reply
+
+
+def test_radius_auth_outside_async_waits_for_the_answer_on_the_shard(radius_daemon):
+    reply = ask_radius(radius_daemon, 82, "s3cret", method="OPTIONS")
+    assert reply.startswith("SIP/2.0 298 sync rc=1 msg=hello alice\r\n"), reply
+    reply = ask_radius(radius_daemon, 83, "wrong", method="OPTIONS")
+    assert reply.startswith("SIP/2.0 298 sync rc=-1 "), reply
+
+
+def test_radius_auth_outside_async_with_no_server_times_out_and_the_daemon_goes_on(procs, ringsipd, tmp_path):
+    dead = h.free_udp_ports(1)[0]  # nothing listens: each send draws an ICMP port unreachable
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "radius-dead.cfg"
+    script.write_text(RADIUS_SCRIPT.replace("@AUTH@", str(dead)))
+    start_script(procs, ringsipd, script, port)
+    for n in (84, 85):
+        start = time.monotonic()
+        reply = ask_radius(port, n, "s3cret", method="OPTIONS")
+        took = time.monotonic() - start
+        assert reply.startswith("SIP/2.0 298 sync rc=-2 msg=\r\n"), reply
+        assert 0.35 <= took < 1.5, f"answered after {took:.3f}s, not at the 400 ms timeout"
 
 
 CANCEL_SCRIPT = """
