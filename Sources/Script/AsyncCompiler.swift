@@ -81,9 +81,9 @@ extension ScriptCompiler {
     /// shard with `$rc` set. If the transaction cannot be suspended (the shard's table of suspensions is
     /// full), async returns `AsyncCode.cannotSuspend` and the route goes on: never a silent blocking call.
     func asyncCall(_ call: FunctionCall) throws(CompileError) -> CompiledCall {
-        guard RouteKinds([.request, .failure]).contains(RouteKinds(currentRouteKind)) else {
-            throw error("async() can suspend a transaction only from a request route or a failure_route in this "
-                + "version of ringsip", at: call.location)
+        guard RouteKinds([.request, .failure, .branch, .onReply]).contains(RouteKinds(currentRouteKind)) else {
+            throw error("async() suspends a transaction: it belongs in a request, branch, failure or onreply route",
+                        at: call.location)
         }
         guard call.arguments.count == 2 || call.arguments.count == 3, case .call = call.arguments[0] else {
             throw error("async takes an operation and a resume route: async(op(…), resume_route[, timeout_ms])",
@@ -107,7 +107,12 @@ extension ScriptCompiler {
         let operation = try definition.compile(operationCall, self)
         let timeoutMilliseconds = UInt64(timeout)
         return { context in
-            guard context.hasMessage, context.message.isRequest else { return -1 }
+            guard context.hasMessage else { return -1 }
+            // A branch_route (before its branch is sent) or an onreply_route of a transaction's branch.
+            if context.branchIndex != nil {
+                return Self.hold(context, operation, resume: resume, timeout: timeoutMilliseconds)
+            }
+            guard context.message.isRequest else { return -1 }
             guard let manager = context.transactions, let handle = TMFunctions.transaction(context) else {
                 return context.handled ? 0 : -1
             }
@@ -120,17 +125,60 @@ extension ScriptCompiler {
                 _ = context.suspensions.take(ticket)
                 return AsyncCode.cannotSuspend
             }
-            var after = timeoutMilliseconds
-            if let code = operation.start(context, ticket) {
-                // It could not start: resume from the wheel at once, so the current route still ends first.
-                context.suspensions.setImmediate(ticket, code: code)
-                after = 0
-            }
-            context.suspensions.setTimeout(ticket, context.shard.schedule(after: after,
-                                                                          payload: Suspensions.timeoutPayload(ticket)))
+            Self.start(operation, ticket, timeout: timeoutMilliseconds, context)
             context.suspendedNow = true
             context.flow = .exit
             return 0
         }
+    }
+
+    /// Starts the operation of a suspension and arms its timeout.
+    private static func start(_ operation: CompiledAsyncOperation, _ ticket: AsyncTicket, timeout: UInt64,
+                              _ context: ScriptContext) {
+        var after = timeout
+        if let code = operation.start(context, ticket) {
+            // It could not start: resume from the wheel at once, so the current route still ends first.
+            context.suspensions.setImmediate(ticket, code: code)
+            after = 0
+        }
+        context.suspensions.setTimeout(ticket, context.shard.schedule(after: after,
+                                                                      payload: Suspensions.timeoutPayload(ticket)))
+    }
+
+    /// async() in a branch_route or an onreply_route: the branch (not sent yet) or the response (not relayed
+    /// yet) is held with the script's state, the route ends, and the resume route continues it — then the
+    /// branch is sent and the response relayed, unless that route drops them. The transaction waits for
+    /// what it holds (`TransactionManager.holdBranch`, `ReplyVerdict.hold`).
+    private static func hold(_ context: ScriptContext, _ operation: CompiledAsyncOperation, resume: Int,
+                             timeout: UInt64) -> Int {
+        guard let manager = context.transactions, let handle = context.transaction, let branch = context.branchIndex,
+              manager.canHold(handle) else { return AsyncCode.cannotSuspend }
+        let isReply = !context.message.isRequest
+        guard let ticket = context.suspensions.allocate(handle, resumeRoute: resume, cancel: operation.cancel) else {
+            return AsyncCode.cannotSuspend
+        }
+        context.saveAVPs(to: handle)
+        let message = context.message
+        let response = isReply ? UnsafeRawBufferPointer(rebasing: message.bytes[0..<message.length])
+            : UnsafeRawBufferPointer(start: nil, count: 0)
+        guard let length = context.captureState(into: context.stateBytes),
+              let held = HeldWork.keep(isReply ? .reply : .branch, source: context.source, socketIndex: context.socketIndex,
+                                       forced: isReply ? nil : context.branchForced,
+                                       state: UnsafeRawBufferPointer(rebasing: context.stateBytes[0..<length]),
+                                       response: response, in: context.heldWork) else {
+            _ = context.suspensions.take(ticket)
+            return AsyncCode.cannotSuspend
+        }
+        // A response is counted by the manager when the reply route returns `.hold`; a branch now.
+        if !isReply && !manager.holdBranch(handle) {
+            context.heldWork.release(held)
+            _ = context.suspensions.take(ticket)
+            return AsyncCode.cannotSuspend
+        }
+        context.suspensions.setHeld(ticket, held, branch: branch)
+        start(operation, ticket, timeout: timeout, context)
+        context.suspendedNow = true
+        context.flow = .exit
+        return 0
     }
 }

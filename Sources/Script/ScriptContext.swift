@@ -49,6 +49,12 @@ public final class ScriptContext {
     public private(set) var messageSerial: UInt64 = 0
     /// launch() parameters waiting for their report route.
     let launchParameters = MessageStore()
+    /// Branches and responses held by async() in branch and reply routes (`HeldWork`).
+    let heldWork = MessageStore()
+    /// A held response, parsed again for its resume route.
+    let heldReplyMessage = SIPMessage()
+    /// t_relay's forced destination while its branch_route runs (an async() there keeps it for the branch).
+    var branchForced: SocketAddress?
     /// `$param(1)` in a report route.
     var launchParameter: UnsafeRawBufferPointer?
     /// The shard's suspended transactions (async operations in flight).

@@ -126,7 +126,8 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             if let transactions, let handle = context.transaction, let entry = transactions.transaction(handle) {
                 // $avp values belong to the transaction from here on: its later routes see them.
                 context.saveAVPs(to: handle)
-                if entry.finalSent < 200, entry.branchCount == 0, context.runtimeError == nil, !context.suspendedNow {
+                if entry.finalSent < 200, entry.branchCount == 0, entry.heldBranches == 0, context.runtimeError == nil,
+                   !context.suspendedNow {
                     // A transaction the script created but neither relayed nor answered would wait forever.
                     transactions.reply(handle, status: 500, reason: noReply, on: shard)
                 }
@@ -171,8 +172,8 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
     /// response), then the transaction's `t_on_reply` route, on the response itself — its header removals
     /// apply to what is relayed. Either may `drop` a provisional.
     public func replyReceived(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
-                              manager: TransactionManager, on shard: Shard) -> Bool {
-        guard replyRoute != nil || route >= 0 else { return true }
+                              manager: TransactionManager, on shard: Shard) -> ReplyVerdict {
+        guard replyRoute != nil || route >= 0 else { return .relay }
         let saved = context.message
         defer { context.message = saved }
         context.begin(shard: shard, source: responseSource, socketIndex: responseSocket, hasMessage: true)
@@ -181,14 +182,14 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         context.branchIndex = branch
         context.restoreAVPs(from: transaction)
         if let replyRoute { script.run(replyRoute, context) }
-        if route >= 0 && context.flow != .drop && context.runtimeError == nil {
+        if route >= 0 && context.flow != .drop && context.runtimeError == nil && !context.suspendedNow {
             context.flow = .normal
             script.run(route, context)
         }
-        let keep = context.flow != .drop
+        let verdict: ReplyVerdict = context.suspendedNow ? .hold : context.flow == .drop ? .drop : .relay
         if context.runtimeError != nil { reportRuntimeError() }
         context.saveAVPs(to: transaction)
-        return keep
+        return verdict
     }
 
     /// An async operation's timeout (or an immediate failure to start, resumed from the wheel).
@@ -214,6 +215,11 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             reportLaunch(entry, code: code, on: shard)
             return
         }
+        if let held = entry.held {
+            resumeHeld(held, branch: Int(entry.heldBranch), route: Int(entry.resumeRoute), handle: handle, code: code,
+                       on: shard)
+            return
+        }
         guard let transactions, let state = transactions.resume(handle) else { return }
         let (bytes, source, socket) = transactions.request(handle)
         let saved = context.message
@@ -234,9 +240,57 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         context.saveAVPs(to: handle)
         guard !context.suspendedNow else { return }
         transactions.releaseSuspension(handle, on: shard)
-        if let current = transactions.transaction(handle), current.finalSent < 200, current.branchCount == 0 {
-            transactions.reply(handle, status: 500, reason: noReply, on: shard)
+        transactions.concludeAfterResume(handle, reason: noReply, on: shard)
+    }
+
+    /// The resume route of an async() in a branch_route or an onreply_route, on the branch's request or the
+    /// held response, with the state of the moment it was held; then the branch is sent, or the response goes
+    /// on to the transaction, unless the route dropped it. Another async() there holds it again.
+    private func resumeHeld(_ held: StoredMessage, branch: Int, route: Int, handle: TransactionHandle, code: Int,
+                            on shard: Shard) {
+        defer { context.heldWork.release(held) }
+        guard let transactions, let work = HeldWork(held) else { return }
+        let saved = context.message
+        defer { context.message = saved }
+        context.begin(shard: shard, source: work.source, socketIndex: work.socketIndex, hasMessage: true)
+        let parsed: Bool
+        if work.kind == .reply {
+            context.message = context.heldReplyMessage
+            parsed = (try? context.message.parse(work.response)) != nil
+        } else {
+            context.message = context.transactionMessage
+            parsed = (try? context.message.parse(transactions.request(handle).bytes)) != nil
+                && (try? context.message.validate()) != nil
         }
+        if parsed {
+            context.transaction = handle
+            context.branchIndex = branch
+            context.restoreAVPs(from: handle)
+            context.applyStagedOutputs()
+            context.restoreState(work.state)
+            context.returnCode = code
+            context.branchForced = work.forced
+            script.run(route, context)
+            context.branchForced = nil
+            if context.runtimeError != nil { reportRuntimeError() }
+            context.saveAVPs(to: handle)
+        } else {
+            context.stagedCount = 0
+            context.stagedUsed = 0
+        }
+        let again = context.suspendedNow, sent = parsed && context.flow != .drop && context.runtimeError == nil
+        if work.kind == .reply {
+            // Held again: the new hold carries the response on, and the manager still counts it once.
+            if again { return }
+            transactions.releaseHeldReply(handle, branch: branch, parsed ? context.message : nil, relay: sent, on: shard)
+            return
+        }
+        // A branch held again was counted again by its new hold: this one is settled either way.
+        if !again && sent, let destination = work.forced ?? context.nextHop() {
+            _ = transactions.relay(handle, context.message, from: context.source, arrivedOn: context.socketIndex,
+                                   to: destination, edits: context.edits(toward: destination), on: shard)
+        }
+        transactions.releaseHeldBranch(handle, on: shard)
     }
 
     /// A launch()ed operation finished: its report route runs without a message, with `$rc` and `$param(1)`.

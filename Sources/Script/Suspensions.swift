@@ -19,6 +19,10 @@ public final class Suspensions {
         var operationData: UInt64 = 0
         /// launch()'s `$param(1)`, kept until its report route has run.
         var parameter: StoredMessage?
+        /// A branch or a response an async() in a branch_route / onreply_route holds (`HeldWork`), and the
+        /// branch index it runs for.
+        var held: StoredMessage?
+        var heldBranch: Int16 = -1
     }
 
     /// Wheel-timer payloads for suspension timeouts: bit 61 marks them, then generation 16 | slot 32.
@@ -74,6 +78,8 @@ public final class Suspensions {
         entries[i].timeout = nil
         entries[i].operationTimer = nil
         entries[i].parameter = nil
+        entries[i].held = nil
+        entries[i].heldBranch = -1
         entries[i].generation = entries[i].generation == UInt16.max ? 1 : entries[i].generation + 1
         free[freeCount] = ticket.slot
         freeCount += 1
@@ -102,6 +108,12 @@ public final class Suspensions {
     func setParameter(_ ticket: AsyncTicket, _ parameter: StoredMessage?) {
         guard entry(ticket) != nil else { return }
         entries[Int(ticket.slot)].parameter = parameter
+    }
+
+    func setHeld(_ ticket: AsyncTicket, _ held: StoredMessage, branch: Int) {
+        guard entry(ticket) != nil else { return }
+        entries[Int(ticket.slot)].held = held
+        entries[Int(ticket.slot)].heldBranch = Int16(truncatingIfNeeded: branch)
     }
 
     public func setOperationData(_ ticket: AsyncTicket, _ data: UInt64) {

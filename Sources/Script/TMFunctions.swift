@@ -125,8 +125,8 @@ enum TMFunctions {
         }
     }
 
-    /// One branch: its branch_route (which may change `$ru`/`$du`, add headers or `drop` it), then the
-    /// client transaction. The route's changes stay with this branch.
+    /// One branch: its branch_route (which may change `$ru`/`$du`, add headers, `drop` it or hold it in
+    /// async()), then the client transaction. The route's changes stay with this branch.
     private static func relayBranch(_ context: ScriptContext, _ manager: TransactionManager, _ handle: TransactionHandle,
                                     uri: UnsafeRawBufferPointer?, du: UnsafeRawBufferPointer?, forced: SocketAddress?,
                                     routes: CompiledRoutes) -> Bool {
@@ -135,9 +135,17 @@ enum TMFunctions {
         let appended = context.appendedCount
         defer { context.appendedCount = appended }
         if let route = context.branchRoute {
-            context.branchIndex = manager.branchCount(handle)
+            context.branchIndex = manager.nextBranchIndex(handle)
+            context.branchForced = forced
             routes.bodies[route](context)
             context.branchIndex = nil
+            context.branchForced = nil
+            if context.suspendedNow {
+                // async() held the branch: its resume route sends it. The route that called t_relay goes on.
+                context.suspendedNow = false
+                context.flow = .normal
+                return true
+            }
             let dropped = context.flow == .drop
             // exit, return and drop end the branch route, not the route that called t_relay; a runtime
             // failure in it ends that one too.

@@ -182,6 +182,12 @@ public struct ProxyTransaction {
     /// restored when the resume route runs. Set while suspended.
     var suspension: StoredMessage?
     public internal(set) var suspended = false
+    /// Responses the reply routes took into async() (`ReplyVerdict.hold`) and have not handed back: the
+    /// transaction lives until every one is released.
+    public internal(set) var heldReplies: UInt8 = 0
+    /// Branches a branch_route took into async() before they were sent (`holdBranch`): each is sent, or
+    /// given up, by `releaseHeldBranch`. Until then the transaction's answer waits for them.
+    public internal(set) var heldBranches: UInt8 = 0
     /// The highest final status sent upstream (0 while none).
     public internal(set) var finalSent = 0
     public internal(set) var cancelled = false
@@ -193,6 +199,7 @@ public struct ProxyTransaction {
     public var branchCount: Int { branches.count }
 
     var allBranchesFinal: Bool {
+        if heldBranches > 0 { return false }
         for i in 0..<branches.count where branches[i].finalCode == 0 { return false }
         return true
     }

@@ -11,10 +11,19 @@ public protocol TransactionUser: AnyObject {
 
     /// A branch of `transaction` passed `response` up (not a retransmission its machine absorbed, not a
     /// 100): run the script's reply routes on it before it is relayed — `route` is the transaction's
-    /// `t_on_reply` route, -1 for none. Returns false to drop a provisional response (ignored for a final:
-    /// the transaction needs it). `response` must be left parsed as it is (its header removals apply).
+    /// `t_on_reply` route, -1 for none. `response` must be left parsed as it is (its header removals apply).
     func replyReceived(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
-                       manager: TransactionManager, on shard: Shard) -> Bool
+                       manager: TransactionManager, on shard: Shard) -> ReplyVerdict
+}
+
+/// What the reply routes decided about a branch's response.
+public enum ReplyVerdict: Sendable {
+    case relay
+    /// `drop`: a provisional is not relayed (a final is: the transaction needs it).
+    case drop
+    /// An async() in a reply route took the response (a copy) to finish later: the manager does nothing more
+    /// with it until `releaseHeldReply` hands it back, and keeps the transaction until then.
+    case hold
 }
 
 /// One shard's transactions (RFC 3261 §16–17): creates server transactions for requests the script
@@ -155,6 +164,12 @@ public final class TransactionManager {
 
     public func branchCount(_ handle: TransactionHandle) -> Int {
         table.contains(handle) ? table[handle].branches.count : 0
+    }
+
+    /// The index the next branch_route runs for: branches sent plus those held in async() (which take their
+    /// index in the order they are sent, so a held branch resumed out of order may be sent under another).
+    public func nextBranchIndex(_ handle: TransactionHandle) -> Int {
+        table.contains(handle) ? table[handle].branches.count + Int(table[handle].heldBranches) : 0
     }
 
     public func replyCode(_ handle: TransactionHandle) -> Int? {
@@ -488,11 +503,79 @@ public final class TransactionManager {
         // 100 is hop by hop (§16.7 step 5): never relayed, so no reply route needs to see it.
         if code == 100 { return }
         if let user {
-            let keep = user.replyReceived(message, route: Int(table[handle].replyRoute), transaction: handle,
-                                          branch: index, manager: self, on: shard)
+            let verdict = user.replyReceived(message, route: Int(table[handle].replyRoute), transaction: handle,
+                                             branch: index, manager: self, on: shard)
             guard table.contains(handle) else { return }
-            if !keep && code < 200 { return }
+            switch verdict {
+            case .relay: break
+            case .drop: if code < 200 { return }
+            case .hold:
+                table[handle].heldReplies += 1
+                return
+            }
         }
+        proxyResponse(handle, index, message, on: shard)
+    }
+
+    /// A response a reply route held (`ReplyVerdict.hold`) comes back after its resume route: `relay` false
+    /// drops a provisional; a final always goes on to the proxy core. `message` is the response as the
+    /// route left it (parsed, its header removals marked).
+    /// nil: the response could not be read back (it goes nowhere; the transaction stops waiting for it).
+    public func releaseHeldReply(_ handle: TransactionHandle, branch index: Int, _ message: SIPMessage?, relay: Bool,
+                                 on shard: Shard) {
+        guard table.contains(handle), table[handle].heldReplies > 0 else { return }
+        table[handle].heldReplies -= 1
+        if let message, index < table[handle].branches.count, relay || message.statusCode >= 200 {
+            proxyResponse(handle, index, message, on: shard)
+        }
+        freeIfDone(handle, on: shard)
+    }
+
+    /// After a resume route ended without suspending again: a transaction left with no answer and nothing
+    /// in progress gets one now — the best of its branches when all are final (a failure route suspended),
+    /// or a 500 with `reason` when it has none at all.
+    public func concludeAfterResume(_ handle: TransactionHandle, reason: UnsafeRawBufferPointer, on shard: Shard) {
+        guard table.contains(handle), table[handle].finalSent < 200, !table[handle].suspended,
+              table[handle].heldBranches == 0 else { return }
+        if table[handle].branches.count == 0 {
+            reply(handle, status: 500, reason: reason, on: shard)
+        } else if table[handle].allBranchesFinal {
+            sendBestResponse(handle, on: shard)
+        }
+    }
+
+    /// Whether one more response (or branch) of the transaction can be held for an async() in a reply (or
+    /// branch) route.
+    public func canHold(_ handle: TransactionHandle) -> Bool {
+        table.contains(handle) && table[handle].heldReplies < UInt8.max && table[handle].heldBranches < UInt8.max
+    }
+
+    /// A branch_route took its branch into async(): it is not sent yet, and the transaction's answer waits
+    /// for it until `releaseHeldBranch`. False when the transaction is gone or cannot hold more.
+    public func holdBranch(_ handle: TransactionHandle) -> Bool {
+        guard canHold(handle) else { return false }
+        table[handle].heldBranches += 1
+        return true
+    }
+
+    /// A held branch is settled: the script sent it (`relay` was called before this) or gave it up. When it
+    /// was the last thing the transaction waited for, the answer is chosen now — none at all sent gets a 500.
+    public func releaseHeldBranch(_ handle: TransactionHandle, on shard: Shard) {
+        guard table.contains(handle), table[handle].heldBranches > 0 else { return }
+        table[handle].heldBranches -= 1
+        if table[handle].heldBranches == 0 && table[handle].finalSent < 200 && !table[handle].suspended {
+            if table[handle].branches.count == 0 {
+                reply(handle, status: 500, reason: noBranchReason, on: shard)
+            } else {
+                branchesSettled(handle, on: shard)
+            }
+        }
+        freeIfDone(handle, on: shard)
+    }
+
+    /// §16.7 steps 5–10 for one response the reply routes let through.
+    private func proxyResponse(_ handle: TransactionHandle, _ index: Int, _ message: SIPMessage, on shard: Shard) {
+        let code = message.statusCode
         if code < 200 {
             forwardUpstream(handle, message, status: code, on: shard)
             return
@@ -540,7 +623,12 @@ public final class TransactionManager {
             let before = table[handle].branches.count
             user.runFailureRoute(Int(route), transaction: handle, manager: self, on: shard)
             guard table.contains(handle) else { return }
-            if table[handle].branches.count > before || table[handle].finalSent >= 200 { return }
+            // New branches (sent or held) answer later; a suspended failure route decides when it resumes
+            // (`concludeAfterResume`).
+            if table[handle].branches.count > before || table[handle].heldBranches > 0 || table[handle].suspended
+                || table[handle].finalSent >= 200 {
+                return
+            }
         }
         sendBestResponse(handle, on: shard)
     }
@@ -696,9 +784,10 @@ public final class TransactionManager {
 
     /// Frees the transaction once its server machine and every branch's machines have terminated.
     private func freeIfDone(_ handle: TransactionHandle, on shard: Shard) {
-        // A suspended transaction waits for its resume route even when it has ended (a CANCEL answered it):
-        // the route still runs, and t_was_cancelled() tells it.
-        guard table.contains(handle), table[handle].serverDone, !table[handle].suspended else { return }
+        // A suspended transaction (or one with a held reply) waits for its resume route even when it has
+        // ended (a CANCEL answered it): the route still runs, and t_was_cancelled() tells it.
+        guard table.contains(handle), table[handle].serverDone, !table[handle].suspended,
+              table[handle].heldReplies == 0, table[handle].heldBranches == 0 else { return }
         for i in 0..<table[handle].branches.count where !table[handle].branches[i].done { return }
         var entry = table.remove(handle)
         release(&entry, on: shard)
@@ -749,3 +838,4 @@ private func permanent(_ text: String) -> UnsafeRawBufferPointer {
     storage.copyBytes(from: bytes)
     return UnsafeRawBufferPointer(storage)
 }
+nonisolated(unsafe) private let noBranchReason = permanent("No Branch Sent")

@@ -485,6 +485,14 @@ import Testing
             """)
     }
 
+    @Test func asyncOutsideTheRoutesOfATransaction() {
+        Self.expectError("loadmodule \"tm.so\"\nloadmodule \"cfgutils.so\"\nroute {\n    exit;\n}\nstartup_route {\n    async(usleep(10), next);\n}\nroute[next] {\n    exit;\n}\n", """
+            test.cfg:7:5: error: async() suspends a transaction: it belongs in a request, branch, failure or onreply route
+                async(usleep(10), next);
+                ^
+            """)
+    }
+
     @Test func moduleFarFromAnyKnownListsWhatRingsipProvides() {
         Self.expectError("loadmodule \"usrloc.so\"\nroute {\n    exit;\n}\n", """
             test.cfg:1:1: error: module 'usrloc' is not provided by ringsip; it provides: cfgutils, maxfwd, proto_udp, rr, signaling, sipmsgops, sl, textops, tm, xlog

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -186,3 +187,22 @@ def start_script(procs, ringsipd, script: Path, port: int, shards: int = 1) -> h
 def describe(res: h.UacResult) -> str:
     return (f"ok={res.successful}/{res.calls} failed={res.failed} retrans={res.retransmissions} "
             f"exit={res.exit_codes} wall={res.wall_s:.1f}s\n{res.errors_tail[-3000:]}")
+
+
+def recv_until(sock: socket.socket, wanted: str, seconds: float) -> str:
+    """The first datagram whose first line contains `wanted`; others (100, retransmissions) are skipped."""
+    end = time.monotonic() + seconds
+    while True:
+        sock.settimeout(max(0.01, end - time.monotonic()))
+        text = sock.recv(65536).decode()
+        if wanted in text.split("\r\n", 1)[0]:
+            return text
+
+
+def response_to(request: str, status: str, to_tag: str) -> str:
+    """A UAS's response to `request`: its Vias, From, Call-ID, CSeq, and To with our tag."""
+    lines = request.split("\r\n")
+    keep = [l for l in lines if l.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq")]
+    to = next(l for l in lines if l.lower().startswith("to:"))
+    return (f"SIP/2.0 {status}\r\n" + "\r\n".join(keep) + f"\r\n{to};tag={to_tag}\r\n"
+            "Contact: <sip:callee@127.0.0.1>\r\nContent-Length: 0\r\n\r\n")

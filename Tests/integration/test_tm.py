@@ -22,7 +22,7 @@ from pathlib import Path
 
 import harness as h
 import pytest
-from conftest import REPO, describe, start_script
+from conftest import REPO, describe, recv_until, response_to, start_script
 
 EXAMPLES = REPO / "examples"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -365,25 +365,6 @@ def test_full_table_answers_503_with_retry_after_and_stop_releases_the_rest(proc
         caller.close()
 
 
-def _recv_until(sock: socket.socket, wanted: str, seconds: float) -> str:
-    """The first datagram whose first line contains `wanted`; others (100, retransmissions) are skipped."""
-    end = time.monotonic() + seconds
-    while True:
-        sock.settimeout(max(0.01, end - time.monotonic()))
-        text = sock.recv(65536).decode()
-        if wanted in text.split("\r\n", 1)[0]:
-            return text
-
-
-def _response_to(request: str, status: str, to_tag: str) -> str:
-    """A UAS's response to `request`: its Vias, From, Call-ID, CSeq, and To with our tag."""
-    lines = request.split("\r\n")
-    keep = [l for l in lines if l.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq")]
-    to = next(l for l in lines if l.lower().startswith("to:"))
-    return (f"SIP/2.0 {status}\r\n" + "\r\n".join(keep) + f"\r\n{to};tag={to_tag}\r\n"
-            "Contact: <sip:callee@127.0.0.1>\r\nContent-Length: 0\r\n\r\n")
-
-
 def test_a_late_200_after_the_callers_transaction_ended_goes_upstream_and_the_proxy_lives(procs, ringsipd):
     # Timer C (1 s) answers the caller 408 and CANCELs the ringing branch; the caller's ACK and Timer I
     # (T4 = 0.5 s) end the server transaction while the branch still waits 64*T1 = 3.2 s for the callee. A
@@ -406,10 +387,10 @@ def test_a_late_200_after_the_callers_transaction_ended_goes_upstream_and_the_pr
                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-late200\r\nMax-Forwards: 70\r\n" + common +
                   f"CSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n")
         uac.sendto(invite.encode(), (h.LOOPBACK, proxy_port))
-        relayed = _recv_until(uas, "INVITE", 5)
-        uas.sendto(_response_to(relayed, "180 Ringing", "u1").encode(), (h.LOOPBACK, proxy_port))
-        assert _recv_until(uac, "180", 5)
-        timeout = _recv_until(uac, "408", 5)
+        relayed = recv_until(uas, "INVITE", 5)
+        uas.sendto(response_to(relayed, "180 Ringing", "u1").encode(), (h.LOOPBACK, proxy_port))
+        assert recv_until(uac, "180", 5)
+        timeout = recv_until(uac, "408", 5)
         to = next(l for l in timeout.split("\r\n") if l.lower().startswith("to:"))
         ack = (f"ACK sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
                f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-late200\r\nMax-Forwards: 70\r\n"
@@ -417,14 +398,14 @@ def test_a_late_200_after_the_callers_transaction_ended_goes_upstream_and_the_pr
                "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
         uac.sendto(ack.encode(), (h.LOOPBACK, proxy_port))
         time.sleep(1.2)  # past Timer I (0.5 s): the caller's side is gone, the branch is not (3.2 s)
-        uas.sendto(_response_to(relayed, "200 OK", "u1").encode(), (h.LOOPBACK, proxy_port))
-        late = _recv_until(uac, "200", 5)
+        uas.sendto(response_to(relayed, "200 OK", "u1").encode(), (h.LOOPBACK, proxy_port))
+        late = recv_until(uac, "200", 5)
         assert "Call-ID: late-200@127.0.0.1" in late and "branch=z9hG4bK-late200" in late, late
         assert daemon.alive(), daemon.stderr()[-1500:]
         # And it keeps serving: a new call is relayed.
         uac.sendto(invite.replace("late-200@", "after@").replace("late200", "after").encode(),
                    (h.LOOPBACK, proxy_port))
-        assert "after@127.0.0.1" in _recv_until(uas, "INVITE", 5)
+        assert "after@127.0.0.1" in recv_until(uas, "INVITE", 5)
         assert procs.stop(daemon) == 0, daemon.stderr()[-1500:]
     finally:
         uas.close()

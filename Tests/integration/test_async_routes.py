@@ -1,0 +1,184 @@
+"""async() in a branch_route and in an onreply_route: the branch waits to be sent, the response waits to be
+relayed, until the resume route has run — with a raw-socket caller and callees, so each datagram's timing
+and headers can be checked."""
+
+import socket
+import time
+
+import harness as h
+import pytest
+from conftest import recv_until, response_to, start_script
+
+HEAD = """
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+loadmodule "cfgutils.so"
+modparam("tm", "fr_inv_timeout", 5)
+"""
+
+
+@pytest.fixture
+def sockets():
+    made = []
+
+    def make() -> tuple[socket.socket, int]:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((h.LOOPBACK, 0))
+        made.append(s)
+        return s, s.getsockname()[1]
+    yield make
+    for s in made:
+        s.close()
+
+
+def invite(proxy_port: int, me: int, call: str, extra: str = "") -> bytes:
+    return (f"INVITE sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{call}\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:caller@127.0.0.1>;tag=c-{call}\r\nTo: <sip:callee@127.0.0.1>\r\n"
+            f"Call-ID: {call}@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\n"
+            f"{extra}Content-Length: 0\r\n\r\n").encode()
+
+
+def quiet(sock: socket.socket, seconds: float) -> list[str]:
+    """Every datagram that arrives within `seconds`."""
+    got, end = [], time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            got.append(sock.recv(65536).decode())
+        except socket.timeout:
+            break
+    return got
+
+
+def test_async_in_onreply_route_holds_each_response_until_its_resume_route_relays_or_drops_it(
+        procs, ringsipd, sockets, tmp_path):
+    uac, me = sockets()
+    uas, uas_port = sockets()
+    (proxy_port,) = h.free_udp_ports(1)
+    script = tmp_path / "onreply-async.cfg"
+    script.write_text(HEAD + f"""
+route {{
+    t_on_reply("held");
+    t_relay("udp:127.0.0.1:{uas_port}");
+}}
+onreply_route[held] {{
+    $avp(seen) = $rs;
+    remove_hf("X-Before");
+    async(usleep(300000), after_reply);
+}}
+route[after_reply] {{
+    if ($avp(seen) == 180) {{
+        drop;
+    }}
+    remove_hf("X-Secret");
+}}
+""")
+    start_script(procs, ringsipd, script, proxy_port)
+    uac.sendto(invite(proxy_port, me, "held-replies"), (h.LOOPBACK, proxy_port))
+    relayed = recv_until(uas, "INVITE", 5)
+    secret = "X-Secret: s\r\nX-Before: b\r\nX-Kept: k\r\n"
+    uas.sendto(response_to(relayed, "180 Ringing", "u1").replace("Content-Length", secret + "Content-Length").encode(),
+               (h.LOOPBACK, proxy_port))
+    uas.sendto(response_to(relayed, "200 OK", "u1").replace("Content-Length", secret + "Content-Length").encode(),
+               (h.LOOPBACK, proxy_port))
+    sent = time.monotonic()
+    ok = recv_until(uac, "200", 5)
+    # Both responses were held at once; the 180 was dropped by its resume route, the 200 relayed by its own,
+    # with the header removed before the async() and the one removed after it both gone.
+    assert time.monotonic() - sent >= 0.28, "the 200 was relayed before its resume route ran"
+    assert "X-Kept: k" in ok and "X-Secret" not in ok and "X-Before" not in ok, ok
+    assert "branch=z9hG4bK-held-replies" in ok and f"Call-ID: held-replies@127.0.0.1" in ok, ok
+    assert not [m for m in quiet(uac, 0.5) if m.startswith("SIP/2.0 180")], "the dropped 180 was relayed"
+
+
+def test_async_in_branch_route_sends_each_branch_after_its_resume_route(procs, ringsipd, sockets, tmp_path):
+    uac, me = sockets()
+    first, first_port = sockets()
+    second, second_port = sockets()
+    (proxy_port,) = h.free_udp_ports(1)
+    script = tmp_path / "branch-async.cfg"
+    script.write_text(HEAD + f"""
+route {{
+    if (is_present_hf("X-Drop")) {{
+        t_on_branch("check");
+        t_relay("udp:127.0.0.1:{first_port}");
+        exit;
+    }}
+    $ru = "sip:callee@127.0.0.1:{first_port}";
+    append_branch("sip:callee@127.0.0.1:{second_port}");
+    t_on_branch("check");
+    t_relay();
+}}
+branch_route[check] {{
+    append_hf("X-Branch: $T_branch_idx\\r\\n");
+    async(usleep(300000), after_branch);
+}}
+route[after_branch] {{
+    $var(rc) = $rc;
+    if (is_present_hf("X-Drop")) {{
+        drop;
+    }}
+    append_hf("X-Resumed: rc=$var(rc)\\r\\n");
+}}
+""")
+    start_script(procs, ringsipd, script, proxy_port)
+    started = time.monotonic()
+    uac.sendto(invite(proxy_port, me, "held-branches"), (h.LOOPBACK, proxy_port))
+    # Both branches of the fork were held, then sent, each with what its branch route and resume route added.
+    to_first = recv_until(first, "INVITE", 5)
+    to_second = recv_until(second, "INVITE", 5)
+    assert time.monotonic() - started >= 0.28, "a branch left before its resume route ran"
+    assert "X-Branch: 0\r\n" in to_first and "X-Resumed: rc=1\r\n" in to_first, to_first
+    assert "X-Branch: 1\r\n" in to_second and "X-Resumed: rc=1\r\n" in to_second, to_second
+    assert "X-Branch: 1" not in to_first and "X-Branch: 0" not in to_second
+    # The first callee answers: the 200 reaches the caller through the transaction.
+    first.sendto(response_to(to_first, "200 OK", "u1").encode(), (h.LOOPBACK, proxy_port))
+    assert "held-branches@127.0.0.1" in recv_until(uac, "200", 5)
+
+    # A resume route that drops the only branch: the transaction has nothing left, the caller gets a 500.
+    uac.sendto(invite(proxy_port, me, "dropped-branch", "X-Drop: yes\r\n"), (h.LOOPBACK, proxy_port))
+    final = recv_until(uac, "500", 5)
+    assert "dropped-branch@127.0.0.1" in final and final.startswith("SIP/2.0 500 No Branch Sent\r\n"), final
+    assert not [m for m in quiet(first, 0.3) if "dropped-branch" in m], "the dropped branch was sent"
+
+
+def test_async_in_failure_route_waits_then_forks_again_or_sends_the_best_answer(procs, ringsipd, sockets, tmp_path):
+    uac, me = sockets()
+    busy, busy_port = sockets()
+    second, second_port = sockets()
+    (proxy_port,) = h.free_udp_ports(1)
+    script = tmp_path / "failure-async.cfg"
+    script.write_text(HEAD + f"""
+route {{
+    t_on_failure("again");
+    t_relay("udp:127.0.0.1:{busy_port}");
+}}
+failure_route[again] {{
+    async(usleep(300000), retry);
+}}
+route[retry] {{
+    if (is_present_hf("X-Give-Up")) {{
+        exit;
+    }}
+    t_relay("udp:127.0.0.1:{second_port}");
+}}
+""")
+    start_script(procs, ringsipd, script, proxy_port)
+    for call, extra in (("forks-again", ""), ("gives-up", "X-Give-Up: yes\r\n")):
+        uac.sendto(invite(proxy_port, me, call, extra), (h.LOOPBACK, proxy_port))
+        first = recv_until(busy, "INVITE", 5)
+        busy.sendto(response_to(first, "486 Busy Here", "b1").encode(), (h.LOOPBACK, proxy_port))
+        sent = time.monotonic()
+        if not extra:
+            # The suspended failure route's resume route forks to the second callee, whose 200 goes up.
+            retried = recv_until(second, "INVITE", 5)
+            assert time.monotonic() - sent >= 0.28 and f"{call}@127.0.0.1" in retried, retried
+            second.sendto(response_to(retried, "200 OK", "s1").encode(), (h.LOOPBACK, proxy_port))
+            assert f"{call}@127.0.0.1" in recv_until(uac, "200", 5)
+        else:
+            # Nothing more was tried: once the resume route ends, the best answer so far (the 486) goes up —
+            # not before it, and not a 500.
+            final = recv_until(uac, "486", 5)
+            assert time.monotonic() - sent >= 0.28 and f"{call}@127.0.0.1" in final, final
