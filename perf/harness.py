@@ -528,6 +528,33 @@ def run_uacs(group: ProcGroup, target_port: int, rate: float, calls: int, procs:
 
 
 # --------------------------------------------------------------------------------------------
+# ringsipd's counters (SIGUSR1 prints one line a shard)
+
+COUNTER_LINE = re.compile(r"shard (\d+): (.*)$")
+
+
+def counter_rows(proc: Proc) -> list[dict]:
+    rows = []
+    for line in (proc.stdout() + "\n" + proc.stderr()).splitlines():
+        m = COUNTER_LINE.search(line.strip())
+        if m:
+            rows.append({k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))} | {"shard": int(m.group(1))})
+    return rows
+
+
+def dump_counters(proc: Proc) -> dict:
+    """SIGUSR1, then the shard-0 line it printed (one-shard daemons)."""
+    before = len(counter_rows(proc))
+    proc.signal(signal.SIGUSR1)
+    if not wait_until(lambda: len(counter_rows(proc)) > before, 5):
+        raise RuntimeError("ringsipd printed no counters on SIGUSR1")
+    row = counter_rows(proc)[-1]
+    if "transactions" not in row:
+        raise RuntimeError(f"no transactions= in the counters: {row}")
+    return row
+
+
+# --------------------------------------------------------------------------------------------
 # Targets
 
 

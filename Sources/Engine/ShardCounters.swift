@@ -14,6 +14,9 @@ public struct ShardCounters: Sendable, Equatable {
     public var transactions = 0
     /// Responses for a transaction that parsed but could not be used (no CSeq, cannot be rebuilt), dropped.
     public var malformedReplies = 0
+    /// Async operations in flight: suspended transactions, held branches and responses, launch()es (kept by
+    /// the script layer).
+    public var asyncInFlight = 0
 
     public init() {}
 
@@ -29,6 +32,7 @@ public struct ShardCounters: Sendable, Equatable {
         sum.bufferExhaustion += b.bufferExhaustion
         sum.transactions += b.transactions
         sum.malformedReplies += b.malformedReplies
+        sum.asyncInFlight += b.asyncInFlight
         return sum
     }
 
@@ -36,6 +40,6 @@ public struct ShardCounters: Sendable, Equatable {
     public func line(label: String) -> String {
         "\(label): received=\(received) sent=\(sent) parse_errors=\(parseErrors) dropped=\(dropped) "
             + "stale=\(staleCompletions) handoffs=\(handoffs) send_errors=\(sendErrors) enobufs=\(bufferExhaustion) "
-            + "transactions=\(transactions) malformed_replies=\(malformedReplies)"
+            + "transactions=\(transactions) malformed_replies=\(malformedReplies) async=\(asyncInFlight)"
     }
 }

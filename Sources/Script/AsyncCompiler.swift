@@ -64,13 +64,7 @@ extension ScriptCompiler {
             if let parameter, case .text(let text) = parameter(context) {
                 context.suspensions.setParameter(ticket, context.launchParameters.store(text))
             }
-            var after = timeout
-            if let code = operation.start(context, ticket) {
-                context.suspensions.setImmediate(ticket, code: code)
-                after = 0
-            }
-            context.suspensions.setTimeout(ticket, context.shard.schedule(after: after,
-                                                                          payload: Suspensions.timeoutPayload(ticket)))
+            Self.start(operation, ticket, timeout: timeout, context)
             return 1
         }
     }
@@ -143,6 +137,7 @@ extension ScriptCompiler {
         }
         context.suspensions.setTimeout(ticket, context.shard.schedule(after: after,
                                                                       payload: Suspensions.timeoutPayload(ticket)))
+        context.shard.counters.asyncInFlight = context.suspensions.live
     }
 
     /// async() in a branch_route or an onreply_route: the branch (not sent yet) or the response (not relayed

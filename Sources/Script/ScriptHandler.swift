@@ -209,6 +209,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
     /// or a transaction that has gone is ignored.
     func asyncCompleted(_ ticket: AsyncTicket, code: Int, on shard: Shard) {
         guard let entry = context.suspensions.take(ticket) else { return }
+        shard.counters.asyncInFlight = context.suspensions.live
         if let timer = entry.timeout { shard.cancel(timer) }
         if let timer = entry.operationTimer { shard.cancel(timer) }
         guard let handle = entry.transaction else {
