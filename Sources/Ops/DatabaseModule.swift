@@ -151,6 +151,8 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
            var settings = try? DatabaseRunner.Configuration(url: url) {
             self.url = settings.url
             settings.connections = configuration.integer(module, "db_connections", default: settings.connections)
+            // avpops and sqlops may both be loaded, each with its own pool: each must claim only its own.
+            settings.component = module == "sqlops" ? .secondDatabase : .database
             runner = DatabaseRunner(shard: shard, configuration: settings, delegate: self)
         }
     }
@@ -295,13 +297,13 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
     }
 
     func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool {
-        guard OpsPacking.component(of: id) == .database, let runner else { return false }
+        guard let runner, OpsPacking.component(of: id) == runner.configuration.component else { return false }
         runner.operationCompleted(id, result: result, flags: flags)
         return true
     }
 
     func timerFired(payload: UInt64, on shard: Shard) -> Bool {
-        guard OpsPacking.component(ofTimer: payload) == .database, let runner else { return false }
+        guard let runner, OpsPacking.component(ofTimer: payload) == runner.configuration.component else { return false }
         runner.timerFired(payload: payload)
         return true
     }

@@ -36,6 +36,9 @@ public final class DatabaseRunner {
         public var connectTimeoutMilliseconds: UInt64 = 3000
         public var reconnectMinimumMilliseconds: UInt64 = 100
         public var reconnectMaximumMilliseconds: UInt64 = 5000
+        /// Whose completions and timers are this runner's: `.database`, or `.secondDatabase` for a second
+        /// pool on the same shard.
+        public var component = OpsComponent.database
 
         public init(url: DatabaseURL) {
             self.url = url
@@ -189,7 +192,7 @@ public final class DatabaseRunner {
         if query.count > 0 { requests[index].query!.copyMemory(from: query.baseAddress!, byteCount: query.count) }
         requests[index].queryLength = query.count
         if timeoutMilliseconds > 0 {
-            let payload = OpsPacking.timerPayload(.database, slot: index, generation: requests[index].generation)
+            let payload = OpsPacking.timerPayload(configuration.component, slot: index, generation: requests[index].generation)
             guard let timer = shard.schedule(after: timeoutMilliseconds, payload: payload) else {
                 release(index)
                 return .rejected(.failed)
@@ -317,11 +320,11 @@ public final class DatabaseRunner {
     // MARK: - Connections
 
     private func id(_ c: Int) -> OperationID {
-        OpsPacking.operationID(.database, slot: c, channel: 0, generation: connections[c].generation)
+        OpsPacking.operationID(configuration.component, slot: c, channel: 0, generation: connections[c].generation)
     }
 
     private func connectionTimer(_ c: Int, after milliseconds: UInt64) {
-        let payload = OpsPacking.timerPayload(.database, slot: Self.connectionTimerBit | c,
+        let payload = OpsPacking.timerPayload(configuration.component, slot: Self.connectionTimerBit | c,
                                               generation: connections[c].generation)
         connections[c].timer = shard.schedule(after: milliseconds, payload: payload)
     }
@@ -413,7 +416,7 @@ public final class DatabaseRunner {
 
     // MARK: - Completions
 
-    /// Forward every `ShardHandler.operationCompleted` whose `OpsPacking.component(of:)` is `.database`.
+    /// Forward every `ShardHandler.operationCompleted` whose `OpsPacking.component(of:)` is `configuration.component`.
     public func operationCompleted(_ operation: OperationID, result: Int32, flags: UInt32) {
         let (c, _) = OpsPacking.slotAndChannel(of: operation)
         guard c < connectionCount, connections[c].generation == operation.generation, connections[c].pollInFlight
@@ -584,7 +587,7 @@ public final class DatabaseRunner {
 
     // MARK: - Timers
 
-    /// Forward every `ShardHandler.timerFired` whose `OpsPacking.component(ofTimer:)` is `.database`.
+    /// Forward every `ShardHandler.timerFired` whose `OpsPacking.component(ofTimer:)` is `configuration.component`.
     public func timerFired(payload: UInt64) {
         let (slot, generation) = OpsPacking.slotAndGeneration(ofTimer: payload)
         if slot & Self.connectionTimerBit != 0 {

@@ -9,6 +9,9 @@ public enum OpsComponent: UInt8, Sendable {
     case database = 3
     /// `RadiusRunner`: RADIUS Access-/Accounting-Requests.
     case radius = 4
+    /// A second `DatabaseRunner` on the shard: sqlops' pool when avpops has its own, so each claims only its
+    /// own completions.
+    case secondDatabase = 5
 }
 
 /// How Ops packs its operation ids and timer payloads.

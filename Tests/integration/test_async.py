@@ -381,6 +381,40 @@ def test_an_exec_environment_that_is_not_an_avp_fails_the_check_at_its_column(ri
     assert p.stderr.startswith(f"{bad}:4:29: error: exec's environment must be an $avp(name)"), p.stderr
 
 
+def test_avpops_and_sqlops_loaded_together_each_get_their_own_answers(procs, ringsipd, tmp_path):
+    if not mariadb_up():
+        from conftest import missing
+        missing("no MariaDB on 127.0.0.1:3306: run `make test-deps`")
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "two-pools.cfg"
+    script.write_text(f"""
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "avpops.so"
+loadmodule "sqlops.so"
+modparam("avpops", "db_url", "{DB_URL}")
+modparam("sqlops", "db_url", "{DB_URL}")
+route {{
+    async(avp_db_query("SELECT 'from-avpops'", "$avp(a)"), second, 3000);
+}}
+route[second] {{
+    $avp(rc1) = $rc;
+    async(sql_query("SELECT 'from-sqlops'", "$avp(b)"), both, 3000);
+}}
+route[both] {{
+    t_reply(299, "rc=$avp(rc1),$rc a=$avp(a) b=$avp(b)");
+}}
+""")
+    start_script(procs, ringsipd, script, port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        for n in (90, 91, 92):
+            caller.sendto(request("INVITE", port, caller.getsockname()[1], n), (h.LOOPBACK, port))
+            reply, _ = final_reply(caller, 5)
+            # Before each pool claimed only its own completions, the first service (avpops) took sqlops' too.
+            assert reply.startswith("SIP/2.0 299 rc=1,1 a=from-avpops b=from-sqlops\r\n"), reply
+
+
 def test_avp_db_query_outside_async_runs_synchronously_and_the_check_warns(procs, ringsipd, tmp_path):
     if not mariadb_up():
         from conftest import missing
