@@ -87,9 +87,6 @@ public final class DatabaseRunner {
         /// Retried after a dead connection: it may run only on a connection whose serial is above `retryAfter`.
         var retried = false
         var retryAfter: UInt64 = 0
-        /// Free list, or the wait queue (both directions), by slot index; -1 ends.
-        var next: Int32 = -1
-        var previous: Int32 = -1
     }
 
     /// Connection timers set this bit in the timer payload's slot field; request timers leave it clear.
@@ -102,9 +99,7 @@ public final class DatabaseRunner {
     let connections: UnsafeMutablePointer<Connection>
     let capacity: Int
     let requests: UnsafeMutablePointer<Request>
-    private var freeHead: Int32 = 0
-    private var queueHead: Int32 = -1
-    private var queueTail: Int32 = -1
+    private var lists: SlotLists
     /// NUL-terminated copies of the URL's parts: Connector/C reads them while a connect is suspended.
     private let host, user, password, database: UnsafeMutablePointer<CChar>
     private var nextSerial: UInt64 = 1
@@ -115,7 +110,7 @@ public final class DatabaseRunner {
     /// Delegate calls in progress; while above zero, new work waits for the pump that follows the call.
     private var deliveryDepth = 0
 
-    public private(set) var queued = 0
+    public var queued: Int { lists.queued }
     /// Queries running on a connection now.
     public private(set) var running = 0
     /// Completions and timers whose connection or request had moved on (counted, dropped).
@@ -142,7 +137,7 @@ public final class DatabaseRunner {
         connections.initialize(repeating: Connection(), count: connectionCount)
         requests = .allocate(capacity: capacity)
         requests.initialize(repeating: Request(), count: capacity)
-        for i in 0..<capacity { requests[i].next = i + 1 < capacity ? Int32(i + 1) : -1 }
+        lists = SlotLists(capacity: capacity)
         host = strdup(configuration.url.host)
         user = strdup(configuration.url.user)
         password = strdup(configuration.url.password)
@@ -157,6 +152,7 @@ public final class DatabaseRunner {
         for i in 0..<capacity { requests[i].query?.deallocate() }
         connections.deallocate()
         requests.deallocate()
+        lists.deallocate()
         free(host)
         free(user)
         free(password)
@@ -179,9 +175,7 @@ public final class DatabaseRunner {
     public func submit(query: UnsafeRawBufferPointer, timeoutMilliseconds: UInt64, token: UInt64) -> DatabaseSubmission {
         // Slots are `connections + queueCapacity`: a free slot means a free connection or room in the queue
         // (counted while connections are still opening, too).
-        guard freeHead >= 0 else { return .rejected(.queueFull) }
-        let index = Int(freeHead)
-        freeHead = requests[index].next
+        guard let index = lists.takeFree() else { return .rejected(.queueFull) }
         requests[index].token = token
         if requests[index].queryCapacity < query.count {
             requests[index].query?.deallocate()
@@ -254,25 +248,11 @@ public final class DatabaseRunner {
 
     private func enqueue(_ index: Int, atFront: Bool) {
         requests[index].state = .queued
-        if atFront {
-            requests[index].previous = -1
-            requests[index].next = queueHead
-            if queueHead >= 0 { requests[Int(queueHead)].previous = Int32(index) } else { queueTail = Int32(index) }
-            queueHead = Int32(index)
-        } else {
-            requests[index].next = -1
-            requests[index].previous = queueTail
-            if queueTail >= 0 { requests[Int(queueTail)].next = Int32(index) } else { queueHead = Int32(index) }
-            queueTail = Int32(index)
-        }
-        queued += 1
+        lists.enqueue(index, atFront: atFront)
     }
 
     private func dequeue(_ index: Int) {
-        let next = requests[index].next, previous = requests[index].previous
-        if previous >= 0 { requests[Int(previous)].next = next } else { queueHead = next }
-        if next >= 0 { requests[Int(next)].previous = previous } else { queueTail = previous }
-        queued -= 1
+        lists.dequeue(index)
     }
 
     /// Returns a request slot to the free list; its generation moves on, so late timers and handles miss it.
@@ -284,8 +264,7 @@ public final class DatabaseRunner {
         requests[index].query = query
         requests[index].queryCapacity = queryCapacity
         requests[index].generation = generation
-        requests[index].next = freeHead
-        freeHead = Int32(index)
+        lists.putFree(index)
     }
 
     private func connectionRunning(_ index: Int) -> Int? {
@@ -304,16 +283,15 @@ public final class DatabaseRunner {
     /// the one it failed on). Not while a delegate call is in progress: the pump after it does the work.
     private func pump() {
         guard deliveryDepth == 0 else { return }
-        var index = queueHead
-        while index >= 0 {
-            let next = requests[Int(index)].next
-            if let c = idleConnection(for: Int(index)) {
-                dequeue(Int(index))
-                startQuery(c, Int(index))
+        var cursor = lists.firstQueued
+        while let index = cursor {
+            cursor = lists.queued(after: index)
+            if let c = idleConnection(for: index) {
+                dequeue(index)
+                startQuery(c, index)
             } else if idleConnection(for: nil) == nil {
                 return
             }
-            index = next
         }
     }
 
@@ -649,9 +627,7 @@ public final class DatabaseRunner {
             }
             close(c)
         }
-        while queueHead >= 0 {
-            let index = Int(queueHead)
-            dequeue(index)
+        while let index = lists.dequeueFirst() {
             release(index)
         }
     }

@@ -43,9 +43,6 @@ public final class ExecRunner {
         var commandLength = 0
         var stdinLength = 0
         var environmentLength = 0
-        /// Free list, or the wait queue (both directions), by slot index; -1 ends.
-        var next: Int32 = -1
-        var previous: Int32 = -1
         // While running:
         var lane: Int32 = -1
         var pid: pid_t = 0
@@ -68,9 +65,7 @@ public final class ExecRunner {
     unowned let delegate: any ExecRunnerDelegate
     let capacity: Int
     let slots: UnsafeMutablePointer<Slot>
-    private var freeHead: Int32 = 0
-    private var queueHead: Int32 = -1
-    private var queueTail: Int32 = -1
+    private var lists: SlotLists
     /// Output buffers, one pair per running child ("lane"): lane i's stdout at 2i·limit, stderr after it.
     let output: UnsafeMutableRawPointer
     var freeLanes: [Int32]
@@ -82,7 +77,7 @@ public final class ExecRunner {
 
     /// Children running now (each holds a lane until its last ring operation completes).
     public internal(set) var running = 0
-    public private(set) var queued = 0
+    public var queued: Int { lists.queued }
     /// Completions and timers whose slot had moved on (counted, dropped).
     public internal(set) var staleCompletions = 0
 
@@ -97,7 +92,7 @@ public final class ExecRunner {
         precondition(capacity < OpsPacking.maximumSlots)
         slots = .allocate(capacity: capacity)
         slots.initialize(repeating: Slot(), count: capacity)
-        for i in 0..<capacity { slots[i].next = i + 1 < capacity ? Int32(i + 1) : -1 }
+        lists = SlotLists(capacity: capacity)
         output = .allocate(byteCount: 2 * configuration.outputLimit * configuration.maximumChildren, alignment: 16)
         freeLanes = (0..<Int32(configuration.maximumChildren)).reversed()
         discard = .allocate(byteCount: 16 * 1024, alignment: 16)
@@ -108,6 +103,7 @@ public final class ExecRunner {
     deinit {
         for i in 0..<capacity { slots[i].input?.deallocate() }
         slots.deallocate()
+        lists.deallocate()
         output.deallocate()
         discard.deallocate()
         environmentScratch.deallocate()
@@ -122,11 +118,9 @@ public final class ExecRunner {
                        environment: UnsafeRawBufferPointer = .init(start: nil, count: 0),
                        timeoutMilliseconds: UInt64, token: UInt64) -> ExecSubmission {
         let startsNow = running < configuration.maximumChildren
-        guard startsNow || queued < configuration.queueCapacity, freeHead >= 0 else {
+        guard startsNow || queued < configuration.queueCapacity, let index = lists.takeFree() else {
             return .rejected(.queueFull, errno: nil)
         }
-        let index = Int(freeHead)
-        freeHead = slots[index].next
         slots[index].token = token
         copyInput(into: index, command: command, stdin: stdin, environment: environment)
         if timeoutMilliseconds > 0 {
@@ -197,18 +191,11 @@ public final class ExecRunner {
 
     private func enqueue(_ index: Int) {
         slots[index].state = .queued
-        slots[index].next = -1
-        slots[index].previous = queueTail
-        if queueTail >= 0 { slots[Int(queueTail)].next = Int32(index) } else { queueHead = Int32(index) }
-        queueTail = Int32(index)
-        queued += 1
+        lists.enqueue(index)
     }
 
     func dequeue(_ index: Int) {
-        let next = slots[index].next, previous = slots[index].previous
-        if previous >= 0 { slots[Int(previous)].next = next } else { queueHead = next }
-        if next >= 0 { slots[Int(next)].previous = previous } else { queueTail = previous }
-        queued -= 1
+        lists.dequeue(index)
     }
 
     /// Returns a slot to the free list; its generation moves on, so late completions and handles miss it.
@@ -219,15 +206,12 @@ public final class ExecRunner {
         slots[index].input = input
         slots[index].inputCapacity = inputCapacity
         slots[index].generation = generation
-        slots[index].next = freeHead
-        freeHead = Int32(index)
+        lists.putFree(index)
     }
 
     /// Starts queued execs while there is room. A spawn failure is reported and the next one tried.
     func pump() {
-        while running < configuration.maximumChildren && queueHead >= 0 {
-            let index = Int(queueHead)
-            dequeue(index)
+        while running < configuration.maximumChildren, let index = lists.dequeueFirst() {
             if start(index) != nil {
                 deliverWithoutRunning(index, code: .failed)
             }

@@ -56,8 +56,6 @@ public final class HTTPRunner {
         var bodyLength = 0
         var contentTypeLength = 0
         var headersLength = 0
-        var next: Int32 = -1
-        var previous: Int32 = -1
         var lane: Int32 = -1
     }
 
@@ -94,9 +92,7 @@ public final class HTTPRunner {
     let slots: UnsafeMutablePointer<Slot>
     let lanes: UnsafeMutablePointer<Lane>
     var freeLanes: [Int32]
-    private var freeHead: Int32 = 0
-    private var queueHead: Int32 = -1
-    private var queueTail: Int32 = -1
+    private var lists: SlotLists
     var watches: [Watch] = []
     let multi: UnsafeMutableRawPointer
     var multiTimer: TimerHandle?
@@ -106,7 +102,7 @@ public final class HTTPRunner {
     private var isShutDown = false
 
     public internal(set) var running = 0
-    public private(set) var queued = 0
+    public var queued: Int { lists.queued }
     /// Sockets libcurl has asked the ring to watch right now.
     public internal(set) var watchedSockets = 0
     /// Completions and timers whose slot or socket had moved on (counted, dropped).
@@ -131,7 +127,7 @@ public final class HTTPRunner {
         precondition(capacity < OpsPacking.maximumSlots)
         slots = .allocate(capacity: capacity)
         slots.initialize(repeating: Slot(), count: capacity)
-        for i in 0..<capacity { slots[i].next = i + 1 < capacity ? Int32(i + 1) : -1 }
+        lists = SlotLists(capacity: capacity)
         lanes = .allocate(capacity: configuration.maximumTransfers)
         lanes.initialize(repeating: Lane(), count: configuration.maximumTransfers)
         freeLanes = (0..<Int32(configuration.maximumTransfers)).reversed()
@@ -157,6 +153,7 @@ public final class HTTPRunner {
         for i in 0..<capacity { slots[i].input?.deallocate() }
         for i in 0..<configuration.maximumTransfers { lanes[i].body?.deallocate() }
         slots.deallocate()
+        lists.deallocate()
         lanes.deallocate()
     }
 
@@ -173,9 +170,9 @@ public final class HTTPRunner {
                        timeoutMilliseconds: UInt64 = 0, token: UInt64) -> HTTPSubmission {
         guard !isShutDown else { return .rejected(.failed) }
         let startsNow = running < configuration.maximumTransfers
-        guard startsNow || queued < configuration.queueCapacity, freeHead >= 0 else { return .rejected(.queueFull) }
-        let index = Int(freeHead)
-        freeHead = slots[index].next
+        guard startsNow || queued < configuration.queueCapacity, let index = lists.takeFree() else {
+            return .rejected(.queueFull)
+        }
         slots[index].token = token
         slots[index].method = method
         slots[index].deadline = timeoutMilliseconds > 0 ? shard.now + timeoutMilliseconds : 0
@@ -251,18 +248,11 @@ public final class HTTPRunner {
 
     private func enqueue(_ index: Int) {
         slots[index].state = .queued
-        slots[index].next = -1
-        slots[index].previous = queueTail
-        if queueTail >= 0 { slots[Int(queueTail)].next = Int32(index) } else { queueHead = Int32(index) }
-        queueTail = Int32(index)
-        queued += 1
+        lists.enqueue(index)
     }
 
     private func dequeue(_ index: Int) {
-        let next = slots[index].next, previous = slots[index].previous
-        if previous >= 0 { slots[Int(previous)].next = next } else { queueHead = next }
-        if next >= 0 { slots[Int(next)].previous = previous } else { queueTail = previous }
-        queued -= 1
+        lists.dequeue(index)
     }
 
     /// Returns a slot to the free list; its generation moves on, so late timers and handles miss it.
@@ -273,15 +263,12 @@ public final class HTTPRunner {
         slots[index].input = input
         slots[index].inputCapacity = inputCapacity
         slots[index].generation = generation
-        slots[index].next = freeHead
-        freeHead = Int32(index)
+        lists.putFree(index)
     }
 
     /// Starts queued requests while there is room; one that cannot start is reported and the next tried.
     private func pump() {
-        while running < configuration.maximumTransfers && queueHead >= 0 {
-            let index = Int(queueHead)
-            dequeue(index)
+        while running < configuration.maximumTransfers, let index = lists.dequeueFirst() {
             if let timer = slots[index].timer { shard.cancel(timer) }
             slots[index].timer = nil
             if slots[index].deadline > 0 && slots[index].deadline <= shard.now {
