@@ -18,6 +18,8 @@ DEPS_DEBS := liburing-dev libmariadb-dev libcurl4-openssl-dev pkg-config
 # kamailio-utils-modules, kamailio-mysql-modules: Kamailio's http_client and db_mysql (perf scenarios async-rest,
 # blocking-rest, async-db and their smoke tests).
 # freeradius: the RadiusRunner tests start a private copy (its config folder in a temp dir, on free ports).
+# Kamailio's http_async_client (perf scenario async-rest) is not packaged: scripts/ensure-kamailio-http-async
+# builds it from the Debian source package of the installed kamailio.
 TEST_DEBS := sip-tester kamailio kamailio-utils-modules kamailio-mysql-modules procps util-linux linux-perf mariadb-server \
              freeradius freeradius-utils
 PERF_DEBS := linux-perf valgrind
@@ -33,7 +35,7 @@ PROFILE_ARGS ?=
 
 help:
 	@echo "make deps        install the Debian packages needed to build and run (if missing)"
-	@echo "make test-deps   deps + sipp, kamailio, mariadb-server, freeradius (mariadb started, test user made), pytest (if missing)"
+	@echo "make test-deps   deps + sipp, kamailio (+ http_async_client built), mariadb-server, freeradius (mariadb started, test user made), pytest (if missing)"
 	@echo "make perf-deps   test-deps + linux-perf, valgrind (for profiling)"
 	@echo "make build       swift build -c release"
 	@echo "make run         build and run $(RINGSIPD) $(RUN_ARGS)  (RUN_ARGS=... to change)"
@@ -50,6 +52,7 @@ deps:
 test-deps: deps
 	@scripts/ensure-debs $(TEST_DEBS)
 	@scripts/ensure-mariadb
+	@scripts/ensure-kamailio-http-async
 	@scripts/find-python >/dev/null || scripts/ensure-debs python3-pytest
 	@scripts/find-python >/dev/null || { echo "make: no python3 with pytest, even after installing python3-pytest" >&2; exit 1; }
 

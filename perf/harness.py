@@ -53,6 +53,7 @@ class Scenario:
     shm_mb: int = 64          # Kamailio's / OpenSIPS' shared memory (-m): where their transactions live
     backend: str | None = None  # "http": the harness starts perf/delay_server.py; "mysql": the local MariaDB
     targets: tuple = ("ringsip", "kamailio", "opensips")  # the targets that have a script for it
+    kamailio_modules: tuple = ()  # modules its kamailio.cfg loads that Debian does not package (kamailio_module)
     why_not: str = ""         # why a target missing from `targets` has none
 
     def config_files(self) -> list[str]:
@@ -75,10 +76,11 @@ SCENARIO_SPECS = {s.name: s for s in (
     # mapped, not touched until used. (ringsipd keeps them 32 s, RFC 6026 Timers L and J, in its own slots.)
     Scenario("stateful", "INVITE, 200, ACK, BYE, 200 relayed in transactions (+ 100 Trying)", 5, None, "uas.xml",
              "INVITE to 200", shm_mb=2048),
-    # The `stateful` work plus a 20 ms back-end call per initial INVITE. Kamailio's side is blocking
-    # (http_client_query, avp_db_query): Debian packages no http_async_client.
+    # The `stateful` work plus a 20 ms back-end call per initial INVITE. Kamailio's async rest is
+    # http_async_client (built from Debian's source package); blocking-rest is its blocking http_client_query;
+    # its avp_db_query is blocking.
     Scenario("async-rest", "stateful + async rest_get (20 ms back-end) per INVITE", 5, None, "uas.xml",
-             "INVITE to 200", shm_mb=2048, backend="http"),
+             "INVITE to 200", shm_mb=2048, backend="http", kamailio_modules=("http_async_client",)),
     Scenario("blocking-rest", "stateful + blocking rest call (20 ms back-end) per INVITE", 5, None,
              "uas.xml", "INVITE to 200", shm_mb=2048, backend="http"),
     Scenario("async-db", "stateful + avp_db_query SELECT SLEEP(0.02) per INVITE", 5, None, "uas.xml",
@@ -87,6 +89,9 @@ SCENARIO_SPECS = {s.name: s for s in (
 # Named by issue 6, waiting for later work: no folder until they can run.
 PENDING_SCENARIOS = ()
 DB_URL = "mysql://ringsip:ringsip@127.0.0.1:3306/ringsip"
+# Kamailio modules Debian does not package, built from its source package (scripts/ensure-kamailio-http-async).
+KAMAILIO_EXTRA_MODULES = Path(os.environ.get("KAMAILIO_MODULES", "/usr/local/lib/ringsip/kamailio"))
+KAMAILIO_MODULE_BUILDERS = {"http_async_client": "scripts/ensure-kamailio-http-async"}
 DELAY_SERVER = PERF / "delay_server.py"
 TARGETS = ("ringsip", "kamailio", "opensips")
 
@@ -619,12 +624,23 @@ def opensips_path() -> Path | None:
     return None
 
 
-def target_available(target: str) -> str | None:
-    """None if `target` can run here, else why not (one line)."""
+def kamailio_module(name: str) -> Path:
+    """A Kamailio module Debian does not package, built by scripts/ensure-kamailio-* (make test-deps)."""
+    return KAMAILIO_EXTRA_MODULES / f"{name}.so"
+
+
+def target_available(target: str, scenario: Scenario | None = None) -> str | None:
+    """None if `target` can run here (the scenario's script for it, when given), else why not (one line)."""
     if target == "ringsip":
         return None if ringsipd_path().exists() else f"{ringsipd_path()} not found: run `make build`"
     if target == "kamailio":
-        return None if shutil.which("kamailio") else "kamailio not found: run `make test-deps`"
+        if not shutil.which("kamailio"):
+            return "kamailio not found: run `make test-deps`"
+        for name in scenario.kamailio_modules if scenario else ():
+            if not kamailio_module(name).exists():
+                return (f"Kamailio's {name} (not packaged by Debian) is not built at {kamailio_module(name)}: "
+                        f"run {KAMAILIO_MODULE_BUILDERS[name]} (make test-deps)")
+        return None
     if target == "opensips":
         return None if opensips_path() else "no OpenSIPS install found (not packaged by Debian; set OPENSIPS=path)"
     return f"unknown target {target}"
@@ -703,6 +719,7 @@ def kamailio_defines(values: dict) -> list[str]:
     out = []
     if "HTTP" in values:
         out.append(f'HTTP_URL="http://{values["HTTP"]}/delay?ms={values.get("DELAY_MS", 20)}"')
+        out.append(f'HTTP_ASYNC_MODULE="{kamailio_module("http_async_client")}"')
     if "DB_URL" in values:
         out.append(f'DB_URL="{values["DB_URL"]}"')
     return out

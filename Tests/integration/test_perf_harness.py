@@ -41,11 +41,11 @@ def started_under(folder) -> set[int]:
     return out
 
 
-def need(target: str) -> None:
+def need(target: str, scenario: str | None = None) -> None:
     for exe in ("sipp",):
         if not shutil.which(exe):
             missing(f"{exe} not found: run `make test-deps`")
-    why = h.target_available(target)
+    why = h.target_available(target, h.SCENARIO_SPECS[scenario] if scenario else None)
     if why:
         missing(why)
 
@@ -77,7 +77,7 @@ def need_backend(scenario: str) -> None:
 @pytest.mark.parametrize("scenario,target", [(s, t) for s in SCENARIOS for t in ("ringsip", "kamailio")
                                              if t in h.SCENARIO_SPECS[s].targets])
 def test_bench_runs_each_scenario_prints_one_result_line_and_leaves_nothing_behind(scenario, target, tmp_path):
-    need(target)
+    need(target, scenario)
     need_backend(scenario)
     rate, calls = smoke_load(scenario)
     p = run_tool([str(REPO / "perf" / "bench"), scenario, "--target", target, "--rate", str(rate), "--calls", str(calls)],
@@ -120,6 +120,20 @@ def test_opensips_without_an_install_is_refused_before_anything_starts(tmp_path)
     p = run_tool([str(REPO / "perf" / "compare"), "async-db", "--targets", "ringsip,opensips"], tmp_path, timeout=30)
     assert p.returncode == 2 and "no OpenSIPS install found" in p.stderr, p.stdout + p.stderr
     assert not list(tmp_path.iterdir()), "nothing was started, no run folder"
+
+
+def test_kamailio_without_its_http_async_client_build_is_refused_with_how_to_build_it(tmp_path):
+    need("kamailio")
+    empty = tmp_path / "no-modules"
+    empty.mkdir()
+    out = tmp_path / "runs"
+    p = subprocess.run([str(REPO / "perf" / "bench"), "async-rest", "--target", "kamailio", "--out", str(out)],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "KAMAILIO_MODULES": str(empty), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "http_async_client (not packaged by Debian) is not built" in p.stderr, p.stderr
+    assert "scripts/ensure-kamailio-http-async" in p.stderr, p.stderr
+    assert not out.exists(), "nothing was started, no run folder"
 
 
 def test_compare_prints_the_cpu_ratio_for_each_peer(tmp_path):
