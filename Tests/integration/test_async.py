@@ -14,7 +14,7 @@ from pathlib import Path
 
 import harness as h
 import pytest
-from conftest import REPO, describe, start_script
+from conftest import REPO, describe, missing, start_script
 
 SCRIPT = """
 loadmodule "tm.so"
@@ -244,11 +244,14 @@ def mariadb_up() -> bool:
         return s.connect_ex(("127.0.0.1", 3306)) == 0
 
 
+def need_mariadb() -> None:
+    if not mariadb_up():
+        missing("no MariaDB on 127.0.0.1:3306: run `make test-deps`")
+
+
 @pytest.fixture
 def db_daemon(procs, ringsipd, tmp_path):
-    if not mariadb_up():
-        from conftest import missing
-        missing("no MariaDB on 127.0.0.1:3306: run `make test-deps`")
+    need_mariadb()
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "db.cfg"
     script.write_text(DB_SCRIPT)
@@ -382,9 +385,7 @@ def test_an_exec_environment_that_is_not_an_avp_fails_the_check_at_its_column(ri
 
 
 def test_avpops_and_sqlops_loaded_together_each_get_their_own_answers(procs, ringsipd, tmp_path):
-    if not mariadb_up():
-        from conftest import missing
-        missing("no MariaDB on 127.0.0.1:3306: run `make test-deps`")
+    need_mariadb()
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "two-pools.cfg"
     script.write_text(f"""
@@ -416,9 +417,7 @@ route[both] {{
 
 
 def test_avp_db_query_outside_async_runs_synchronously_and_the_check_warns(procs, ringsipd, tmp_path):
-    if not mariadb_up():
-        from conftest import missing
-        missing("no MariaDB on 127.0.0.1:3306: run `make test-deps`")
+    need_mariadb()
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "sync-db.cfg"
     script.write_text(f"""
