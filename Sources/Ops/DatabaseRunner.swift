@@ -91,6 +91,9 @@ public final class DatabaseRunner {
 
     /// Connection timers set this bit in the timer payload's slot field; request timers leave it clear.
     static let connectionTimerBit = 1 << 31
+    /// The slot field of the "start queued queries" timer (`pumpSoon`): below the connection bit, above any
+    /// request index.
+    static let pumpTimerSlot = (1 << 31) - 1
 
     public let configuration: Configuration
     unowned let shard: Shard
@@ -109,6 +112,8 @@ public final class DatabaseRunner {
     private var valuesCapacity = 4096
     /// Delegate calls in progress; while above zero, new work waits for the pump that follows the call.
     private var deliveryDepth = 0
+    /// Armed by `submit`: queries start from the wheel, never inside `submit` (see `pumpSoon`).
+    private var pumpTimer: TimerHandle?
 
     public var queued: Int { lists.queued }
     /// Queries running on a connection now.
@@ -195,7 +200,7 @@ public final class DatabaseRunner {
         }
         let handle = DatabaseHandle(slot: Int32(index), generation: requests[index].generation)
         enqueue(index, atFront: false)
-        pump()
+        pumpSoon()
         return .accepted(handle)
     }
 
@@ -285,14 +290,28 @@ public final class DatabaseRunner {
         guard deliveryDepth == 0 else { return }
         var cursor = lists.firstQueued
         while let index = cursor {
-            cursor = lists.queued(after: index)
             if let c = idleConnection(for: index) {
                 dequeue(index)
                 startQuery(c, index)
+                // A query can end inside startQuery (a dead connection fails at once), which re-queues or
+                // delivers and pumps again: the queue may have changed under the cursor, so walk it anew.
+                cursor = lists.firstQueued
             } else if idleConnection(for: nil) == nil {
                 return
+            } else {
+                cursor = lists.queued(after: index)
             }
         }
+    }
+
+    /// Pumps from the wheel at once (the next loop turn) instead of inside `submit`: a query that fails as it
+    /// starts is delivered at once, and a delivery from inside `submit` would run its caller's resume route
+    /// while the caller's own route is still running.
+    private func pumpSoon() {
+        guard pumpTimer == nil, idleConnection(for: nil) != nil else { return }
+        let payload = OpsPacking.timerPayload(configuration.component, slot: Self.pumpTimerSlot, generation: 0)
+        pumpTimer = shard.schedule(after: 0, payload: payload)
+        if pumpTimer == nil { pump() }
     }
 
     // MARK: - Connections
@@ -586,6 +605,11 @@ public final class DatabaseRunner {
             }
             return
         }
+        if slot == Self.pumpTimerSlot {
+            pumpTimer = nil
+            pump()
+            return
+        }
         guard slot < capacity, requests[slot].generation == generation else {
             staleCompletions += 1
             return
@@ -619,6 +643,8 @@ public final class DatabaseRunner {
 
     /// Closes every connection and drops every query without reporting it. For `ShardHandler.stopping`.
     public func shutdown() {
+        if let timer = pumpTimer { shard.cancel(timer) }
+        pumpTimer = nil
         for c in 0..<connectionCount {
             if connections[c].request >= 0 {
                 let index = Int(connections[c].request)

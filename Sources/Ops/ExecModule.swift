@@ -35,8 +35,13 @@ public enum ExecModule {
                       case .text(let text) = command(context) else { return Int(ExecCode.failed.rawValue) }
                 var input = UnsafeRawBufferPointer(start: nil, count: 0)
                 if let stdin, case .text(let bytes) = stdin(context) { input = bytes }
-                let variables = environment.map { ExecEnvironment.entries(avp: $0, context: context) }
-                    ?? UnsafeRawBufferPointer(start: nil, count: 0)
+                var variables = UnsafeRawBufferPointer(start: nil, count: 0)
+                if let environment {
+                    guard let entries = ExecEnvironment.entries(avp: environment, context: context) else {
+                        return Int(ExecCode.failed.rawValue)
+                    }
+                    variables = entries
+                }
                 return runner.start(text, stdin: input, environment: variables, ticket: ticket, out: out, err: err,
                                     context: context)
             },
@@ -120,19 +125,28 @@ extension ScriptLibrary {
 }
 
 /// exec's environment argument: every value of an `$avp`, newest first, as `OSIPS_EXEC_<n>=value\0`
-/// entries in the message's arena (OpenSIPS' names and order).
+/// entries in the message's arena (OpenSIPS' names and order). A value ends at its first NUL, as OpenSIPS' C
+/// strings do: a value with a NUL inside (from a web service, a query, a command's output) cannot smuggle in
+/// a second variable. nil when the arena is full.
 enum ExecEnvironment {
-    static func entries(avp: Int, context: ScriptContext) -> UnsafeRawBufferPointer {
+    static func entries(avp: Int, context: ScriptContext) -> UnsafeRawBufferPointer? {
         let arena = context.arena
+        guard !arena.overflowed else { return nil }
         var text = arena.begin()
         var nul: UInt8 = 0
         for index in 0..<context.avps.valueCount(avp) {
             ("OSIPS_EXEC_" as StaticString).withUTF8Buffer { arena.append(&text, UnsafeRawBufferPointer($0)) }
             arena.appendDecimal(&text, index)
             ("=" as StaticString).withUTF8Buffer { arena.append(&text, UnsafeRawBufferPointer($0)) }
-            arena.append(&text, context.avps.value(avp, index: index))
+            switch context.avps.value(avp, index: index) {
+            case .text(let value):
+                let end = value.firstIndex(of: 0) ?? value.count
+                arena.append(&text, UnsafeRawBufferPointer(rebasing: value[0..<end]))
+            case let other:
+                arena.append(&text, other)
+            }
             withUnsafeBytes(of: &nul) { arena.append(&text, $0) }
         }
-        return arena.end(text)
+        return arena.overflowed ? nil : arena.end(text)
     }
 }

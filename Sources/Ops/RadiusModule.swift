@@ -260,10 +260,15 @@ final class RadiusService: ShardService, RadiusRunnerDelegate {
         let (code, answer) = client.exchange(accounting: isAccounting, userName: userName, password: password,
                                              attributes: attributes, timeoutMilliseconds: timeoutMilliseconds)
         guard code == .accepted || code == .rejected || code == .challenge else { return Int(code.rawValue) }
-        // As after a resume: the answer's values replace the old ones; the last of a type is [0].
-        for target in targets { context.avps.remove(target.slot, all: true) }
+        // As after a resume: an attribute in the answer replaces its `$avp`'s old values (the last of a type is
+        // [0]); an `$avp` whose attribute is absent keeps what it had.
+        var replaced: UInt64 = 0
         RadiusCompletion.forEachAttribute(in: answer) { type, bytes in
-            for target in targets where target.type == type {
+            for (i, target) in targets.enumerated() where target.type == type {
+                if i < 64 && replaced & (1 << i) == 0 {
+                    context.avps.remove(target.slot, all: true)
+                    replaced |= 1 << i
+                }
                 guard let copy = context.arena.copy(bytes) else { continue }
                 _ = context.avps.push(target.slot, .text(copy))
             }

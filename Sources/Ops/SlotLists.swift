@@ -58,6 +58,8 @@ struct SlotLists: ~Copyable {
     /// Takes a queued slot out of the queue, wherever it is in it.
     mutating func dequeue(_ index: Int) {
         let (next, previous) = links[index]
+        // Unlinking a slot that is not queued would cut the queue off at its head.
+        precondition(previous >= 0 || queueHead == Int32(index), "dequeue of a slot that is not queued")
         if previous >= 0 { links[Int(previous)].next = next } else { queueHead = next }
         if next >= 0 { links[Int(next)].previous = previous } else { queueTail = previous }
         links[index] = (-1, -1)

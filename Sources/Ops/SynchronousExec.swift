@@ -39,7 +39,7 @@ enum SynchronousExec {
         guard let base = commandText.baseAddress ?? UnsafeRawPointer(nul.baseAddress) else { return -1 }
         var envp: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = nil
         if let environment {
-            let entries = ExecEnvironment.entries(avp: environment, context: context)
+            guard let entries = ExecEnvironment.entries(avp: environment, context: context) else { return -1 }
             let pointers = ChildEnvironment.capacityNeeded(adding: entries)
             guard let array = arena.allocate(pointers * MemoryLayout<UnsafeMutablePointer<CChar>?>.stride + 8) else {
                 return -1

@@ -159,13 +159,14 @@ extension ScriptCompiler {
         guard let length = context.captureState(into: context.stateBytes),
               let held = HeldWork.keep(isReply ? .reply : .branch, source: context.source, socketIndex: context.socketIndex,
                                        forced: isReply ? nil : context.branchForced,
+                                       thenRoute: isReply ? context.replyRouteAfter : -1,
                                        state: UnsafeRawBufferPointer(rebasing: context.stateBytes[0..<length]),
                                        response: response, in: context.heldWork) else {
             _ = context.suspensions.take(ticket)
             return AsyncCode.cannotSuspend
         }
-        // A response is counted by the manager when the reply route returns `.hold`; a branch now.
-        if !isReply && !manager.holdBranch(handle) {
+        // Counted before the operation starts, so even a completion delivered at once finds it.
+        guard isReply ? manager.holdReply(handle) : manager.holdBranch(handle) else {
             context.heldWork.release(held)
             _ = context.suspensions.take(ticket)
             return AsyncCode.cannotSuspend

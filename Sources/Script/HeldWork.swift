@@ -7,8 +7,8 @@ import TM
 /// a 180 and then the 200), so each lives in a block of its own in `ScriptContext.heldWork`, named by its
 /// suspension — not in the transaction's single suspension slot, which request and failure routes use.
 ///
-/// Layout: kind u8 (1 a response, 2 a branch) | forced u8 | socket index u16 | state length u32 |
-/// source (a SocketAddress) | forced destination (a SocketAddress) | state | the response's bytes.
+/// Layout: kind u8 (1 a response, 2 a branch) | forced u8 | socket index u16 | state length u32 | then i32 |
+/// 0 u32 | source (a SocketAddress) | forced destination (a SocketAddress) | state | the response's bytes.
 struct HeldWork {
     enum Kind: UInt8 {
         case reply = 1
@@ -16,7 +16,7 @@ struct HeldWork {
     }
 
     private static let addressSize = MemoryLayout<SocketAddress>.size
-    private static let header = 8 + 2 * addressSize
+    private static let header = 16 + 2 * addressSize
 
     let kind: Kind
     /// Where the response came from (a reply), or the request (a branch): `$si` and friends.
@@ -24,13 +24,16 @@ struct HeldWork {
     let socketIndex: Int
     /// A branch's destination forced by t_relay's argument; nil: the branch's `$du`/`$ru` decide.
     let forced: SocketAddress?
+    /// A response held by the unnamed onreply_route: the transaction's `t_on_reply` route, which still has to
+    /// run on it after the resume route; -1 for none.
+    let thenRoute: Int
     /// The script's state at the async() (`captureState`).
     let state: UnsafeRawBufferPointer
     /// The response (a reply hold); empty for a branch.
     let response: UnsafeRawBufferPointer
 
     /// Copies everything into one block of `store`; nil when it does not fit.
-    static func keep(_ kind: Kind, source: SocketAddress, socketIndex: Int, forced: SocketAddress?,
+    static func keep(_ kind: Kind, source: SocketAddress, socketIndex: Int, forced: SocketAddress?, thenRoute: Int,
                      state: UnsafeRawBufferPointer, response: UnsafeRawBufferPointer,
                      in store: MessageStore) -> StoredMessage? {
         let count = header + state.count + response.count
@@ -40,8 +43,10 @@ struct HeldWork {
         bytes.storeBytes(of: forced == nil ? 0 : 1, toByteOffset: 1, as: UInt8.self)
         bytes.storeBytes(of: UInt16(truncatingIfNeeded: socketIndex), toByteOffset: 2, as: UInt16.self)
         bytes.storeBytes(of: UInt32(state.count), toByteOffset: 4, as: UInt32.self)
-        withUnsafeBytes(of: source) { copy($0, into: bytes, at: 8) }
-        if let forced { withUnsafeBytes(of: forced) { copy($0, into: bytes, at: 8 + addressSize) } }
+        bytes.storeBytes(of: Int32(truncatingIfNeeded: thenRoute), toByteOffset: 8, as: Int32.self)
+        bytes.storeBytes(of: UInt32(0), toByteOffset: 12, as: UInt32.self)
+        withUnsafeBytes(of: source) { copy($0, into: bytes, at: 16) }
+        if let forced { withUnsafeBytes(of: forced) { copy($0, into: bytes, at: 16 + addressSize) } }
         copy(state, into: bytes, at: header)
         copy(response, into: bytes, at: header + state.count)
         return StoredMessage(block: bytes.baseAddress!, sizeClass: block.sizeClass, count: count)
@@ -55,8 +60,9 @@ struct HeldWork {
         socketIndex = Int(bytes.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
         let stateCount = Int(bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
         guard Self.header + stateCount <= bytes.count else { return nil }
-        source = bytes.loadUnaligned(fromByteOffset: 8, as: SocketAddress.self)
-        forced = bytes[1] == 0 ? nil : bytes.loadUnaligned(fromByteOffset: 8 + Self.addressSize, as: SocketAddress.self)
+        thenRoute = Int(bytes.loadUnaligned(fromByteOffset: 8, as: Int32.self))
+        source = bytes.loadUnaligned(fromByteOffset: 16, as: SocketAddress.self)
+        forced = bytes[1] == 0 ? nil : bytes.loadUnaligned(fromByteOffset: 16 + Self.addressSize, as: SocketAddress.self)
         state = UnsafeRawBufferPointer(rebasing: bytes[Self.header..<Self.header + stateCount])
         response = UnsafeRawBufferPointer(rebasing: bytes[(Self.header + stateCount)...])
     }

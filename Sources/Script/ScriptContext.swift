@@ -55,6 +55,11 @@ public final class ScriptContext {
     let heldReplyMessage = SIPMessage()
     /// t_relay's forced destination while its branch_route runs (an async() there keeps it for the branch).
     var branchForced: SocketAddress?
+    /// While the unnamed onreply_route runs for a transaction's response: the transaction's `t_on_reply` route
+    /// that runs after it (-1 none). An async() there keeps it, so the held response still goes through it.
+    var replyRouteAfter = -1
+    /// While the resume route of a held branch runs: the branch is sent when it ends, so t_relay is refused.
+    var resumingHeldBranch = false
     /// `$param(1)` in a report route.
     var launchParameter: UnsafeRawBufferPointer?
     /// The shard's suspended transactions (async operations in flight).
@@ -189,6 +194,9 @@ public final class ScriptContext {
         pendingInviteFinalResponseTimeout = nil
         branchRoute = nil
         branchIndex = nil
+        branchForced = nil
+        replyRouteAfter = -1
+        resumingHeldBranch = false
         destinationCount = 0
         stackTop = 0
         arena.reset()

@@ -181,7 +181,11 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         context.transaction = transaction
         context.branchIndex = branch
         context.restoreAVPs(from: transaction)
-        if let replyRoute { script.run(replyRoute, context) }
+        if let replyRoute {
+            context.replyRouteAfter = route
+            script.run(replyRoute, context)
+            context.replyRouteAfter = -1
+        }
         if route >= 0 && context.flow != .drop && context.runtimeError == nil && !context.suspendedNow {
             context.flow = .normal
             script.run(route, context)
@@ -250,7 +254,11 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
     private func resumeHeld(_ held: StoredMessage, branch: Int, route: Int, handle: TransactionHandle, code: Int,
                             on shard: Shard) {
         defer { context.heldWork.release(held) }
-        guard let transactions, let work = HeldWork(held) else { return }
+        guard let transactions, transactions.isLive(handle), let work = HeldWork(held) else {
+            context.stagedCount = 0
+            context.stagedUsed = 0
+            return
+        }
         let saved = context.message
         defer { context.message = saved }
         context.begin(shard: shard, source: work.source, socketIndex: work.socketIndex, hasMessage: true)
@@ -271,8 +279,17 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             context.restoreState(work.state)
             context.returnCode = code
             context.branchForced = work.forced
+            context.resumingHeldBranch = work.kind == .branch
             script.run(route, context)
+            // Held by the unnamed onreply_route: the transaction's t_on_reply route still runs on it (and may
+            // hold it again).
+            if work.kind == .reply && work.thenRoute >= 0 && !context.suspendedNow && context.flow != .drop
+                && context.runtimeError == nil {
+                context.flow = .normal
+                script.run(work.thenRoute, context)
+            }
             context.branchForced = nil
+            context.resumingHeldBranch = false
             if context.runtimeError != nil { reportRuntimeError() }
             context.saveAVPs(to: handle)
         } else {
@@ -281,8 +298,11 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         }
         let again = context.suspendedNow, sent = parsed && context.flow != .drop && context.runtimeError == nil
         if work.kind == .reply {
-            // Held again: the new hold carries the response on, and the manager still counts it once.
-            if again { return }
+            // Held again: the new hold carries the response on (and counted it once more).
+            if again {
+                transactions.replyHeldAgain(handle)
+                return
+            }
             transactions.releaseHeldReply(handle, branch: branch, parsed ? context.message : nil, relay: sent, on: shard)
             return
         }

@@ -98,6 +98,12 @@ enum TMFunctions {
         let routes = compiler.routes
         return { context in
             guard context.hasMessage, context.message.isRequest, let manager = context.transactions else { return -1 }
+            if context.resumingHeldBranch {
+                // The held branch is sent when this route ends; a t_relay here would add a second one.
+                context.log.write(level: 1, "ringsipd: t_relay() in the resume route of a branch held by async() is "
+                    + "ignored: the branch is sent when the route ends")
+                return -1
+            }
             guard let forced = target.resolve(context) else { return -1 }
             // An ACK (for a 2xx: the others never reach the script) has no transaction: it goes statelessly.
             if context.message.method == .ack {

@@ -110,6 +110,9 @@ struct Branch {
     var response: StoredMessage?
     var machineDone = false
     var cancelDone = true
+    /// A final response of this branch is held by a reply route's async(): the branch is answered, and its
+    /// machine may end meanwhile, but its finalCode waits for `releaseHeldReply`.
+    var heldFinal = false
 
     var done: Bool { machineDone && cancelDone }
 }

@@ -215,9 +215,11 @@ public final class TransactionManager {
     }
 
     /// Marks the transaction as waiting for an async operation and keeps the script's state for the resume
-    /// route (a copy of `state`). False when it cannot be kept.
+    /// route (a copy of `state`). False when it cannot be kept, or the transaction already waits for one.
     public func suspend(_ handle: TransactionHandle, state: UnsafeRawBufferPointer) -> Bool {
-        guard table.contains(handle), let copy = store.store(state) else { return false }
+        // One suspension at a time: a failure route running while the request route waits must not overwrite
+        // the state its resume route needs.
+        guard table.contains(handle), !table[handle].suspended, let copy = store.store(state) else { return false }
         if let old = table[handle].suspension { store.release(old) }
         table[handle].suspension = copy
         table[handle].suspended = true
@@ -254,7 +256,9 @@ public final class TransactionManager {
                       arrivedOn socketIndex: Int, to destination: SocketAddress, edits: RelayEdits,
                       on shard: Shard) -> Bool {
         // No new branch once a final answer went upstream, or after a 6xx (§16.7 step 5: the search is over).
-        guard table.contains(handle), table[handle].finalSent < 200, !hasGlobalFailure(handle),
+        // Nor after a CANCEL (OpenSIPS refuses it too): a held branch or a resumed failure route would ring a
+        // callee the caller has hung up on.
+        guard table.contains(handle), table[handle].finalSent < 200, !table[handle].cancelled, !hasGlobalFailure(handle),
               table[handle].branches.count < Branches.capacity,
               let socket = relay.socketToward(destination, preferring: socketIndex, on: shard) else { return false }
         let index = table[handle].branches.count
@@ -280,10 +284,6 @@ public final class TransactionManager {
         let actions = isInvite ? table[handle].branches[index].invite!.start(now: now)
             : table[handle].branches[index].nonInvite!.start(now: now)
         performClient(handle, index, actions, response: nil, on: shard)
-        // A CANCEL that came before this branch existed applies to it too.
-        if table.contains(handle), table[handle].cancelled, isInvite {
-            cancelBranch(handle, index, on: shard)
-        }
         return true
     }
 
@@ -466,7 +466,10 @@ public final class TransactionManager {
                 branchFailed(handle, index, status: 503, on: shard)
             case .terminated:
                 table[handle].branches[index].machineDone = true
-                if table[handle].branches[index].finalCode == 0 { branchFailed(handle, index, status: 408, on: shard) }
+                // A held final is this branch's answer: it comes with `releaseHeldReply`, not as a 408.
+                if table[handle].branches[index].finalCode == 0 && !table[handle].branches[index].heldFinal {
+                    branchFailed(handle, index, status: 408, on: shard)
+                }
                 freeIfDone(handle, on: shard)
             case .sendResponse, .sendResponseStatelessly, .retransmitResponse:
                 continue
@@ -502,6 +505,9 @@ public final class TransactionManager {
         let code = message.statusCode
         // 100 is hop by hop (§16.7 step 5): never relayed, so no reply route needs to see it.
         if code == 100 { return }
+        // While a final of this branch is held, what else it sends (a 2xx retransmission) waits with it: the
+        // held one is relayed when its resume route ends.
+        if table[handle].branches[index].heldFinal { return }
         if let user {
             let verdict = user.replyReceived(message, route: Int(table[handle].replyRoute), transaction: handle,
                                              branch: index, manager: self, on: shard)
@@ -510,7 +516,8 @@ public final class TransactionManager {
             case .relay: break
             case .drop: if code < 200 { return }
             case .hold:
-                table[handle].heldReplies += 1
+                // Counted by `holdReply` when the route's async() took it.
+                if code >= 200 { table[handle].branches[index].heldFinal = true }
                 return
             }
         }
@@ -520,15 +527,44 @@ public final class TransactionManager {
     /// A response a reply route held (`ReplyVerdict.hold`) comes back after its resume route: `relay` false
     /// drops a provisional; a final always goes on to the proxy core. `message` is the response as the
     /// route left it (parsed, its header removals marked).
-    /// nil: the response could not be read back (it goes nowhere; the transaction stops waiting for it).
+    /// nil: the response could not be read back (a held final then counts as the branch failing, 500).
     public func releaseHeldReply(_ handle: TransactionHandle, branch index: Int, _ message: SIPMessage?, relay: Bool,
                                  on shard: Shard) {
         guard table.contains(handle), table[handle].heldReplies > 0 else { return }
-        table[handle].heldReplies -= 1
-        if let message, index < table[handle].branches.count, relay || message.statusCode >= 200 {
-            proxyResponse(handle, index, message, on: shard)
+        // Still counted while it is processed: relaying it may end the server transaction, and with the branch's
+        // machine over already the transaction would be freed under us.
+        if index < table[handle].branches.count {
+            if let message {
+                let code = message.statusCode
+                if code >= 200 { table[handle].branches[index].heldFinal = false }
+                if relay || code >= 200 { proxyResponse(handle, index, message, on: shard) }
+            } else if table[handle].branches[index].heldFinal {
+                table[handle].branches[index].heldFinal = false
+                branchFailed(handle, index, status: 500, on: shard)
+            }
         }
+        guard table.contains(handle) else { return }
+        table[handle].heldReplies -= 1
         freeIfDone(handle, on: shard)
+    }
+
+    /// The resume route of a held response held it again (a chained async()): its new hold counted it, so the
+    /// old count goes.
+    public func replyHeldAgain(_ handle: TransactionHandle) {
+        guard table.contains(handle), table[handle].heldReplies > 0 else { return }
+        table[handle].heldReplies -= 1
+    }
+
+    /// Whether `handle` still names a live transaction.
+    public func isLive(_ handle: TransactionHandle) -> Bool { table.contains(handle) }
+
+    /// A reply route's async() took the response being handled (it returns `ReplyVerdict.hold` next): the
+    /// transaction waits for `releaseHeldReply`. Counted here, before the operation starts, so that even a
+    /// completion delivered at once finds it. False when the transaction is gone or cannot hold more.
+    public func holdReply(_ handle: TransactionHandle) -> Bool {
+        guard canHold(handle) else { return false }
+        table[handle].heldReplies += 1
+        return true
     }
 
     /// After a resume route ended without suspending again: a transaction left with no answer and nothing
@@ -583,6 +619,7 @@ public final class TransactionManager {
         if code < 300 {
             if table[handle].branches[index].finalCode == 0 { table[handle].branches[index].finalCode = code }
             forwardUpstream(handle, message, status: code, on: shard)
+            guard table.contains(handle) else { return }
             // §16.7 step 10: a 2xx ends the others.
             for other in 0..<table[handle].branches.count where other != index {
                 cancelBranch(handle, other, on: shard)

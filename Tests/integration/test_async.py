@@ -374,6 +374,28 @@ def test_exec_outside_async_runs_synchronously_and_the_check_warns(procs, ringsi
     assert reply.startswith("SIP/2.0 299 out=sync-async-60@127.0.0.1-alice err=warn\r\n"), reply
 
 
+def test_an_exec_environment_value_ends_at_a_nul_so_it_cannot_add_a_variable(procs, ringsipd, tmp_path):
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "env-nul.cfg"
+    # The first exec's output (what a web service or a query could return as well) has a NUL inside.
+    script.write_text(r"""
+loadmodule "sl.so"
+loadmodule "exec.so"
+route {
+    exec("printf 'x\0SMUGGLED=yes'", , $avp(v));
+    exec("printenv OSIPS_EXEC_0 SMUGGLED | tr '\\n' ,", , $avp(out), , $avp(v));
+    sl_send_reply(299, "out=$avp(out)");
+}
+""")
+    start_script(procs, ringsipd, script, port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        caller.settimeout(3)
+        caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 61), (h.LOOPBACK, port))
+        reply = caller.recv(65536).decode()
+    assert reply.startswith("SIP/2.0 299 out=x,\r\n"), reply
+
+
 def test_an_exec_environment_that_is_not_an_avp_fails_the_check_at_its_column(ringsipd, tmp_path):
     bad = tmp_path / "bad-env.cfg"
     bad.write_text('loadmodule "tm.so"\nloadmodule "exec.so"\nroute {\n    async(exec("env", , , , "OSIPS_EXEC_0=x"), done);\n}\n'

@@ -182,3 +182,120 @@ route[retry] {{
             # not before it, and not a 500.
             final = recv_until(uac, "486", 5)
             assert time.monotonic() - sent >= 0.28 and f"{call}@127.0.0.1" in final, final
+
+
+def message(proxy_port: int, me: int, call: str) -> bytes:
+    return (f"MESSAGE sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{call}\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:caller@127.0.0.1>;tag=c-{call}\r\nTo: <sip:callee@127.0.0.1>\r\n"
+            f"Call-ID: {call}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def test_a_held_final_outlives_its_branchs_machine_and_is_still_the_answer(procs, ringsipd, sockets, tmp_path):
+    # wt_timer 0 ends an INVITE branch's machine (Timers D and M) as soon as its final arrives, T4 100 ms a
+    # non-INVITE's (Timer K): each final is held 300 ms past that, and must still be what the caller gets —
+    # not a 408 made up when the machine ended, and not lost when it is released (relaying the MESSAGE's 200
+    # ends its server transaction at once, with wt_timer 0: the transaction must not be freed mid-release).
+    uac, me = sockets()
+    uas, uas_port = sockets()
+    (proxy_port,) = h.free_udp_ports(1)
+    script = tmp_path / "held-final.cfg"
+    script.write_text(HEAD + f"""
+modparam("tm", "wt_timer", 0)
+modparam("tm", "T4_timer", 100)
+route {{
+    t_on_reply("held");
+    t_relay("udp:127.0.0.1:{uas_port}");
+}}
+onreply_route[held] {{
+    async(usleep(300000), after_reply);
+}}
+route[after_reply] {{
+    exit;
+}}
+""")
+    start_script(procs, ringsipd, script, proxy_port)
+    for call, request, status in (("held-486", invite, "486 Busy Here"), ("held-200", invite, "200 OK"),
+                                  ("held-msg-200", message, "200 OK")):
+        uac.sendto(request(proxy_port, me, call), (h.LOOPBACK, proxy_port))
+        relayed = recv_until(uas, "INVITE" if request is invite else "MESSAGE", 5)
+        uas.sendto(response_to(relayed, status, "u1").encode(), (h.LOOPBACK, proxy_port))
+        sent = time.monotonic()
+        # (A 486 is sent again until the caller ACKs it, which this one does not: the same answer each time,
+        # and the next calls' windows still see it, so each looks at its own Call-ID.)
+        finals = [m for m in quiet(uac, 1.2) if not m.startswith("SIP/2.0 1") and f"Call-ID: {call}@" in m]
+        assert finals and {m.split("\r\n", 1)[0] for m in finals} == {f"SIP/2.0 {status}"}, (call, finals)
+        assert f"{call}@127.0.0.1" in finals[0]
+        assert time.monotonic() - sent >= 0.28
+
+
+def test_a_response_held_by_the_unnamed_onreply_route_still_goes_through_t_on_reply(procs, ringsipd, sockets,
+                                                                                      tmp_path):
+    uac, me = sockets()
+    uas, uas_port = sockets()
+    (proxy_port,) = h.free_udp_ports(1)
+    script = tmp_path / "both-reply-routes.cfg"
+    script.write_text(HEAD + f"""
+route {{
+    t_on_reply("named");
+    t_relay("udp:127.0.0.1:{uas_port}");
+}}
+onreply_route {{
+    if ($rs == 200) {{
+        async(usleep(200000), after_reply);
+    }}
+}}
+route[after_reply] {{
+    remove_hf("X-Global");
+}}
+onreply_route[named] {{
+    remove_hf("X-Named");
+}}
+""")
+    start_script(procs, ringsipd, script, proxy_port)
+    uac.sendto(invite(proxy_port, me, "both-routes"), (h.LOOPBACK, proxy_port))
+    relayed = recv_until(uas, "INVITE", 5)
+    extra = "X-Global: g\r\nX-Named: n\r\nX-Kept: k\r\n"
+    uas.sendto(response_to(relayed, "200 OK", "u1").replace("Content-Length", extra + "Content-Length").encode(),
+               (h.LOOPBACK, proxy_port))
+    ok = recv_until(uac, "200", 5)
+    assert "X-Kept: k" in ok and "X-Global" not in ok and "X-Named" not in ok, ok
+
+
+def test_a_cancel_keeps_a_held_branch_from_being_sent(procs, ringsipd, sockets, tmp_path):
+    uac, me = sockets()
+    first, first_port = sockets()
+    second, second_port = sockets()
+    (proxy_port,) = h.free_udp_ports(1)
+    script = tmp_path / "cancel-held.cfg"
+    script.write_text(HEAD + f"""
+route {{
+    $ru = "sip:callee@127.0.0.1:{first_port}";
+    append_branch("sip:callee@127.0.0.1:{second_port}");
+    t_on_branch("slow_second");
+    t_relay();
+}}
+branch_route[slow_second] {{
+    if ($T_branch_idx == 1) {{
+        async(usleep(800000), after_branch);
+    }}
+}}
+route[after_branch] {{
+    exit;
+}}
+""")
+    start_script(procs, ringsipd, script, proxy_port)
+    uac.sendto(invite(proxy_port, me, "cancel-held"), (h.LOOPBACK, proxy_port))
+    to_first = recv_until(first, "INVITE", 5)
+    first.sendto(response_to(to_first, "180 Ringing", "f1").encode(), (h.LOOPBACK, proxy_port))
+    recv_until(uac, "180", 5)
+    cancel = invite(proxy_port, me, "cancel-held").decode().replace("INVITE sip:", "CANCEL sip:", 1) \
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL").replace(f"Contact: <sip:caller@127.0.0.1:{me}>\r\n", "")
+    uac.sendto(cancel.encode(), (h.LOOPBACK, proxy_port))
+    # The sent branch is cancelled and answers 487; the held one is never sent, and the caller gets the 487.
+    cancelled = recv_until(first, "CANCEL", 5)
+    first.sendto(response_to(cancelled, "200 OK", "f1").encode(), (h.LOOPBACK, proxy_port))
+    first.sendto(response_to(to_first, "487 Request Terminated", "f1").encode(), (h.LOOPBACK, proxy_port))
+    final = recv_until(uac, "487", 5)
+    assert "cancel-held@127.0.0.1" in final, final
+    assert not [m for m in quiet(second, 1.2) if m.startswith("INVITE")], "the held branch rang after the CANCEL"
