@@ -165,13 +165,20 @@ extension ScriptCompiler {
             _ = context.suspensions.take(ticket)
             return AsyncCode.cannotSuspend
         }
-        // Counted before the operation starts, so even a completion delivered at once finds it.
-        guard isReply ? manager.holdReply(handle) : manager.holdBranch(handle) else {
+        // Counted before the operation starts, so even a completion delivered at once finds it. A branch gets
+        // its place now (its index); one held again from its own resume route keeps the place it has.
+        var place: Int? = branch
+        if isReply {
+            if !manager.holdReply(handle) { place = nil }
+        } else if !context.resumingHeldBranch {
+            place = manager.holdBranch(handle)
+        }
+        guard let place else {
             context.heldWork.release(held)
             _ = context.suspensions.take(ticket)
             return AsyncCode.cannotSuspend
         }
-        context.suspensions.setHeld(ticket, held, branch: branch)
+        context.suspensions.setHeld(ticket, held, branch: place)
         start(operation, ticket, timeout: timeout, context)
         context.suspendedNow = true
         context.flow = .exit

@@ -306,12 +306,13 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             transactions.releaseHeldReply(handle, branch: branch, parsed ? context.message : nil, relay: sent, on: shard)
             return
         }
-        // A branch held again was counted again by its new hold: this one is settled either way.
-        if !again && sent, let destination = work.forced ?? context.nextHop() {
+        // Held again: the new hold keeps the branch's place and settles it later.
+        if again { return }
+        if sent, let destination = work.forced ?? context.nextHop() {
             _ = transactions.relay(handle, context.message, from: context.source, arrivedOn: context.socketIndex,
-                                   to: destination, edits: context.edits(toward: destination), on: shard)
+                                   to: destination, edits: context.edits(toward: destination), into: branch, on: shard)
         }
-        transactions.releaseHeldBranch(handle, on: shard)
+        transactions.releaseHeldBranch(handle, branch: branch, on: shard)
     }
 
     /// A launch()ed operation finished: its report route runs without a message, with `$rc` and `$param(1)`.

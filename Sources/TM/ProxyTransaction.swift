@@ -113,8 +113,28 @@ struct Branch {
     /// A final response of this branch is held by a reply route's async(): the branch is answered, and its
     /// machine may end meanwhile, but its finalCode waits for `releaseHeldReply`.
     var heldFinal = false
+    /// A place kept for a branch a branch_route's async() holds before it is sent, so its index (the
+    /// `$T_branch_idx` its routes see) stays the same once it is: filled by `relay(…, into:)`, or given up.
+    /// It has no machines and its `request` is `Branch.nothing`.
+    var reserved = false
+    /// A reserved place whose branch was never sent (dropped, refused): it has no answer and never will.
+    var abandoned = false
 
     var done: Bool { machineDone && cancelDone }
+
+    /// A reserved place: no request (its `request` stands for none and is never released or sent).
+    static func placeholder() -> Branch {
+        var branch = Branch(request: nothing, destination: SocketAddress(ipv4: (0, 0, 0, 0), port: 0), socket: 0)
+        branch.reserved = true
+        return branch
+    }
+
+    /// Not a block of any store: a reserved branch's `request`, never read (its count is 0) nor released.
+    nonisolated(unsafe) static let nothing = StoredMessage(block: UnsafeMutableRawPointer(bitPattern: 0x10)!,
+                                                           sizeClass: 0, count: 0)
+
+    /// Sent for real: neither a reserved place nor an abandoned one.
+    var isSent: Bool { !reserved && !abandoned }
 }
 
 /// Up to four branches stored inline (parallel forking beyond that is refused), so a transaction needs no
@@ -201,9 +221,16 @@ public struct ProxyTransaction {
 
     public var branchCount: Int { branches.count }
 
+    /// Branches sent for real (not reserved for a held one, not abandoned).
+    var sentBranchCount: Int {
+        var n = 0
+        for i in 0..<branches.count where branches[i].isSent { n += 1 }
+        return n
+    }
+
     var allBranchesFinal: Bool {
         if heldBranches > 0 { return false }
-        for i in 0..<branches.count where branches[i].finalCode == 0 { return false }
+        for i in 0..<branches.count where branches[i].finalCode == 0 && !branches[i].abandoned { return false }
         return true
     }
 }

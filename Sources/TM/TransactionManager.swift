@@ -166,10 +166,10 @@ public final class TransactionManager {
         table.contains(handle) ? table[handle].branches.count : 0
     }
 
-    /// The index the next branch_route runs for: branches sent plus those held in async() (which take their
-    /// index in the order they are sent, so a held branch resumed out of order may be sent under another).
+    /// The index the next branch_route runs for (a branch held in async() keeps its place, so it is sent under
+    /// the same index).
     public func nextBranchIndex(_ handle: TransactionHandle) -> Int {
-        table.contains(handle) ? table[handle].branches.count + Int(table[handle].heldBranches) : 0
+        table.contains(handle) ? table[handle].branches.count : 0
     }
 
     public func replyCode(_ handle: TransactionHandle) -> Int? {
@@ -252,16 +252,18 @@ public final class TransactionManager {
     /// Adds a branch: `message` (the request with the script's edits) forwarded to `destination` in a new
     /// client transaction. False when the branch cannot be made (too many branches, no route to the
     /// destination's family, a request that cannot be rebuilt).
+    /// `reserved`: the place `holdBranch` kept for this branch (nil: a new place at the end).
     public func relay(_ handle: TransactionHandle, _ message: SIPMessage, from source: SocketAddress,
                       arrivedOn socketIndex: Int, to destination: SocketAddress, edits: RelayEdits,
-                      on shard: Shard) -> Bool {
+                      into reserved: Int? = nil, on shard: Shard) -> Bool {
         // No new branch once a final answer went upstream, or after a 6xx (§16.7 step 5: the search is over).
         // Nor after a CANCEL (OpenSIPS refuses it too): a held branch or a resumed failure route would ring a
         // callee the caller has hung up on.
         guard table.contains(handle), table[handle].finalSent < 200, !table[handle].cancelled, !hasGlobalFailure(handle),
-              table[handle].branches.count < Branches.capacity,
+              reserved.map({ $0 < table[handle].branches.count && table[handle].branches[$0].reserved })
+                ?? (table[handle].branches.count < Branches.capacity),
               let socket = relay.socketToward(destination, preferring: socketIndex, on: shard) else { return false }
-        let index = table[handle].branches.count
+        let index = reserved ?? table[handle].branches.count
         let branch = TransactionBranch(shard: UInt8(shardIndex), slot: handle.slot, generation: handle.generation,
                                        branchIndex: UInt8(index))
         let length = branch.encode(key: key, into: branchText)
@@ -279,7 +281,7 @@ public final class TransactionManager {
         var new = Branch(request: forwarded, destination: destination, socket: socket)
         new.invite = isInvite ? InviteClientTransaction(settings: settings, transport: .unreliable) : nil
         new.nonInvite = isInvite ? nil : NonInviteClientTransaction(settings: settings, transport: .unreliable)
-        _ = table[handle].branches.append(new)
+        if reserved != nil { table[handle].branches[index] = new } else { _ = table[handle].branches.append(new) }
         let now = shard.now
         let actions = isInvite ? table[handle].branches[index].invite!.start(now: now)
             : table[handle].branches[index].nonInvite!.start(now: now)
@@ -317,7 +319,8 @@ public final class TransactionManager {
               let branch = TransactionBranch.decode(message.bytes(of: via.branch), key: key) else { return .notOurs }
         guard Int(branch.shard) == shardIndex else { return .handOff(Int(branch.shard)) }
         guard let handle = table.handle(slot: branch.slot, generation: branch.generation),
-              Int(branch.branchIndex) < table[handle].branches.count else {
+              Int(branch.branchIndex) < table[handle].branches.count,
+              table[handle].branches[Int(branch.branchIndex)].isSent else {
             strayReplies += 1
             shard.counters.dropped += 1
             return .handled
@@ -573,7 +576,7 @@ public final class TransactionManager {
     public func concludeAfterResume(_ handle: TransactionHandle, reason: UnsafeRawBufferPointer, on shard: Shard) {
         guard table.contains(handle), table[handle].finalSent < 200, !table[handle].suspended,
               table[handle].heldBranches == 0 else { return }
-        if table[handle].branches.count == 0 {
+        if table[handle].sentBranchCount == 0 {
             reply(handle, status: 500, reason: reason, on: shard)
         } else if table[handle].allBranchesFinal {
             sendBestResponse(handle, on: shard)
@@ -586,21 +589,31 @@ public final class TransactionManager {
         table.contains(handle) && table[handle].heldReplies < UInt8.max && table[handle].heldBranches < UInt8.max
     }
 
-    /// A branch_route took its branch into async(): it is not sent yet, and the transaction's answer waits
-    /// for it until `releaseHeldBranch`. False when the transaction is gone or cannot hold more.
-    public func holdBranch(_ handle: TransactionHandle) -> Bool {
-        guard canHold(handle) else { return false }
+    /// A branch_route took its branch into async(): it is not sent yet, its place (index) is kept for it, and
+    /// the transaction's answer waits for it until `releaseHeldBranch`. The place, or nil when the transaction is
+    /// gone, answered, cancelled, or has no room for another branch.
+    public func holdBranch(_ handle: TransactionHandle) -> Int? {
+        guard canHold(handle), table[handle].finalSent < 200, !table[handle].cancelled,
+              table[handle].branches.count < Branches.capacity else { return nil }
+        let index = table[handle].branches.count
+        _ = table[handle].branches.append(.placeholder())
         table[handle].heldBranches += 1
-        return true
+        return index
     }
 
-    /// A held branch is settled: the script sent it (`relay` was called before this) or gave it up. When it
-    /// was the last thing the transaction waited for, the answer is chosen now — none at all sent gets a 500.
-    public func releaseHeldBranch(_ handle: TransactionHandle, on shard: Shard) {
+    /// A held branch is settled: the script sent it into its place (`relay(…, into: index)` before this) or
+    /// gave it up (its place is abandoned). When it was the last thing the transaction waited for, the answer
+    /// is chosen now — a transaction with no branch sent at all gets a 500.
+    public func releaseHeldBranch(_ handle: TransactionHandle, branch index: Int, on shard: Shard) {
         guard table.contains(handle), table[handle].heldBranches > 0 else { return }
         table[handle].heldBranches -= 1
+        if index < table[handle].branches.count && table[handle].branches[index].reserved {
+            table[handle].branches[index].reserved = false
+            table[handle].branches[index].abandoned = true
+            table[handle].branches[index].machineDone = true
+        }
         if table[handle].heldBranches == 0 && table[handle].finalSent < 200 && !table[handle].suspended {
-            if table[handle].branches.count == 0 {
+            if table[handle].sentBranchCount == 0 {
                 reply(handle, status: 500, reason: noBranchReason, on: shard)
             } else {
                 branchesSettled(handle, on: shard)
@@ -689,7 +702,11 @@ public final class TransactionManager {
             return
         }
         let code = table[handle].branches[best].finalCode
-        if code == 503 && table[handle].branches[best].response != nil {
+        if table[handle].branches[best].abandoned {
+            // Only places of branches never sent are left: nothing was tried.
+            reply(handle, status: table[handle].cancelled ? 487 : 500,
+                  reason: table[handle].cancelled ? terminatedReason : noBranchReason, on: shard)
+        } else if code == 503 && table[handle].branches[best].response != nil {
             // §16.7 step 6: a downstream 503 would tell the caller that *this* proxy is unavailable.
             reply(handle, status: 500, reason: serverError, on: shard)
         } else if let stored = table[handle].branches[best].response, (try? scratch.parse(stored.bytes)) != nil {
@@ -759,7 +776,8 @@ public final class TransactionManager {
         relay.reply(to: message, status: 200, reason: okReason, from: source, arrivedOn: socket, on: shard)
         guard !table[handle].cancelled, table[handle].finalSent < 200 else { return }
         table[handle].cancelled = true
-        if table[handle].branches.count == 0 {
+        // Nothing sent yet (no branch, or only held ones, which will not be sent now): answered at once.
+        if table[handle].sentBranchCount == 0 {
             reply(handle, status: 487, reason: terminatedReason, on: shard)
             return
         }
@@ -839,6 +857,7 @@ public final class TransactionManager {
         entry.serverTimers.takeAll { timer in shard?.cancel(timer) }
         for i in 0..<entry.branches.count {
             var branch = entry.branches[i]
+            if branch.reserved || branch.abandoned { continue }  // a place, not a branch: nothing stored
             store.release(branch.request)
             if let ack = branch.ack { store.release(ack) }
             if let cancel = branch.cancelRequest { store.release(cancel) }

@@ -299,3 +299,48 @@ route[after_branch] {{
     final = recv_until(uac, "487", 5)
     assert "cancel-held@127.0.0.1" in final, final
     assert not [m for m in quiet(second, 1.2) if m.startswith("INVITE")], "the held branch rang after the CANCEL"
+
+
+def test_a_held_branch_keeps_its_index_so_its_replies_name_the_branch_its_branch_route_saw(procs, ringsipd, sockets,
+                                                                                          tmp_path):
+    # Only branch 0 is held: branch 1 goes first, yet each keeps the index its branch_route saw, and the
+    # 180s each callee returns (echoing X-Branch) are relayed only when $T_branch_idx in the reply route agrees.
+    uac, me = sockets()
+    first, first_port = sockets()
+    second, second_port = sockets()
+    (proxy_port,) = h.free_udp_ports(1)
+    script = tmp_path / "branch-index.cfg"
+    script.write_text(HEAD + f"""
+route {{
+    $ru = "sip:callee@127.0.0.1:{first_port}";
+    append_branch("sip:callee@127.0.0.1:{second_port}");
+    t_on_branch("mark");
+    t_on_reply("check");
+    t_relay();
+}}
+branch_route[mark] {{
+    append_hf("X-Branch: $T_branch_idx\\r\\n");
+    if ($T_branch_idx == 0) {{
+        async(usleep(300000), after_branch);
+    }}
+}}
+route[after_branch] {{
+    exit;
+}}
+onreply_route[check] {{
+    if ("$T_branch_idx" != $hdr(X-Branch)) {{
+        drop;
+    }}
+}}
+""")
+    start_script(procs, ringsipd, script, proxy_port)
+    uac.sendto(invite(proxy_port, me, "held-index"), (h.LOOPBACK, proxy_port))
+    to_second = recv_until(second, "INVITE", 5)
+    to_first = recv_until(first, "INVITE", 5)
+    assert "X-Branch: 0\r\n" in to_first and "X-Branch: 1\r\n" in to_second, (to_first, to_second)
+    for callee, relayed, tag in ((first, to_first, "f1"), (second, to_second, "s1")):
+        branch = "X-Branch: 0\r\n" if callee is first else "X-Branch: 1\r\n"
+        callee.sendto(response_to(relayed, "180 Ringing", tag).replace("Content-Length", branch + "Content-Length")
+                      .encode(), (h.LOOPBACK, proxy_port))
+    ringing = [m for m in quiet(uac, 0.8) if m.startswith("SIP/2.0 180")]
+    assert sorted(m.split("X-Branch: ")[1][0] for m in ringing) == ["0", "1"], ringing
