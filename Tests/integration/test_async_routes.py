@@ -18,6 +18,14 @@ modparam("tm", "fr_inv_timeout", 5)
 """
 
 
+def daemon(procs, ringsipd, script, routes: str) -> int:
+    """ringsipd on a free port running HEAD + `routes` (written to `script`); its port."""
+    (port,) = h.free_udp_ports(1)
+    script.write_text(HEAD + routes)
+    start_script(procs, ringsipd, script, port)
+    return port
+
+
 @pytest.fixture
 def sockets():
     made = []
@@ -56,9 +64,7 @@ def test_async_in_onreply_route_holds_each_response_until_its_resume_route_relay
         procs, ringsipd, sockets, tmp_path):
     uac, me = sockets()
     uas, uas_port = sockets()
-    (proxy_port,) = h.free_udp_ports(1)
-    script = tmp_path / "onreply-async.cfg"
-    script.write_text(HEAD + f"""
+    proxy_port = daemon(procs, ringsipd, tmp_path / "onreply-async.cfg", f"""
 route {{
     t_on_reply("held");
     t_relay("udp:127.0.0.1:{uas_port}");
@@ -75,7 +81,6 @@ route[after_reply] {{
     remove_hf("X-Secret");
 }}
 """)
-    start_script(procs, ringsipd, script, proxy_port)
     uac.sendto(invite(proxy_port, me, "held-replies"), (h.LOOPBACK, proxy_port))
     relayed = recv_until(uas, "INVITE", 5)
     secret = "X-Secret: s\r\nX-Before: b\r\nX-Kept: k\r\n"
@@ -97,9 +102,7 @@ def test_async_in_branch_route_sends_each_branch_after_its_resume_route(procs, r
     uac, me = sockets()
     first, first_port = sockets()
     second, second_port = sockets()
-    (proxy_port,) = h.free_udp_ports(1)
-    script = tmp_path / "branch-async.cfg"
-    script.write_text(HEAD + f"""
+    proxy_port = daemon(procs, ringsipd, tmp_path / "branch-async.cfg", f"""
 route {{
     if (is_present_hf("X-Drop")) {{
         t_on_branch("check");
@@ -123,7 +126,6 @@ route[after_branch] {{
     append_hf("X-Resumed: rc=$var(rc)\\r\\n");
 }}
 """)
-    start_script(procs, ringsipd, script, proxy_port)
     started = time.monotonic()
     uac.sendto(invite(proxy_port, me, "held-branches"), (h.LOOPBACK, proxy_port))
     # Both branches of the fork were held, then sent, each with what its branch route and resume route added.
@@ -148,9 +150,7 @@ def test_async_in_failure_route_waits_then_forks_again_or_sends_the_best_answer(
     uac, me = sockets()
     busy, busy_port = sockets()
     second, second_port = sockets()
-    (proxy_port,) = h.free_udp_ports(1)
-    script = tmp_path / "failure-async.cfg"
-    script.write_text(HEAD + f"""
+    proxy_port = daemon(procs, ringsipd, tmp_path / "failure-async.cfg", f"""
 route {{
     t_on_failure("again");
     t_relay("udp:127.0.0.1:{busy_port}");
@@ -165,7 +165,6 @@ route[retry] {{
     t_relay("udp:127.0.0.1:{second_port}");
 }}
 """)
-    start_script(procs, ringsipd, script, proxy_port)
     for call, extra in (("forks-again", ""), ("gives-up", "X-Give-Up: yes\r\n")):
         uac.sendto(invite(proxy_port, me, call, extra), (h.LOOPBACK, proxy_port))
         first = recv_until(busy, "INVITE", 5)
@@ -198,9 +197,7 @@ def test_a_held_final_outlives_its_branchs_machine_and_is_still_the_answer(procs
     # ends its server transaction at once, with wt_timer 0: the transaction must not be freed mid-release).
     uac, me = sockets()
     uas, uas_port = sockets()
-    (proxy_port,) = h.free_udp_ports(1)
-    script = tmp_path / "held-final.cfg"
-    script.write_text(HEAD + f"""
+    proxy_port = daemon(procs, ringsipd, tmp_path / "held-final.cfg", f"""
 modparam("tm", "wt_timer", 0)
 modparam("tm", "T4_timer", 100)
 route {{
@@ -214,7 +211,6 @@ route[after_reply] {{
     exit;
 }}
 """)
-    start_script(procs, ringsipd, script, proxy_port)
     for call, request, status in (("held-486", invite, "486 Busy Here"), ("held-200", invite, "200 OK"),
                                   ("held-msg-200", message, "200 OK")):
         uac.sendto(request(proxy_port, me, call), (h.LOOPBACK, proxy_port))
@@ -233,9 +229,7 @@ def test_a_response_held_by_the_unnamed_onreply_route_still_goes_through_t_on_re
                                                                                       tmp_path):
     uac, me = sockets()
     uas, uas_port = sockets()
-    (proxy_port,) = h.free_udp_ports(1)
-    script = tmp_path / "both-reply-routes.cfg"
-    script.write_text(HEAD + f"""
+    proxy_port = daemon(procs, ringsipd, tmp_path / "both-reply-routes.cfg", f"""
 route {{
     t_on_reply("named");
     t_relay("udp:127.0.0.1:{uas_port}");
@@ -252,7 +246,6 @@ onreply_route[named] {{
     remove_hf("X-Named");
 }}
 """)
-    start_script(procs, ringsipd, script, proxy_port)
     uac.sendto(invite(proxy_port, me, "both-routes"), (h.LOOPBACK, proxy_port))
     relayed = recv_until(uas, "INVITE", 5)
     extra = "X-Global: g\r\nX-Named: n\r\nX-Kept: k\r\n"
@@ -266,9 +259,7 @@ def test_a_cancel_keeps_a_held_branch_from_being_sent(procs, ringsipd, sockets, 
     uac, me = sockets()
     first, first_port = sockets()
     second, second_port = sockets()
-    (proxy_port,) = h.free_udp_ports(1)
-    script = tmp_path / "cancel-held.cfg"
-    script.write_text(HEAD + f"""
+    proxy_port = daemon(procs, ringsipd, tmp_path / "cancel-held.cfg", f"""
 route {{
     $ru = "sip:callee@127.0.0.1:{first_port}";
     append_branch("sip:callee@127.0.0.1:{second_port}");
@@ -284,7 +275,6 @@ route[after_branch] {{
     exit;
 }}
 """)
-    start_script(procs, ringsipd, script, proxy_port)
     uac.sendto(invite(proxy_port, me, "cancel-held"), (h.LOOPBACK, proxy_port))
     to_first = recv_until(first, "INVITE", 5)
     first.sendto(response_to(to_first, "180 Ringing", "f1").encode(), (h.LOOPBACK, proxy_port))
@@ -308,9 +298,7 @@ def test_a_held_branch_keeps_its_index_so_its_replies_name_the_branch_its_branch
     uac, me = sockets()
     first, first_port = sockets()
     second, second_port = sockets()
-    (proxy_port,) = h.free_udp_ports(1)
-    script = tmp_path / "branch-index.cfg"
-    script.write_text(HEAD + f"""
+    proxy_port = daemon(procs, ringsipd, tmp_path / "branch-index.cfg", f"""
 route {{
     $ru = "sip:callee@127.0.0.1:{first_port}";
     append_branch("sip:callee@127.0.0.1:{second_port}");
@@ -333,7 +321,6 @@ onreply_route[check] {{
     }}
 }}
 """)
-    start_script(procs, ringsipd, script, proxy_port)
     uac.sendto(invite(proxy_port, me, "held-index"), (h.LOOPBACK, proxy_port))
     to_second = recv_until(second, "INVITE", 5)
     to_first = recv_until(first, "INVITE", 5)
