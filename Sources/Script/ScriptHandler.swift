@@ -280,7 +280,10 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             context.returnCode = code
             context.branchForced = work.forced
             context.resumingHeldBranch = work.kind == .branch
+            // A hold again from here must still remember the t_on_reply route that follows.
+            context.replyRouteAfter = work.thenRoute
             script.run(route, context)
+            context.replyRouteAfter = -1
             // Held by the unnamed onreply_route: the transaction's t_on_reply route still runs on it (and may
             // hold it again).
             if work.kind == .reply && work.thenRoute >= 0 && !context.suspendedNow && context.flow != .drop

@@ -127,6 +127,9 @@ enum TMFunctions {
             context.destinationCount = 0
             context.requestURI = uri
             context.destinationURI = du
+            // After a CANCEL nothing is relayed and the caller has its 487: 0 ends the script, so its usual
+            // `if (!t_relay()) sl_send_reply(500, …)` does not answer a second time.
+            if !sent && manager.wasCancelled(handle) { return 0 }
             return sent ? 1 : -1
         }
     }

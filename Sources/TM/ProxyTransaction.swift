@@ -228,9 +228,17 @@ public struct ProxyTransaction {
         return n
     }
 
+    /// Every branch has its final answer. A held branch counts as pending until it is sent or given up —
+    /// except after a CANCEL or a 6xx, when it will not be sent (`relay` refuses) and the answer need not wait
+    /// for its operation to end.
     var allBranchesFinal: Bool {
-        if heldBranches > 0 { return false }
-        for i in 0..<branches.count where branches[i].finalCode == 0 && !branches[i].abandoned { return false }
+        var searchOver = cancelled
+        for i in 0..<branches.count where branches[i].finalCode >= 600 { searchOver = true }
+        if heldBranches > 0 && !searchOver { return false }
+        for i in 0..<branches.count where branches[i].finalCode == 0 && !branches[i].abandoned {
+            if branches[i].reserved && searchOver { continue }
+            return false
+        }
         return true
     }
 }

@@ -508,8 +508,8 @@ public final class TransactionManager {
         let code = message.statusCode
         // 100 is hop by hop (§16.7 step 5): never relayed, so no reply route needs to see it.
         if code == 100 { return }
-        // While a final of this branch is held, what else it sends (a 2xx retransmission) waits with it: the
-        // held one is relayed when its resume route ends.
+        // While a final of this branch is held, what else it sends (a 2xx retransmission) is dropped: the held
+        // one is relayed when its resume route ends, and a UAS sends its 2xx again until it gets the ACK.
         if table[handle].branches[index].heldFinal { return }
         if let user {
             let verdict = user.replyReceived(message, route: Int(table[handle].replyRoute), transaction: handle,
@@ -560,6 +560,9 @@ public final class TransactionManager {
 
     /// Whether `handle` still names a live transaction.
     public func isLive(_ handle: TransactionHandle) -> Bool { table.contains(handle) }
+
+    /// Whether a CANCEL reached the transaction.
+    public func wasCancelled(_ handle: TransactionHandle) -> Bool { table.contains(handle) && table[handle].cancelled }
 
     /// A reply route's async() took the response being handled (it returns `ReplyVerdict.hold` next): the
     /// transaction waits for `releaseHeldReply`. Counted here, before the operation starts, so that even a
@@ -717,6 +720,8 @@ public final class TransactionManager {
             reply(handle, status: 487, reason: terminatedReason, on: shard)
         } else if code == 503 {
             reply(handle, status: 503, reason: unavailable, on: shard)
+        } else if code == 500 {
+            reply(handle, status: 500, reason: serverError, on: shard)
         } else {
             reply(handle, status: 408, reason: timeoutReason, on: shard)
         }
@@ -785,8 +790,11 @@ public final class TransactionManager {
     }
 
     private func cancelBranch(_ handle: TransactionHandle, _ index: Int, on shard: Shard) {
+        // A branch whose final answer a reply route holds has answered: nothing to cancel (its machine may
+        // have ended already).
         guard table.contains(handle), table[handle].branches[index].invite != nil,
-              table[handle].branches[index].finalCode == 0 else { return }
+              table[handle].branches[index].finalCode == 0, !table[handle].branches[index].heldFinal,
+              !table[handle].branches[index].machineDone else { return }
         let actions = table[handle].branches[index].invite!.cancel(now: shard.now)
         performClient(handle, index, actions, response: nil, on: shard)
     }

@@ -268,7 +268,7 @@ route {{
 }}
 branch_route[slow_second] {{
     if ($T_branch_idx == 1) {{
-        async(usleep(800000), after_branch);
+        async(usleep(1500000), after_branch);
     }}
 }}
 route[after_branch] {{
@@ -286,9 +286,11 @@ route[after_branch] {{
     cancelled = recv_until(first, "CANCEL", 5)
     first.sendto(response_to(cancelled, "200 OK", "f1").encode(), (h.LOOPBACK, proxy_port))
     first.sendto(response_to(to_first, "487 Request Terminated", "f1").encode(), (h.LOOPBACK, proxy_port))
+    answered = time.monotonic()
     final = recv_until(uac, "487", 5)
-    assert "cancel-held@127.0.0.1" in final, final
-    assert not [m for m in quiet(second, 1.2) if m.startswith("INVITE")], "the held branch rang after the CANCEL"
+    # Not held back by the held branch's 1.5 s operation: after a CANCEL it will not be sent anyway.
+    assert "cancel-held@127.0.0.1" in final and time.monotonic() - answered < 0.5, final
+    assert not [m for m in quiet(second, 1.8) if m.startswith("INVITE")], "the held branch rang after the CANCEL"
 
 
 def test_a_held_branch_keeps_its_index_so_its_replies_name_the_branch_its_branch_route_saw(procs, ringsipd, sockets,
@@ -331,3 +333,69 @@ onreply_route[check] {{
                       .encode(), (h.LOOPBACK, proxy_port))
     ringing = [m for m in quiet(uac, 0.8) if m.startswith("SIP/2.0 180")]
     assert sorted(m.split("X-Branch: ")[1][0] for m in ringing) == ["0", "1"], ringing
+
+
+def test_a_cancel_while_a_final_is_held_past_its_machine_gets_that_final_and_the_proxy_lives(procs, ringsipd, sockets,
+                                                                                          tmp_path):
+    # wt_timer 0: the branch's machine ends with its 486, which the reply route holds. A CANCEL then finds a
+    # branch that has answered: nothing to cancel (it used to trap there), and the held 486 is the answer.
+    uac, me = sockets()
+    uas, uas_port = sockets()
+    proxy_port = daemon(procs, ringsipd, tmp_path / "cancel-held-final.cfg", f"""
+modparam("tm", "wt_timer", 0)
+route {{
+    t_on_reply("held");
+    t_relay("udp:127.0.0.1:{uas_port}");
+}}
+onreply_route[held] {{
+    async(usleep(400000), after_reply);
+}}
+route[after_reply] {{
+    exit;
+}}
+""")
+    uac.sendto(invite(proxy_port, me, "cancel-held-final"), (h.LOOPBACK, proxy_port))
+    relayed = recv_until(uas, "INVITE", 5)
+    uas.sendto(response_to(relayed, "486 Busy Here", "u1").encode(), (h.LOOPBACK, proxy_port))
+    time.sleep(0.1)
+    cancel = invite(proxy_port, me, "cancel-held-final").decode().replace("INVITE sip:", "CANCEL sip:", 1) \
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL").replace(f"Contact: <sip:caller@127.0.0.1:{me}>\r\n", "")
+    uac.sendto(cancel.encode(), (h.LOOPBACK, proxy_port))
+    assert "CSeq: 1 CANCEL" in recv_until(uac, "200", 5)
+    final = recv_until(uac, "486", 5)
+    assert "cancel-held-final@127.0.0.1" in final, final
+    # Still serving.
+    uac.sendto(invite(proxy_port, me, "after-cancel"), (h.LOOPBACK, proxy_port))
+    assert "after-cancel@127.0.0.1" in recv_until(uas, "INVITE", 5)
+
+
+def test_a_chained_hold_of_the_unnamed_onreply_route_still_ends_in_t_on_reply(procs, ringsipd, sockets, tmp_path):
+    uac, me = sockets()
+    uas, uas_port = sockets()
+    proxy_port = daemon(procs, ringsipd, tmp_path / "chained-reply-hold.cfg", f"""
+route {{
+    t_on_reply("named");
+    t_relay("udp:127.0.0.1:{uas_port}");
+}}
+onreply_route {{
+    if ($rs == 200) {{
+        async(usleep(100000), again);
+    }}
+}}
+route[again] {{
+    async(usleep(100000), last);
+}}
+route[last] {{
+    remove_hf("X-Global");
+}}
+onreply_route[named] {{
+    remove_hf("X-Named");
+}}
+""")
+    uac.sendto(invite(proxy_port, me, "chained-hold"), (h.LOOPBACK, proxy_port))
+    relayed = recv_until(uas, "INVITE", 5)
+    extra = "X-Global: g\r\nX-Named: n\r\nX-Kept: k\r\n"
+    uas.sendto(response_to(relayed, "200 OK", "u1").replace("Content-Length", extra + "Content-Length").encode(),
+               (h.LOOPBACK, proxy_port))
+    ok = recv_until(uac, "200", 5)
+    assert "X-Kept: k" in ok and "X-Global" not in ok and "X-Named" not in ok, ok
