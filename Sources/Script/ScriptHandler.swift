@@ -123,11 +123,10 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             }
             context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
             script.run(mainRoute, context)
-            if let transactions, let handle = context.transaction, let entry = transactions.transaction(handle) {
+            if let transactions, let handle = context.transaction, transactions.isLive(handle) {
                 // $avp values belong to the transaction from here on: its later routes see them.
                 context.saveAVPs(to: handle)
-                if entry.finalSent < 200, entry.branchCount == 0, entry.heldBranches == 0, context.runtimeError == nil,
-                   !context.suspendedNow {
+                if context.runtimeError == nil, !context.suspendedNow, transactions.leftUnanswered(handle) {
                     // A transaction the script created but neither relayed nor answered would wait forever.
                     transactions.reply(handle, status: 500, reason: noReply, on: shard)
                 }

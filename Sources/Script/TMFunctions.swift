@@ -29,9 +29,8 @@ enum TMFunctions {
             },
             ScriptFunction("t_was_cancelled", module: "tm", arguments: 0...0, allowedIn: [.request, .failure]) { _, _ in
                 { context in
-                    guard let handle = context.transaction,
-                          let entry = context.transactions?.transaction(handle) else { return -1 }
-                    return entry.cancelled ? 1 : -1
+                    guard let handle = context.transaction, let manager = context.transactions else { return -1 }
+                    return manager.wasCancelled(handle) ? 1 : -1
                 }
             },
             ScriptFunction("t_check_status", module: "tm", arguments: 1...1, allowedIn: [.failure, .onReply],
@@ -247,8 +246,8 @@ enum TMFunctions {
         }
         let regex = try CompiledRegex(pattern, at: location, compiler: compiler)
         return { context in
-            guard let handle = context.transaction, let entry = context.transactions?.transaction(handle) else { return -1 }
-            return regex.matches(.integer(entry.replyCode), arena: context.arena) ? 1 : -1
+            guard let handle = context.transaction, let code = context.transactions?.replyCode(handle) else { return -1 }
+            return regex.matches(.integer(code), arena: context.arena) ? 1 : -1
         }
     }
 }

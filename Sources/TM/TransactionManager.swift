@@ -148,8 +148,11 @@ public final class TransactionManager {
         (table[handle].request.bytes, table[handle].source, table[handle].socket)
     }
 
-    public func transaction(_ handle: TransactionHandle) -> ProxyTransaction? {
-        table.contains(handle) ? table[handle] : nil
+    /// Neither answered nor relayed: no final sent upstream and no branch, sent or held. (Fields, not the
+    /// entry: a `ProxyTransaction` with its inline branches is a few KiB to copy, and this runs per request.)
+    public func leftUnanswered(_ handle: TransactionHandle) -> Bool {
+        table.contains(handle) && table[handle].finalSent < 200 && table[handle].branches.count == 0
+            && table[handle].heldBranches == 0
     }
 
     public func setFailureRoute(_ handle: TransactionHandle, _ route: Int) {
