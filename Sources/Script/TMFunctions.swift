@@ -196,12 +196,18 @@ enum TMFunctions {
         }
     }
 
-    @Sendable static func onFailure(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+    /// t_on_failure / t_on_reply / t_on_branch's argument: a route of `kind`, by constant name.
+    private static func namedRoute(_ call: FunctionCall, _ compiler: ScriptCompiler, _ kind: RouteKind,
+                                   what: String) throws(CompileError) -> Int {
         let argument = call.arguments[0]!
         guard let name = compiler.constantText(argument) else {
-            throw compiler.error("t_on_failure takes a failure_route name", at: argument.location)
+            throw compiler.error("\(call.name) takes \(what) name", at: argument.location)
         }
-        let route = try compiler.routeIndex(.failure, named: name, at: argument.location)
+        return try compiler.routeIndex(kind, named: name, at: argument.location)
+    }
+
+    @Sendable static func onFailure(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let route = try namedRoute(call, compiler, .failure, what: "a failure_route")
         return { context in
             if let handle = context.transaction, let manager = context.transactions {
                 manager.setFailureRoute(handle, route)
@@ -213,11 +219,7 @@ enum TMFunctions {
     }
 
     @Sendable static func onReply(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
-        let argument = call.arguments[0]!
-        guard let name = compiler.constantText(argument) else {
-            throw compiler.error("t_on_reply takes an onreply_route name", at: argument.location)
-        }
-        let route = try compiler.routeIndex(.onReply, named: name, at: argument.location)
+        let route = try namedRoute(call, compiler, .onReply, what: "an onreply_route")
         return { context in
             if let handle = context.transaction, let manager = context.transactions {
                 manager.setReplyRoute(handle, route)
@@ -229,11 +231,7 @@ enum TMFunctions {
     }
 
     @Sendable static func onBranch(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
-        let argument = call.arguments[0]!
-        guard let name = compiler.constantText(argument) else {
-            throw compiler.error("t_on_branch takes a branch_route name", at: argument.location)
-        }
-        let route = try compiler.routeIndex(.branch, named: name, at: argument.location)
+        let route = try namedRoute(call, compiler, .branch, what: "a branch_route")
         return { context in
             context.branchRoute = route
             return 1
