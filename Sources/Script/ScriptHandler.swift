@@ -123,14 +123,16 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             }
             context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
             script.run(mainRoute, context)
+            // error_route first: it may answer, and its $avp changes belong to the transaction too.
+            if context.runtimeError != nil { reportRuntimeError() }
             if let transactions, let handle = context.transaction, transactions.isLive(handle) {
                 // $avp values belong to the transaction from here on: its later routes see them.
                 context.saveAVPs(to: handle)
-                if context.runtimeError == nil, !context.suspendedNow, transactions.leftUnanswered(handle) {
-                    // A transaction the script created but neither relayed nor answered would wait forever.
-                    transactions.reply(handle, status: 500, reason: noReply, on: shard)
-                }
+                // A transaction the script created but neither relayed nor answered (a route that ended, or
+                // failed, before t_relay) would wait forever.
+                transactions.answerIfUnanswered(handle, reason: noReply, on: shard)
             }
+            return .done
         } else {
             if let transactions {
                 responseSource = datagram.source
@@ -211,6 +213,9 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
     /// is the operation's code, and the resume route runs. A stale ticket (the suspension already ended)
     /// or a transaction that has gone is ignored.
     func asyncCompleted(_ ticket: AsyncTicket, code: Int, on shard: Shard) {
+        // What the operation staged is applied by the route that runs, or dropped here if none does (a stale
+        // ticket, a transaction gone): never left for the next resume.
+        defer { context.discardStagedOutputs() }
         guard let entry = context.suspensions.take(ticket) else { return }
         shard.counters.asyncInFlight = context.suspensions.live
         if let timer = entry.timeout { shard.cancel(timer) }
@@ -244,7 +249,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         context.saveAVPs(to: handle)
         guard !context.suspendedNow else { return }
         transactions.releaseSuspension(handle, on: shard)
-        transactions.concludeAfterResume(handle, reason: noReply, on: shard)
+        transactions.answerIfUnanswered(handle, reason: noReply, on: shard)
     }
 
     /// The resume route of an async() in a branch_route or an onreply_route, on the branch's request or the
@@ -253,11 +258,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
     private func resumeHeld(_ held: StoredMessage, branch: Int, route: Int, handle: TransactionHandle, code: Int,
                             on shard: Shard) {
         defer { context.heldWork.release(held) }
-        guard let transactions, transactions.isLive(handle), let work = HeldWork(held) else {
-            context.stagedCount = 0
-            context.stagedUsed = 0
-            return
-        }
+        guard let transactions, transactions.isLive(handle), let work = HeldWork(held) else { return }
         let saved = context.message
         defer { context.message = saved }
         context.begin(shard: shard, source: work.source, socketIndex: work.socketIndex, hasMessage: true)
@@ -270,6 +271,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             parsed = (try? context.message.parse(transactions.request(handle).bytes)) != nil
                 && (try? context.message.validate()) != nil
         }
+        var sent = parsed
         if parsed {
             context.transaction = handle
             context.branchIndex = branch
@@ -292,13 +294,12 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             }
             context.branchForced = nil
             context.resumingHeldBranch = false
+            // Decided before error_route runs: reporting clears the error and resets the flow.
+            sent = context.flow != .drop && context.runtimeError == nil
             if context.runtimeError != nil { reportRuntimeError() }
             context.saveAVPs(to: handle)
-        } else {
-            context.stagedCount = 0
-            context.stagedUsed = 0
         }
-        let again = context.suspendedNow, sent = parsed && context.flow != .drop && context.runtimeError == nil
+        let again = context.suspendedNow
         if work.kind == .reply {
             // Held again: the new hold carries the response on (and counted it once more).
             if again {
@@ -320,11 +321,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
     /// A launch()ed operation finished: its report route runs without a message, with `$rc` and `$param(1)`.
     private func reportLaunch(_ entry: Suspensions.Entry, code: Int, on shard: Shard) {
         defer { if let parameter = entry.parameter { context.launchParameters.release(parameter) } }
-        guard entry.resumeRoute >= 0 else {
-            context.stagedCount = 0
-            context.stagedUsed = 0
-            return
-        }
+        guard entry.resumeRoute >= 0 else { return }
         context.begin(shard: shard, source: SocketAddress(ipv4: (0, 0, 0, 0), port: 0), socketIndex: 0, hasMessage: false)
         context.applyStagedOutputs()
         context.launchParameter = entry.parameter?.bytes

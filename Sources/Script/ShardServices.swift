@@ -56,6 +56,11 @@ extension ScriptContext {
                 : .text(UnsafeRawBufferPointer(rebasing: stagingBuffer[offset..<offset + length]))
             _ = avps.push(slot, value)
         }
+        discardStagedOutputs()
+    }
+
+    /// Forgets what was staged (a completion that found no route to run): the next resume must not get it.
+    func discardStagedOutputs() {
         stagedCount = 0
         stagedUsed = 0
     }

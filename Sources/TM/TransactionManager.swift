@@ -148,13 +148,6 @@ public final class TransactionManager {
         (table[handle].request.bytes, table[handle].source, table[handle].socket)
     }
 
-    /// Neither answered nor relayed: no final sent upstream and no branch, sent or held. (Fields, not the
-    /// entry: a `ProxyTransaction` with its inline branches is a few KiB to copy, and this runs per request.)
-    public func leftUnanswered(_ handle: TransactionHandle) -> Bool {
-        table.contains(handle) && table[handle].finalSent < 200 && table[handle].branches.count == 0
-            && table[handle].heldBranches == 0
-    }
-
     public func setFailureRoute(_ handle: TransactionHandle, _ route: Int) {
         guard table.contains(handle) else { return }
         table[handle].failureRoute = Int32(route)
@@ -163,10 +156,6 @@ public final class TransactionManager {
     public func setReplyRoute(_ handle: TransactionHandle, _ route: Int) {
         guard table.contains(handle) else { return }
         table[handle].replyRoute = Int32(route)
-    }
-
-    public func branchCount(_ handle: TransactionHandle) -> Int {
-        table.contains(handle) ? table[handle].branches.count : 0
     }
 
     /// The index the next branch_route runs for (a branch held in async() keeps its place, so it is sent under
@@ -576,10 +565,10 @@ public final class TransactionManager {
         return true
     }
 
-    /// After a resume route ended without suspending again: a transaction left with no answer and nothing
-    /// in progress gets one now — the best of its branches when all are final (a failure route suspended),
-    /// or a 500 with `reason` when it has none at all.
-    public func concludeAfterResume(_ handle: TransactionHandle, reason: UnsafeRawBufferPointer, on shard: Shard) {
+    /// After a route of the transaction ended (the request route, or a resume route) without suspending it:
+    /// a transaction left with no answer and nothing in progress gets one now — the best of its branches when
+    /// all are final (a failure route suspended), or a 500 with `reason` when none was sent at all.
+    public func answerIfUnanswered(_ handle: TransactionHandle, reason: UnsafeRawBufferPointer, on shard: Shard) {
         guard table.contains(handle), table[handle].finalSent < 200, !table[handle].suspended,
               table[handle].heldBranches == 0 else { return }
         if table[handle].sentBranchCount == 0 {
@@ -680,7 +669,7 @@ public final class TransactionManager {
             user.runFailureRoute(Int(route), transaction: handle, manager: self, on: shard)
             guard table.contains(handle) else { return }
             // New branches (sent or held) answer later; a suspended failure route decides when it resumes
-            // (`concludeAfterResume`).
+            // (`answerIfUnanswered`).
             if table[handle].branches.count > before || table[handle].heldBranches > 0 || table[handle].suspended
                 || table[handle].finalSent >= 200 {
                 return
