@@ -12,6 +12,8 @@ public enum OpsComponent: UInt8, Sendable {
     /// A second `DatabaseRunner` on the shard: sqlops' pool when avpops has its own, so each claims only its
     /// own completions.
     case secondDatabase = 5
+    /// aaa_radius' accounting `RadiusRunner` (`.radius` is its authentication one): each claims only its own.
+    case radiusAccounting = 6
 }
 
 /// How Ops packs its operation ids and timer payloads.

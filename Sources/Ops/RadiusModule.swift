@@ -189,7 +189,9 @@ final class RadiusService: ShardService, RadiusRunnerDelegate {
             blockingAuth = BlockingRadius(server: address, secret: Array(secret.utf8))
         }
         if let address = server("acct_server", 1813) {
-            accounting = try? RadiusRunner(shard: shard, configuration: .init(server: address, secret: secret), delegate: self)
+            var settings = RadiusRunner.Configuration(server: address, secret: secret)
+            settings.component = .radiusAccounting
+            accounting = try? RadiusRunner(shard: shard, configuration: settings, delegate: self)
             blockingAccounting = BlockingRadius(server: address, secret: Array(secret.utf8))
         }
     }
@@ -292,18 +294,23 @@ final class RadiusService: ShardService, RadiusRunnerDelegate {
         context.asyncCompleted(ticket, code: Int(completion.code.rawValue))
     }
 
+    // Each runner has its own component: a completion or timer goes to the one runner whose it is (with one
+    // shared component, either runner took the other's reads, writes and retransmission timers for its own).
     func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool {
-        guard OpsPacking.component(of: id) == .radius else { return false }
-        // Both runners share the component: each ignores what is not its own.
-        auth?.operationCompleted(id, result: result, flags: flags)
-        accounting?.operationCompleted(id, result: result, flags: flags)
+        switch OpsPacking.component(of: id) {
+        case .radius: auth?.operationCompleted(id, result: result, flags: flags)
+        case .radiusAccounting: accounting?.operationCompleted(id, result: result, flags: flags)
+        default: return false
+        }
         return true
     }
 
     func timerFired(payload: UInt64, on shard: Shard) -> Bool {
-        guard OpsPacking.component(ofTimer: payload) == .radius else { return false }
-        auth?.timerFired(payload: payload)
-        accounting?.timerFired(payload: payload)
+        switch OpsPacking.component(ofTimer: payload) {
+        case .radius: auth?.timerFired(payload: payload)
+        case .radiusAccounting: accounting?.timerFired(payload: payload)
+        default: return false
+        }
         return true
     }
 

@@ -25,6 +25,9 @@ public final class RadiusRunner {
         public var secret: [UInt8]
         /// The interval between transmissions of one request.
         public var retransmitMilliseconds: UInt64 = 1000
+        /// Whose completions and timers are this runner's: `.radius`, or `.radiusAccounting` for the second
+        /// runner on the same shard.
+        public var component = OpsComponent.radius
 
         public init(server: SocketAddress, secret: String) {
             self.server = server
@@ -159,7 +162,7 @@ public final class RadiusRunner {
                        token: UInt64) -> RadiusSubmission {
         precondition(timeoutMilliseconds > 0)
         let interval = min(configuration.retransmitMilliseconds, timeoutMilliseconds)
-        let payload = OpsPacking.timerPayload(.radius, slot: identifier, generation: requests[identifier].generation)
+        let payload = OpsPacking.timerPayload(configuration.component, slot: identifier, generation: requests[identifier].generation)
         guard let timer = shard.schedule(after: interval, payload: payload) else { return .rejected(.failed) }
         requests[identifier].inUse = true
         requests[identifier].kind = kind
@@ -177,7 +180,7 @@ public final class RadiusRunner {
         requests[identifier].writeInFlight = true
         let packet = UnsafeRawBufferPointer(start: packets + identifier * Self.maximumPacket,
                                             count: requests[identifier].length)
-        shard.submitWrite(fd: socket, from: packet, id: OpsPacking.operationID(.radius, slot: identifier, channel: 1,
+        shard.submitWrite(fd: socket, from: packet, id: OpsPacking.operationID(configuration.component, slot: identifier, channel: 1,
                                                                                 generation: 0))
     }
 
@@ -203,11 +206,11 @@ public final class RadiusRunner {
 
     private func armRead() {
         readInFlight = true
-        let id = OpsPacking.operationID(.radius, slot: Self.readSlot, channel: 0, generation: readGeneration)
+        let id = OpsPacking.operationID(configuration.component, slot: Self.readSlot, channel: 0, generation: readGeneration)
         shard.submitRead(fd: socket, into: receiveBuffer, id: id)
     }
 
-    /// Forward every `ShardHandler.operationCompleted` whose `OpsPacking.component(of:)` is `.radius`.
+    /// Forward every `ShardHandler.operationCompleted` whose `OpsPacking.component(of:)` is `configuration.component`.
     public func operationCompleted(_ operation: OperationID, result: Int32, flags: UInt32) {
         let (slot, channel) = OpsPacking.slotAndChannel(of: operation)
         if channel == 1 {
@@ -258,7 +261,7 @@ public final class RadiusRunner {
 
     // MARK: - Timers
 
-    /// Forward every `ShardHandler.timerFired` whose `OpsPacking.component(ofTimer:)` is `.radius`: the
+    /// Forward every `ShardHandler.timerFired` whose `OpsPacking.component(ofTimer:)` is `configuration.component`: the
     /// request's next transmission, or its end.
     public func timerFired(payload: UInt64) {
         let (identifier, generation) = OpsPacking.slotAndGeneration(ofTimer: payload)
@@ -293,7 +296,7 @@ public final class RadiusRunner {
         stopped = true
         for identifier in 0..<256 where requests[identifier].inUse { release(identifier) }
         if readInFlight {
-            shard.cancelOperations(id: OpsPacking.operationID(.radius, slot: Self.readSlot, channel: 0,
+            shard.cancelOperations(id: OpsPacking.operationID(configuration.component, slot: Self.readSlot, channel: 0,
                                                               generation: readGeneration))
         }
         UDPClientSocket.close(socket)

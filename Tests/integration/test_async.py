@@ -481,8 +481,10 @@ loadmodule "sipmsgops.so"
 loadmodule "aaa_radius.so"
 modparam("aaa_radius", "secret", "testing123")
 modparam("aaa_radius", "auth_server", "udp:127.0.0.1:@AUTH@")
+modparam("aaa_radius", "acct_server", "udp:127.0.0.1:@ACCT@")
 modparam("aaa_radius", "sets", "creds = { User-Name = $fU; User-Password = $hdr(X-Password) }")
 modparam("aaa_radius", "sets", "reply = { Reply-Message = $avp(msg) }")
+modparam("aaa_radius", "sets", "acct = { Acct-Status-Type = $avp(status); Acct-Session-Id = $ci; User-Name = $fU }")
 modparam("aaa_radius", "timeout", 400)
 route {
     if (is_method("OPTIONS")) {
@@ -490,10 +492,16 @@ route {
         sl_send_reply(298, "sync rc=$rc msg=$avp(msg)");
         exit;
     }
+    # Accounting, then authentication: the shard's two RADIUS clients, each with its own socket and ids.
+    $avp(status) = 1;
+    async(radius_send_acct("acct"), accounted, 2000);
+}
+route[accounted] {
+    $avp(acct) = $rc;
     async(radius_send_auth("creds", "reply"), done, 2000);
 }
 route[done] {
-    t_reply(299, "rc=$rc msg=$avp(msg)");
+    t_reply(299, "rc=$rc msg=$avp(msg) acct=$avp(acct)");
 }
 """
 
@@ -509,7 +517,7 @@ def radius_daemon(procs, ringsipd, tmp_path):
         server.stdout()[-2000:] + server.stderr()[-2000:]
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "radius.cfg"
-    script.write_text(RADIUS_SCRIPT.replace("@AUTH@", str(ports[0])))
+    script.write_text(RADIUS_SCRIPT.replace("@AUTH@", str(ports[0])).replace("@ACCT@", str(ports[1])))
     proc = start_script(procs, ringsipd, script, port)
     assert "radius_send_auth() outside async() blocks the whole shard" in proc.stderr(), proc.stderr()
     return port
@@ -526,7 +534,7 @@ def ask_radius(port: int, n: int, password: str, method: str = "INVITE") -> str:
 
 def test_radius_auth_accepts_rejects_and_returns_reply_attributes(radius_daemon):
     reply = ask_radius(radius_daemon, 80, "s3cret")
-    assert reply.startswith("SIP/2.0 299 rc=1 msg=hello alice\r\n"), reply
+    assert reply.startswith("SIP/2.0 299 rc=1 msg=hello alice acct=1\r\n"), reply
     reply = ask_radius(radius_daemon, 81, "wrong")
     assert reply.startswith("SIP/2.0 299 rc=-1 "), reply
 
@@ -542,7 +550,7 @@ def test_radius_auth_outside_async_with_no_server_times_out_and_the_daemon_goes_
     dead = h.free_udp_ports(1)[0]  # nothing listens: each send draws an ICMP port unreachable
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "radius-dead.cfg"
-    script.write_text(RADIUS_SCRIPT.replace("@AUTH@", str(dead)))
+    script.write_text(RADIUS_SCRIPT.replace("@AUTH@", str(dead)).replace("@ACCT@", str(dead)))
     start_script(procs, ringsipd, script, port)
     for n in (84, 85):
         start = time.monotonic()
