@@ -192,7 +192,8 @@ enum TMFunctions {
             guard context.hasMessage, context.message.isRequest, let status = code(context), (100...699).contains(status),
                   case .text(let phrase) = reason(context), let manager = context.transactions,
                   let handle = transaction(context) else { return -1 }
-            return manager.reply(handle, status: status, reason: phrase, on: context.shard) ? 1 : -1
+            // The request routed here is the transaction's own, parsed already.
+            return manager.reply(handle, status: status, reason: phrase, to: context.message, on: context.shard) ? 1 : -1
         }
     }
 

@@ -139,7 +139,7 @@ public final class TransactionManager {
             return .full
         }
         shard.counters.transactions = table.live
-        if isInvite && sendTrying { reply(handle, status: 100, reason: trying, on: shard) }
+        if isInvite && sendTrying { reply(handle, status: 100, reason: trying, to: message, on: shard) }
         return .created(handle)
     }
 
@@ -283,12 +283,22 @@ public final class TransactionManager {
 
     /// Sends our own response upstream (`t_reply`, 100 Trying, 408/487/503 when the branches give none).
     @discardableResult
-    public func reply(_ handle: TransactionHandle, status: Int, reason: UnsafeRawBufferPointer, on shard: Shard) -> Bool {
+    /// `parsed`: the transaction's request already parsed (the message being routed), so it is not parsed again
+    /// from the stored copy; nil when the caller has none (timers, CANCEL).
+    public func reply(_ handle: TransactionHandle, status: Int, reason: UnsafeRawBufferPointer,
+                      to parsed: SIPMessage? = nil, on shard: Shard) -> Bool {
         guard table.contains(handle) else { return false }
         // Fields, not the whole entry: a ProxyTransaction with its branches is a few KiB to copy.
         let request = table[handle].request
-        guard (try? scratch.parse(request.bytes)) != nil, let block = store.allocate(1024 + request.count),
-              let length = relay.buildReply(to: scratch, status: status, reason: reason, from: table[handle].source,
+        let original: SIPMessage
+        if let parsed {
+            original = parsed
+        } else {
+            guard (try? scratch.parse(request.bytes)) != nil else { return false }
+            original = scratch
+        }
+        guard let block = store.allocate(1024 + request.count),
+              let length = relay.buildReply(to: original, status: status, reason: reason, from: table[handle].source,
                                             into: block.bytes) else { return false }
         let response = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: length)
         respond(handle, status: status, response: response, on: shard)
@@ -442,8 +452,9 @@ public final class TransactionManager {
             guard table.contains(handle) else { return }
             switch action {
             case .sendRequest, .retransmitRequest:
-                let branch = table[handle].branches[index]
-                send(branch.request, to: branch.destination, socket: branch.socket, on: shard)
+                // Fields, not the branch: a Branch with its machines is hundreds of bytes to copy, per request sent.
+                send(table[handle].branches[index].request, to: table[handle].branches[index].destination,
+                     socket: table[handle].branches[index].socket, on: shard)
             case .sendAck:
                 sendAck(handle, index, response: response, on: shard)
             case .sendCancel:
@@ -477,8 +488,10 @@ public final class TransactionManager {
             guard table.contains(handle) else { return }
             switch action {
             case .sendRequest, .retransmitRequest:
-                let branch = table[handle].branches[index]
-                if let cancel = branch.cancelRequest { send(cancel, to: branch.destination, socket: branch.socket, on: shard) }
+                if let cancel = table[handle].branches[index].cancelRequest {
+                    send(cancel, to: table[handle].branches[index].destination,
+                         socket: table[handle].branches[index].socket, on: shard)
+                }
             case .startTimer(let timer, let ms):
                 let timerHandle = schedule(handle, .cancel(index), timer, ms, on: shard)
                 if let old = table[handle].branches[index].cancelTimers.set(timer, timerHandle) { shard.cancel(old) }
