@@ -21,7 +21,7 @@ DEPS_DEBS := liburing-dev libmariadb-dev libcurl4-openssl-dev pkg-config
 # Kamailio's http_async_client (perf scenario async-rest) is not packaged: scripts/ensure-kamailio-http-async
 # builds it from the Debian source package of the installed kamailio.
 TEST_DEBS := sip-tester kamailio kamailio-utils-modules kamailio-mysql-modules procps util-linux linux-perf mariadb-server \
-             freeradius freeradius-utils
+             freeradius freeradius-utils openssl
 PERF_DEBS := linux-perf valgrind
 
 RUN_ARGS     ?= -f etc/ringsip.cfg

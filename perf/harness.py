@@ -86,8 +86,6 @@ SCENARIO_SPECS = {s.name: s for s in (
     Scenario("async-db", "stateful + avp_db_query SELECT SLEEP(0.02) per INVITE", 5, None, "uas.xml",
              "INVITE to 200", shm_mb=2048, backend="mysql"),
 )}
-# Named by issue 6, waiting for later work: no folder until they can run.
-PENDING_SCENARIOS = ()
 DB_URL = "mysql://ringsip:ringsip@127.0.0.1:3306/ringsip"
 # Kamailio modules Debian does not package, built from its source package (scripts/ensure-kamailio-http-async).
 KAMAILIO_EXTRA_MODULES = Path(os.environ.get("KAMAILIO_MODULES", "/usr/local/lib/ringsip/kamailio"))

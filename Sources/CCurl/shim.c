@@ -6,20 +6,11 @@ CURLcode CCurl_easy_setopt_long(CURL *handle, CURLoption option, long value) {
 CURLcode CCurl_easy_setopt_ptr(CURL *handle, CURLoption option, const void *value) {
     return curl_easy_setopt(handle, option, value);
 }
-CURLcode CCurl_easy_setopt_func(CURL *handle, CURLoption option, void (*value)(void)) {
-    return curl_easy_setopt(handle, option, value);
-}
 CURLcode CCurl_easy_setopt_off_t(CURL *handle, CURLoption option, curl_off_t value) {
     return curl_easy_setopt(handle, option, value);
 }
 
-CURLMcode CCurl_multi_setopt_long(CURLM *multi, CURLMoption option, long value) {
-    return curl_multi_setopt(multi, option, value);
-}
 CURLMcode CCurl_multi_setopt_ptr(CURLM *multi, CURLMoption option, void *value) {
-    return curl_multi_setopt(multi, option, value);
-}
-CURLMcode CCurl_multi_setopt_func(CURLM *multi, CURLMoption option, void (*value)(void)) {
     return curl_multi_setopt(multi, option, value);
 }
 

@@ -328,7 +328,3 @@ extension Substring {
         return String(s)
     }
 }
-
-extension String {
-    func trimmingCharacters(in set: String) -> String { self[...].trimmingCharacters(in: set) }
-}

@@ -76,7 +76,7 @@ enum MachineID: Equatable {
 }
 
 enum TimerPayload {
-    static let marker: UInt64 = 1 << 63
+    static let marker = TimerPayloadOwner.transactions
 
     static func encode(_ handle: TransactionHandle, _ machine: MachineID, _ timer: TransactionTimer) -> UInt64 {
         marker | UInt64(timer.rawValue) << 56 | UInt64(machine.code) << 48 | UInt64(handle.generation) << 32

@@ -184,8 +184,6 @@ def test_scenario_templates_render_completely_and_refuse_a_missing_value(tmp_pat
     with pytest.raises(RuntimeError, match="no value for @UAS@"):
         h.render_config(h.SCENARIO_SPECS["stateless"].folder / "ringsip.cfg", tmp_path / "x.cfg",
                         {"LISTEN": "127.0.0.1:5060"})
-    for pending in h.PENDING_SCENARIOS:
-        assert not (h.SCENARIOS / pending).exists(), f"{pending} has a folder but cannot run yet"
 
 
 @pytest.mark.parametrize("scenario", [s for s in SCENARIOS if "ringsip" in h.SCENARIO_SPECS[s].targets])

@@ -56,7 +56,8 @@ def test_svg_has_a_titled_rectangle_per_frame_and_the_report_splits_user_and_ker
     # all, the comm, start_thread, Shard.run (merged), then isEscaped and the 4 frames of the other sample.
     assert len(titles) == 9, titles
     # The same function gets the same colour in every graph.
-    assert flame.colour("Shard.run()") == flame.colour("Shard.run()")
+    assert flame.colour("Shard.run()") == "rgb(218,40,15)", flame.colour("Shard.run()")
+    assert flame.colour("x [k]") == "rgb(91,165,229)", flame.colour("x [k]")
     assert flame.colour("x [k]") != flame.colour("x")
     text = flame.report(stacks, top=5)
     assert "samples: 2" in text and "kernel:   50.00%" in text and "user:     50.00%" in text, text

@@ -13,12 +13,9 @@
 
 CURLcode CCurl_easy_setopt_long(CURL *handle, CURLoption option, long value);
 CURLcode CCurl_easy_setopt_ptr(CURL *handle, CURLoption option, const void *value);
-CURLcode CCurl_easy_setopt_func(CURL *handle, CURLoption option, void (*value)(void));
 CURLcode CCurl_easy_setopt_off_t(CURL *handle, CURLoption option, curl_off_t value);
 
-CURLMcode CCurl_multi_setopt_long(CURLM *multi, CURLMoption option, long value);
 CURLMcode CCurl_multi_setopt_ptr(CURLM *multi, CURLMoption option, void *value);
-CURLMcode CCurl_multi_setopt_func(CURLM *multi, CURLMoption option, void (*value)(void));
 
 CURLcode CCurl_easy_getinfo_long(CURL *handle, CURLINFO info, long *value);
 CURLcode CCurl_easy_getinfo_ptr(CURL *handle, CURLINFO info, char **value);
