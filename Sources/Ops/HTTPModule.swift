@@ -125,8 +125,8 @@ final class HTTPService: ShardService, HTTPRunnerDelegate {
     func perform(_ method: HTTPMethod, url: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
                  contentType: UnsafeRawBufferPointer, outputs: [Int?], context: ScriptContext) -> Int {
         let (code, status, type) = blocking.perform(method, url: url, body: body, contentType: contentType,
-                                                    timeoutMilliseconds: settings.curlTimeout,
-                                                    connectMilliseconds: settings.connectionTimeout)
+                                                    headers: appendedHeaders(context), configuration: settings)
+        headersCount = 0
         func set(_ slot: Int?, _ bytes: UnsafeRawBufferPointer) {
             guard let slot, let copy = context.arena.copy(bytes) else { return }
             context.avps.remove(slot, all: true)
@@ -161,12 +161,17 @@ final class HTTPService: ShardService, HTTPRunnerDelegate {
         return true
     }
 
+    /// What rest_append_hf collected for the message being routed (used up by the next request it makes).
+    private func appendedHeaders(_ context: ScriptContext) -> UnsafeRawBufferPointer {
+        headersSerial == context.messageSerial
+            ? UnsafeRawBufferPointer(rebasing: headers[0..<headersCount]) : UnsafeRawBufferPointer(start: nil, count: 0)
+    }
+
     func start(_ method: HTTPMethod, url: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
                contentType: UnsafeRawBufferPointer, outputs targets: (Int, Int, Int), ticket: AsyncTicket,
                context: ScriptContext) -> Int? {
         guard ticket.slot < UInt32(HTTPService.tracked) else { return Int(HTTPCode.failed.rawValue) }
-        let appended = headersSerial == context.messageSerial
-            ? UnsafeRawBufferPointer(rebasing: headers[0..<headersCount]) : UnsafeRawBufferPointer(start: nil, count: 0)
+        let appended = appendedHeaders(context)
         outputs[Int(ticket.slot)] = targets
         let token = UInt64(ticket.generation) << 48 | UInt64(ticket.slot) << 32
         // The suspension's timeout cancels the request; libcurl's own (curl_timeout) stays as a backstop.

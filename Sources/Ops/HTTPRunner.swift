@@ -335,8 +335,7 @@ public final class HTTPRunner {
         }
         _ = CCurl_easy_setopt_ptr(easy, CURLOPT_WRITEDATA, lanes + lane)
         _ = CCurl_easy_setopt_off_t(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(configuration.maxTransferSize))
-        _ = CCurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, configuration.verifyPeer ? 1 : 0)
-        _ = CCurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, configuration.verifyHost ? 2 : 0)
+        Self.applyTLS(easy, configuration)
         var timeout = configuration.curlTimeout
         if slots[index].deadline > 0 { timeout = slots[index].deadline > shard.now ? slots[index].deadline - shard.now : 1 }
         _ = CCurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, Int(timeout))
@@ -371,25 +370,53 @@ public final class HTTPRunner {
     /// default), then the caller's own lines. libcurl copies each line.
     private func buildHeaders(_ index: Int, contentType: UnsafeMutableRawPointer,
                               headers: UnsafeMutableRawPointer) -> UnsafeMutablePointer<curl_slist>? {
+        Self.headerList(method: slots[index].method,
+                        contentType: UnsafeRawBufferPointer(start: contentType, count: slots[index].contentTypeLength),
+                        headers: UnsafeRawBufferPointer(start: headers, count: slots[index].headersLength),
+                        scratch: &headerScratch)
+    }
+
+    /// A request's header list, for the ring's transfers and the blocking ones alike: its Content-Type (when
+    /// it has one), "Expect:" on a body, then the `"Name: value\0"` entries rest_append_hf collected.
+    static func headerList(method: HTTPMethod, contentType: UnsafeRawBufferPointer, headers: UnsafeRawBufferPointer,
+                           scratch: inout [CChar]) -> UnsafeMutablePointer<curl_slist>? {
         var list: UnsafeMutablePointer<curl_slist>?
-        if slots[index].contentTypeLength > 0 {
-            headerScratch.removeAll(keepingCapacity: true)
-            headerScratch.append(contentsOf: "Content-Type: ".utf8CString.dropLast())
-            let bytes = UnsafeRawBufferPointer(start: contentType, count: slots[index].contentTypeLength)
-            headerScratch.append(contentsOf: bytes.map { CChar(bitPattern: $0) })
-            headerScratch.append(0)
-            list = curl_slist_append(list, headerScratch)
+        if contentType.count > 0 {
+            scratch.removeAll(keepingCapacity: true)
+            scratch.append(contentsOf: "Content-Type: ".utf8CString.dropLast())
+            scratch.append(contentsOf: contentType.map { CChar(bitPattern: $0) })
+            scratch.append(0)
+            list = curl_slist_append(list, scratch)
         }
-        if slots[index].method != .get { list = curl_slist_append(list, "Expect:") }
+        if method != .get { list = curl_slist_append(list, "Expect:") }
+        guard let base = headers.baseAddress else { return list }
         var offset = 0
-        let length = slots[index].headersLength
-        while offset < length {
-            let line = (headers + offset).assumingMemoryBound(to: CChar.self)
-            let lineLength = strlen(line)
+        while offset < headers.count {
+            let line = (base + offset).assumingMemoryBound(to: CChar.self)
+            let lineLength = strnlen(line, headers.count - offset)
             if lineLength > 0 { list = curl_slist_append(list, line) }
             offset += lineLength + 1
         }
         return list
+    }
+
+    /// OpenSIPS' rest_client codes for a finished transfer (a timeout with no connect time is a connect timeout).
+    static func code(of result: CURLcode, easy: UnsafeMutableRawPointer?) -> HTTPCode {
+        switch result {
+        case CURLE_OK: return .success
+        case CURLE_COULDNT_CONNECT: return .refused
+        case CURLE_OPERATION_TIMEDOUT:
+            var connectTime = 0.0
+            _ = CCurl_easy_getinfo_double(easy, CURLINFO_CONNECT_TIME, &connectTime)
+            return connectTime == 0 ? .connectTimeout : .transferTimeout
+        default: return .failed
+        }
+    }
+
+    /// TLS checks as the rest_client modparams set them.
+    static func applyTLS(_ easy: UnsafeMutableRawPointer?, _ configuration: Configuration) {
+        _ = CCurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, configuration.verifyPeer ? 1 : 0)
+        _ = CCurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, configuration.verifyHost ? 2 : 0)
     }
 
     /// libcurl's write callback: keeps the body up to the lane's limit; beyond it returns 0, which makes
@@ -451,17 +478,7 @@ public final class HTTPRunner {
         var contentType: UnsafeMutablePointer<CChar>?
         _ = CCurl_easy_getinfo_ptr(easy, CURLINFO_CONTENT_TYPE, &contentType)
         let tooLarge = lanes[lane].tooLarge || result == CURLE_FILESIZE_EXCEEDED
-        let code: HTTPCode
-        switch result {
-        case CURLE_OK: code = .success
-        case CURLE_COULDNT_CONNECT: code = .refused
-        case CURLE_OPERATION_TIMEDOUT:
-            // As OpenSIPS: no connect time means the connection never came up.
-            var connectTime = 0.0
-            _ = CCurl_easy_getinfo_double(easy, CURLINFO_CONNECT_TIME, &connectTime)
-            code = connectTime == 0 ? .connectTimeout : .transferTimeout
-        default: code = .failed
-        }
+        let code = Self.code(of: result, easy: easy)
         curl_multi_remove_handle(multi, easy)
         slots[index].state = .delivering
         let completion = HTTPCompletion(

@@ -54,6 +54,7 @@ final class BlockingHTTP {
     var received = 0
     var overflowed = false
     private let text = UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: 8)
+    private var headerScratch: [CChar] = []
 
     deinit {
         if let easy { curl_easy_cleanup(easy) }
@@ -69,9 +70,14 @@ final class BlockingHTTP {
         return UnsafePointer((text.baseAddress! + offset).assumingMemoryBound(to: CChar.self))
     }
 
+    /// The request as the ring's transfers make it (headers, TLS checks, codes; `HTTPRunner`'s shared pieces),
+    /// waited for here. A body beyond `bodyLimit` or the configured `max_transfer_size` fails it (-10), as an
+    /// async one.
     func perform(_ method: HTTPMethod, url: UnsafeRawBufferPointer, body payload: UnsafeRawBufferPointer,
-                 contentType: UnsafeRawBufferPointer, timeoutMilliseconds: UInt64, connectMilliseconds: UInt64)
+                 contentType: UnsafeRawBufferPointer, headers appended: UnsafeRawBufferPointer,
+                 configuration: HTTPRunner.Configuration)
         -> (code: HTTPCode, status: Int, contentType: UnsafeRawBufferPointer) {
+        let timeoutMilliseconds = configuration.curlTimeout, connectMilliseconds = configuration.connectionTimeout
         if easy == nil { easy = UnsafeMutableRawPointer(curl_easy_init()) }
         guard let easy, let address = cString(url, at: 0) else { return (.failed, 0, .init(start: nil, count: 0)) }
         curl_easy_reset(easy)
@@ -94,18 +100,16 @@ final class BlockingHTTP {
             return n
         }
         _ = CCurl_easy_setopt_ptr(easy, CURLOPT_WRITEDATA, Unmanaged.passUnretained(self).toOpaque())
-        var headers: UnsafeMutablePointer<curl_slist>?
+        _ = CCurl_easy_setopt_off_t(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(configuration.maxTransferSize))
+        HTTPRunner.applyTLS(easy, configuration)
         if method != .get {
             _ = CCurl_easy_setopt_ptr(easy, CURLOPT_POSTFIELDS, payload.baseAddress)
             _ = CCurl_easy_setopt_off_t(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(payload.count))
             if method == .put { _ = "PUT".withCString { CCurl_easy_setopt_ptr(easy, CURLOPT_CUSTOMREQUEST, $0) } }
-            var line = Array("Content-Type: ".utf8)
-            line.append(contentsOf: contentType)
-            line.append(0)
-            headers = line.withUnsafeBufferPointer { curl_slist_append(nil, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) }
-            headers = curl_slist_append(headers, "Expect:")
-            _ = CCurl_easy_setopt_ptr(easy, CURLOPT_HTTPHEADER, headers)
         }
+        let headers = HTTPRunner.headerList(method: method, contentType: contentType, headers: appended,
+                                            scratch: &headerScratch)
+        if let headers { _ = CCurl_easy_setopt_ptr(easy, CURLOPT_HTTPHEADER, headers) }
         defer { if let headers { curl_slist_free_all(headers) } }
         let result = curl_easy_perform(easy)
         var status = 0
@@ -113,14 +117,7 @@ final class BlockingHTTP {
         var type: UnsafeMutablePointer<CChar>?
         _ = CCurl_easy_getinfo_ptr(easy, CURLINFO_CONTENT_TYPE, &type)
         let typeBytes = type.map { UnsafeRawBufferPointer(start: $0, count: strlen($0)) } ?? .init(start: nil, count: 0)
-        switch result {
-        case CURLE_OK: return (.success, status, typeBytes)
-        case CURLE_COULDNT_CONNECT: return (.refused, status, typeBytes)
-        case CURLE_OPERATION_TIMEDOUT:
-            var connect = 0.0
-            _ = CCurl_easy_getinfo_double(easy, CURLINFO_CONNECT_TIME, &connect)
-            return (connect == 0 ? .connectTimeout : .transferTimeout, status, typeBytes)
-        default: return (.failed, status, typeBytes)
-        }
+        if overflowed { return (.failed, status, typeBytes) }
+        return (HTTPRunner.code(of: result, easy: easy), status, typeBytes)
     }
 }

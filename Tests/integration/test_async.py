@@ -603,8 +603,18 @@ def test_rest_get_outside_async_runs_synchronously_and_the_check_warns(procs, ri
     script = tmp_path / "sync-rest.cfg"
     script.write_text(f"""
 loadmodule "sl.so"
+loadmodule "sipmsgops.so"
 loadmodule "rest_client.so"
 route {{
+    if (is_method("INFO")) {{
+        # As async: rest_append_hf's headers go with the request, and a body past the limit fails it.
+        rest_append_hf("X-Sync: added");
+        rest_get("http://127.0.0.1:{http_port}/header?name=X-Sync", $avp(body));
+        $var(header) = $avp(body);
+        rest_get("http://127.0.0.1:{http_port}/big?n=40000", $avp(big));
+        sl_send_reply(297, "header=$var(header) big_rc=$rc");
+        exit;
+    }}
     rest_get("http://127.0.0.1:{http_port}/hello", $avp(body), $avp(ctype), $avp(code));
     sl_send_reply(299, "rc=$rc code=$avp(code) body=$avp(body)");
 }}
@@ -616,4 +626,7 @@ route {{
         caller.settimeout(5)
         caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 95), (h.LOOPBACK, port))
         reply = caller.recv(65536).decode()
+        caller.sendto(request("INFO", port, caller.getsockname()[1], 96), (h.LOOPBACK, port))
+        more = caller.recv(65536).decode()
     assert reply.startswith("SIP/2.0 299 rc=1 code=200 body=hello\r\n"), reply
+    assert more.startswith("SIP/2.0 297 header=added big_rc=-10\r\n"), more
