@@ -96,3 +96,9 @@ extension String {
         return String(s)
     }
 }
+
+/// The shard's clock for code outside Engine that waits on its own (a blocking call a script chose).
+public enum MonotonicClock {
+    /// Milliseconds on CLOCK_MONOTONIC, the timer wheel's clock.
+    public static func milliseconds() -> UInt64 { Syscalls.monotonicMilliseconds() }
+}

@@ -20,16 +20,22 @@ enum SynchronousExec {
         let err = try compiler.outputAVP(call.arguments.count > 3 ? call.arguments[3] : nil, what: "exec's stderr")
         let environment = try compiler.inputAVP(call.arguments.count > 4 ? call.arguments[4] : nil,
                                                 what: "exec's environment")
+        // As async: modparam("exec", "timeout", ms), else the operation's 10 s; past it the child is killed.
+        var limit: UInt64 = 10_000
+        if let ms = compiler.configuration.optionalInteger("exec", "timeout"), ms > 0 { limit = UInt64(ms) }
         return { context in
             guard case .text(let text) = command(context) else { return -1 }
             var input = UnsafeRawBufferPointer(start: nil, count: 0)
             if let stdin, case .text(let bytes) = stdin(context) { input = bytes }
-            return run(text, stdin: input, environment: environment, out: out, err: err, context: context)
+            return run(text, stdin: input, environment: environment, out: out, err: err, timeout: limit,
+                       context: context)
         }
     }
 
+    /// 1 it ran (its exit status is not the result, as in OpenSIPS), -1 it could not run, -2 it was still running
+    /// after `timeout` ms and was killed (its process group, as the async path does).
     static func run(_ command: UnsafeRawBufferPointer, stdin: UnsafeRawBufferPointer, environment: Int?,
-                    out: Int?, err: Int?, context: ScriptContext) -> Int {
+                    out: Int?, err: Int?, timeout: UInt64, context: ScriptContext) -> Int {
         let arena = context.arena
         var nulTerminated = arena.begin()
         arena.append(&nulTerminated, command)
@@ -61,12 +67,20 @@ enum SynchronousExec {
         var stdinOpen = true, stdoutOpen = true, stderrOpen = true
         if stdin.count == 0 { close(child.stdin); stdinOpen = false }
         var discard = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        let deadline = MonotonicClock.milliseconds() + timeout
+        var timedOut = false
         while stdinOpen || stdoutOpen || stderrOpen {
+            let now = MonotonicClock.milliseconds()
+            if now >= deadline {
+                timedOut = true
+                _ = ChildProcess.kill(child.pid, signal: SIGKILL)
+                break
+            }
             var fds = (pollfd(fd: stdinOpen ? child.stdin : -1, events: Int16(POLLOUT), revents: 0),
                        pollfd(fd: stdoutOpen ? child.stdout : -1, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: stderrOpen ? child.stderr : -1, events: Int16(POLLIN), revents: 0))
             let ready = withUnsafeMutablePointer(to: &fds) {
-                $0.withMemoryRebound(to: pollfd.self, capacity: 3) { poll($0, 3, -1) }
+                $0.withMemoryRebound(to: pollfd.self, capacity: 3) { poll($0, 3, Int32(clamping: deadline - now)) }
             }
             if ready < 0 { if errno == EINTR { continue } else { break } }
             if stdinOpen && fds.0.revents != 0 {
@@ -81,10 +95,12 @@ enum SynchronousExec {
                 stderrOpen = drain(child.stderr, into: errSpace, count: &errCount, discard: &discard)
             }
         }
+        if stdinOpen { close(child.stdin) }
         close(child.stdout)
         close(child.stderr)
         _ = ChildProcess.reapBlocking(child.pid)
         close(child.pidfd)
+        if timedOut { return -2 }
         if let out {
             context.avps.remove(out, all: true)
             _ = context.avps.push(out, .text(UnsafeRawBufferPointer(rebasing: outSpace[0..<outCount])))

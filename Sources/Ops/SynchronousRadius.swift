@@ -47,11 +47,11 @@ final class BlockingRadius {
             : RadiusPacket.writeAccess(into: packet, identifier: identifier, userName: userName, password: password,
                                        attributes: attributes, secret: secret, random: &random)
         guard let length = written else { return (.failed, none) }
-        let start = Self.now()
+        let start = MonotonicClock.milliseconds()
         let deadline = start + timeoutMilliseconds
         var nextSend = start
         while true {
-            let now = Self.now()
+            let now = MonotonicClock.milliseconds()
             if now >= deadline { return (.timeout, none) }
             if now >= nextSend {
                 // A failed send (nothing listens: ECONNREFUSED from an earlier ICMP) is retried with the rest.
@@ -71,11 +71,5 @@ final class BlockingRadius {
                                       secret: secret) else { continue }
             return (code, UnsafeRawBufferPointer(rebasing: received[20..<responseLength]))
         }
-    }
-
-    private static func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
     }
 }

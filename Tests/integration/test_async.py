@@ -352,7 +352,15 @@ def test_a_slow_web_service_times_out_with_the_transfer_timeout_code(http_daemon
 SYNC_EXEC_SCRIPT = """
 loadmodule "sl.so"
 loadmodule "exec.so"
+loadmodule "sipmsgops.so"
+modparam("exec", "timeout", 300)
 route {
+    if (is_method("INFO")) {
+        # Past the exec timeout the command is killed and $rc is -2, as with async(): the shard is not lost.
+        exec("sleep 5; printf late", , $avp(out));
+        sl_send_reply(297, "rc=$rc out=$avp(out)");
+        exit;
+    }
     $avp(env) = $fU;
     exec("printf sync-$ci-; printenv OSIPS_EXEC_0 | tr -d '\\n'; printf warn >&2", , $avp(out), $avp(err), $avp(env));
     sl_send_reply(299, "out=$avp(out) err=$avp(err)");
@@ -371,7 +379,14 @@ def test_exec_outside_async_runs_synchronously_and_the_check_warns(procs, ringsi
         caller.settimeout(3)
         caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 60), (h.LOOPBACK, port))
         reply = caller.recv(65536).decode()
+        start = time.monotonic()
+        caller.sendto(request("INFO", port, caller.getsockname()[1], 62), (h.LOOPBACK, port))
+        late = caller.recv(65536).decode()
+        took = time.monotonic() - start
     assert reply.startswith("SIP/2.0 299 out=sync-async-60@127.0.0.1-alice err=warn\r\n"), reply
+    assert late.startswith("SIP/2.0 297 rc=-2 out=") and 0.25 <= took < 2.5, (late, took)
+    assert h.wait_until(lambda: not any("sleep 5; printf late" in h.cmdline(p) for p in h.all_pids()), 2), \
+        "the timed-out child still runs"
 
 
 def test_an_exec_environment_value_ends_at_a_nul_so_it_cannot_add_a_variable(procs, ringsipd, tmp_path):
