@@ -46,20 +46,20 @@ public final class ScriptCompiler {
 
     /// An `$avp(name)` an operation writes its output to, as a slot; nil when the argument is omitted.
     public func outputAVP(_ argument: Expression?, what: String) throws(CompileError) -> Int? {
-        guard let argument else { return nil }
-        guard case .variable(let v) = argument, v.name == "avp", let name = v.argument, !name.isEmpty,
-              v.index == nil, v.transformations.isEmpty else {
-            throw error("\(what) must be an $avp(name), which outlives the suspension", at: argument.location)
-        }
-        return avpSlot(name)
+        try bareAVP(argument, what: what, because: ", which outlives the suspension")
     }
 
     /// An `$avp(name)` an operation reads all the values of (newest first), as a slot; nil when omitted.
     public func inputAVP(_ argument: Expression?, what: String) throws(CompileError) -> Int? {
+        try bareAVP(argument, what: what, because: ": each of its values is one entry")
+    }
+
+    /// A plain `$avp(name)` (no index, no transformation) as a slot; otherwise the error says why it must be one.
+    private func bareAVP(_ argument: Expression?, what: String, because reason: String) throws(CompileError) -> Int? {
         guard let argument else { return nil }
         guard case .variable(let v) = argument, v.name == "avp", let name = v.argument, !name.isEmpty,
               v.index == nil, v.transformations.isEmpty else {
-            throw error("\(what) must be an $avp(name): each of its values is one entry", at: argument.location)
+            throw error("\(what) must be an $avp(name)\(reason)", at: argument.location)
         }
         return avpSlot(name)
     }

@@ -150,6 +150,9 @@ public final class ScriptContext {
         stack.deallocate()
         destinationSet.deallocate()
         avpBytes.deallocate()
+        stagingBuffer.deallocate()
+        stagedEntries.deallocate()
+        stateBytes.deallocate()
     }
 
     /// Branches besides the Request-URI's: a transaction holds `TransactionManager.maxBranches` in all.

@@ -64,9 +64,14 @@ public final class Suspensions {
     }
 
     func entry(_ ticket: AsyncTicket) -> Entry? {
+        index(ticket).map { entries[$0] }
+    }
+
+    /// The live entry's slot, without copying the entry (it holds a closure: a copy retains it).
+    private func index(_ ticket: AsyncTicket) -> Int? {
         let i = Int(ticket.slot)
         guard i < capacity, entries[i].live, entries[i].generation == ticket.generation else { return nil }
-        return entries[i]
+        return i
     }
 
     /// Ends the suspension, returning what it held; nil for a stale ticket.
@@ -88,40 +93,40 @@ public final class Suspensions {
     }
 
     func setTimeout(_ ticket: AsyncTicket, _ timer: TimerHandle?) {
-        guard entry(ticket) != nil else { return }
-        entries[Int(ticket.slot)].timeout = timer
+        guard let i = index(ticket) else { return }
+        entries[i].timeout = timer
     }
 
     func setImmediate(_ ticket: AsyncTicket, code: Int) {
-        guard entry(ticket) != nil else { return }
-        entries[Int(ticket.slot)].immediateCode = code
+        guard let i = index(ticket) else { return }
+        entries[i].immediateCode = code
     }
 
     /// For operations that run on the wheel themselves (sleep).
     public func setOperationTimer(_ ticket: AsyncTicket, _ timer: TimerHandle?) {
-        guard entry(ticket) != nil else { return }
-        entries[Int(ticket.slot)].operationTimer = timer
+        guard let i = index(ticket) else { return }
+        entries[i].operationTimer = timer
     }
 
-    public func operationTimer(_ ticket: AsyncTicket) -> TimerHandle? { entry(ticket)?.operationTimer }
+    public func operationTimer(_ ticket: AsyncTicket) -> TimerHandle? { index(ticket).flatMap { entries[$0].operationTimer } }
 
     func setParameter(_ ticket: AsyncTicket, _ parameter: StoredMessage?) {
-        guard entry(ticket) != nil else { return }
-        entries[Int(ticket.slot)].parameter = parameter
+        guard let i = index(ticket) else { return }
+        entries[i].parameter = parameter
     }
 
     func setHeld(_ ticket: AsyncTicket, _ held: StoredMessage, branch: Int) {
-        guard entry(ticket) != nil else { return }
-        entries[Int(ticket.slot)].held = held
-        entries[Int(ticket.slot)].heldBranch = Int16(truncatingIfNeeded: branch)
+        guard let i = index(ticket) else { return }
+        entries[i].held = held
+        entries[i].heldBranch = Int16(truncatingIfNeeded: branch)
     }
 
     public func setOperationData(_ ticket: AsyncTicket, _ data: UInt64) {
-        guard entry(ticket) != nil else { return }
-        entries[Int(ticket.slot)].operationData = data
+        guard let i = index(ticket) else { return }
+        entries[i].operationData = data
     }
 
-    public func operationData(_ ticket: AsyncTicket) -> UInt64? { entry(ticket)?.operationData }
+    public func operationData(_ ticket: AsyncTicket) -> UInt64? { index(ticket).map { entries[$0].operationData } }
 
     static func timeoutPayload(_ ticket: AsyncTicket) -> UInt64 {
         timeoutMarker | UInt64(ticket.generation) << 32 | UInt64(ticket.slot)
