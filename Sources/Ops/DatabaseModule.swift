@@ -229,7 +229,9 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
         var status = query.count == 0 ? 1 : mysql_real_query(mysql, query.baseAddress!.assumingMemoryBound(to: CChar.self),
                                                             UInt(query.count))
         if status != 0 {
-            // A connection the server dropped is replaced once.
+            // A connection the server dropped is replaced, and the query run again, once (as the pool does); a
+            // query the server refused (syntax, a key) fails as it is, on a connection that is fine.
+            guard DatabaseRunner.isConnectionLost(mysql_errno(mysql)) else { return -1 }
             mysql_close(mysql)
             blocking = openBlocking(url)
             guard let fresh = blocking else { return -1 }
@@ -263,6 +265,8 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
 
     private func openBlocking(_ url: DatabaseURL) -> UnsafeMutablePointer<MYSQL>? {
         guard let mysql = mysql_init(nil) else { return nil }
+        // The pool's character set: values are escaped with a pool connection's rules.
+        _ = mysql_options(mysql, MYSQL_SET_CHARSET_NAME, "utf8mb4")
         var seconds: UInt32 = 3
         _ = mysql_options(mysql, MYSQL_OPT_CONNECT_TIMEOUT, &seconds)
         _ = mysql_options(mysql, MYSQL_OPT_READ_TIMEOUT, &seconds)

@@ -518,12 +518,18 @@ public final class DatabaseRunner {
         finish(c, code: .completed, errorNumber: 0, rows: rows, columns: columns, affectedRows: 0)
     }
 
+    /// Whether a client error means the connection is gone (the query may run again on a fresh one), not
+    /// that the server refused the query.
+    static func isConnectionLost(_ number: UInt32) -> Bool {
+        number == UInt32(CR_SERVER_GONE_ERROR) || number == UInt32(CR_SERVER_LOST)
+            || number == UInt32(CR_SERVER_LOST_EXTENDED)
+    }
+
     /// The query failed on connection `c`: a lost connection retries it once on a fresh one; otherwise the
     /// server's error is reported. Either way a lost connection is replaced.
     private func failed(_ c: Int) {
         let number = mysql_errno(connections[c].mysql)
-        let lost = number == UInt32(CR_SERVER_GONE_ERROR) || number == UInt32(CR_SERVER_LOST)
-            || number == UInt32(CR_SERVER_LOST_EXTENDED)
+        let lost = Self.isConnectionLost(number)
         let index = Int(connections[c].request)
         if lost && !requests[index].retried {
             requests[index].retried = true

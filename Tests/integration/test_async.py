@@ -462,8 +462,16 @@ loadmodule "sl.so"
 loadmodule "avpops.so"
 modparam("avpops", "db_url", "{DB_URL}")
 route {{
+    # A query the server refuses fails as it is: the connection stays (no reconnect for a syntax error).
+    avp_db_query("SELECT CONNECTION_ID()", "$avp(before)");
+    avp_db_query("SELEC nonsense");
+    $var(bad) = $rc;
+    avp_db_query("SELECT CONNECTION_ID()", "$avp(after)");
+    if ($avp(before) == $avp(after)) {{
+        $var(same) = "same";
+    }}
     avp_db_query("SELECT 'one', '$hdr(X-Name)' UNION ALL SELECT 'two', NULL", "$avp(a);$avp(b)");
-    sl_send_reply(299, "a0=$(avp(a)[0]) a1=$(avp(a)[1]) b0=$(avp(b)[0])");
+    sl_send_reply(299, "a0=$(avp(a)[0]) a1=$(avp(a)[1]) b0=$(avp(b)[0]) bad=$var(bad) $var(same)");
 }}
 """)
     proc = start_script(procs, ringsipd, script, port)
@@ -474,7 +482,7 @@ route {{
         caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 70).replace(
             b"X-Pause-Us: 0\r\n", b"X-Name: it's\r\n"), (h.LOOPBACK, port))
         reply = caller.recv(65536).decode()
-    assert reply.startswith("SIP/2.0 299 a0=one a1=two b0=it's\r\n"), reply
+    assert reply.startswith("SIP/2.0 299 a0=one a1=two b0=it's bad=-1 same\r\n"), reply
 
 
 FREERADIUS_SETUP = r"""
