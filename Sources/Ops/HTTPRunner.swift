@@ -382,9 +382,10 @@ public final class HTTPRunner {
                            scratch: inout [CChar]) -> UnsafeMutablePointer<curl_slist>? {
         var list: UnsafeMutablePointer<curl_slist>?
         if contentType.count > 0 {
+            // Byte by byte into the reused scratch: no temporary arrays per request.
             scratch.removeAll(keepingCapacity: true)
-            scratch.append(contentsOf: "Content-Type: ".utf8CString.dropLast())
-            scratch.append(contentsOf: contentType.map { CChar(bitPattern: $0) })
+            for byte in "Content-Type: ".utf8 { scratch.append(CChar(bitPattern: byte)) }
+            for byte in contentType { scratch.append(CChar(bitPattern: byte)) }
             scratch.append(0)
             list = curl_slist_append(list, scratch)
         }
