@@ -204,7 +204,7 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
         for (i, slot) in destinations.prefix(columns).enumerated() {
             destinationSlots[Int(ticket.slot) * DatabaseService.maximumColumns + i] = Int32(slot)
         }
-        let token = UInt64(ticket.generation) << 48 | UInt64(ticket.slot) << 32 | UInt64(columns) << 16
+        let token = OpsPacking.token(ticket, low: UInt32(columns) << 16)
         let timeout = UInt64(0)  // the suspension's timeout cancels the query
         switch runner.submit(query: query, timeoutMilliseconds: timeout, token: token) {
         case .accepted(let handle):
@@ -284,7 +284,7 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
     }
 
     func queryCompleted(token: UInt64, _ completion: borrowing DatabaseCompletion, on shard: Shard) {
-        let ticket = AsyncTicket(slot: UInt32((token >> 32) & 0xFFFF), generation: UInt16(token >> 48))
+        let ticket = OpsPacking.ticket(ofToken: token)
         let columns = Int((token >> 16) & 0xFFFF)
         if completion.code == .completed {
             // Staged last row first, so each $avp's newest value — its [0] — is the first row's.

@@ -68,8 +68,7 @@ final class ExecService: ShardService, ExecRunnerDelegate {
     func start(_ command: UnsafeRawBufferPointer, stdin: UnsafeRawBufferPointer, environment: UnsafeRawBufferPointer,
                ticket: AsyncTicket, out: Int?, err: Int?, context: ScriptContext) -> Int? {
         guard ticket.slot < 1 << 16 else { return Int(ExecCode.failed.rawValue) }
-        let token = UInt64(ticket.generation) << 48 | UInt64(ticket.slot) << 32
-            | UInt64((out ?? -1) + 1) << 16 | UInt64((err ?? -1) + 1)
+        let token = OpsPacking.token(ticket, low: UInt32((out ?? -1) + 1) << 16 | UInt32((err ?? -1) + 1))
         // The suspension's own timeout cancels the exec; the runner needs none of its own.
         switch runner.submit(command: command, stdin: stdin, environment: environment, timeoutMilliseconds: 0,
                              token: token) {
@@ -88,7 +87,7 @@ final class ExecService: ShardService, ExecRunnerDelegate {
     }
 
     func execCompleted(token: UInt64, _ completion: borrowing ExecCompletion, on shard: Shard) {
-        let ticket = AsyncTicket(slot: UInt32((token >> 32) & 0xFFFF), generation: UInt16(token >> 48))
+        let ticket = OpsPacking.ticket(ofToken: token)
         let out = Int((token >> 16) & 0xFFFF) - 1, err = Int(token & 0xFFFF) - 1
         if out >= 0 { context.stageOutput(avp: out, completion.stdout) }
         if err >= 0 { context.stageOutput(avp: err, completion.stderr) }

@@ -173,7 +173,7 @@ final class HTTPService: ShardService, HTTPRunnerDelegate {
         guard ticket.slot < UInt32(HTTPService.tracked) else { return Int(HTTPCode.failed.rawValue) }
         let appended = appendedHeaders(context)
         outputs[Int(ticket.slot)] = targets
-        let token = UInt64(ticket.generation) << 48 | UInt64(ticket.slot) << 32
+        let token = OpsPacking.token(ticket)
         // The suspension's timeout cancels the request; libcurl's own (curl_timeout) stays as a backstop.
         switch runner.submit(method: method, url: url, body: body, contentType: contentType, headers: appended, token: token) {
         case .accepted(let handle):
@@ -186,7 +186,7 @@ final class HTTPService: ShardService, HTTPRunnerDelegate {
     }
 
     func httpCompleted(token: UInt64, _ completion: borrowing HTTPCompletion, on shard: Shard) {
-        let ticket = AsyncTicket(slot: UInt32((token >> 32) & 0xFFFF), generation: UInt16(token >> 48))
+        let ticket = OpsPacking.ticket(ofToken: token)
         let (body, type, status) = outputs[Int(ticket.slot)]
         if completion.code == .success {
             if body > 0 { context.stageOutput(avp: body - 1, completion.body) }

@@ -1,4 +1,5 @@
 import Engine
+import Script
 
 /// Which Ops component an operation or timer belongs to: the shard's handler receives every operation
 /// completion and every timer of its shard, and forwards those it recognises here.
@@ -58,5 +59,17 @@ public enum OpsPacking {
     @inline(__always)
     static func slotAndGeneration(ofTimer payload: UInt64) -> (slot: Int, generation: UInt16) {
         (Int(UInt32(truncatingIfNeeded: payload)), UInt16(truncatingIfNeeded: payload >> 32))
+    }
+}
+
+extension OpsPacking {
+    /// A runner's token for an operation a suspension waits on: the ticket in the high half (generation 16 |
+    /// slot 16: the slot must be below 2^16), what the service needs back in the low half.
+    static func token(_ ticket: AsyncTicket, low: UInt32 = 0) -> UInt64 {
+        UInt64(ticket.generation) << 48 | UInt64(ticket.slot & 0xFFFF) << 32 | UInt64(low)
+    }
+
+    static func ticket(ofToken token: UInt64) -> AsyncTicket {
+        AsyncTicket(slot: UInt32((token >> 32) & 0xFFFF), generation: UInt16(truncatingIfNeeded: token >> 48))
     }
 }

@@ -208,7 +208,7 @@ final class RadiusService: ShardService, RadiusRunnerDelegate {
         for i in 0..<RadiusService.perRequest {
             outputs[base + i] = i < targets.count ? (targets[i].type, Int32(targets[i].slot + 1)) : (0, 0)
         }
-        let token = UInt64(ticket.generation) << 48 | UInt64(ticket.slot) << 32 | (isAccounting ? 1 : 0)
+        let token = OpsPacking.token(ticket)
         // The suspension's timeout cancels the request first; the runner's own (it needs one) is a backstop.
         let submission = isAccounting
             ? runner.submitAccounting(attributes: attributes, timeoutMilliseconds: 60_000, token: token)
@@ -284,7 +284,7 @@ final class RadiusService: ShardService, RadiusRunnerDelegate {
     }
 
     func radiusCompleted(token: UInt64, _ completion: borrowing RadiusCompletion, on shard: Shard) {
-        let ticket = AsyncTicket(slot: UInt32((token >> 32) & 0xFFFF), generation: UInt16(token >> 48))
+        let ticket = OpsPacking.ticket(ofToken: token)
         let base = Int(ticket.slot) * RadiusService.perRequest
         completion.forEachAttribute { type, bytes in
             for i in 0..<RadiusService.perRequest where outputs[base + i].1 > 0 && outputs[base + i].0 == type {
