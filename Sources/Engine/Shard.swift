@@ -30,6 +30,8 @@ public final class Shard {
     private let updateSpec: UnsafeMutablePointer<__kernel_timespec>
     private static let batch = 256
     private let completions: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
+    /// Work recorded this turn to run at its end (`continueNextTurn`).
+    private var continuations = NextTurnQueue()
 
     /// Creates the shard's ring and buffers. Must run on the shard's own thread: a SINGLE_ISSUER ring belongs
     /// to the thread that creates it, and registering buffers from another thread fails with EEXIST.
@@ -71,15 +73,19 @@ public final class Shard {
 
     // MARK: - The loop
 
-    /// Runs until a stop command has been received, every receive has been cancelled and every send has
-    /// completed.
+    /// Runs until a stop command has been received, every receive has been cancelled, every send has
+    /// completed and no continuation is left.
+    ///
+    /// One turn: submit and wait, handle every completion, fire the due timers, then run the continuations
+    /// those recorded (`continueNextTurn`). A continuation that records another leaves it for the next turn,
+    /// which then does not wait.
     func run() {
         handler.started(on: self)
         for socket in sockets.indices { armReceive(socket) }
-        while !(stopping && activeReceives == 0 && sends.inFlight == 0) {
+        while !(stopping && activeReceives == 0 && sends.inFlight == 0 && continuations.isEmpty) {
             buffers.publish()
             armWheelTimeout()
-            let rc = io_uring_submit_and_wait(ring.ring, 1)
+            let rc = io_uring_submit_and_wait(ring.ring, continuations.isEmpty ? 1 : 0)
             if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
                 preconditionFailure("io_uring_submit_and_wait failed: \(Errno(rawValue: -rc))")
             }
@@ -87,9 +93,25 @@ public final class Shard {
             now = Syscalls.monotonicMilliseconds()
             drainCompletions()
             wheel.advance(to: now) { payload in handler.timerFired(payload: payload, on: self) }
+            runContinuations()
         }
         handler.stopping(on: self)
         _ = io_uring_submit(ring.ring)
+    }
+
+    /// Records work to run at the end of this turn, after every completion and timer of the turn: the way a
+    /// completion hands its result to whatever continues from it (`ShardHandler.continuation`).
+    public func continueNextTurn(payload: UInt64, value: Int) {
+        continuations.enqueue(NextTurnQueue.Continuation(payload: payload, value: value))
+    }
+
+    /// Runs the continuations queued before it started; those they queue wait for the next turn.
+    private func runContinuations() {
+        var due = continuations.count
+        while due > 0, let next = continuations.dequeue() {
+            due -= 1
+            handler.continuation(payload: next.payload, value: next.value, on: self)
+        }
     }
 
     private func drainCompletions() {

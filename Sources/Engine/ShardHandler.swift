@@ -16,6 +16,10 @@ public protocol ShardHandler: AnyObject {
     /// for the same submission (multishot), so the caller must not reuse its slot yet.
     func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard)
 
+    /// Called at the end of the loop turn in which `Shard.continueNextTurn(payload:value:)` recorded it, after
+    /// every completion and timer of that turn: never from inside another handler call.
+    func continuation(payload: UInt64, value: Int, on shard: Shard)
+
     /// Called once on the shard's thread when every shard is ready, before the first datagram.
     func started(on shard: Shard)
 
@@ -28,6 +32,7 @@ public protocol ShardHandler: AnyObject {
 extension ShardHandler {
     public func timerFired(payload: UInt64, on shard: Shard) {}
     public func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) {}
+    public func continuation(payload: UInt64, value: Int, on shard: Shard) {}
     public func started(on shard: Shard) {}
     public func stopping(on shard: Shard) {}
 }

@@ -126,18 +126,18 @@ extension ScriptCompiler {
         }
     }
 
-    /// Starts the operation of a suspension and arms its timeout.
+    /// Starts the operation of a suspension and arms its timeout. An operation that cannot start completes at
+    /// once with its code: recorded like any completion, its route resumes at the end of the loop turn, after
+    /// the current route has ended.
     private static func start(_ operation: CompiledAsyncOperation, _ ticket: AsyncTicket, timeout: UInt64,
                               _ context: ScriptContext) {
-        var after = timeout
-        if let code = operation.start(context, ticket) {
-            // It could not start: resume from the wheel at once, so the current route still ends first.
-            context.suspensions.setImmediate(ticket, code: code)
-            after = 0
-        }
-        context.suspensions.setTimeout(ticket, context.shard.schedule(after: after,
-                                                                      payload: Suspensions.timeoutPayload(ticket)))
         context.shard.counters.asyncInFlight = context.suspensions.live
+        // Armed first: a completion delivered inside `start` finds the timer to cancel.
+        context.suspensions.setTimeout(ticket, context.shard.schedule(after: timeout,
+                                                                      payload: Suspensions.timeoutPayload(ticket)))
+        if let code = operation.start(context, ticket) {
+            context.asyncCompleted(ticket, code: code)
+        }
     }
 
     /// async() in a branch_route or an onreply_route: the branch (not sent yet) or the response (not relayed

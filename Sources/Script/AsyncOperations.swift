@@ -63,16 +63,24 @@ public enum AsyncCode {
     public static let cannotSuspend = -5
 }
 
-/// Resumes suspended transactions; the script handler, seen from the context.
-protocol AsyncResumer: AnyObject {
-    func asyncCompleted(_ ticket: AsyncTicket, code: Int, on shard: Shard)
-}
-
 extension ScriptContext {
-    /// An async operation finished: resume its transaction's route with `$rc = code`. Call on the shard
-    /// that started it; a stale ticket is ignored.
+    /// An async operation finished with `code`, and what it staged (`stageOutput`) is its output: both are
+    /// recorded with the suspension and its route resumes at the end of this loop turn, never inside the
+    /// caller (a runner's completion, a timer). Call on the shard that started it. The first result of a
+    /// suspension wins: a stale ticket, or a second result (an operation completing as it times out), is
+    /// dropped with what it staged.
     public func asyncCompleted(_ ticket: AsyncTicket, code: Int) {
-        resumer?.asyncCompleted(ticket, code: code, on: shard)
+        defer { discardStagedOutputs() }
+        guard suspensions.isWaiting(ticket) else { return }
+        let (outputs, dropped) = OperationOutputs.pack(self, into: operationOutputs)
+        if dropped { log.write(level: -1, "ringsipd: an async operation's outputs are too large to keep; dropped") }
+        guard let timers = suspensions.complete(ticket, outputs: outputs) else {
+            if let outputs { operationOutputs.release(outputs) }
+            return
+        }
+        if let timer = timers.timeout { shard.cancel(timer) }
+        if let timer = timers.operation { shard.cancel(timer) }
+        shard.continueNextTurn(payload: Suspensions.resumePayload(ticket), value: code)
     }
 }
 

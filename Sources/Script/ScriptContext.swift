@@ -49,6 +49,15 @@ public final class ScriptContext {
     public private(set) var messageSerial: UInt64 = 0
     /// launch() parameters waiting for their report route.
     let launchParameters = MessageStore()
+    /// Operations' outputs from their completion to their resume route (`OperationOutputs`); its largest
+    /// class holds a full staging area.
+    let operationOutputs = MessageStore(classSizes: [1024, 4096, 16384, 65536, 262144, 524288])
+    /// The blocks the running route's values view, moved out of their owners for the route: the transaction's
+    /// `$avp` values (`TransactionManager.takeAVPs`), the suspension's saved state (`takeSuspension`) and the
+    /// operation's outputs. Nothing else can release them while the route runs; `endRoute` does, after it.
+    var routeAVPs: StoredMessage?
+    var routeState: StoredMessage?
+    var routeOutputs: StoredMessage?
     /// Branches and responses held by async() in branch and reply routes (`HeldWork`).
     let heldWork = MessageStore()
     /// A held response, parsed again for its resume route.
@@ -66,7 +75,8 @@ public final class ScriptContext {
     public let suspensions = Suspensions(capacity: 65_536)
     /// Set when this route suspended its transaction (async): nothing more happens for it until it resumes.
     public var suspendedNow = false
-    weak var resumer: (any AsyncResumer)?
+    /// True while a route runs: no route may start inside another (`ScriptHandler.runRoute`).
+    var routeRunning = false
     /// Scratch for the state a suspension keeps (copied into the transaction's store).
     let stateBytes: UnsafeMutableRawBufferPointer = .allocate(byteCount: 16 << 10, alignment: 8)
     /// `t_on_failure` before the transaction exists: applied when it is created.
@@ -168,6 +178,8 @@ public final class ScriptContext {
 
     /// Resets per-message state before a route runs for a new message (or for a message-less route).
     func begin(shard: Shard, source: SocketAddress, socketIndex: Int, hasMessage: Bool) {
+        assert(routeAVPs == nil && routeState == nil && routeOutputs == nil,
+               "a route began before the previous one ended (endRoute)")
         self.shard = shard
         self.source = source
         self.socketIndex = socketIndex

@@ -59,7 +59,7 @@ public struct ScriptProgram: Sendable {
 /// Runs the script for every datagram a shard receives: requests through the main route, replies through
 /// their transaction (when the script loads tm) or `onreply_route` and then statelessly on along their Via.
 /// The daemon's only handler: `--forward` is a one-line script.
-public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
+public final class ScriptHandler: ShardHandler, TransactionUser {
     let script: CompiledScript
     public let context: ScriptContext
     let mainRoute: Int
@@ -109,7 +109,6 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             transactions = nil
         }
         transactions?.user = self
-        context.resumer = self
     }
 
     public func handle(_ datagram: borrowing Datagram, on shard: Shard) -> Disposition {
@@ -122,16 +121,16 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
                 return .done
             }
             context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
-            script.run(mainRoute, context)
+            runRoute(mainRoute)
             // error_route first: it may answer, and its $avp changes belong to the transaction too.
             if context.runtimeError != nil { reportRuntimeError() }
-            if let transactions, let handle = context.transaction, transactions.isLive(handle) {
-                // $avp values belong to the transaction from here on: its later routes see them.
-                context.saveAVPs(to: handle)
-                // A transaction the script created but neither relayed nor answered (a route that ended, or
-                // failed, before t_relay) would wait forever.
-                transactions.answerIfUnanswered(handle, reason: noReply, on: shard)
-            }
+            let handle = context.transaction
+            // $avp values belong to the transaction from here on: its later routes see them.
+            if let transactions, let handle, transactions.isLive(handle) { context.saveAVPs(to: handle) }
+            context.endRoute()
+            // A transaction the script created but neither relayed nor answered (a route that ended, or
+            // failed, before t_relay) would wait forever.
+            if let transactions, let handle { transactions.answerIfUnanswered(handle, reason: noReply, on: shard) }
             return .done
         } else {
             if let transactions {
@@ -144,12 +143,13 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
                 }
             }
             context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
-            if let replyRoute { script.run(replyRoute, context) }
+            if let replyRoute { runRoute(replyRoute) }
             if context.flow != .drop && context.runtimeError == nil {
                 context.relay.forwardResponse(message, arrivedOn: datagram.socketIndex, on: shard)
             }
         }
         if context.runtimeError != nil { reportRuntimeError() }
+        context.endRoute()
         return .done
     }
 
@@ -164,9 +164,10 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         guard (try? context.message.parse(bytes)) != nil, (try? context.message.validate()) != nil else { return }
         context.transaction = transaction
         context.restoreAVPs(from: transaction)
-        script.run(route, context)
+        runRoute(route)
         if context.runtimeError != nil { reportRuntimeError() }
         context.saveAVPs(to: transaction)
+        context.endRoute()
     }
 
     /// A branch's response, before the manager relays it: the unnamed onreply_route (which sees every
@@ -184,38 +185,41 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         context.restoreAVPs(from: transaction)
         if let replyRoute {
             context.replyRouteAfter = route
-            script.run(replyRoute, context)
+            runRoute(replyRoute)
             context.replyRouteAfter = -1
         }
         if route >= 0 && context.flow != .drop && context.runtimeError == nil && !context.suspendedNow {
             context.flow = .normal
-            script.run(route, context)
+            runRoute(route)
         }
         let verdict: ReplyVerdict = context.suspendedNow ? .hold : context.flow == .drop ? .drop : .relay
         if context.runtimeError != nil { reportRuntimeError() }
         context.saveAVPs(to: transaction)
+        context.endRoute()
         return verdict
     }
 
-    /// An async operation's timeout (or an immediate failure to start, resumed from the wheel).
+    /// An async operation's timeout: the result is -2, recorded first (so whatever the cancelled operation
+    /// still reports is dropped), then the operation is stopped at its source.
     private func asyncTimedOut(_ ticket: AsyncTicket, on shard: Shard) {
-        guard let entry = context.suspensions.entry(ticket) else { return }
+        guard let cancel = context.suspensions.entry(ticket)?.cancel else { return }
         context.suspensions.setTimeout(ticket, nil)
-        if let code = entry.immediateCode {
-            asyncCompleted(ticket, code: code, on: shard)
-            return
-        }
-        entry.cancel?(context, ticket)
-        asyncCompleted(ticket, code: AsyncCode.timeout, on: shard)
+        context.asyncCompleted(ticket, code: AsyncCode.timeout)
+        cancel(context, ticket)
+    }
+
+    /// Work recorded earlier in this loop turn: a completed operation's suspension resumes.
+    public func continuation(payload: UInt64, value: Int, on shard: Shard) {
+        if let ticket = Suspensions.resumeTicket(payload) { resume(ticket, code: value, on: shard) }
     }
 
     /// Resumes a suspended transaction: its request, `$avp` values and the script's edits come back, `$rc`
-    /// is the operation's code, and the resume route runs. A stale ticket (the suspension already ended)
-    /// or a transaction that has gone is ignored.
-    func asyncCompleted(_ ticket: AsyncTicket, code: Int, on shard: Shard) {
-        // What the operation staged is applied by the route that runs, or dropped here if none does (a stale
-        // ticket, a transaction gone): never left for the next resume.
-        defer { context.discardStagedOutputs() }
+    /// is the operation's code, its outputs are written, and the resume route runs. A stale ticket (the
+    /// suspension already ended) or a transaction that has gone is ignored.
+    ///
+    /// Everything the suspension owned moves to this route here (`take`), and what the route's values view
+    /// stays the route's until `endRoute`: an async() inside the route stores copies, never frees them.
+    func resume(_ ticket: AsyncTicket, code: Int, on shard: Shard) {
         guard let entry = context.suspensions.take(ticket) else { return }
         shard.counters.asyncInFlight = context.suspensions.live
         if let timer = entry.timeout { shard.cancel(timer) }
@@ -225,43 +229,55 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             return
         }
         if let held = entry.held {
-            resumeHeld(held, branch: Int(entry.heldBranch), route: Int(entry.resumeRoute), handle: handle, code: code,
-                       on: shard)
+            resumeHeld(held, outputs: entry.outputs, branch: Int(entry.heldBranch), route: Int(entry.resumeRoute),
+                       handle: handle, code: code, on: shard)
             return
         }
-        guard let transactions, let state = transactions.resume(handle) else { return }
+        guard let transactions, let state = transactions.takeSuspension(handle) else {
+            if let outputs = entry.outputs { context.operationOutputs.release(outputs) }
+            return
+        }
         let (bytes, source, socket) = transactions.request(handle)
         let saved = context.message
         context.begin(shard: shard, source: source, socketIndex: socket, hasMessage: true)
+        context.routeState = state
+        context.routeOutputs = entry.outputs
         context.message = context.transactionMessage
         defer { context.message = saved }
         guard (try? context.message.parse(bytes)) != nil, (try? context.message.validate()) != nil else {
-            transactions.releaseSuspension(handle, on: shard)
+            context.endRoute()
+            transactions.resumeEnded(handle, on: shard)
             return
         }
         context.transaction = handle
         context.restoreAVPs(from: handle)
-        context.applyStagedOutputs()
-        context.restoreState(state)
+        if let outputs = entry.outputs { OperationOutputs.apply(outputs, to: context.avps) }
+        context.restoreState(state.bytes)
         context.returnCode = code
-        script.run(Int(entry.resumeRoute), context)
+        runRoute(Int(entry.resumeRoute))
         if context.runtimeError != nil { reportRuntimeError() }
         context.saveAVPs(to: handle)
+        context.endRoute()
         guard !context.suspendedNow else { return }
-        transactions.releaseSuspension(handle, on: shard)
+        transactions.resumeEnded(handle, on: shard)
         transactions.answerIfUnanswered(handle, reason: noReply, on: shard)
     }
 
     /// The resume route of an async() in a branch_route or an onreply_route, on the branch's request or the
     /// held response, with the state of the moment it was held; then the branch is sent, or the response goes
     /// on to the transaction, unless the route dropped it. Another async() there holds it again.
-    private func resumeHeld(_ held: StoredMessage, branch: Int, route: Int, handle: TransactionHandle, code: Int,
-                            on shard: Shard) {
+    private func resumeHeld(_ held: StoredMessage, outputs: StoredMessage?, branch: Int, route: Int,
+                            handle: TransactionHandle, code: Int, on shard: Shard) {
+        // The held block outlives the route: relaying the branch or the response reads it.
         defer { context.heldWork.release(held) }
-        guard let transactions, transactions.isLive(handle), let work = HeldWork(held) else { return }
+        guard let transactions, transactions.isLive(handle), let work = HeldWork(held) else {
+            if let outputs { context.operationOutputs.release(outputs) }
+            return
+        }
         let saved = context.message
         defer { context.message = saved }
         context.begin(shard: shard, source: work.source, socketIndex: work.socketIndex, hasMessage: true)
+        context.routeOutputs = outputs
         let parsed: Bool
         if work.kind == .reply {
             context.message = context.heldReplyMessage
@@ -276,21 +292,21 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             context.transaction = handle
             context.branchIndex = branch
             context.restoreAVPs(from: handle)
-            context.applyStagedOutputs()
+            if let outputs { OperationOutputs.apply(outputs, to: context.avps) }
             context.restoreState(work.state)
             context.returnCode = code
             context.branchForced = work.forced
             context.resumingHeldBranch = work.kind == .branch
             // A hold again from here must still remember the t_on_reply route that follows.
             context.replyRouteAfter = work.thenRoute
-            script.run(route, context)
+            runRoute(route)
             context.replyRouteAfter = -1
             // Held by the unnamed onreply_route: the transaction's t_on_reply route still runs on it (and may
             // hold it again).
             if work.kind == .reply && work.thenRoute >= 0 && !context.suspendedNow && context.flow != .drop
                 && context.runtimeError == nil {
                 context.flow = .normal
-                script.run(work.thenRoute, context)
+                runRoute(work.thenRoute)
             }
             context.branchForced = nil
             context.resumingHeldBranch = false
@@ -299,6 +315,8 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
             if context.runtimeError != nil { reportRuntimeError() }
             context.saveAVPs(to: handle)
         }
+        // Before the transaction goes on: settling the branch may run its failure route.
+        context.endRoute()
         let again = context.suspendedNow
         if work.kind == .reply {
             // Held again: the new hold carries the response on (and counted it once more).
@@ -321,13 +339,18 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
     /// A launch()ed operation finished: its report route runs without a message, with `$rc` and `$param(1)`.
     private func reportLaunch(_ entry: Suspensions.Entry, code: Int, on shard: Shard) {
         defer { if let parameter = entry.parameter { context.launchParameters.release(parameter) } }
-        guard entry.resumeRoute >= 0 else { return }
+        guard entry.resumeRoute >= 0 else {
+            if let outputs = entry.outputs { context.operationOutputs.release(outputs) }
+            return
+        }
         context.begin(shard: shard, source: SocketAddress(ipv4: (0, 0, 0, 0), port: 0), socketIndex: 0, hasMessage: false)
-        context.applyStagedOutputs()
+        context.routeOutputs = entry.outputs
+        if let outputs = entry.outputs { OperationOutputs.apply(outputs, to: context.avps) }
         context.launchParameter = entry.parameter?.bytes
         context.returnCode = code
-        script.run(Int(entry.resumeRoute), context)
+        runRoute(Int(entry.resumeRoute))
         if context.runtimeError != nil { reportRuntimeError() }
+        context.endRoute()
     }
 
     /// The shard's loop has ended: release every transaction's memory (what is still live shows in the exit
@@ -371,8 +394,18 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
 
     private func runWithoutMessage(_ route: Int, on shard: Shard) {
         context.begin(shard: shard, source: SocketAddress(ipv4: (0, 0, 0, 0), port: 0), socketIndex: 0, hasMessage: false)
-        script.run(route, context)
+        runRoute(route)
         if context.runtimeError != nil { reportRuntimeError() }
+        context.endRoute()
+    }
+
+    /// Runs one route of the script. Routes run one at a time from the shard's loop: a route never starts
+    /// inside another (a completion only records its result; its route runs at the end of the loop turn).
+    private func runRoute(_ route: Int) {
+        precondition(!context.routeRunning, "route \(route) started while another route was running")
+        context.routeRunning = true
+        defer { context.routeRunning = false }
+        script.run(route, context)
     }
 
     /// Logs the failure and runs error_route (once: a failure inside error_route is only logged).
@@ -382,7 +415,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser, AsyncResumer {
         guard let errorRoute, context.hasMessage else { return }
         context.runtimeError = nil
         context.flow = .normal
-        script.run(errorRoute, context)
+        runRoute(errorRoute)
         if let again = context.runtimeError { context.log.write(level: -1, "ringsipd: error in error_route: \(again)") }
     }
 }

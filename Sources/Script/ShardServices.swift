@@ -21,9 +21,11 @@ extension ScriptContext {
         index < services.count ? services[index] : nil
     }
 
-    /// Output of an async operation for an `$avp`, applied when its resume route starts (after the
-    /// transaction's own `$avp` values are restored), in the order staged: the last staged value of a name
-    /// is its `[0]`. Copied: the operation's buffers are reused. False when the staging area is full.
+    /// Output of an async operation for an `$avp`, staged while the operation's completion is handled and
+    /// moved into the suspension by `asyncCompleted` (`OperationOutputs`): applied when its resume route
+    /// starts, after the transaction's own `$avp` values are restored, in the order staged — the last staged
+    /// value of a name is its `[0]`. Copied: the operation's buffers are reused. False when the staging area
+    /// is full.
     @discardableResult
     public func stageOutput(avp slot: Int, _ bytes: UnsafeRawBufferPointer?) -> Bool {
         guard stagedCount < ScriptContext.stagedCapacity else { return false }
@@ -42,24 +44,7 @@ extension ScriptContext {
         return true
     }
 
-    /// Clears what earlier stagings left for `slot`, so an operation's result replaces the old values.
-    func applyStagedOutputs() {
-        // First staging of each name clears its old values (a quadratic scan: a handful of names, no Set).
-        for i in 0..<stagedCount {
-            var seen = false
-            for j in 0..<i where stagedEntries[j].0 == stagedEntries[i].0 { seen = true; break }
-            if !seen { avps.remove(stagedEntries[i].0, all: true) }
-        }
-        for i in 0..<stagedCount {
-            let (slot, offset, length) = stagedEntries[i]
-            let value: ScriptValue = offset < 0 ? .null
-                : .text(UnsafeRawBufferPointer(rebasing: stagingBuffer[offset..<offset + length]))
-            _ = avps.push(slot, value)
-        }
-        discardStagedOutputs()
-    }
-
-    /// Forgets what was staged (a completion that found no route to run): the next resume must not get it.
+    /// Forgets what was staged: the completion that staged it has handed it on, or had no suspension to give it.
     func discardStagedOutputs() {
         stagedCount = 0
         stagedUsed = 0

@@ -4,19 +4,27 @@ import TM
 
 /// The transactions of a shard that wait for an async operation: preallocated slots with generations, so
 /// suspending allocates nothing and a late completion (after a timeout freed its slot) is dropped.
+///
+/// A suspension's life: `allocate` → the operation runs → `complete` records the first result (and the
+/// operation's outputs, moved into a block the entry owns) and the shard runs the continuation at the end of
+/// its turn → `take` moves everything the entry owns out to the resume route, which releases it when it ends.
+/// - Invariant: each block an entry holds (`outputs`, `parameter`, `held`) has exactly one owner: the entry
+///   until `take`, the route after. A second result for the same ticket is ignored, never merged.
 public final class Suspensions {
     struct Entry {
         var generation: UInt16 = 1
         var live = false
+        /// Set by the first `complete`: the continuation is queued and later results are dropped.
+        var completed = false
         var transaction: TransactionHandle?
         var resumeRoute: Int32 = -1
         var timeout: TimerHandle?
         var operationTimer: TimerHandle?
-        /// Set when the operation could not start: the timeout timer (armed at 0) resumes with this code.
-        var immediateCode: Int?
         var cancel: ((ScriptContext, AsyncTicket) -> Void)?
         /// What the operation needs to find itself again (e.g. to cancel it), opaque here.
         var operationData: UInt64 = 0
+        /// The operation's outputs (`OperationOutputs`), written when it completed.
+        var outputs: StoredMessage?
         /// launch()'s `$param(1)`, kept until its report route has run.
         var parameter: StoredMessage?
         /// A branch or a response an async() in a branch_route / onreply_route holds (`HeldWork`), and the
@@ -54,17 +62,24 @@ public final class Suspensions {
         guard freeCount > 0 else { return nil }
         freeCount -= 1
         let slot = Int(free[freeCount])
+        assert(!entries[slot].live && entries[slot].outputs == nil && entries[slot].parameter == nil
+               && entries[slot].held == nil, "a free suspension slot still owns a block")
         entries[slot].live = true
+        entries[slot].completed = false
         entries[slot].transaction = transaction
         entries[slot].resumeRoute = Int32(resumeRoute)
         entries[slot].cancel = cancel
-        entries[slot].immediateCode = nil
         live += 1
         return AsyncTicket(slot: UInt32(slot), generation: entries[slot].generation)
     }
 
     func entry(_ ticket: AsyncTicket) -> Entry? {
         index(ticket).map { entries[$0] }
+    }
+
+    /// Whether the suspension is live and still waits for its operation's result.
+    func isWaiting(_ ticket: AsyncTicket) -> Bool {
+        index(ticket).map { !entries[$0].completed } ?? false
     }
 
     /// The live entry's slot, without copying the entry (it holds a closure: a copy retains it).
@@ -74,14 +89,28 @@ public final class Suspensions {
         return i
     }
 
-    /// Ends the suspension, returning what it held; nil for a stale ticket.
+    /// Records the operation's result: the first one wins. Returns the timers to cancel (the operation has
+    /// its answer), or nil when the ticket is stale or a result was already recorded; `outputs` then stays
+    /// the caller's.
+    func complete(_ ticket: AsyncTicket, outputs: StoredMessage?) -> (timeout: TimerHandle?, operation: TimerHandle?)? {
+        guard let i = index(ticket), !entries[i].completed else { return nil }
+        entries[i].completed = true
+        entries[i].outputs = outputs
+        defer { entries[i].timeout = nil; entries[i].operationTimer = nil }
+        return (entries[i].timeout, entries[i].operationTimer)
+    }
+
+    /// Ends the suspension and moves out what it owned (outputs, parameter, held work): the caller owns those
+    /// blocks from here. Nil for a stale ticket.
     func take(_ ticket: AsyncTicket) -> Entry? {
-        guard let entry = entry(ticket) else { return nil }
-        let i = Int(ticket.slot)
+        guard let i = index(ticket) else { return nil }
+        let entry = entries[i]
         entries[i].live = false
+        entries[i].completed = false
         entries[i].cancel = nil
         entries[i].timeout = nil
         entries[i].operationTimer = nil
+        entries[i].outputs = nil
         entries[i].parameter = nil
         entries[i].held = nil
         entries[i].heldBranch = -1
@@ -95,11 +124,6 @@ public final class Suspensions {
     func setTimeout(_ ticket: AsyncTicket, _ timer: TimerHandle?) {
         guard let i = index(ticket) else { return }
         entries[i].timeout = timer
-    }
-
-    func setImmediate(_ ticket: AsyncTicket, code: Int) {
-        guard let i = index(ticket) else { return }
-        entries[i].immediateCode = code
     }
 
     /// For operations that run on the wheel themselves (sleep).
@@ -134,6 +158,19 @@ public final class Suspensions {
 
     static func timeoutTicket(_ payload: UInt64) -> AsyncTicket? {
         guard payload & (1 << 63 | 1 << 62 | timeoutMarker) == timeoutMarker else { return nil }
+        return AsyncTicket(slot: UInt32(truncatingIfNeeded: payload), generation: UInt16(truncatingIfNeeded: payload >> 32))
+    }
+
+    /// Continuation payloads (`Shard.continueNextTurn`) that resume a suspension: bit 56 marks them, then
+    /// generation 16 | slot 32.
+    static let resumeMarker: UInt64 = 1 << 56
+
+    static func resumePayload(_ ticket: AsyncTicket) -> UInt64 {
+        resumeMarker | UInt64(ticket.generation) << 32 | UInt64(ticket.slot)
+    }
+
+    static func resumeTicket(_ payload: UInt64) -> AsyncTicket? {
+        guard payload >> 48 == resumeMarker >> 48 else { return nil }
         return AsyncTicket(slot: UInt32(truncatingIfNeeded: payload), generation: UInt16(truncatingIfNeeded: payload >> 32))
     }
 }

@@ -257,10 +257,13 @@ nonisolated(unsafe) private let tooLarge = permanentBytes("Message Too Large")
 nonisolated(unsafe) private let retryAfter = permanentBytes("Retry-After: 5\r\n")
 
 extension ScriptContext {
-    /// Gives `transaction` this route's `$avp` values (after a route that ran for it), so every later route
-    /// of the transaction sees them. Copies into the transaction's store block: nothing allocated per call.
+    /// Gives `transaction` this route's `$avp` values (after a route that ran for it, or at an async() inside
+    /// it), so every later route of the transaction sees them. Copies into a new store block of the
+    /// transaction: the route's values may view the block it moved out (`restoreAVPs`), which stays the
+    /// route's until `endRoute`.
     func saveAVPs(to handle: TransactionHandle) {
-        guard let manager = transactions, avps.count > 0 || manager.avps(handle) != nil else { return }
+        // Nothing to give: no values, and none taken from the transaction that the route might have removed.
+        guard let manager = transactions, avps.count > 0 || routeAVPs != nil else { return }
         guard let length = avps.serialize(into: avpBytes),
               manager.storeAVPs(handle, UnsafeRawBufferPointer(rebasing: avpBytes[0..<length])) else {
             log.write(level: -1, "ringsipd: $avp values too large to keep with the transaction; dropped")
@@ -268,10 +271,23 @@ extension ScriptContext {
         }
     }
 
-    /// The transaction's `$avp` values, as a route that runs for it starts.
+    /// The transaction's `$avp` values, as a route that runs for it starts: their block moves out of the
+    /// transaction to the route (`routeAVPs`), so nothing the route does to the transaction can free what its
+    /// values view.
     func restoreAVPs(from handle: TransactionHandle) {
-        guard let bytes = transactions?.avps(handle) else { return }
-        avps.restore(bytes)
+        assert(routeAVPs == nil, "a route took a transaction's $avp values while another route's were out")
+        guard let block = transactions?.takeAVPs(handle) else { return }
+        routeAVPs = block
+        avps.restore(block.bytes)
+    }
+
+    /// A route of the shard has ended (its `$avp` values saved where they belong): the blocks its values viewed
+    /// go back to their stores, and the values that viewed them are forgotten.
+    func endRoute() {
+        avps.removeAll()
+        if let block = routeAVPs { transactions?.releaseBlock(block); routeAVPs = nil }
+        if let block = routeState { transactions?.releaseBlock(block); routeState = nil }
+        if let block = routeOutputs { operationOutputs.release(block); routeOutputs = nil }
     }
 }
 

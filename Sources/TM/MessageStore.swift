@@ -9,8 +9,13 @@
 /// block never allocates either; only growing by a chunk does, as the live set first reaches a new high.
 /// - Invariant: a block is either on its class's free list or held by exactly one `StoredMessage`.
 public final class MessageStore {
-    static let classSizes = [512, 1024, 2048, 4096, 8192, 16384]
-    static let blocksPerChunk = 64
+    /// The message classes: what a transaction keeps fits the largest.
+    public static let messageClasses = [512, 1024, 2048, 4096, 8192, 16384]
+    /// Bytes a chunk is carved from at least (a class gets at least one block a chunk, at most 64).
+    static let chunkBytes = 1 << 20
+    static let maximumBlocksPerChunk = 64
+
+    private let classSizes: [Int]
 
     /// Head of each class's free list (nil when empty).
     private var freeHeads: [UnsafeMutableRawPointer?]
@@ -20,8 +25,12 @@ public final class MessageStore {
     /// Bytes obtained from the system so far (what the store will hold on to).
     public private(set) var reservedBytes = 0
 
-    public init() {
-        freeHeads = Array(repeating: nil, count: MessageStore.classSizes.count)
+    /// `classSizes` ascending; the default holds messages. A store of larger classes (an operation's outputs)
+    /// carves fewer of its big blocks per chunk.
+    public init(classSizes: [Int] = MessageStore.messageClasses) {
+        precondition(!classSizes.isEmpty && classSizes == classSizes.sorted())
+        self.classSizes = classSizes
+        freeHeads = Array(repeating: nil, count: classSizes.count)
     }
 
     deinit {
@@ -33,7 +42,10 @@ public final class MessageStore {
     }
 
     /// The largest message the store holds; a bigger one cannot be kept by a transaction.
-    public static var largest: Int { classSizes.last! }
+    public static var largest: Int { messageClasses.last! }
+
+    /// The largest block this store hands out.
+    public var largestBlock: Int { classSizes.last! }
 
     /// A copy of `bytes`, or nil when it is larger than `largest`.
     public func store(_ bytes: UnsafeRawBufferPointer) -> StoredMessage? {
@@ -44,16 +56,21 @@ public final class MessageStore {
 
     /// A block of at least `count` bytes to write into; `commit` the length written.
     public func allocate(_ count: Int) -> (bytes: UnsafeMutableRawBufferPointer, sizeClass: UInt8)? {
-        guard let sizeClass = MessageStore.classSizes.firstIndex(where: { $0 >= max(count, 1) }) else { return nil }
+        guard let sizeClass = classSizes.firstIndex(where: { $0 >= max(count, 1) }) else { return nil }
         if freeHeads[sizeClass] == nil { grow(sizeClass) }
         let block = freeHeads[sizeClass]!
         freeHeads[sizeClass] = block.load(as: UnsafeMutableRawPointer?.self)
         blocksInUse += 1
-        return (UnsafeMutableRawBufferPointer(start: block, count: MessageStore.classSizes[sizeClass]), UInt8(sizeClass))
+        return (UnsafeMutableRawBufferPointer(start: block, count: classSizes[sizeClass]), UInt8(sizeClass))
     }
 
     public func release(_ message: StoredMessage) {
         let sizeClass = Int(message.sizeClass)
+        #if DEBUG
+        // A reader still viewing a released block sees this pattern instead of plausible old bytes, so a
+        // use after release shows in every debug test run.
+        message.block.initializeMemory(as: UInt8.self, repeating: 0xDB, count: classSizes[sizeClass])
+        #endif
         message.block.storeBytes(of: freeHeads[sizeClass], as: UnsafeMutableRawPointer?.self)
         freeHeads[sizeClass] = message.block
         blocksInUse -= 1
@@ -61,13 +78,14 @@ public final class MessageStore {
 
     /// Carves a chunk into blocks. The chunk's first 64 bytes chain it to the others (for deinit).
     private func grow(_ sizeClass: Int) {
-        let size = MessageStore.classSizes[sizeClass]
-        let bytes = 64 + size * MessageStore.blocksPerChunk
+        let size = classSizes[sizeClass]
+        let blocksPerChunk = min(MessageStore.maximumBlocksPerChunk, max(1, MessageStore.chunkBytes / size))
+        let bytes = 64 + size * blocksPerChunk
         let chunk = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         chunk.storeBytes(of: chunkHead, as: UnsafeMutableRawPointer?.self)
         chunkHead = chunk
         reservedBytes += bytes
-        for i in 0..<MessageStore.blocksPerChunk {
+        for i in 0..<blocksPerChunk {
             let block = chunk + 64 + i * size
             block.storeBytes(of: freeHeads[sizeClass], as: UnsafeMutableRawPointer?.self)
             freeHeads[sizeClass] = block

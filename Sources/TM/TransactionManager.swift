@@ -196,49 +196,60 @@ public final class TransactionManager {
 
     /// Keeps a copy of `bytes` (the script's serialized `$avp` values) with the transaction, replacing the
     /// previous copy; empty `bytes` drops it. False when it is larger than a store block.
+    ///
+    /// A route never views the transaction's copy while it runs: `takeAVPs` moved it out to the route first,
+    /// so replacing it here (an `async()` saving the route's values midway) cannot pull bytes from under a
+    /// view.
     @discardableResult
     public func storeAVPs(_ handle: TransactionHandle, _ bytes: UnsafeRawBufferPointer) -> Bool {
         guard table.contains(handle) else { return false }
-        // Copy first: `bytes` may have been made from views into the copy being replaced.
         let copy = bytes.count > 0 ? store.store(bytes) : nil
         if let old = table[handle].avps { store.release(old) }
         table[handle].avps = copy
         return copy != nil || bytes.count == 0
     }
 
+    /// Moves the transaction's `$avp` values out to the route that is about to run for it: the caller owns
+    /// the block (its views stay valid whatever the transaction does meanwhile) and gives it back with
+    /// `releaseBlock` when the route has ended; the route's own values come back with `storeAVPs`.
+    public func takeAVPs(_ handle: TransactionHandle) -> StoredMessage? {
+        guard table.contains(handle), let kept = table[handle].avps else { return nil }
+        table[handle].avps = nil
+        return kept
+    }
+
+    /// Returns a block moved out by `takeAVPs` or `takeSuspension` to the store it came from.
+    public func releaseBlock(_ block: StoredMessage) {
+        store.release(block)
+    }
+
     /// Marks the transaction as waiting for an async operation and keeps the script's state for the resume
     /// route (a copy of `state`). False when it cannot be kept, or the transaction already waits for one.
+    /// - Precondition: the state of an earlier suspension was moved out (`takeSuspension`).
     public func suspend(_ handle: TransactionHandle, state: UnsafeRawBufferPointer) -> Bool {
         // One suspension at a time: a failure route running while the request route waits must not overwrite
         // the state its resume route needs.
-        guard table.contains(handle), !table[handle].suspended, let copy = store.store(state) else { return false }
-        if let old = table[handle].suspension { store.release(old) }
+        guard table.contains(handle), !table[handle].suspended else { return false }
+        assert(table[handle].suspension == nil, "a resumed suspension's state was not moved out before suspending again")
+        guard let copy = store.store(state) else { return false }
         table[handle].suspension = copy
         table[handle].suspended = true
         return true
     }
 
-    /// Ends the suspension: the state kept by `suspend`, valid until `releaseSuspension` or the next suspend.
-    public func resume(_ handle: TransactionHandle) -> UnsafeRawBufferPointer? {
-        guard table.contains(handle), table[handle].suspended else { return nil }
+    /// Ends the suspension and moves its state (kept by `suspend`) out to the resume route, which owns it
+    /// from here and gives it back with `releaseBlock`; nil when the transaction is gone or not suspended.
+    public func takeSuspension(_ handle: TransactionHandle) -> StoredMessage? {
+        guard table.contains(handle), table[handle].suspended, let kept = table[handle].suspension else { return nil }
         table[handle].suspended = false
-        return table[handle].suspension?.bytes
+        table[handle].suspension = nil
+        return kept
     }
 
-    /// Drops the state kept for the resume route once it has run; frees the transaction if it ended meanwhile.
-    public func releaseSuspension(_ handle: TransactionHandle, on shard: Shard) {
+    /// The resume route has ended without suspending again: the transaction may be freed if it ended meanwhile.
+    public func resumeEnded(_ handle: TransactionHandle, on shard: Shard) {
         guard table.contains(handle), !table[handle].suspended else { return }
-        if let kept = table[handle].suspension {
-            store.release(kept)
-            table[handle].suspension = nil
-        }
         freeIfDone(handle, on: shard)
-    }
-
-    /// The bytes last given to `storeAVPs`, valid until the next `storeAVPs` or the transaction's end.
-    public func avps(_ handle: TransactionHandle) -> UnsafeRawBufferPointer? {
-        guard table.contains(handle) else { return nil }
-        return table[handle].avps?.bytes
     }
 
     /// Adds a branch: `message` (the request with the script's edits) forwarded to `destination` in a new
