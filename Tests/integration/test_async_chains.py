@@ -157,3 +157,81 @@ route[c] {
     finally:
         for s in callers:
             s.close()
+
+
+def test_a_db_rest_exec_radius_sleep_chain_keeps_avps_and_each_operations_outputs_at_every_hop(
+        procs, ringsipd, tmp_path):
+    """The chain real scripts run: look up in the database, ask a web service, run a helper, authenticate,
+    pause — each hop sees the values set before it and the outputs of every operation before it."""
+    import sys
+    from pathlib import Path
+    from test_async import DB_URL, FREERADIUS_SETUP, HTTP_FIXTURE, need_mariadb
+    need_mariadb()
+    if not Path("/usr/sbin/freeradius").exists():
+        from conftest import missing
+        missing("freeradius is not installed: run `make test-deps`")
+    server = procs.start("http", [sys.executable, HTTP_FIXTURE])
+    assert h.wait_until(lambda: server.stdout().strip() != "" or not server.alive(), 5), server.stderr()
+    http_port = int(server.stdout().split()[0])
+    radius_ports = h.free_udp_ports(5)
+    radius = procs.start("freeradius", ["sh", "-c", FREERADIUS_SETUP, "sh", str(tmp_path), *map(str, radius_ports)])
+    assert h.wait_until(lambda: "Ready to process requests" in radius.stdout() or not radius.alive(), 15), \
+        radius.stdout()[-2000:] + radius.stderr()[-2000:]
+    show = ("rc=$rc who=[$avp(who)] big=[$(avp(big){s.len})] e=[$avp(empty)] db=[$(avp(db)[0]),$(avp(db)[1])] "
+            "body=[$avp(body)] code=[$avp(code)] out=[$avp(out)] msg=[$avp(msg)]")
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "mixed.cfg"
+    script.write_text(HEAD + f"""
+loadmodule "avpops.so"
+loadmodule "rest_client.so"
+loadmodule "exec.so"
+loadmodule "aaa_radius.so"
+modparam("avpops", "db_url", "{DB_URL}")
+modparam("aaa_radius", "secret", "testing123")
+modparam("aaa_radius", "auth_server", "udp:127.0.0.1:{radius_ports[0]}")
+modparam("aaa_radius", "acct_server", "udp:127.0.0.1:{radius_ports[1]}")
+modparam("aaa_radius", "sets", "creds = {{ User-Name = $avp(user); User-Password = $avp(pw) }}")
+modparam("aaa_radius", "sets", "reply = {{ Reply-Message = $avp(msg) }}")
+route {{
+    $avp(who) = $fU;
+    $avp(big) = $hdr(X-Big);
+    $avp(empty) = "";
+    $avp(pw) = "s3cret";
+    $avp(user) = "alice";
+    async(avp_db_query("SELECT 'row1' UNION ALL SELECT 'row2'", "$avp(db)"), after_db, 2000);
+}}
+route[after_db] {{
+    xlog("L_ERR", "hop-db: {show}\\n");
+    async(rest_get("http://127.0.0.1:{http_port}/hello", $avp(body), $avp(ctype), $avp(code)), after_rest, 2000);
+}}
+route[after_rest] {{
+    xlog("L_ERR", "hop-rest: {show}\\n");
+    async(exec("printf out-$avp(body)", "", $avp(out)), after_exec, 2000);
+}}
+route[after_exec] {{
+    xlog("L_ERR", "hop-exec: {show}\\n");
+    async(radius_send_auth("creds", "reply"), after_radius, 2000);
+}}
+route[after_radius] {{
+    xlog("L_ERR", "hop-radius: {show}\\n");
+    async(usleep(2000), after_sleep);
+}}
+route[after_sleep] {{
+    xlog("L_ERR", "hop-sleep: {show}\\n");
+    t_reply(299, "chain done");
+}}
+""")
+    proc = start_script(procs, ringsipd, script, port)
+    reply = ask(port, "mixed", extra=f"X-Big: {BIG}\r\n")
+    assert reply.startswith("SIP/2.0 299 chain done\r\n"), reply + proc.stderr()[-2000:]
+    base = "rc=1 who=[sipp] big=[4096] e=[] db=[row1,row2]"
+    expected = {
+        "hop-db": f"{base} body=[] code=[] out=[] msg=[]",
+        "hop-rest": f"{base} body=[hello] code=[200] out=[] msg=[]",
+        "hop-exec": f"{base} body=[hello] code=[200] out=[out-hello] msg=[]",
+        "hop-radius": f"{base} body=[hello] code=[200] out=[out-hello] msg=[hello alice]",
+        "hop-sleep": f"{base} body=[hello] code=[200] out=[out-hello] msg=[hello alice]",
+    }
+    for hop, want in expected.items():
+        (line,) = hop_lines(proc, hop + ":", 1)
+        assert line == f"{hop}: {want}", line
