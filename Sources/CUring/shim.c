@@ -22,3 +22,14 @@ int CUring_pidfd_open(pid_t pid) {
     long fd = syscall(SYS_pidfd_open, pid, 0);
     return fd >= 0 ? (int)fd : -errno;
 }
+
+extern void __asan_poison_memory_region(void const volatile *address, size_t size) __attribute__((weak));
+extern void __asan_unpoison_memory_region(void const volatile *address, size_t size) __attribute__((weak));
+
+void CUring_asan_poison(const void *address, size_t count) {
+    if (__asan_poison_memory_region) __asan_poison_memory_region(address, count);
+}
+
+void CUring_asan_unpoison(const void *address, size_t count) {
+    if (__asan_unpoison_memory_region) __asan_unpoison_memory_region(address, count);
+}

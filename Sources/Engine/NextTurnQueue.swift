@@ -13,6 +13,11 @@ public struct NextTurnQueue: ~Copyable {
         public var payload: UInt64
         /// The recorded result (e.g. the operation's code).
         public var value: Int
+
+        public init(payload: UInt64, value: Int) {
+            self.payload = payload
+            self.value = value
+        }
     }
 
     private var items: UnsafeMutablePointer<Continuation>

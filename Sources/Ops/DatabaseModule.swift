@@ -108,7 +108,7 @@ public enum DatabaseModule {
             for part in list.parts {
                 switch part {
                 case .variable(let v):
-                    guard let slot = try compiler.outputAVP(.variable(v), what: "\(call.name)'s destination") else { continue }
+                    guard let slot = try compiler.outputTarget(.variable(v), what: "\(call.name)'s destination") else { continue }
                     destinations.append(slot)
                 case .literal(let text) where text.allSatisfy({ $0 == ";" || $0 == " " }):
                     continue
@@ -241,7 +241,7 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
         guard let result = mysql_store_result(blocking!) else { return mysql_field_count(blocking!) == 0 ? 1 : -1 }
         defer { mysql_free_result(result) }
         let columns = min(Int(mysql_num_fields(result)), site.destinations.count)
-        for slot in site.destinations { context.avps.remove(slot, all: true) }
+        for target in site.destinations where target < OutputTarget.writerBase { context.avps.remove(target, all: true) }
         // Pushed last row first, so each $avp's newest value — its [0] — is the first row's.
         let rows = Int(mysql_num_rows(result))
         var row = rows - 1
@@ -250,12 +250,12 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
             if let values = mysql_fetch_row(result), let lengths = mysql_fetch_lengths(result) {
                 for column in 0..<columns {
                     guard let value = values[column] else {
-                        _ = context.avps.push(site.destinations[column], .null)
+                        context.appendOutput(site.destinations[column], .null)
                         continue
                     }
                     let bytes = UnsafeRawBufferPointer(start: value, count: Int(lengths[column]))
                     guard let copy = context.arena.copy(bytes) else { return -1 }
-                    _ = context.avps.push(site.destinations[column], .text(copy))
+                    context.appendOutput(site.destinations[column], .text(copy))
                 }
             }
             row -= 1

@@ -91,9 +91,6 @@ public final class DatabaseRunner {
 
     /// Connection timers set this bit in the timer payload's slot field; request timers leave it clear.
     static let connectionTimerBit = 1 << 31
-    /// The slot field of the "start queued queries" timer (`pumpSoon`): below the connection bit, above any
-    /// request index.
-    static let pumpTimerSlot = (1 << 31) - 1
 
     public let configuration: Configuration
     unowned let shard: Shard
@@ -112,8 +109,6 @@ public final class DatabaseRunner {
     private var valuesCapacity = 4096
     /// Delegate calls in progress; while above zero, new work waits for the pump that follows the call.
     private var deliveryDepth = 0
-    /// Armed by `submit`: queries start from the wheel, never inside `submit` (see `pumpSoon`).
-    private var pumpTimer: TimerHandle?
 
     public var queued: Int { lists.queued }
     /// Queries running on a connection now.
@@ -200,7 +195,9 @@ public final class DatabaseRunner {
         }
         let handle = DatabaseHandle(slot: Int32(index), generation: requests[index].generation)
         enqueue(index, atFront: false)
-        pumpSoon()
+        // Started here: a query that fails as it starts is delivered inside `submit`, which the script's
+        // delegate takes (it only records the result; the resume route runs at the end of the loop turn).
+        pump()
         return .accepted(handle)
     }
 
@@ -302,16 +299,6 @@ public final class DatabaseRunner {
                 cursor = lists.queued(after: index)
             }
         }
-    }
-
-    /// Pumps from the wheel at once (the next loop turn) instead of inside `submit`: a query that fails as it
-    /// starts is delivered at once, and a delivery from inside `submit` would run its caller's resume route
-    /// while the caller's own route is still running.
-    private func pumpSoon() {
-        guard pumpTimer == nil, idleConnection(for: nil) != nil else { return }
-        let payload = OpsPacking.timerPayload(configuration.component, slot: Self.pumpTimerSlot, generation: 0)
-        pumpTimer = shard.schedule(after: 0, payload: payload)
-        if pumpTimer == nil { pump() }
     }
 
     // MARK: - Connections
@@ -611,11 +598,6 @@ public final class DatabaseRunner {
             }
             return
         }
-        if slot == Self.pumpTimerSlot {
-            pumpTimer = nil
-            pump()
-            return
-        }
         guard slot < capacity, requests[slot].generation == generation else {
             staleCompletions += 1
             return
@@ -649,8 +631,6 @@ public final class DatabaseRunner {
 
     /// Closes every connection and drops every query without reporting it. For `ShardHandler.stopping`.
     public func shutdown() {
-        if let timer = pumpTimer { shard.cancel(timer) }
-        pumpTimer = nil
         for c in 0..<connectionCount {
             if connections[c].request >= 0 {
                 let index = Int(connections[c].request)

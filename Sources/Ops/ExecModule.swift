@@ -22,8 +22,8 @@ public enum ExecModule {
         let stdin = try call.arguments.count > 1 ? call.arguments[1].map { (e: Expression) throws(CompileError) in
             try compiler.value(e)
         } : nil
-        let out = try compiler.outputAVP(call.arguments.count > 2 ? call.arguments[2] : nil, what: "exec's stdout")
-        let err = try compiler.outputAVP(call.arguments.count > 3 ? call.arguments[3] : nil, what: "exec's stderr")
+        let out = try compiler.outputTarget(call.arguments.count > 2 ? call.arguments[2] : nil, what: "exec's stdout")
+        let err = try compiler.outputTarget(call.arguments.count > 3 ? call.arguments[3] : nil, what: "exec's stderr")
         let environment = try compiler.inputAVP(call.arguments.count > 4 ? call.arguments[4] : nil,
                                                 what: "exec's environment")
         guard let service = compiler.serviceIndex(of: "exec") else {

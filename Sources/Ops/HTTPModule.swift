@@ -58,7 +58,7 @@ public enum HTTPModule {
         }
         let outputs = try (0..<3).map { (i: Int) throws(CompileError) -> Int? in
             let index = first + i
-            return try compiler.outputAVP(index < call.arguments.count ? call.arguments[index] : nil,
+            return try compiler.outputTarget(index < call.arguments.count ? call.arguments[index] : nil,
                                           what: "\(call.name)'s \(["body", "content type", "status code"][i]) output")
         }
         guard outputs[0] != nil else {
@@ -129,17 +129,13 @@ final class HTTPService: ShardService, HTTPRunnerDelegate {
         headersCount = 0
         func set(_ slot: Int?, _ bytes: UnsafeRawBufferPointer) {
             guard let slot, let copy = context.arena.copy(bytes) else { return }
-            context.avps.remove(slot, all: true)
-            _ = context.avps.push(slot, .text(copy))
+            context.writeOutput(slot, .text(copy))
         }
         if code == .success {
             set(outputs[0], UnsafeRawBufferPointer(rebasing: blocking.body[0..<blocking.received]))
             set(outputs[1], type)
         }
-        if let slot = outputs[2] {
-            context.avps.remove(slot, all: true)
-            _ = context.avps.push(slot, .integer(status))
-        }
+        if let slot = outputs[2] { context.writeOutput(slot, .integer(status)) }
         return Int(code.rawValue)
     }
 

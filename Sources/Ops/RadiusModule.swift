@@ -110,7 +110,7 @@ public enum RadiusModule {
                 guard let known = dictionary[attribute.lowercased()] else {
                     throw compiler.error("unknown RADIUS attribute '\(attribute)'", at: call.location)
                 }
-                guard let slot = try compiler.outputAVP(.variable(variable), what: "a RADIUS output") else { continue }
+                guard let slot = try compiler.outputTarget(.variable(variable), what: "a RADIUS output") else { continue }
                 outputs.append((known.type, slot))
             }
             guard inputs.contains(where: { $0.type == 1 }), inputs.contains(where: { $0.type == 2 }) else {
@@ -268,11 +268,11 @@ final class RadiusService: ShardService, RadiusRunnerDelegate {
         RadiusCompletion.forEachAttribute(in: answer) { type, bytes in
             for (i, target) in targets.enumerated() where target.type == type {
                 if i < 64 && replaced & (1 << i) == 0 {
-                    context.avps.remove(target.slot, all: true)
+                    if target.slot < OutputTarget.writerBase { context.avps.remove(target.slot, all: true) }
                     replaced |= 1 << i
                 }
                 guard let copy = context.arena.copy(bytes) else { continue }
-                _ = context.avps.push(target.slot, .text(copy))
+                context.appendOutput(target.slot, .text(copy))
             }
         }
         return Int(code.rawValue)

@@ -16,8 +16,8 @@ enum SynchronousExec {
         let stdin = try call.arguments.count > 1 ? call.arguments[1].map { (e: Expression) throws(CompileError) in
             try compiler.value(e)
         } : nil
-        let out = try compiler.outputAVP(call.arguments.count > 2 ? call.arguments[2] : nil, what: "exec's stdout")
-        let err = try compiler.outputAVP(call.arguments.count > 3 ? call.arguments[3] : nil, what: "exec's stderr")
+        let out = try compiler.outputTarget(call.arguments.count > 2 ? call.arguments[2] : nil, what: "exec's stdout")
+        let err = try compiler.outputTarget(call.arguments.count > 3 ? call.arguments[3] : nil, what: "exec's stderr")
         let environment = try compiler.inputAVP(call.arguments.count > 4 ? call.arguments[4] : nil,
                                                 what: "exec's environment")
         // As async: modparam("exec", "timeout", ms), else the operation's 10 s; past it the child is killed.
@@ -101,14 +101,8 @@ enum SynchronousExec {
         _ = ChildProcess.reapBlocking(child.pid)
         close(child.pidfd)
         if timedOut { return -2 }
-        if let out {
-            context.avps.remove(out, all: true)
-            _ = context.avps.push(out, .text(UnsafeRawBufferPointer(rebasing: outSpace[0..<outCount])))
-        }
-        if let err {
-            context.avps.remove(err, all: true)
-            _ = context.avps.push(err, .text(UnsafeRawBufferPointer(rebasing: errSpace[0..<errCount])))
-        }
+        if let out { context.writeOutput(out, .text(UnsafeRawBufferPointer(rebasing: outSpace[0..<outCount]))) }
+        if let err { context.writeOutput(err, .text(UnsafeRawBufferPointer(rebasing: errSpace[0..<errCount]))) }
         return 1
     }
 

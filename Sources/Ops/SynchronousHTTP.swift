@@ -28,7 +28,7 @@ enum SynchronousHTTP {
         }
         let outputs = try (0..<3).map { (i: Int) throws(CompileError) -> Int? in
             let index = first + i
-            return try compiler.outputAVP(index < call.arguments.count ? call.arguments[index] : nil,
+            return try compiler.outputTarget(index < call.arguments.count ? call.arguments[index] : nil,
                                           what: "\(call.name)'s \(["body", "content type", "status code"][i]) output")
         }
         guard let service = compiler.serviceIndex(of: "rest_client") else {

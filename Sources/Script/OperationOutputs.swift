@@ -28,10 +28,12 @@ enum OperationOutputs {
         return (StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: at), false)
     }
 
-    /// Writes the outputs into the route's `$avp` values: the first output of a name replaces its old values,
-    /// later ones stack on it. The values view `block`, which the route owns until it ends.
-    static func apply(_ block: StoredMessage, to avps: AVPStore) {
+    /// Writes the outputs into the route's pseudo-variables: the first output for an `$avp` replaces its old
+    /// values, later ones stack on it; other targets are assigned. The values view `block`, which the route owns
+    /// until it ends.
+    static func apply(_ block: StoredMessage, to context: ScriptContext) {
         let bytes = block.bytes
+        let avps = context.avps
         // First pass: clear each name once (a handful of names: a quadratic scan, no Set).
         var at = 0
         while at + 8 <= bytes.count {
@@ -43,7 +45,7 @@ enum OperationOutputs {
                 if Int(bytes.loadUnaligned(fromByteOffset: before, as: Int32.self)) == slot { seen = true; break }
                 before += 8 + max(0, Int(bytes.loadUnaligned(fromByteOffset: before + 4, as: Int32.self)))
             }
-            if !seen { avps.remove(slot, all: true) }
+            if !seen && slot < OutputTarget.writerBase { avps.remove(slot, all: true) }
             at += 8 + max(0, length)
         }
         at = 0
@@ -51,12 +53,12 @@ enum OperationOutputs {
             let slot = Int(bytes.loadUnaligned(fromByteOffset: at, as: Int32.self))
             let length = Int(bytes.loadUnaligned(fromByteOffset: at + 4, as: Int32.self))
             at += 8
-            if length < 0 {
-                _ = avps.push(slot, .null)
-            } else {
-                _ = avps.push(slot, .text(UnsafeRawBufferPointer(rebasing: bytes[at..<at + length])))
+            var value = ScriptValue.null
+            if length >= 0 {
+                value = .text(UnsafeRawBufferPointer(rebasing: bytes[at..<at + length]))
                 at += length
             }
+            context.appendOutput(slot, value)
         }
     }
 }

@@ -20,6 +20,8 @@ public final class ScriptCompiler {
     private var routeIndexByKey: [String: Int] = [:]
     private var variableSlots: [String: Int] = [:]
     private var avpSlots: [String: Int] = [:]
+    /// Writers of operation outputs that are not `$avp`s (`outputTarget`), in target order.
+    private var outputWriters: [OutputWriter] = []
     private var flagBits: [String: Int] = [:]
     private var numberedFlags: [Int: SourceLocation] = [:]
     private var calls: [Int: Set<Int>] = [:]
@@ -44,9 +46,49 @@ public final class ScriptCompiler {
         library.services.filter { configuration.loadedModules.contains($0.module) }.firstIndex { $0.module == module }
     }
 
-    /// An `$avp(name)` an operation writes its output to, as a slot; nil when the argument is omitted.
-    public func outputAVP(_ argument: Expression?, what: String) throws(CompileError) -> Int? {
-        try bareAVP(argument, what: what, because: ", which outlives the suspension")
+    /// Where an operation writes an output, as a target number for `ScriptContext.writeOutput` (below
+    /// `OutputTarget.writerBase`: an `$avp` slot); nil when the argument is omitted. `$avp(name)`, `$var(name)`,
+    /// `$ru` or `$du`, bare or quoted as OpenSIPS 2.x scripts write them (`"$avp(body)"`). In an async()
+    /// the output is written as the resume route starts, so a `$var` output is seen there (the `$var` values
+    /// set before the suspension are not).
+    public func outputTarget(_ argument: Expression?, what: String) throws(CompileError) -> Int? {
+        guard let argument else { return nil }
+        var target: PseudoVariable?
+        switch argument {
+        case .variable(let v): target = v
+        case .string(let template, _):
+            if template.parts.count == 1, case .variable(let v) = template.parts[0] { target = v }
+        default: break
+        }
+        let expected = "\(what) must be where the result goes: $avp(name), $var(name), $ru or $du"
+        guard let target, target.transformations.isEmpty else { throw error(expected, at: argument.location) }
+        switch target.name {
+        case "avp":
+            guard let name = target.argument, !name.isEmpty, target.index == nil else {
+                throw error("\(what) must be a whole $avp(name), without an index", at: target.location)
+            }
+            return avpSlot(name)
+        case "var":
+            guard let name = target.argument, !name.isEmpty else { throw error("$var needs a name: $var(name)", at: target.location) }
+            let slot = variableSlot(name)
+            return addOutputWriter { context, value in context.variables[slot] = value }
+        case "ru", "du":
+            guard RouteKinds.requestLike.contains(RouteKinds(currentRouteKind)) else {
+                throw error("$\(target.name) can only be set in a route that handles a request", at: target.location)
+            }
+            let isRequestURI = target.name == "ru"
+            return addOutputWriter { context, value in
+                guard case .text(let text) = value else { return }
+                if isRequestURI { context.requestURI = text } else { context.destinationURI = text }
+            }
+        default:
+            throw error(expected, at: argument.location)
+        }
+    }
+
+    private func addOutputWriter(_ writer: @escaping OutputWriter) -> Int {
+        outputWriters.append(writer)
+        return OutputTarget.writerBase + outputWriters.count - 1
     }
 
     /// An `$avp(name)` an operation reads all the values of (newest first), as a slot; nil when omitted.
@@ -93,7 +135,8 @@ public final class ScriptCompiler {
             routes.bodies[index] = try block(route.body)
         }
         try checkRouteCalls()
-        return CompiledScript(routes: routes, source: source, variableCount: variableSlots.count)
+        return CompiledScript(routes: routes, source: source, variableCount: variableSlots.count,
+                              outputWriters: outputWriters)
     }
 
     static func key(_ kind: RouteKind, _ name: String) -> String {
@@ -425,6 +468,7 @@ public struct CompiledScript {
     let routes: CompiledRoutes
     public let source: ScriptSource
     public let variableCount: Int
+    let outputWriters: [OutputWriter]
 
     /// The index of the route of this kind and name, if the script defines it.
     public func index(_ kind: RouteKind, _ name: String = "") -> Int? {
@@ -434,4 +478,13 @@ public struct CompiledScript {
     public func run(_ index: Int, _ context: ScriptContext) {
         routes.bodies[index](context)
     }
+}
+
+/// Writes an operation's output into a pseudo-variable that is not an `$avp` (`ScriptCompiler.outputAVP`).
+typealias OutputWriter = (ScriptContext, ScriptValue) -> Void
+
+/// Output target numbers: `$avp` slots below `writerBase`, the script's output writers from it. Module tokens
+/// keep a target (plus one) in 16 bits, so both stay below 0xFFFF.
+public enum OutputTarget {
+    public static let writerBase = 0x4000
 }

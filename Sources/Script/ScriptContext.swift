@@ -75,6 +75,8 @@ public final class ScriptContext {
     public let suspensions = Suspensions(capacity: 65_536)
     /// Set when this route suspended its transaction (async): nothing more happens for it until it resumes.
     public var suspendedNow = false
+    /// The script's writers for operation outputs that are not `$avp`s (`OutputTarget`).
+    var outputWriters: [OutputWriter] = []
     /// True while a route runs: no route may start inside another (`ScriptHandler.runRoute`).
     var routeRunning = false
     /// Scratch for the state a suspension keeps (copied into the transaction's store).

@@ -80,6 +80,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             .map(\.factory)
         script = program.compile()
         context = ScriptContext(variableCount: script.variableCount, log: ScriptLog(level: program.configuration.logLevel))
+        context.outputWriters = script.outputWriters
         mainRoute = script.index(.request)!
         replyRoute = script.index(.onReply)
         errorRoute = script.index(.error)
@@ -251,8 +252,9 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         }
         context.transaction = handle
         context.restoreAVPs(from: handle)
-        if let outputs = entry.outputs { OperationOutputs.apply(outputs, to: context.avps) }
         context.restoreState(state.bytes)
+        // After the state: an output may be `$ru` or `$du`.
+        if let outputs = entry.outputs { OperationOutputs.apply(outputs, to: context) }
         context.returnCode = code
         runRoute(Int(entry.resumeRoute))
         if context.runtimeError != nil { reportRuntimeError() }
@@ -292,8 +294,8 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             context.transaction = handle
             context.branchIndex = branch
             context.restoreAVPs(from: handle)
-            if let outputs { OperationOutputs.apply(outputs, to: context.avps) }
             context.restoreState(work.state)
+            if let outputs { OperationOutputs.apply(outputs, to: context) }
             context.returnCode = code
             context.branchForced = work.forced
             context.resumingHeldBranch = work.kind == .branch
@@ -345,7 +347,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         }
         context.begin(shard: shard, source: SocketAddress(ipv4: (0, 0, 0, 0), port: 0), socketIndex: 0, hasMessage: false)
         context.routeOutputs = entry.outputs
-        if let outputs = entry.outputs { OperationOutputs.apply(outputs, to: context.avps) }
+        if let outputs = entry.outputs { OperationOutputs.apply(outputs, to: context) }
         context.launchParameter = entry.parameter?.bytes
         context.returnCode = code
         runRoute(Int(entry.resumeRoute))

@@ -44,6 +44,28 @@ extension ScriptContext {
         return true
     }
 
+    /// Writes an output of an operation that ran synchronously (outside async()): an `$avp` target's old
+    /// values are replaced by this one, another target (`$var`, `$ru`, `$du`) is assigned. The value must live
+    /// as long as the route (the arena, the message).
+    public func writeOutput(_ target: Int, _ value: ScriptValue) {
+        if target >= OutputTarget.writerBase {
+            outputWriters[target - OutputTarget.writerBase](self, value)
+            return
+        }
+        avps.remove(target, all: true)
+        if !value.isNull { _ = avps.push(target, value) }
+    }
+
+    /// Adds one more value of a multi-valued output (rows of a query): an `$avp` target gets it on top of its
+    /// others; another target is assigned (the last one stays).
+    public func appendOutput(_ target: Int, _ value: ScriptValue) {
+        if target >= OutputTarget.writerBase {
+            outputWriters[target - OutputTarget.writerBase](self, value)
+            return
+        }
+        _ = avps.push(target, value)
+    }
+
     /// Forgets what was staged: the completion that staged it has handed it on, or had no suspension to give it.
     func discardStagedOutputs() {
         stagedCount = 0

@@ -1,3 +1,5 @@
+import Engine
+
 /// Storage for the bytes a transaction must keep after the receive buffer has gone back to the ring: the
 /// request it forwards (to retransmit it and to build CANCEL and ACK), the last response it sent.
 ///
@@ -16,6 +18,7 @@ public final class MessageStore {
     static let maximumBlocksPerChunk = 64
 
     private let classSizes: [Int]
+    private let linkSize = MemoryLayout<UnsafeMutableRawPointer?>.size
 
     /// Head of each class's free list (nil when empty).
     private var freeHeads: [UnsafeMutableRawPointer?]
@@ -60,6 +63,7 @@ public final class MessageStore {
         if freeHeads[sizeClass] == nil { grow(sizeClass) }
         let block = freeHeads[sizeClass]!
         freeHeads[sizeClass] = block.load(as: UnsafeMutableRawPointer?.self)
+        AddressSanitizer.unpoison(block, count: classSizes[sizeClass])
         blocksInUse += 1
         return (UnsafeMutableRawBufferPointer(start: block, count: classSizes[sizeClass]), UInt8(sizeClass))
     }
@@ -73,6 +77,8 @@ public final class MessageStore {
         #endif
         message.block.storeBytes(of: freeHeads[sizeClass], as: UnsafeMutableRawPointer?.self)
         freeHeads[sizeClass] = message.block
+        // All but the free-list link, which the store itself reads.
+        AddressSanitizer.poison(message.block + linkSize, count: classSizes[sizeClass] - linkSize)
         blocksInUse -= 1
     }
 
@@ -89,6 +95,7 @@ public final class MessageStore {
             let block = chunk + 64 + i * size
             block.storeBytes(of: freeHeads[sizeClass], as: UnsafeMutableRawPointer?.self)
             freeHeads[sizeClass] = block
+            AddressSanitizer.poison(block + linkSize, count: size - linkSize)
         }
     }
 }

@@ -235,3 +235,49 @@ route[after_sleep] {{
     for hop, want in expected.items():
         (line,) = hop_lines(proc, hop + ":", 1)
         assert line == f"{hop}: {want}", line
+
+
+def test_var_quoted_avp_ru_and_du_outputs_are_written_when_the_resume_route_starts_and_in_synchronous_calls(
+        procs, ringsipd, tmp_path):
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "outputs.cfg"
+    script.write_text(HEAD + """
+loadmodule "exec.so"
+route {
+    $var(before) = "set-before";
+    async(exec("printf out1", "", $var(out)), a);
+}
+route[a] {
+    xlog("L_ERR", "outs-a: rc=$rc var=[$var(out)] before=[$var(before)]\\n");
+    # OpenSIPS 2.x quoted its output variables.
+    async(exec("printf quoted-value", "", "$avp(quoted)"), b);
+}
+route[b] {
+    xlog("L_ERR", "outs-b: quoted=[$avp(quoted)] var=[$var(out)]\\n");
+    async(exec("printf sip:new@192.0.2.10", "", $ru), c);
+}
+route[c] {
+    xlog("L_ERR", "outs-c: ru=[$ru] quoted=[$avp(quoted)]\\n");
+    exec("printf sync-var", "", $var(sync));
+    exec("printf sip:hop@192.0.2.11:5070", "", $du);
+    t_reply(299, "sync=$var(sync) du=$du ru=$ru");
+}
+""")
+    proc = start_script(procs, ringsipd, script, port)
+    reply = ask(port, "outputs")
+    assert reply.startswith("SIP/2.0 299 sync=sync-var du=sip:hop@192.0.2.11:5070 ru=sip:new@192.0.2.10\r\n"), reply
+    assert hop_lines(proc, "outs-a:", 1) == ["outs-a: rc=1 var=[out1] before=[]"]
+    assert hop_lines(proc, "outs-b:", 1) == ["outs-b: quoted=[quoted-value] var=[]"]
+    assert hop_lines(proc, "outs-c:", 1) == ["outs-c: ru=[sip:new@192.0.2.10] quoted=[quoted-value]"]
+
+
+def test_an_output_that_cannot_be_written_fails_the_check_naming_what_can(ringsipd, tmp_path):
+    import subprocess
+    bad = tmp_path / "bad-output.cfg"
+    bad.write_text(HEAD + 'loadmodule "exec.so"\nroute {\n    async(exec("true", "", $fU), done);\n}\n'
+                   'route[done] {\n    exit;\n}\n')
+    p = subprocess.run([str(ringsipd), "--check-config", "-f", str(bad)], capture_output=True, text=True, timeout=10,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert p.stderr.startswith(f"{bad}:9:28: error: exec's stdout must be where the result goes: "
+                               "$avp(name), $var(name), $ru or $du"), p.stderr

@@ -26,6 +26,12 @@ int CUring_pin_current_thread(int cpu);
 int CUring_pipe2(int fds[2], int flags);
 int CUring_pidfd_open(pid_t pid);
 
+// AddressSanitizer's manual poisoning, for memory ringsip recycles itself (store blocks on a free list): a read
+// of a released block then traps under `make test-asan` like a use after free. The runtime's functions are
+// weak references here, so the calls do nothing in a build without the sanitizer.
+void CUring_asan_poison(const void *address, size_t count);
+void CUring_asan_unpoison(const void *address, size_t count);
+
 // The liburing 2.3 IOSQE_* flags are macros over an enum; Swift imports the enum, not the macros.
 // Named here once so Swift reads the same names as the kernel headers.
 static const unsigned char CUring_IOSQE_BUFFER_SELECT = IOSQE_BUFFER_SELECT;
