@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "SIPTests", dependencies: ["SIP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CUring", "SIP"]),
         .testTarget(name: "ScriptTests", dependencies: ["Script", "Engine", "SIP"]),
-        .testTarget(name: "TMTests", dependencies: ["TM", "SIP"]),
+        .testTarget(name: "TMTests", dependencies: ["TM", "SIP", "Engine"]),
         .testTarget(name: "OpsTests", dependencies: ["Ops", "Engine"], exclude: ["Fixtures"]),
     ]
 )

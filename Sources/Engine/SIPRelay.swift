@@ -58,7 +58,7 @@ public final class SIPRelay {
     /// message that cannot be rebuilt (e.g. Max-Forwards already 0).
     @discardableResult
     public func forwardRequest(_ message: SIPMessage, from source: SocketAddress, arrivedOn socketIndex: Int,
-                               to destination: SocketAddress, edits: RelayEdits, on shard: Shard) -> Bool {
+                               to destination: SocketAddress, edits: RelayEdits, on shard: any ShardIO) -> Bool {
         guard let socket = socketToward(destination, preferring: socketIndex, on: shard),
               let out = shard.makeDatagram() else {
             shard.counters.dropped += 1
@@ -78,7 +78,7 @@ public final class SIPRelay {
 
     /// The socket a request to `destination` leaves from; nil when none has its family, or when the
     /// destination is this proxy (sending to ourselves would only come back until Max-Forwards runs out).
-    public func socketToward(_ destination: SocketAddress, preferring socketIndex: Int, on shard: Shard) -> Int? {
+    public func socketToward(_ destination: SocketAddress, preferring socketIndex: Int, on shard: any ShardIO) -> Int? {
         learnLocalAddresses(shard)
         guard !shard.localAddresses.contains(destination) else { return nil }
         return shard.socketIndex(for: destination, preferring: socketIndex)
@@ -106,7 +106,7 @@ public final class SIPRelay {
 
     /// The Record-Route line for the listen address a request to `destination` leaves from.
     public func recordRouteLine(toward destination: SocketAddress?, arrivedOn socketIndex: Int,
-                                on shard: Shard) -> UnsafeRawBufferPointer {
+                                on shard: any ShardIO) -> UnsafeRawBufferPointer {
         learnLocalAddresses(shard)
         let socket = destination.flatMap { shard.socketIndex(for: $0, preferring: socketIndex) } ?? socketIndex
         return UnsafeRawBufferPointer(sentBy[socket].recordRoute)
@@ -153,7 +153,7 @@ public final class SIPRelay {
     }
 
     /// Whether the first Route names us (so a loose router pops it, RFC 3261 §16.4).
-    public func topRouteIsOurs(_ message: SIPMessage, on shard: Shard) -> Bool {
+    public func topRouteIsOurs(_ message: SIPMessage, on shard: any ShardIO) -> Bool {
         guard let route = message.firstRoute else { return false }
         return isOurs(message.bytes(of: route.uri.host), port: route.uri.port, on: shard)
     }
@@ -192,7 +192,7 @@ public final class SIPRelay {
     /// Relays a response statelessly: our Via must be on top; it is removed and the response goes where
     /// the next Via says (§18.2.2 for UDP: maddr, else received or sent-by host, at rport or sent-by port).
     @discardableResult
-    public func forwardResponse(_ message: SIPMessage, arrivedOn socketIndex: Int, on shard: Shard) -> Bool {
+    public func forwardResponse(_ message: SIPMessage, arrivedOn socketIndex: Int, on shard: any ShardIO) -> Bool {
         learnLocalAddresses(shard)
         let bytes = message.bytes
         guard let top = message.topVia, isOurs(message.bytes(of: top.host), port: top.port, on: shard) else {
@@ -231,7 +231,7 @@ public final class SIPRelay {
     /// source port when the Via asked for rport, else at the Via's port).
     @discardableResult
     public func reply(to message: SIPMessage, status: Int, reason: UnsafeRawBufferPointer, from source: SocketAddress,
-                      arrivedOn socketIndex: Int, headers: UnsafeRawBufferPointer? = nil, on shard: Shard) -> Bool {
+                      arrivedOn socketIndex: Int, headers: UnsafeRawBufferPointer? = nil, on shard: any ShardIO) -> Bool {
         guard message.topVia != nil, message.method != .ack, let out = shard.makeDatagram() else {
             shard.counters.dropped += 1
             return false
@@ -267,7 +267,7 @@ public final class SIPRelay {
 
     @discardableResult
     public func reply(to message: SIPMessage, status: Int, reason: StaticString, from source: SocketAddress,
-                      arrivedOn socketIndex: Int, on shard: Shard) -> Bool {
+                      arrivedOn socketIndex: Int, on shard: any ShardIO) -> Bool {
         reply(to: message, status: status,
               reason: UnsafeRawBufferPointer(start: reason.utf8Start, count: reason.utf8CodeUnitCount),
               from: source, arrivedOn: socketIndex, on: shard)
@@ -275,7 +275,7 @@ public final class SIPRelay {
 
     // MARK: - Who we are
 
-    private func learnLocalAddresses(_ shard: Shard) {
+    private func learnLocalAddresses(_ shard: any ShardIO) {
         guard sentBy.isEmpty else { return }
         for address in shard.localAddresses {
             let host = UnsafeMutableRawBufferPointer.allocate(byteCount: 48, alignment: 1)
@@ -297,7 +297,7 @@ public final class SIPRelay {
     }
 
     /// Whether host:port (port absent = 5060) names one of our listen addresses.
-    public func isOurs(_ host: UnsafeRawBufferPointer, port: UInt16?, on shard: Shard) -> Bool {
+    public func isOurs(_ host: UnsafeRawBufferPointer, port: UInt16?, on shard: any ShardIO) -> Bool {
         learnLocalAddresses(shard)
         let port = port ?? 5060
         for entry in sentBy where entry.port == port && equalIgnoringBrackets(host, UnsafeRawBufferPointer(entry.host)) {
@@ -307,7 +307,7 @@ public final class SIPRelay {
     }
 
     /// Whether `host` (any port) names one of our listen addresses: for `uri == myself` without a port.
-    public func isOurHost(_ host: UnsafeRawBufferPointer, on shard: Shard) -> Bool {
+    public func isOurHost(_ host: UnsafeRawBufferPointer, on shard: any ShardIO) -> Bool {
         learnLocalAddresses(shard)
         return sentBy.contains { equalIgnoringBrackets(host, UnsafeRawBufferPointer($0.host)) }
     }

@@ -87,4 +87,15 @@ public struct OutboundDatagram {
     let generation: UInt16
     /// Where the handler writes the datagram.
     public let buffer: UnsafeMutableRawBufferPointer
+
+    init(slot: Int32, generation: UInt16, buffer: UnsafeMutableRawBufferPointer) {
+        self.slot = slot
+        self.generation = generation
+        self.buffer = buffer
+    }
+
+    /// A buffer that belongs to no send pool, for a `ShardIO` without a ring (tests): its owner keeps it.
+    public init(unpooled buffer: UnsafeMutableRawBufferPointer) {
+        self.init(slot: -1, generation: 0, buffer: buffer)
+    }
 }

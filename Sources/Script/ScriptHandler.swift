@@ -113,6 +113,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     }
 
     public func handle(_ datagram: borrowing Datagram, on shard: Shard) -> Disposition {
+        context.shard = shard
         let message = context.datagramMessage
         context.message = message
         guard parseAndValidate(message, datagram, relay: context.relay, on: shard) else { return .done }
@@ -154,10 +155,26 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         return .done
     }
 
-    /// The transaction's branches all failed and `t_on_failure` named this route: run it on the
-    /// transaction's request, in a message of its own so the response being handled stays intact.
-    public func runFailureRoute(_ route: Int, transaction: TransactionHandle, manager: TransactionManager, on shard: Shard) {
-        let (bytes, source, socket) = manager.request(transaction)
+    /// The transaction's branches all failed and `t_on_failure` named a route: it runs at the end of this loop
+    /// turn (`continuation`), not inside the timer or the response handling that settled the last branch.
+    public func failureRouteDue(transaction: TransactionHandle, manager: TransactionManager, on io: any ShardIO) {
+        context.shard.continueNextTurn(payload: Self.failureMarker | UInt64(transaction.generation) << 32
+                                           | UInt64(transaction.slot), value: 0)
+    }
+
+    /// Continuation payloads that run a due failure route: bits 56–63 hold 2 (`Suspensions.resumeMarker` is
+    /// 1), then generation 16 | slot 32 of the transaction.
+    static let failureMarker: UInt64 = 2 << 56
+
+    /// Runs the failure route due for the transaction on its request, in a message of its own so whatever
+    /// the shard is handling stays intact; then TM completes what the route left undone.
+    private func runFailureRoute(_ payload: UInt64, on shard: Shard) {
+        guard let transactions,
+              let transaction = transactions.handle(slot: UInt32(truncatingIfNeeded: payload),
+                                                    generation: UInt16(truncatingIfNeeded: payload >> 32)),
+              let route = transactions.takeDueFailureRoute(transaction) else { return }
+        defer { transactions.failureRouteEnded(transaction, on: shard) }
+        let (bytes, source, socket) = transactions.request(transaction)
         let saved = context.message
         context.begin(shard: shard, source: source, socketIndex: socket, hasMessage: true)
         context.message = context.transactionMessage
@@ -175,8 +192,9 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     /// response), then the transaction's `t_on_reply` route, on the response itself — its header removals
     /// apply to what is relayed. Either may `drop` a provisional.
     public func replyReceived(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
-                              manager: TransactionManager, on shard: Shard) -> ReplyVerdict {
+                              manager: TransactionManager, on io: any ShardIO) -> ReplyVerdict {
         guard replyRoute != nil || route >= 0 else { return .relay }
+        let shard = context.shard!
         let saved = context.message
         defer { context.message = saved }
         context.begin(shard: shard, source: responseSource, socketIndex: responseSocket, hasMessage: true)
@@ -209,9 +227,15 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         cancel(context, ticket)
     }
 
-    /// Work recorded earlier in this loop turn: a completed operation's suspension resumes.
+    /// Work recorded earlier in this loop turn: a completed operation's suspension resumes, or a due failure
+    /// route runs.
     public func continuation(payload: UInt64, value: Int, on shard: Shard) {
-        if let ticket = Suspensions.resumeTicket(payload) { resume(ticket, code: value, on: shard) }
+        context.shard = shard
+        if let ticket = Suspensions.resumeTicket(payload) {
+            resume(ticket, code: value, on: shard)
+        } else if payload >> 56 == Self.failureMarker >> 56 {
+            runFailureRoute(payload, on: shard)
+        }
     }
 
     /// Resumes a suspended transaction: its request, `$avp` values and the script's edits come back, `$rc`
@@ -380,8 +404,8 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     }
 
     public func timerFired(payload: UInt64, on shard: Shard) {
-        if let transactions, transactions.timerFired(payload: payload, on: shard) { return }
         context.shard = shard
+        if let transactions, transactions.timerFired(payload: payload, on: shard) { return }
         if SleepOperations.timerFired(payload, context) { return }
         for service in context.services where service.timerFired(payload: payload, on: shard) { return }
         if let ticket = Suspensions.timeoutTicket(payload) {

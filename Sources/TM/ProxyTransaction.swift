@@ -205,6 +205,10 @@ public struct ProxyTransaction {
     /// restored when the resume route runs. Set while suspended.
     var suspension: StoredMessage?
     public internal(set) var suspended = false
+    /// The failure route asked for when every branch had failed (`TransactionUser.failureRouteDue`), waiting to
+    /// run from the shard's loop; -1 when none is due. Until `failureRouteEnded` the answer waits.
+    var failureRouteDue: Int32 = -1
+    var branchesBeforeFailureRoute: UInt8 = 0
     /// Responses the reply routes took into async() (`ReplyVerdict.hold`) and have not handed back: the
     /// transaction lives until every one is released.
     public internal(set) var heldReplies: UInt8 = 0

@@ -4,16 +4,17 @@ import SIP
 
 /// What the script layer does at the points OpenSIPS runs script routes for a transaction.
 public protocol TransactionUser: AnyObject {
-    /// Every branch of `transaction` ended without a 2xx and it has a failure route: run it. The route may
-    /// add branches (`relay`) or reply; whatever it leaves undone, the manager completes with the best
-    /// response.
-    func runFailureRoute(_ route: Int, transaction: TransactionHandle, manager: TransactionManager, on shard: Shard)
+    /// Every branch of `transaction` ended without a 2xx and it has a failure route: the route is due. It runs
+    /// from the shard's loop, never inside this call (which comes from a timer or a response being handled):
+    /// the user takes it with `takeDueFailureRoute`, runs it (it may add branches with `relay`, or reply) and
+    /// calls `failureRouteEnded`, and the manager completes what it left undone with the best response.
+    func failureRouteDue(transaction: TransactionHandle, manager: TransactionManager, on shard: any ShardIO)
 
     /// A branch of `transaction` passed `response` up (not a retransmission its machine absorbed, not a
     /// 100): run the script's reply routes on it before it is relayed — `route` is the transaction's
     /// `t_on_reply` route, -1 for none. `response` must be left parsed as it is (its header removals apply).
     func replyReceived(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
-                       manager: TransactionManager, on shard: Shard) -> ReplyVerdict
+                       manager: TransactionManager, on shard: any ShardIO) -> ReplyVerdict
 }
 
 /// What the reply routes decided about a branch's response.
@@ -73,7 +74,7 @@ public final class TransactionManager {
     /// Handles what belongs to an existing transaction before any script runs: a retransmission (the last
     /// response is sent again), the ACK of a non-2xx final (absorbed), a CANCEL of a pending INVITE (200 to
     /// it, CANCEL to every branch). Returns true when the request was consumed.
-    public func absorb(_ message: SIPMessage, from source: SocketAddress, arrivedOn socket: Int, on shard: Shard) -> Bool {
+    public func absorb(_ message: SIPMessage, from source: SocketAddress, arrivedOn socket: Int, on shard: any ShardIO) -> Bool {
         guard let id = ServerTransactionID(message, seed: seed) else { return false }
         let bytes = message.bytes
         if message.method == .cancel {
@@ -119,7 +120,7 @@ public final class TransactionManager {
     /// Creates the server transaction for a request the script took on; an INVITE gets 100 Trying at once
     /// (§16.2) so the caller stops retransmitting.
     public func create(_ message: SIPMessage, from source: SocketAddress, arrivedOn socket: Int,
-                       sendTrying: Bool = true, on shard: Shard) -> CreateResult {
+                       sendTrying: Bool = true, on shard: any ShardIO) -> CreateResult {
         guard message.method != .ack, let id = ServerTransactionID(message, seed: seed) else { return .notAllowed }
         guard !table.isFull else { return .full }
         guard let request = store.store(UnsafeRawBufferPointer(rebasing: message.bytes[0..<message.length])) else {
@@ -247,7 +248,7 @@ public final class TransactionManager {
     }
 
     /// The resume route has ended without suspending again: the transaction may be freed if it ended meanwhile.
-    public func resumeEnded(_ handle: TransactionHandle, on shard: Shard) {
+    public func resumeEnded(_ handle: TransactionHandle, on shard: any ShardIO) {
         guard table.contains(handle), !table[handle].suspended else { return }
         freeIfDone(handle, on: shard)
     }
@@ -258,7 +259,7 @@ public final class TransactionManager {
     /// `reserved`: the place `holdBranch` kept for this branch (nil: a new place at the end).
     public func relay(_ handle: TransactionHandle, _ message: SIPMessage, from source: SocketAddress,
                       arrivedOn socketIndex: Int, to destination: SocketAddress, edits: RelayEdits,
-                      into reserved: Int? = nil, on shard: Shard) -> Bool {
+                      into reserved: Int? = nil, on shard: any ShardIO) -> Bool {
         // No new branch once a final answer went upstream, or after a 6xx (§16.7 step 5: the search is over).
         // Nor after a CANCEL (OpenSIPS refuses it too): a held branch or a resumed failure route would ring a
         // callee the caller has hung up on.
@@ -297,7 +298,7 @@ public final class TransactionManager {
     /// `parsed`: the transaction's request already parsed (the message being routed), so it is not parsed again
     /// from the stored copy; nil when the caller has none (timers, CANCEL).
     public func reply(_ handle: TransactionHandle, status: Int, reason: UnsafeRawBufferPointer,
-                      to parsed: SIPMessage? = nil, on shard: Shard) -> Bool {
+                      to parsed: SIPMessage? = nil, on shard: any ShardIO) -> Bool {
         guard table.contains(handle) else { return false }
         // Fields, not the whole entry: a ProxyTransaction with its branches is a few KiB to copy.
         let request = table[handle].request
@@ -327,7 +328,7 @@ public final class TransactionManager {
         case notOurs
     }
 
-    public func handleResponse(_ message: SIPMessage, on shard: Shard) -> ResponseDisposition {
+    public func handleResponse(_ message: SIPMessage, on shard: any ShardIO) -> ResponseDisposition {
         guard let via = message.topVia,
               let branch = TransactionBranch.decode(message.bytes(of: via.branch), key: key) else { return .notOurs }
         guard Int(branch.shard) == shardIndex else { return .handOff(Int(branch.shard)) }
@@ -369,7 +370,7 @@ public final class TransactionManager {
     // MARK: - Timers
 
     /// A TM timer fired (its payload carries the marker bit); false when the payload is not TM's.
-    public func timerFired(payload: UInt64, on shard: Shard) -> Bool {
+    public func timerFired(payload: UInt64, on shard: any ShardIO) -> Bool {
         guard let (slot, generation, machine, timer) = TimerPayload.decode(payload) else { return false }
         guard let handle = table.handle(slot: slot, generation: generation) else { return true }
         let now = shard.now
@@ -396,14 +397,14 @@ public final class TransactionManager {
     }
 
     private func schedule(_ handle: TransactionHandle, _ machine: MachineID, _ timer: TransactionTimer,
-                          _ milliseconds: Int, on shard: Shard) -> TimerHandle? {
+                          _ milliseconds: Int, on shard: any ShardIO) -> TimerHandle? {
         shard.schedule(after: UInt64(max(milliseconds, 0)), payload: TimerPayload.encode(handle, machine, timer))
     }
 
     // MARK: - Performing machine actions
 
     private func performServer(_ handle: TransactionHandle, _ actions: TransactionActions,
-                               response: StoredMessage?, on shard: Shard) {
+                               response: StoredMessage?, on shard: any ShardIO) {
         for action in actions {
             guard table.contains(handle) else { return }
             switch action {
@@ -436,7 +437,7 @@ public final class TransactionManager {
     }
 
     /// Sends `response` upstream through the server transaction (ours or a branch's, already rebuilt).
-    private func respond(_ handle: TransactionHandle, status: Int, response: StoredMessage, on shard: Shard) {
+    private func respond(_ handle: TransactionHandle, status: Int, response: StoredMessage, on shard: any ShardIO) {
         // The server transaction may have ended (Timer L/H/J) while a branch lives on (Timer M, D): a late
         // 2xx still goes upstream statelessly (RFC 6026 §8.4: the proxy forwards every 2xx), anything else
         // has no one left to go to.
@@ -458,7 +459,7 @@ public final class TransactionManager {
     }
 
     private func performClient(_ handle: TransactionHandle, _ index: Int, _ actions: TransactionActions,
-                               response: SIPMessage?, on shard: Shard) {
+                               response: SIPMessage?, on shard: any ShardIO) {
         for action in actions {
             guard table.contains(handle) else { return }
             switch action {
@@ -494,7 +495,7 @@ public final class TransactionManager {
         }
     }
 
-    private func performCancel(_ handle: TransactionHandle, _ index: Int, _ actions: TransactionActions, on shard: Shard) {
+    private func performCancel(_ handle: TransactionHandle, _ index: Int, _ actions: TransactionActions, on shard: any ShardIO) {
         for action in actions {
             guard table.contains(handle) else { return }
             switch action {
@@ -520,7 +521,7 @@ public final class TransactionManager {
     // MARK: - Proxy core (§16.7)
 
     /// A response passed up by a branch's client transaction.
-    private func branchResponded(_ handle: TransactionHandle, _ index: Int, _ message: SIPMessage, on shard: Shard) {
+    private func branchResponded(_ handle: TransactionHandle, _ index: Int, _ message: SIPMessage, on shard: any ShardIO) {
         let code = message.statusCode
         // 100 is hop by hop (§16.7 step 5): never relayed, so no reply route needs to see it.
         if code == 100 { return }
@@ -548,7 +549,7 @@ public final class TransactionManager {
     /// route left it (parsed, its header removals marked).
     /// nil: the response could not be read back (a held final then counts as the branch failing, 500).
     public func releaseHeldReply(_ handle: TransactionHandle, branch index: Int, _ message: SIPMessage?, relay: Bool,
-                                 on shard: Shard) {
+                                 on shard: any ShardIO) {
         guard table.contains(handle), table[handle].heldReplies > 0 else { return }
         // Still counted while it is processed: relaying it may end the server transaction, and with the branch's
         // machine over already the transaction would be freed under us.
@@ -574,6 +575,11 @@ public final class TransactionManager {
         table[handle].heldReplies -= 1
     }
 
+    /// The live transaction in `slot` with `generation` (a handle carried through a continuation's payload).
+    public func handle(slot: UInt32, generation: UInt16) -> TransactionHandle? {
+        table.handle(slot: slot, generation: generation)
+    }
+
     /// Whether `handle` still names a live transaction.
     public func isLive(_ handle: TransactionHandle) -> Bool { table.contains(handle) }
 
@@ -592,9 +598,9 @@ public final class TransactionManager {
     /// After a route of the transaction ended (the request route, or a resume route) without suspending it:
     /// a transaction left with no answer and nothing in progress gets one now — the best of its branches when
     /// all are final (a failure route suspended), or a 500 with `reason` when none was sent at all.
-    public func answerIfUnanswered(_ handle: TransactionHandle, reason: UnsafeRawBufferPointer, on shard: Shard) {
+    public func answerIfUnanswered(_ handle: TransactionHandle, reason: UnsafeRawBufferPointer, on shard: any ShardIO) {
         guard table.contains(handle), table[handle].finalSent < 200, !table[handle].suspended,
-              table[handle].heldBranches == 0 else { return }
+              table[handle].heldBranches == 0, table[handle].failureRouteDue < 0 else { return }
         if table[handle].sentBranchCount == 0 {
             reply(handle, status: 500, reason: reason, on: shard)
         } else if table[handle].allBranchesFinal {
@@ -623,7 +629,7 @@ public final class TransactionManager {
     /// A held branch is settled: the script sent it into its place (`relay(…, into: index)` before this) or
     /// gave it up (its place is abandoned). When it was the last thing the transaction waited for, the answer
     /// is chosen now — a transaction with no branch sent at all gets a 500.
-    public func releaseHeldBranch(_ handle: TransactionHandle, branch index: Int, on shard: Shard) {
+    public func releaseHeldBranch(_ handle: TransactionHandle, branch index: Int, on shard: any ShardIO) {
         guard table.contains(handle), table[handle].heldBranches > 0 else { return }
         table[handle].heldBranches -= 1
         if index < table[handle].branches.count && table[handle].branches[index].reserved {
@@ -631,7 +637,8 @@ public final class TransactionManager {
             table[handle].branches[index].abandoned = true
             table[handle].branches[index].machineDone = true
         }
-        if table[handle].heldBranches == 0 && table[handle].finalSent < 200 && !table[handle].suspended {
+        if table[handle].heldBranches == 0 && table[handle].finalSent < 200 && !table[handle].suspended
+            && table[handle].failureRouteDue < 0 {
             if table[handle].sentBranchCount == 0 {
                 reply(handle, status: 500, reason: noBranchReason, on: shard)
             } else {
@@ -642,7 +649,7 @@ public final class TransactionManager {
     }
 
     /// §16.7 steps 5–10 for one response the reply routes let through.
-    private func proxyResponse(_ handle: TransactionHandle, _ index: Int, _ message: SIPMessage, on shard: Shard) {
+    private func proxyResponse(_ handle: TransactionHandle, _ index: Int, _ message: SIPMessage, on shard: any ShardIO) {
         let code = message.statusCode
         if code < 200 {
             forwardUpstream(handle, message, status: code, on: shard)
@@ -673,7 +680,7 @@ public final class TransactionManager {
     }
 
     /// A branch ended without a response of its own: Timer B/F/C or fr_timeout (408), a send failure (503).
-    private func branchFailed(_ handle: TransactionHandle, _ index: Int, status: Int, on shard: Shard) {
+    private func branchFailed(_ handle: TransactionHandle, _ index: Int, status: Int, on shard: any ShardIO) {
         guard table[handle].branches[index].finalCode == 0 else { return }
         table[handle].branches[index].finalCode = status
         branchesSettled(handle, on: shard)
@@ -681,23 +688,38 @@ public final class TransactionManager {
 
     /// When every branch has a final answer and none was a 2xx: run the failure route if there is one
     /// (it may add branches), else send the best response upstream (§16.7 step 6).
-    private func branchesSettled(_ handle: TransactionHandle, on shard: Shard) {
-        guard table.contains(handle), table[handle].allBranchesFinal, table[handle].finalSent < 200 else { return }
+    private func branchesSettled(_ handle: TransactionHandle, on shard: any ShardIO) {
+        guard table.contains(handle), table[handle].allBranchesFinal, table[handle].finalSent < 200,
+              table[handle].failureRouteDue < 0 else { return }
         // `$T_reply_code` / `t_check_status` in failure_route see the answer that would go upstream.
         if let best = bestBranch(handle) { table[handle].replyCode = table[handle].branches[best].finalCode }
         let route = table[handle].failureRoute
         if route >= 0 && !table[handle].cancelled, let user {
             // A failure route runs once; t_on_failure inside it arms the next one.
             table[handle].failureRoute = -1
-            let before = table[handle].branches.count
-            user.runFailureRoute(Int(route), transaction: handle, manager: self, on: shard)
-            guard table.contains(handle) else { return }
-            // New branches (sent or held) answer later; a suspended failure route decides when it resumes
-            // (`answerIfUnanswered`).
-            if table[handle].branches.count > before || table[handle].heldBranches > 0 || table[handle].suspended
-                || table[handle].finalSent >= 200 {
-                return
-            }
+            table[handle].failureRouteDue = route
+            table[handle].branchesBeforeFailureRoute = UInt8(table[handle].branches.count)
+            user.failureRouteDue(transaction: handle, manager: self, on: shard)
+            return
+        }
+        sendBestResponse(handle, on: shard)
+    }
+
+    /// The failure route that is due for `handle`, taken to run now; nil when none is (the transaction ended).
+    public func takeDueFailureRoute(_ handle: TransactionHandle) -> Int? {
+        guard table.contains(handle), table[handle].failureRouteDue >= 0 else { return nil }
+        return Int(table[handle].failureRouteDue)
+    }
+
+    /// The failure route has run: new branches (sent or held) or a suspension answer later, a reply it sent
+    /// stands; otherwise the best response goes upstream now (§16.7 step 6).
+    public func failureRouteEnded(_ handle: TransactionHandle, on shard: any ShardIO) {
+        guard table.contains(handle), table[handle].failureRouteDue >= 0 else { return }
+        table[handle].failureRouteDue = -1
+        if table[handle].branches.count > Int(table[handle].branchesBeforeFailureRoute) || table[handle].heldBranches > 0
+            || table[handle].suspended || table[handle].finalSent >= 200 {
+            freeIfDone(handle, on: shard)
+            return
         }
         sendBestResponse(handle, on: shard)
     }
@@ -715,7 +737,7 @@ public final class TransactionManager {
     /// Sends the answer `BestResponse` selects: the branch's own response (a 401/407 with every branch's
     /// challenges, §16.7 step 7), or ours for a branch that had none — 487 after a CANCEL, 503 after a send
     /// failure, else 408.
-    private func sendBestResponse(_ handle: TransactionHandle, on shard: Shard) {
+    private func sendBestResponse(_ handle: TransactionHandle, on shard: any ShardIO) {
         guard let best = bestBranch(handle) else {
             reply(handle, status: 500, reason: noBranch, on: shard)
             return
@@ -771,7 +793,7 @@ public final class TransactionManager {
 
     /// Relays a branch's response upstream: our Via removed, sent through the server transaction.
     private func forwardUpstream(_ handle: TransactionHandle, _ message: SIPMessage, status: Int,
-                                 appending headers: UnsafeRawBufferPointer? = nil, on shard: Shard) {
+                                 appending headers: UnsafeRawBufferPointer? = nil, on shard: any ShardIO) {
         var options = SIPForwardingOptions()
         options.appendedHeaders = headers
         guard let block = store.allocate(message.length + (headers?.count ?? 0)) else {
@@ -793,7 +815,7 @@ public final class TransactionManager {
     /// A CANCEL for a pending INVITE (§16.10): 200 for the CANCEL itself, a CANCEL to every branch; the
     /// INVITE is answered when its branches answer (487), or 487 by us if none can.
     private func cancel(_ handle: TransactionHandle, answering message: SIPMessage, from source: SocketAddress,
-                        arrivedOn socket: Int, on shard: Shard) {
+                        arrivedOn socket: Int, on shard: any ShardIO) {
         relay.reply(to: message, status: 200, reason: okReason, from: source, arrivedOn: socket, on: shard)
         guard !table[handle].cancelled, table[handle].finalSent < 200 else { return }
         table[handle].cancelled = true
@@ -805,7 +827,7 @@ public final class TransactionManager {
         for i in 0..<table[handle].branches.count { cancelBranch(handle, i, on: shard) }
     }
 
-    private func cancelBranch(_ handle: TransactionHandle, _ index: Int, on shard: Shard) {
+    private func cancelBranch(_ handle: TransactionHandle, _ index: Int, on shard: any ShardIO) {
         // A branch whose final answer a reply route holds has answered: nothing to cancel (its machine may
         // have ended already).
         guard table.contains(handle), table[handle].branches[index].invite != nil,
@@ -815,7 +837,7 @@ public final class TransactionManager {
         performClient(handle, index, actions, response: nil, on: shard)
     }
 
-    private func startCancel(_ handle: TransactionHandle, _ index: Int, on shard: Shard) {
+    private func startCancel(_ handle: TransactionHandle, _ index: Int, on shard: any ShardIO) {
         guard table[handle].branches[index].cancel == nil else { return }
         let branch = table[handle].branches[index]
         guard (try? scratch.parse(branch.request.bytes)) != nil, let block = store.allocate(branch.request.count),
@@ -830,7 +852,7 @@ public final class TransactionManager {
     }
 
     /// The hop-by-hop ACK for a branch's non-2xx final (§17.1.1.3): built once, resent for retransmissions.
-    private func sendAck(_ handle: TransactionHandle, _ index: Int, response: SIPMessage?, on shard: Shard) {
+    private func sendAck(_ handle: TransactionHandle, _ index: Int, response: SIPMessage?, on shard: any ShardIO) {
         let branch = table[handle].branches[index]
         if branch.ack == nil, let response {
             // `response` is parsed in its receive buffer; the request is parsed into the scratch message.
@@ -846,13 +868,13 @@ public final class TransactionManager {
 
     // MARK: - Plumbing
 
-    private func malformed(on shard: Shard) {
+    private func malformed(on shard: any ShardIO) {
         malformedReplies += 1
         shard.counters.malformedReplies += 1
         shard.counters.dropped += 1
     }
 
-    private func send(_ message: StoredMessage, to destination: SocketAddress, socket: Int, on shard: Shard) {
+    private func send(_ message: StoredMessage, to destination: SocketAddress, socket: Int, on shard: any ShardIO) {
         guard let out = shard.makeDatagram(), message.count <= out.buffer.count else {
             shard.counters.dropped += 1
             return
@@ -862,18 +884,19 @@ public final class TransactionManager {
     }
 
     /// Frees the transaction once its server machine and every branch's machines have terminated.
-    private func freeIfDone(_ handle: TransactionHandle, on shard: Shard) {
+    private func freeIfDone(_ handle: TransactionHandle, on shard: any ShardIO) {
         // A suspended transaction (or one with a held reply) waits for its resume route even when it has
         // ended (a CANCEL answered it): the route still runs, and t_was_cancelled() tells it.
         guard table.contains(handle), table[handle].serverDone, !table[handle].suspended,
-              table[handle].heldReplies == 0, table[handle].heldBranches == 0 else { return }
+              table[handle].heldReplies == 0, table[handle].heldBranches == 0,
+              table[handle].failureRouteDue < 0 else { return }
         for i in 0..<table[handle].branches.count where !table[handle].branches[i].done { return }
         var entry = table.remove(handle)
         release(&entry, on: shard)
         shard.counters.transactions = table.live
     }
 
-    private func release(_ entry: inout ProxyTransaction, on shard: Shard?) {
+    private func release(_ entry: inout ProxyTransaction, on shard: (any ShardIO)?) {
         store.release(entry.request)
         if let last = entry.lastResponse { store.release(last) }
         if let avps = entry.avps { store.release(avps) }
@@ -893,7 +916,7 @@ public final class TransactionManager {
 
     /// Releases every transaction (the shard is stopping). `counters.transactions` keeps the number that
     /// were live, so the exit report still shows what a run left behind.
-    public func removeAll(on shard: Shard) {
+    public func removeAll(on shard: any ShardIO) {
         table.removeAll { _, entry in
             var entry = entry
             release(&entry, on: shard)
