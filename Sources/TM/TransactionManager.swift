@@ -43,10 +43,10 @@ public final class TransactionManager {
     let relay: SIPRelay
     public weak var user: (any TransactionUser)?
     /// Parses stored messages (requests to build ACK/CANCEL from, responses to forward).
-    private let scratch = SIPMessage()
+    let scratch = SIPMessage()
     /// Parses the other branches' 401/407 responses while `scratch` holds the one being forwarded.
-    private let challengeScratch = SIPMessage()
-    private let branchText: UnsafeMutableRawBufferPointer
+    let challengeScratch = SIPMessage()
+    let branchText: UnsafeMutableRawBufferPointer
     /// Responses for one of our branches that cannot be used (no CSeq, cannot be rebuilt to forward); also in
     /// the shard's counters line as `malformed_replies`. Replies that do not parse at all never get here:
     /// they are `parse_errors`.
@@ -66,6 +66,7 @@ public final class TransactionManager {
     deinit { branchText.deallocate() }
 
     public var live: Int { table.live }
+
     /// Branches one transaction can have in all (parallel and serial forks together); stored inline.
     public static var maxBranches: Int { Branches.capacity }
 
@@ -142,115 +143,6 @@ public final class TransactionManager {
         shard.counters.transactions = table.live
         if isInvite && sendTrying { reply(handle, status: 100, reason: trying, to: message, on: shard) }
         return .created(handle)
-    }
-
-    /// The request that created the transaction, as received (for a failure route to work on).
-    public func request(_ handle: TransactionHandle) -> (bytes: UnsafeRawBufferPointer, source: SocketAddress, socket: Int) {
-        (table[handle].request.bytes, table[handle].source, table[handle].socket)
-    }
-
-    public func setFailureRoute(_ handle: TransactionHandle, _ route: Int) {
-        guard table.contains(handle) else { return }
-        table[handle].failureRoute = Int32(route)
-    }
-
-    public func setReplyRoute(_ handle: TransactionHandle, _ route: Int) {
-        guard table.contains(handle) else { return }
-        table[handle].replyRoute = Int32(route)
-    }
-
-    /// The index the next branch_route runs for (a branch held in async() keeps its place, so it is sent under
-    /// the same index).
-    public func nextBranchIndex(_ handle: TransactionHandle) -> Int {
-        table.contains(handle) ? table[handle].branches.count : 0
-    }
-
-    public func replyCode(_ handle: TransactionHandle) -> Int? {
-        table.contains(handle) ? table[handle].replyCode : nil
-    }
-
-    /// The Request-URI of the request that created the transaction (`$T_ruri`), valid while it lives.
-    public func requestURI(_ handle: TransactionHandle) -> UnsafeRawBufferPointer? {
-        guard table.contains(handle) else { return nil }
-        let start = Int(table[handle].requestURIStart), count = Int(table[handle].requestURICount)
-        return UnsafeRawBufferPointer(rebasing: table[handle].request.bytes[start..<start + count])
-    }
-
-    /// The timer settings of this transaction (`$T_fr_timeout`, `$T_fr_inv_timeout`).
-    public func settings(_ handle: TransactionHandle) -> TimerSettings? {
-        table.contains(handle) ? table[handle].settings : nil
-    }
-
-    /// Changes `fr_timeout` / `fr_inv_timeout` (milliseconds; nil leaves it) for this transaction only: its
-    /// branches to come, and the machines of its branches so far, where the new value applies the next time
-    /// that timer is armed (a running timer keeps its deadline).
-    public func setTimeouts(_ handle: TransactionHandle, finalResponse: Int?, inviteFinalResponse: Int?) {
-        guard table.contains(handle) else { return }
-        if let finalResponse { table[handle].settings.finalResponseTimeout = finalResponse }
-        if let inviteFinalResponse { table[handle].settings.finalResponseInviteTimeout = inviteFinalResponse }
-        let settings = table[handle].settings
-        for i in 0..<table[handle].branches.count {
-            if table[handle].branches[i].invite != nil { table[handle].branches[i].invite!.settings = settings }
-            if table[handle].branches[i].nonInvite != nil { table[handle].branches[i].nonInvite!.settings = settings }
-        }
-    }
-
-    /// Keeps a copy of `bytes` (the script's serialized `$avp` values) with the transaction, replacing the
-    /// previous copy; empty `bytes` drops it. False when it is larger than a store block.
-    ///
-    /// A route never views the transaction's copy while it runs: `takeAVPs` moved it out to the route first,
-    /// so replacing it here (an `async()` saving the route's values midway) cannot pull bytes from under a
-    /// view.
-    @discardableResult
-    public func storeAVPs(_ handle: TransactionHandle, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard table.contains(handle) else { return false }
-        let copy = bytes.count > 0 ? store.store(bytes) : nil
-        if let old = table[handle].avps { store.release(old) }
-        table[handle].avps = copy
-        return copy != nil || bytes.count == 0
-    }
-
-    /// Moves the transaction's `$avp` values out to the route that is about to run for it: the caller owns
-    /// the block (its views stay valid whatever the transaction does meanwhile) and gives it back with
-    /// `releaseBlock` when the route has ended; the route's own values come back with `storeAVPs`.
-    public func takeAVPs(_ handle: TransactionHandle) -> StoredMessage? {
-        guard table.contains(handle), let kept = table[handle].avps else { return nil }
-        table[handle].avps = nil
-        return kept
-    }
-
-    /// Returns a block moved out by `takeAVPs` or `takeSuspension` to the store it came from.
-    public func releaseBlock(_ block: StoredMessage) {
-        store.release(block)
-    }
-
-    /// Marks the transaction as waiting for an async operation and keeps the script's state for the resume
-    /// route (a copy of `state`). False when it cannot be kept, or the transaction already waits for one.
-    /// - Precondition: the state of an earlier suspension was moved out (`takeSuspension`).
-    public func suspend(_ handle: TransactionHandle, state: UnsafeRawBufferPointer) -> Bool {
-        // One suspension at a time: a failure route running while the request route waits must not overwrite
-        // the state its resume route needs.
-        guard table.contains(handle), !table[handle].suspended else { return false }
-        assert(table[handle].suspension == nil, "a resumed suspension's state was not moved out before suspending again")
-        guard let copy = store.store(state) else { return false }
-        table[handle].suspension = copy
-        table[handle].suspended = true
-        return true
-    }
-
-    /// Ends the suspension and moves its state (kept by `suspend`) out to the resume route, which owns it
-    /// from here and gives it back with `releaseBlock`; nil when the transaction is gone or not suspended.
-    public func takeSuspension(_ handle: TransactionHandle) -> StoredMessage? {
-        guard table.contains(handle), table[handle].suspended, let kept = table[handle].suspension else { return nil }
-        table[handle].suspended = false
-        table[handle].suspension = nil
-        return kept
-    }
-
-    /// The resume route has ended without suspending again: the transaction may be freed if it ended meanwhile.
-    public func resumeEnded(_ handle: TransactionHandle, on shard: any ShardIO) {
-        guard table.contains(handle), !table[handle].suspended else { return }
-        freeIfDone(handle, on: shard)
     }
 
     /// Adds a branch: `message` (the request with the script's edits) forwarded to `destination` in a new
@@ -396,14 +288,14 @@ public final class TransactionManager {
         return true
     }
 
-    private func schedule(_ handle: TransactionHandle, _ machine: MachineID, _ timer: TransactionTimer,
+    func schedule(_ handle: TransactionHandle, _ machine: MachineID, _ timer: TransactionTimer,
                           _ milliseconds: Int, on shard: any ShardIO) -> TimerHandle? {
         shard.schedule(after: UInt64(max(milliseconds, 0)), payload: TimerPayload.encode(handle, machine, timer))
     }
 
     // MARK: - Performing machine actions
 
-    private func performServer(_ handle: TransactionHandle, _ actions: TransactionActions,
+    func performServer(_ handle: TransactionHandle, _ actions: TransactionActions,
                                response: StoredMessage?, on shard: any ShardIO) {
         for action in actions {
             guard table.contains(handle) else { return }
@@ -437,7 +329,7 @@ public final class TransactionManager {
     }
 
     /// Sends `response` upstream through the server transaction (ours or a branch's, already rebuilt).
-    private func respond(_ handle: TransactionHandle, status: Int, response: StoredMessage, on shard: any ShardIO) {
+    func respond(_ handle: TransactionHandle, status: Int, response: StoredMessage, on shard: any ShardIO) {
         // The server transaction may have ended (Timer L/H/J) while a branch lives on (Timer M, D): a late
         // 2xx still goes upstream statelessly (RFC 6026 §8.4: the proxy forwards every 2xx), anything else
         // has no one left to go to.
@@ -458,7 +350,7 @@ public final class TransactionManager {
         if !keeps && !actions.contains(.sendResponseStatelessly) { store.release(response) }
     }
 
-    private func performClient(_ handle: TransactionHandle, _ index: Int, _ actions: TransactionActions,
+    func performClient(_ handle: TransactionHandle, _ index: Int, _ actions: TransactionActions,
                                response: SIPMessage?, on shard: any ShardIO) {
         for action in actions {
             guard table.contains(handle) else { return }
@@ -495,7 +387,7 @@ public final class TransactionManager {
         }
     }
 
-    private func performCancel(_ handle: TransactionHandle, _ index: Int, _ actions: TransactionActions, on shard: any ShardIO) {
+    func performCancel(_ handle: TransactionHandle, _ index: Int, _ actions: TransactionActions, on shard: any ShardIO) {
         for action in actions {
             guard table.contains(handle) else { return }
             switch action {
@@ -518,363 +410,15 @@ public final class TransactionManager {
         }
     }
 
-    // MARK: - Proxy core (§16.7)
-
-    /// A response passed up by a branch's client transaction.
-    private func branchResponded(_ handle: TransactionHandle, _ index: Int, _ message: SIPMessage, on shard: any ShardIO) {
-        let code = message.statusCode
-        // 100 is hop by hop (§16.7 step 5): never relayed, so no reply route needs to see it.
-        if code == 100 { return }
-        // While a final of this branch is held, what else it sends (a 2xx retransmission) is dropped: the held
-        // one is relayed when its resume route ends, and a UAS sends its 2xx again until it gets the ACK.
-        if table[handle].branches[index].heldFinal { return }
-        if let user {
-            let verdict = user.replyReceived(message, route: Int(table[handle].replyRoute), transaction: handle,
-                                             branch: index, manager: self, on: shard)
-            guard table.contains(handle) else { return }
-            switch verdict {
-            case .relay: break
-            case .drop: if code < 200 { return }
-            case .hold:
-                // Counted by `holdReply` when the route's async() took it.
-                if code >= 200 { table[handle].branches[index].heldFinal = true }
-                return
-            }
-        }
-        proxyResponse(handle, index, message, on: shard)
-    }
-
-    /// A response a reply route held (`ReplyVerdict.hold`) comes back after its resume route: `relay` false
-    /// drops a provisional; a final always goes on to the proxy core. `message` is the response as the
-    /// route left it (parsed, its header removals marked).
-    /// nil: the response could not be read back (a held final then counts as the branch failing, 500).
-    public func releaseHeldReply(_ handle: TransactionHandle, branch index: Int, _ message: SIPMessage?, relay: Bool,
-                                 on shard: any ShardIO) {
-        guard table.contains(handle), table[handle].heldReplies > 0 else { return }
-        // Still counted while it is processed: relaying it may end the server transaction, and with the branch's
-        // machine over already the transaction would be freed under us.
-        if index < table[handle].branches.count {
-            if let message {
-                let code = message.statusCode
-                if code >= 200 { table[handle].branches[index].heldFinal = false }
-                if relay || code >= 200 { proxyResponse(handle, index, message, on: shard) }
-            } else if table[handle].branches[index].heldFinal {
-                table[handle].branches[index].heldFinal = false
-                branchFailed(handle, index, status: 500, on: shard)
-            }
-        }
-        guard table.contains(handle) else { return }
-        table[handle].heldReplies -= 1
-        freeIfDone(handle, on: shard)
-    }
-
-    /// The resume route of a held response held it again (a chained async()): its new hold counted it, so the
-    /// old count goes.
-    public func replyHeldAgain(_ handle: TransactionHandle) {
-        guard table.contains(handle), table[handle].heldReplies > 0 else { return }
-        table[handle].heldReplies -= 1
-    }
-
-    /// The live transaction in `slot` with `generation` (a handle carried through a continuation's payload).
-    public func handle(slot: UInt32, generation: UInt16) -> TransactionHandle? {
-        table.handle(slot: slot, generation: generation)
-    }
-
-    /// Whether `handle` still names a live transaction.
-    public func isLive(_ handle: TransactionHandle) -> Bool { table.contains(handle) }
-
-    /// Whether a CANCEL reached the transaction.
-    public func wasCancelled(_ handle: TransactionHandle) -> Bool { table.contains(handle) && table[handle].cancelled }
-
-    /// A reply route's async() took the response being handled (it returns `ReplyVerdict.hold` next): the
-    /// transaction waits for `releaseHeldReply`. Counted here, before the operation starts, so that even a
-    /// completion delivered at once finds it. False when the transaction is gone or cannot hold more.
-    public func holdReply(_ handle: TransactionHandle) -> Bool {
-        guard canHold(handle) else { return false }
-        table[handle].heldReplies += 1
-        return true
-    }
-
-    /// After a route of the transaction ended (the request route, or a resume route) without suspending it:
-    /// a transaction left with no answer and nothing in progress gets one now — the best of its branches when
-    /// all are final (a failure route suspended), or a 500 with `reason` when none was sent at all.
-    public func answerIfUnanswered(_ handle: TransactionHandle, reason: UnsafeRawBufferPointer, on shard: any ShardIO) {
-        guard table.contains(handle), table[handle].finalSent < 200, !table[handle].suspended,
-              table[handle].heldBranches == 0, table[handle].failureRouteDue < 0 else { return }
-        if table[handle].sentBranchCount == 0 {
-            reply(handle, status: 500, reason: reason, on: shard)
-        } else if table[handle].allBranchesFinal {
-            sendBestResponse(handle, on: shard)
-        }
-    }
-
-    /// Whether one more response (or branch) of the transaction can be held for an async() in a reply (or
-    /// branch) route.
-    public func canHold(_ handle: TransactionHandle) -> Bool {
-        table.contains(handle) && table[handle].heldReplies < UInt8.max && table[handle].heldBranches < UInt8.max
-    }
-
-    /// A branch_route took its branch into async(): it is not sent yet, its place (index) is kept for it, and
-    /// the transaction's answer waits for it until `releaseHeldBranch`. The place, or nil when the transaction is
-    /// gone, answered, cancelled, or has no room for another branch.
-    public func holdBranch(_ handle: TransactionHandle) -> Int? {
-        guard canHold(handle), table[handle].finalSent < 200, !table[handle].cancelled,
-              table[handle].branches.count < Branches.capacity else { return nil }
-        let index = table[handle].branches.count
-        _ = table[handle].branches.append(.placeholder())
-        table[handle].heldBranches += 1
-        return index
-    }
-
-    /// A held branch is settled: the script sent it into its place (`relay(…, into: index)` before this) or
-    /// gave it up (its place is abandoned). When it was the last thing the transaction waited for, the answer
-    /// is chosen now — a transaction with no branch sent at all gets a 500.
-    public func releaseHeldBranch(_ handle: TransactionHandle, branch index: Int, on shard: any ShardIO) {
-        guard table.contains(handle), table[handle].heldBranches > 0 else { return }
-        table[handle].heldBranches -= 1
-        if index < table[handle].branches.count && table[handle].branches[index].reserved {
-            table[handle].branches[index].reserved = false
-            table[handle].branches[index].abandoned = true
-            table[handle].branches[index].machineDone = true
-        }
-        if table[handle].heldBranches == 0 && table[handle].finalSent < 200 && !table[handle].suspended
-            && table[handle].failureRouteDue < 0 {
-            if table[handle].sentBranchCount == 0 {
-                reply(handle, status: 500, reason: noBranchReason, on: shard)
-            } else {
-                branchesSettled(handle, on: shard)
-            }
-        }
-        freeIfDone(handle, on: shard)
-    }
-
-    /// §16.7 steps 5–10 for one response the reply routes let through.
-    private func proxyResponse(_ handle: TransactionHandle, _ index: Int, _ message: SIPMessage, on shard: any ShardIO) {
-        let code = message.statusCode
-        if code < 200 {
-            forwardUpstream(handle, message, status: code, on: shard)
-            return
-        }
-        if code < 300 {
-            if table[handle].branches[index].finalCode == 0 { table[handle].branches[index].finalCode = code }
-            forwardUpstream(handle, message, status: code, on: shard)
-            guard table.contains(handle) else { return }
-            // §16.7 step 10: a 2xx ends the others.
-            for other in 0..<table[handle].branches.count where other != index {
-                cancelBranch(handle, other, on: shard)
-            }
-            return
-        }
-        guard table[handle].branches[index].finalCode == 0 else { return }
-        table[handle].branches[index].finalCode = code
-        if let kept = store.store(UnsafeRawBufferPointer(rebasing: message.bytes[0..<message.length])) {
-            table[handle].branches[index].response = kept
-        }
-        if code >= 600 {
-            // §16.7 step 5: a 6xx decides the answer; the other branches are cancelled rather than awaited.
-            for other in 0..<table[handle].branches.count where other != index {
-                cancelBranch(handle, other, on: shard)
-            }
-        }
-        branchesSettled(handle, on: shard)
-    }
-
-    /// A branch ended without a response of its own: Timer B/F/C or fr_timeout (408), a send failure (503).
-    private func branchFailed(_ handle: TransactionHandle, _ index: Int, status: Int, on shard: any ShardIO) {
-        guard table[handle].branches[index].finalCode == 0 else { return }
-        table[handle].branches[index].finalCode = status
-        branchesSettled(handle, on: shard)
-    }
-
-    /// When every branch has a final answer and none was a 2xx: run the failure route if there is one
-    /// (it may add branches), else send the best response upstream (§16.7 step 6).
-    private func branchesSettled(_ handle: TransactionHandle, on shard: any ShardIO) {
-        guard table.contains(handle), table[handle].allBranchesFinal, table[handle].finalSent < 200,
-              table[handle].failureRouteDue < 0 else { return }
-        // `$T_reply_code` / `t_check_status` in failure_route see the answer that would go upstream.
-        if let best = bestBranch(handle) { table[handle].replyCode = table[handle].branches[best].finalCode }
-        let route = table[handle].failureRoute
-        if route >= 0 && !table[handle].cancelled, let user {
-            // A failure route runs once; t_on_failure inside it arms the next one.
-            table[handle].failureRoute = -1
-            table[handle].failureRouteDue = route
-            table[handle].branchesBeforeFailureRoute = UInt8(table[handle].branches.count)
-            user.failureRouteDue(transaction: handle, manager: self, on: shard)
-            return
-        }
-        sendBestResponse(handle, on: shard)
-    }
-
-    /// The failure route that is due for `handle`, taken to run now; nil when none is (the transaction ended).
-    public func takeDueFailureRoute(_ handle: TransactionHandle) -> Int? {
-        guard table.contains(handle), table[handle].failureRouteDue >= 0 else { return nil }
-        return Int(table[handle].failureRouteDue)
-    }
-
-    /// The failure route has run: new branches (sent or held) or a suspension answer later, a reply it sent
-    /// stands; otherwise the best response goes upstream now (§16.7 step 6).
-    public func failureRouteEnded(_ handle: TransactionHandle, on shard: any ShardIO) {
-        guard table.contains(handle), table[handle].failureRouteDue >= 0 else { return }
-        table[handle].failureRouteDue = -1
-        if table[handle].branches.count > Int(table[handle].branchesBeforeFailureRoute) || table[handle].heldBranches > 0
-            || table[handle].suspended || table[handle].finalSent >= 200 {
-            freeIfDone(handle, on: shard)
-            return
-        }
-        sendBestResponse(handle, on: shard)
-    }
-
-    private func hasGlobalFailure(_ handle: TransactionHandle) -> Bool {
-        for i in 0..<table[handle].branches.count where table[handle].branches[i].finalCode >= 600 { return true }
-        return false
-    }
-
-    private func bestBranch(_ handle: TransactionHandle) -> Int? {
-        BestResponse.select(count: table[handle].branches.count, code: { table[handle].branches[$0].finalCode },
-                            received: { table[handle].branches[$0].response != nil })
-    }
-
-    /// Sends the answer `BestResponse` selects: the branch's own response (a 401/407 with every branch's
-    /// challenges, §16.7 step 7), or ours for a branch that had none — 487 after a CANCEL, 503 after a send
-    /// failure, else 408.
-    private func sendBestResponse(_ handle: TransactionHandle, on shard: any ShardIO) {
-        guard let best = bestBranch(handle) else {
-            reply(handle, status: 500, reason: noBranch, on: shard)
-            return
-        }
-        let code = table[handle].branches[best].finalCode
-        if table[handle].branches[best].abandoned {
-            // Only places of branches never sent are left: nothing was tried.
-            reply(handle, status: table[handle].cancelled ? 487 : 500,
-                  reason: table[handle].cancelled ? terminatedReason : noBranchReason, on: shard)
-        } else if code == 503 && table[handle].branches[best].response != nil {
-            // §16.7 step 6: a downstream 503 would tell the caller that *this* proxy is unavailable.
-            reply(handle, status: 500, reason: serverError, on: shard)
-        } else if let stored = table[handle].branches[best].response, (try? scratch.parse(stored.bytes)) != nil {
-            let challenges = BestResponse.mergesChallenges(code) ? collectChallenges(handle, except: best) : nil
-            forwardUpstream(handle, scratch, status: code, appending: challenges?.bytes, on: shard)
-            if let challenges { store.release(challenges) }
-        } else if table[handle].cancelled {
-            reply(handle, status: 487, reason: terminatedReason, on: shard)
-        } else if code == 503 {
-            reply(handle, status: 503, reason: unavailable, on: shard)
-        } else if code == 500 {
-            reply(handle, status: 500, reason: serverError, on: shard)
-        } else {
-            reply(handle, status: 408, reason: timeoutReason, on: shard)
-        }
-    }
-
-    /// The WWW-Authenticate and Proxy-Authenticate lines of every other branch's 401/407, in branch order, in a
-    /// store block the caller releases; nil when there are none. A line that does not fit is left out.
-    private func collectChallenges(_ handle: TransactionHandle, except chosen: Int) -> StoredMessage? {
-        guard let block = store.allocate(4096) else { return nil }
-        var used = 0
-        for i in 0..<table[handle].branches.count where i != chosen {
-            let branch = table[handle].branches[i]
-            guard BestResponse.mergesChallenges(branch.finalCode), let response = branch.response,
-                  (try? challengeScratch.parse(response.bytes)) != nil else { continue }
-            for h in 0..<challengeScratch.headerCount {
-                let field = challengeScratch.header(at: h)
-                guard field.kind == .wwwAuthenticate || field.kind == .proxyAuthenticate else { continue }
-                let line = challengeScratch.bytes(of: field.line)
-                guard line.count <= block.bytes.count - used else { continue }
-                UnsafeMutableRawBufferPointer(rebasing: block.bytes[used..<used + line.count]).copyMemory(from: line)
-                used += line.count
-            }
-        }
-        let collected = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: used)
-        if used == 0 {
-            store.release(collected)
-            return nil
-        }
-        return collected
-    }
-
-    /// Relays a branch's response upstream: our Via removed, sent through the server transaction.
-    private func forwardUpstream(_ handle: TransactionHandle, _ message: SIPMessage, status: Int,
-                                 appending headers: UnsafeRawBufferPointer? = nil, on shard: any ShardIO) {
-        var options = SIPForwardingOptions()
-        options.appendedHeaders = headers
-        guard let block = store.allocate(message.length + (headers?.count ?? 0)) else {
-            malformed(on: shard)
-            return
-        }
-        guard let length = try? message.writeForwardedResponse(into: block.bytes, options) else {
-            store.release(StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: 0))
-            malformed(on: shard)
-            return
-        }
-        respond(handle, status: status,
-                response: StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: length),
-                on: shard)
-    }
-
-    // MARK: - CANCEL and ACK
-
-    /// A CANCEL for a pending INVITE (§16.10): 200 for the CANCEL itself, a CANCEL to every branch; the
-    /// INVITE is answered when its branches answer (487), or 487 by us if none can.
-    private func cancel(_ handle: TransactionHandle, answering message: SIPMessage, from source: SocketAddress,
-                        arrivedOn socket: Int, on shard: any ShardIO) {
-        relay.reply(to: message, status: 200, reason: okReason, from: source, arrivedOn: socket, on: shard)
-        guard !table[handle].cancelled, table[handle].finalSent < 200 else { return }
-        table[handle].cancelled = true
-        // Nothing sent yet (no branch, or only held ones, which will not be sent now): answered at once.
-        if table[handle].sentBranchCount == 0 {
-            reply(handle, status: 487, reason: terminatedReason, on: shard)
-            return
-        }
-        for i in 0..<table[handle].branches.count { cancelBranch(handle, i, on: shard) }
-    }
-
-    private func cancelBranch(_ handle: TransactionHandle, _ index: Int, on shard: any ShardIO) {
-        // A branch whose final answer a reply route holds has answered: nothing to cancel (its machine may
-        // have ended already).
-        guard table.contains(handle), table[handle].branches[index].invite != nil,
-              table[handle].branches[index].finalCode == 0, !table[handle].branches[index].heldFinal,
-              !table[handle].branches[index].machineDone else { return }
-        let actions = table[handle].branches[index].invite!.cancel(now: shard.now)
-        performClient(handle, index, actions, response: nil, on: shard)
-    }
-
-    private func startCancel(_ handle: TransactionHandle, _ index: Int, on shard: any ShardIO) {
-        guard table[handle].branches[index].cancel == nil else { return }
-        let branch = table[handle].branches[index]
-        guard (try? scratch.parse(branch.request.bytes)) != nil, let block = store.allocate(branch.request.count),
-              let length = RequestBuilders.writeCancel(request: scratch, into: block.bytes) else { return }
-        table[handle].branches[index].cancelRequest = StoredMessage(block: block.bytes.baseAddress!,
-                                                                    sizeClass: block.sizeClass, count: length)
-        table[handle].branches[index].cancel = NonInviteClientTransaction(settings: table[handle].settings,
-                                                                          transport: .unreliable)
-        table[handle].branches[index].cancelDone = false
-        let actions = table[handle].branches[index].cancel!.start(now: shard.now)
-        performCancel(handle, index, actions, on: shard)
-    }
-
-    /// The hop-by-hop ACK for a branch's non-2xx final (§17.1.1.3): built once, resent for retransmissions.
-    private func sendAck(_ handle: TransactionHandle, _ index: Int, response: SIPMessage?, on shard: any ShardIO) {
-        let branch = table[handle].branches[index]
-        if branch.ack == nil, let response {
-            // `response` is parsed in its receive buffer; the request is parsed into the scratch message.
-            guard (try? scratch.parse(branch.request.bytes)) != nil, let block = store.allocate(branch.request.count + 256),
-                  let length = RequestBuilders.writeAck(request: scratch, response: response, into: block.bytes) else {
-                return
-            }
-            table[handle].branches[index].ack = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass,
-                                                              count: length)
-        }
-        if let ack = table[handle].branches[index].ack { send(ack, to: branch.destination, socket: branch.socket, on: shard) }
-    }
-
     // MARK: - Plumbing
 
-    private func malformed(on shard: any ShardIO) {
+    func malformed(on shard: any ShardIO) {
         malformedReplies += 1
         shard.counters.malformedReplies += 1
         shard.counters.dropped += 1
     }
 
-    private func send(_ message: StoredMessage, to destination: SocketAddress, socket: Int, on shard: any ShardIO) {
+    func send(_ message: StoredMessage, to destination: SocketAddress, socket: Int, on shard: any ShardIO) {
         guard let out = shard.makeDatagram(), message.count <= out.buffer.count else {
             shard.counters.dropped += 1
             return
@@ -884,7 +428,7 @@ public final class TransactionManager {
     }
 
     /// Frees the transaction once its server machine and every branch's machines have terminated.
-    private func freeIfDone(_ handle: TransactionHandle, on shard: any ShardIO) {
+    func freeIfDone(_ handle: TransactionHandle, on shard: any ShardIO) {
         // A suspended transaction (or one with a held reply) waits for its resume route even when it has
         // ended (a CANCEL answered it): the route still runs, and t_was_cancelled() tells it.
         guard table.contains(handle), table[handle].serverDone, !table[handle].suspended,
@@ -896,7 +440,7 @@ public final class TransactionManager {
         shard.counters.transactions = table.live
     }
 
-    private func release(_ entry: inout ProxyTransaction, on shard: (any ShardIO)?) {
+    func release(_ entry: inout ProxyTransaction, on shard: (any ShardIO)?) {
         store.release(entry.request)
         if let last = entry.lastResponse { store.release(last) }
         if let avps = entry.avps { store.release(avps) }
@@ -924,21 +468,22 @@ public final class TransactionManager {
     }
 
     public var storedBlocks: Int { store.blocksInUse }
+
     public var reservedBytes: Int { store.reservedBytes }
 }
 
-nonisolated(unsafe) private let trying = permanent("Trying")
-nonisolated(unsafe) private let okReason = permanent("OK")
-nonisolated(unsafe) private let terminatedReason = permanent("Request Terminated")
-nonisolated(unsafe) private let timeoutReason = permanent("Request Timeout")
-nonisolated(unsafe) private let unavailable = permanent("Service Unavailable")
-nonisolated(unsafe) private let noBranch = permanent("No Branch Answered")
-nonisolated(unsafe) private let serverError = permanent("Server Internal Error")
+nonisolated(unsafe) let trying = permanent("Trying")
+nonisolated(unsafe) let okReason = permanent("OK")
+nonisolated(unsafe) let terminatedReason = permanent("Request Terminated")
+nonisolated(unsafe) let timeoutReason = permanent("Request Timeout")
+nonisolated(unsafe) let unavailable = permanent("Service Unavailable")
+nonisolated(unsafe) let noBranch = permanent("No Branch Answered")
+nonisolated(unsafe) let serverError = permanent("Server Internal Error")
 
-private func permanent(_ text: String) -> UnsafeRawBufferPointer {
+func permanent(_ text: String) -> UnsafeRawBufferPointer {
     let bytes = Array(text.utf8)
     let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
     storage.copyBytes(from: bytes)
     return UnsafeRawBufferPointer(storage)
 }
-nonisolated(unsafe) private let noBranchReason = permanent("No Branch Sent")
+nonisolated(unsafe) let noBranchReason = permanent("No Branch Sent")
