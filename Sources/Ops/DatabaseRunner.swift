@@ -107,8 +107,10 @@ public final class DatabaseRunner {
     private var cells: [Int] = []
     private var values: UnsafeMutableRawPointer
     private var valuesCapacity = 4096
-    /// Delegate calls in progress; while above zero, new work waits for the pump that follows the call.
-    private var deliveryDepth = 0
+    /// True while the delegate is called. The delegate records the result and returns — the script's resume route
+    /// runs at the end of the shard's loop turn — so it never calls back into the runner (`submit`, `cancel`
+    /// trap if it does): no re-entrancy to guard against.
+    private var delivering = false
 
     public var queued: Int { lists.queued }
     /// Queries running on a connection now.
@@ -173,6 +175,7 @@ public final class DatabaseRunner {
     /// Runs `query` (one statement, not NUL-terminated, copied) with a timeout (0: none — the script layer
     /// always gives one). The delegate later gets `token` back with the outcome.
     public func submit(query: UnsafeRawBufferPointer, timeoutMilliseconds: UInt64, token: UInt64) -> DatabaseSubmission {
+        precondition(!delivering, "DatabaseRunner.submit called from inside its delegate")
         // Slots are `connections + queueCapacity`: a free slot means a free connection or room in the queue
         // (counted while connections are still opening, too).
         guard let index = lists.takeFree() else { return .rejected(.queueFull) }
@@ -204,6 +207,7 @@ public final class DatabaseRunner {
     /// Stops a query without reporting it (its suspension gave up): a queued one leaves the queue, a running
     /// one's connection is closed and replaced. A handle whose query already finished is ignored.
     public func cancel(_ handle: DatabaseHandle) {
+        precondition(!delivering, "DatabaseRunner.cancel called from inside its delegate")
         let index = Int(handle.slot)
         guard index >= 0, index < capacity, requests[index].generation == handle.generation else { return }
         switch requests[index].state {
@@ -282,9 +286,8 @@ public final class DatabaseRunner {
     }
 
     /// Starts queued queries on idle connections, oldest first (a retried query skips connections as old as
-    /// the one it failed on). Not while a delegate call is in progress: the pump after it does the work.
+    /// the one it failed on).
     private func pump() {
-        guard deliveryDepth == 0 else { return }
         var cursor = lists.firstQueued
         while let index = cursor {
             if let c = idleConnection(for: index) {
@@ -544,14 +547,14 @@ public final class DatabaseRunner {
         if code == .failed, let text = mysql_error(connections[c].mysql) {
             message = UnsafeRawBufferPointer(start: text, count: strlen(text))
         }
-        deliveryDepth += 1
+        delivering = true
         cells.withUnsafeBufferPointer { cells in
             let completion = DatabaseCompletion(code: code, errorNumber: errorNumber, message: message, rows: rows,
                                                 columns: columns, affectedRows: affectedRows,
                                                 cells: cells.baseAddress, values: UnsafeRawPointer(values))
             delegate.queryCompleted(token: requests[index].token, completion, on: shard)
         }
-        deliveryDepth -= 1
+        delivering = false
         release(index)
         // The error text lived in the handle: only now may a lost connection be closed.
         if replacing {
@@ -567,11 +570,11 @@ public final class DatabaseRunner {
         if let timer = requests[index].timer { shard.cancel(timer) }
         requests[index].timer = nil
         requests[index].state = .delivering
-        deliveryDepth += 1
+        delivering = true
         let completion = DatabaseCompletion(code: code, errorNumber: 0, message: .init(start: nil, count: 0), rows: 0,
                                             columns: 0, affectedRows: 0, cells: nil, values: nil)
         delegate.queryCompleted(token: requests[index].token, completion, on: shard)
-        deliveryDepth -= 1
+        delivering = false
         release(index)
     }
 

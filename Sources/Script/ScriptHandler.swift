@@ -73,6 +73,9 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     /// Where the response being handled came from, for the reply routes the manager calls back into.
     private var responseSource = SocketAddress(ipv4: (0, 0, 0, 0), port: 0)
     private var responseSocket = 0
+    /// Responses whose reply routes run at the end of the loop turn (`replyRouteDue`), oldest at `dueReplyHead`.
+    private var dueReplies: [DueReply] = []
+    private var dueReplyHead = 0
 
     public init(program: ScriptProgram, shard: Int = 0) {
         configuration = program.configuration
@@ -110,6 +113,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             transactions = nil
         }
         transactions?.user = self
+        dueReplies.reserveCapacity(256)
     }
 
     public func handle(_ datagram: borrowing Datagram, on shard: Shard) -> Disposition {
@@ -188,20 +192,62 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         context.endRoute()
     }
 
-    /// A branch's response, before the manager relays it: the unnamed onreply_route (which sees every
-    /// response), then the transaction's `t_on_reply` route, on the response itself — its header removals
-    /// apply to what is relayed. Either may `drop` a provisional.
-    public func replyReceived(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
-                              manager: TransactionManager, on io: any ShardIO) -> ReplyVerdict {
-        guard replyRoute != nil || route >= 0 else { return .relay }
-        let shard = context.shard!
+    /// Whether a transaction's responses have reply routes to run: the unnamed onreply_route, or its
+    /// `t_on_reply` route.
+    public func wantsReplyRoutes(route: Int) -> Bool { replyRoute != nil || route >= 0 }
+
+    /// A branch's response, before the manager relays it: kept (with where it came from) and its reply routes
+    /// run at the end of this loop turn (`runDueReply`), not inside the response handling.
+    public func replyRouteDue(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
+                              manager: TransactionManager, on io: any ShardIO) -> Bool {
+        guard let held = HeldWork.keep(.reply, source: responseSource, socketIndex: responseSocket, forced: nil,
+                                       thenRoute: route, state: UnsafeRawBufferPointer(start: nil, count: 0),
+                                       response: UnsafeRawBufferPointer(rebasing: response.bytes[0..<response.length]),
+                                       in: context.heldWork) else { return false }
+        dueReplies.append(DueReply(held: held, transaction: transaction, branch: branch))
+        context.shard.continueNextTurn(payload: Self.replyMarker, value: 0)
+        return true
+    }
+
+    /// A response whose reply routes are due; `HeldWork.thenRoute` is its `t_on_reply` route.
+    struct DueReply {
+        let held: StoredMessage
+        let transaction: TransactionHandle
+        let branch: Int
+    }
+
+    /// Continuation payloads that run the reply routes of the oldest due response (`dueReplies` is in the order
+    /// the continuations were queued): bits 56–63 hold 3.
+    static let replyMarker: UInt64 = 3 << 56
+
+    /// The unnamed onreply_route (which sees every response), then the transaction's `t_on_reply` route, on the
+    /// response kept by `replyRouteDue`; either may `drop` a provisional, change it (header removals apply to
+    /// what is relayed) or take it into async(). Then the response goes back to the transaction.
+    private func runDueReply(on shard: Shard) {
+        guard dueReplyHead < dueReplies.count else { return }
+        let due = dueReplies[dueReplyHead]
+        dueReplyHead += 1
+        if dueReplyHead == dueReplies.count {
+            dueReplies.removeAll(keepingCapacity: true)
+            dueReplyHead = 0
+        }
+        // Released last: the transaction relays the response from this block.
+        defer { context.heldWork.release(due.held) }
+        guard let transactions, transactions.isLive(due.transaction), let work = HeldWork(due.held) else { return }
+        let handle = due.transaction
         let saved = context.message
         defer { context.message = saved }
-        context.begin(shard: shard, source: responseSource, socketIndex: responseSocket, hasMessage: true)
-        context.message = response
-        context.transaction = transaction
-        context.branchIndex = branch
-        context.restoreAVPs(from: transaction)
+        context.begin(shard: shard, source: work.source, socketIndex: work.socketIndex, hasMessage: true)
+        context.message = context.heldReplyMessage
+        guard (try? context.message.parse(work.response)) != nil else {
+            context.endRoute()
+            transactions.releaseHeldReply(handle, branch: due.branch, nil, relay: false, on: shard)
+            return
+        }
+        context.transaction = handle
+        context.branchIndex = due.branch
+        context.restoreAVPs(from: handle)
+        let route = work.thenRoute
         if let replyRoute {
             context.replyRouteAfter = route
             runRoute(replyRoute)
@@ -213,9 +259,14 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         }
         let verdict: ReplyVerdict = context.suspendedNow ? .hold : context.flow == .drop ? .drop : .relay
         if context.runtimeError != nil { reportRuntimeError() }
-        context.saveAVPs(to: transaction)
+        context.saveAVPs(to: handle)
         context.endRoute()
-        return verdict
+        // An async() took it: its own hold carries the response on (and counted it once more).
+        if verdict == .hold {
+            transactions.replyHeldAgain(handle)
+            return
+        }
+        transactions.releaseHeldReply(handle, branch: due.branch, context.message, relay: verdict == .relay, on: shard)
     }
 
     /// An async operation's timeout: the result is -2, recorded first (so whatever the cancelled operation
@@ -227,14 +278,16 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         cancel(context, ticket)
     }
 
-    /// Work recorded earlier in this loop turn: a completed operation's suspension resumes, or a due failure
-    /// route runs.
+    /// Work recorded earlier in this loop turn: a completed operation's suspension resumes, a due failure route
+    /// runs, or a response's reply routes run.
     public func continuation(payload: UInt64, value: Int, on shard: Shard) {
         context.shard = shard
         if let ticket = Suspensions.resumeTicket(payload) {
             resume(ticket, code: value, on: shard)
         } else if payload >> 56 == Self.failureMarker >> 56 {
             runFailureRoute(payload, on: shard)
+        } else if payload >> 56 == Self.replyMarker >> 56 {
+            runDueReply(on: shard)
         }
     }
 
@@ -447,3 +500,12 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
 }
 
 nonisolated(unsafe) private let noReply = permanentBytes("No Reply From Script")
+
+/// What the reply routes decided about a branch's response.
+enum ReplyVerdict {
+    case relay
+    /// `drop`: a provisional is not relayed (a final is: the transaction needs it).
+    case drop
+    /// An async() in a reply route took the response (a copy) to finish later: its resume route hands it back.
+    case hold
+}

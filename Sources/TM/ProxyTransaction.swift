@@ -209,7 +209,7 @@ public struct ProxyTransaction {
     /// run from the shard's loop; -1 when none is due. Until `failureRouteEnded` the answer waits.
     var failureRouteDue: Int32 = -1
     var branchesBeforeFailureRoute: UInt8 = 0
-    /// Responses the reply routes took into async() (`ReplyVerdict.hold`) and have not handed back: the
+    /// Responses waiting for their reply routes, or taken into async() by them, not handed back yet: the
     /// transaction lives until every one is released.
     public internal(set) var heldReplies: UInt8 = 0
     /// Branches a branch_route took into async() before they were sent (`holdBranch`): each is sent, or

@@ -16,18 +16,16 @@ extension TransactionManager {
         // While a final of this branch is held, what else it sends (a 2xx retransmission) is dropped: the held
         // one is relayed when its resume route ends, and a UAS sends its 2xx again until it gets the ACK.
         if table[handle].branches[index].heldFinal { return }
-        if let user {
-            let verdict = user.replyReceived(message, route: Int(table[handle].replyRoute), transaction: handle,
-                                             branch: index, manager: self, on: shard)
-            guard table.contains(handle) else { return }
-            switch verdict {
-            case .relay: break
-            case .drop: if code < 200 { return }
-            case .hold:
-                // Counted by `holdReply` when the route's async() took it.
-                if code >= 200 { table[handle].branches[index].heldFinal = true }
+        let route = Int(table[handle].replyRoute)
+        if let user, user.wantsReplyRoutes(route: route), canHold(handle) {
+            // Held until its reply routes have run from the loop: counted, and a final is this branch's answer.
+            table[handle].heldReplies += 1
+            if code >= 200 { table[handle].branches[index].heldFinal = true }
+            if user.replyRouteDue(message, route: route, transaction: handle, branch: index, manager: self, on: shard) {
                 return
             }
+            table[handle].heldReplies -= 1
+            if code >= 200 { table[handle].branches[index].heldFinal = false }
         }
         proxyResponse(handle, index, message, on: shard)
     }

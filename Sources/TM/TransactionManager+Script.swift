@@ -115,7 +115,8 @@ extension TransactionManager {
         freeIfDone(handle, on: shard)
     }
 
-    /// A response a reply route held (`ReplyVerdict.hold`) comes back after its resume route: `relay` false
+    /// A held response comes back after its reply routes (`replyRouteDue`) or the resume route of an async()
+    /// in them: `relay` false
     /// drops a provisional; a final always goes on to the proxy core. `message` is the response as the
     /// route left it (parsed, its header removals marked).
     /// nil: the response could not be read back (a held final then counts as the branch failing, 500).
@@ -157,7 +158,7 @@ extension TransactionManager {
     /// Whether a CANCEL reached the transaction.
     public func wasCancelled(_ handle: TransactionHandle) -> Bool { table.contains(handle) && table[handle].cancelled }
 
-    /// A reply route's async() took the response being handled (it returns `ReplyVerdict.hold` next): the
+    /// A reply route's async() took the response being handled (its routes then end in a hold): the
     /// transaction waits for `releaseHeldReply`. Counted here, before the operation starts, so that even a
     /// completion delivered at once finds it. False when the transaction is gone or cannot hold more.
     public func holdReply(_ handle: TransactionHandle) -> Bool {

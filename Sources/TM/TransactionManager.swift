@@ -10,21 +10,17 @@ public protocol TransactionUser: AnyObject {
     /// calls `failureRouteEnded`, and the manager completes what it left undone with the best response.
     func failureRouteDue(transaction: TransactionHandle, manager: TransactionManager, on shard: any ShardIO)
 
-    /// A branch of `transaction` passed `response` up (not a retransmission its machine absorbed, not a
-    /// 100): run the script's reply routes on it before it is relayed — `route` is the transaction's
-    /// `t_on_reply` route, -1 for none. `response` must be left parsed as it is (its header removals apply).
-    func replyReceived(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
-                       manager: TransactionManager, on shard: any ShardIO) -> ReplyVerdict
-}
+    /// Whether a branch's responses have reply routes to run (`route`: the transaction's `t_on_reply` route, -1
+    /// for none). When they do, each response waits for them, held like a response an async() took.
+    func wantsReplyRoutes(route: Int) -> Bool
 
-/// What the reply routes decided about a branch's response.
-public enum ReplyVerdict: Sendable {
-    case relay
-    /// `drop`: a provisional is not relayed (a final is: the transaction needs it).
-    case drop
-    /// An async() in a reply route took the response (a copy) to finish later: the manager does nothing more
-    /// with it until `releaseHeldReply` hands it back, and keeps the transaction until then.
-    case hold
+    /// A branch of `transaction` passed `response` up (not a retransmission its machine absorbed, not a 100)
+    /// and the reply routes are due: the user keeps a copy and runs them from the shard's loop, never inside
+    /// this call (which comes from the response being handled); then it gives the response back with
+    /// `releaseHeldReply` (relayed or dropped, as the routes decided) or `replyHeldAgain` (an async() in them
+    /// took it). False when it could not keep it: the response is relayed without its routes.
+    func replyRouteDue(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
+                       manager: TransactionManager, on shard: any ShardIO) -> Bool
 }
 
 /// One shard's transactions (RFC 3261 §16–17): creates server transactions for requests the script

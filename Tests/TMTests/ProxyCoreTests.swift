@@ -71,6 +71,11 @@ final class ScenarioUser: TransactionUser {
     }
 
     func runDue(_ manager: TransactionManager, on io: any ShardIO) {
+        sentBeforeDue = (io as! VirtualShard).sent
+        for (response, transaction, branch) in dueReplies {
+            manager.releaseHeldReply(transaction, branch: branch, response, relay: response.statusCode >= 200, on: io)
+        }
+        dueReplies.removeAll()
         while !due.isEmpty {
             let transaction = due.removeFirst()
             guard manager.takeDueFailureRoute(transaction) != nil else { continue }
@@ -83,8 +88,20 @@ final class ScenarioUser: TransactionUser {
         }
     }
 
-    func replyReceived(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
-                       manager: TransactionManager, on io: any ShardIO) -> ReplyVerdict { .relay }
+    /// With reply routes: each response waits for the turn boundary, where provisionals are dropped (as a
+    /// reply route's `drop` would) and finals relayed.
+    var replyRoutes = false
+    var dueReplies: [(SIPMessage, TransactionHandle, Int)] = []
+    /// What had been sent when the turn's due work began: nothing a reply route decides goes out before it.
+    var sentBeforeDue: [VirtualShard.Sent] = []
+
+    func wantsReplyRoutes(route: Int) -> Bool { replyRoutes }
+
+    func replyRouteDue(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
+                       manager: TransactionManager, on io: any ShardIO) -> Bool {
+        dueReplies.append((response, transaction, branch))
+        return true
+    }
 }
 
 /// One row of a proxy scenario: at `time`, `input` happens; the manager sends exactly `expected` (first line and
@@ -193,51 +210,25 @@ func answer(_ request: String, status: String) -> String {
     return out.joined(separator: "\n") + "\n\n"
 }
 
-func invite(_ call: String = "a84b4c76e66710") -> Parsed {
+/// The caller's request of call `call`: `method` with its CSeq number (a CANCEL shares its INVITE's).
+func callerRequest(_ method: String, call: String, cseq: Int) -> Parsed {
     Parsed("""
-        INVITE sip:bob@192.0.2.2:5070 SIP/2.0
+        \(method) sip:bob@192.0.2.2:5070 SIP/2.0
         Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-\(call)
         Max-Forwards: 70
         To: <sip:bob@biloxi.example.com>
         From: <sip:alice@atlanta.example.com>;tag=1928301774
         Call-ID: \(call)@192.0.2.1
-        CSeq: 314159 INVITE
-        Contact: <sip:alice@192.0.2.1>
+        CSeq: \(cseq) \(method)
         Content-Length: 0
 
 
         """)
 }
 
-func cancelOf(_ call: String = "a84b4c76e66710") -> Parsed {
-    Parsed("""
-        CANCEL sip:bob@192.0.2.2:5070 SIP/2.0
-        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-\(call)
-        Max-Forwards: 70
-        To: <sip:bob@biloxi.example.com>
-        From: <sip:alice@atlanta.example.com>;tag=1928301774
-        Call-ID: \(call)@192.0.2.1
-        CSeq: 314159 CANCEL
-        Content-Length: 0
-
-
-        """)
-}
-
-func options(_ call: String = "opt1") -> Parsed {
-    Parsed("""
-        OPTIONS sip:bob@192.0.2.2:5070 SIP/2.0
-        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-\(call)
-        Max-Forwards: 70
-        To: <sip:bob@biloxi.example.com>
-        From: <sip:alice@atlanta.example.com>;tag=1928301774
-        Call-ID: \(call)@192.0.2.1
-        CSeq: 1 OPTIONS
-        Content-Length: 0
-
-
-        """)
-}
+func invite(_ call: String = "a84b4c76e66710") -> Parsed { callerRequest("INVITE", call: call, cseq: 314159) }
+func cancelOf(_ call: String = "a84b4c76e66710") -> Parsed { callerRequest("CANCEL", call: call, cseq: 314159) }
+func options(_ call: String = "opt1") -> Parsed { callerRequest("OPTIONS", call: call, cseq: 1) }
 
 /// The proxy core (RFC 3261 §16–17) as scenario tables on a virtual clock, without a ring: what goes upstream
 /// and downstream, and when.
@@ -357,5 +348,17 @@ func options(_ call: String = "opt1") -> Parsed {
         ], settings: settings, user: user, failureRoute: 3)
         #expect(user.failureRoutes == 1)
         #expect(manager.live == 1, "answered, and kept for its wait timer")
+    }
+
+    @Test func replyRoutesRunAtTheTurnBoundaryAndDecideWhatIsRelayed() {
+        let user = ScenarioUser()
+        user.replyRoutes = true
+        runProxyScenario([
+            row(0, .fromCaller(invite()), [("SIP/2.0 100 Trying", caller), ("INVITE sip:bob@192.0.2.2:5070 SIP/2.0", callee)]),
+            // Dropped by the "reply route": the caller hears nothing.
+            row(100, .fromCallee(callee, "180 Ringing"), []),
+            row(200, .fromCallee(callee, "200 OK"), [("SIP/2.0 200 OK", caller)]),
+        ], user: user)
+        #expect(user.sentBeforeDue.isEmpty, "the 200 went upstream only after its reply routes")
     }
 }

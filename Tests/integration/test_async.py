@@ -166,7 +166,7 @@ def test_exec_past_its_timeout_is_killed_and_resumes_with_minus_2(exec_daemon):
     assert reply.startswith("SIP/2.0 299 rc=-2 out= err= who=alice\r\n"), reply
     assert 0.45 <= at - start < 1.5, f"resumed after {at - start:.3f}s, not at the 500 ms timeout"
     # The child was killed at its source, not left to run.
-    assert h.wait_until(lambda: not any("sleep 7" in h.cmdline(p) for p in h.all_pids()), 2), "the child still runs"
+    assert h.wait_until(lambda: not any("sleep 7" in h.cmdline(p) for p in h.all_pids()), 5), "the child still runs"
 
 
 LAUNCH_SCRIPT = """
@@ -312,11 +312,16 @@ route[done] {
 """
 
 
-@pytest.fixture
-def http_daemon(procs, ringsipd, tmp_path):
+def start_http_fixture(procs) -> int:
+    """The test HTTP server (Tests/OpsTests/Fixtures/http_fixture.py) on a free port, once it listens; its port."""
     server = procs.start("http", [sys.executable, HTTP_FIXTURE])
     assert h.wait_until(lambda: server.stdout().strip() != "" or not server.alive(), 5), server.stderr()
-    http_port = int(server.stdout().split()[0])
+    return int(server.stdout().split()[0])
+
+
+@pytest.fixture
+def http_daemon(procs, ringsipd, tmp_path):
+    http_port = start_http_fixture(procs)
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "http.cfg"
     script.write_text(HTTP_SCRIPT.replace("@PORT@", str(http_port)))
@@ -529,15 +534,20 @@ route[done] {
 """
 
 
-@pytest.fixture
-def radius_daemon(procs, ringsipd, tmp_path):
+def start_freeradius(procs, tmp_path) -> list[int]:
+    """A private FreeRADIUS (user alice / s3cret) on free ports, once it is ready: its auth and acct ports first."""
     if not Path("/usr/sbin/freeradius").exists():
-        from conftest import missing
         missing("freeradius is not installed: run `make test-deps`")
     ports = h.free_udp_ports(5)
     server = procs.start("freeradius", ["sh", "-c", FREERADIUS_SETUP, "sh", str(tmp_path), *map(str, ports)])
     assert h.wait_until(lambda: "Ready to process requests" in server.stdout() or not server.alive(), 15), \
         server.stdout()[-2000:] + server.stderr()[-2000:]
+    return ports
+
+
+@pytest.fixture
+def radius_daemon(procs, ringsipd, tmp_path):
+    ports = start_freeradius(procs, tmp_path)
     port = h.free_udp_ports(1)[0]
     script = tmp_path / "radius.cfg"
     script.write_text(RADIUS_SCRIPT.replace("@AUTH@", str(ports[0])).replace("@ACCT@", str(ports[1])))

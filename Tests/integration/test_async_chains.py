@@ -163,20 +163,10 @@ def test_a_db_rest_exec_radius_sleep_chain_keeps_avps_and_each_operations_output
         procs, ringsipd, tmp_path):
     """The chain real scripts run: look up in the database, ask a web service, run a helper, authenticate,
     pause — each hop sees the values set before it and the outputs of every operation before it."""
-    import sys
-    from pathlib import Path
-    from test_async import DB_URL, FREERADIUS_SETUP, HTTP_FIXTURE, need_mariadb
+    from test_async import DB_URL, need_mariadb, start_freeradius, start_http_fixture
     need_mariadb()
-    if not Path("/usr/sbin/freeradius").exists():
-        from conftest import missing
-        missing("freeradius is not installed: run `make test-deps`")
-    server = procs.start("http", [sys.executable, HTTP_FIXTURE])
-    assert h.wait_until(lambda: server.stdout().strip() != "" or not server.alive(), 5), server.stderr()
-    http_port = int(server.stdout().split()[0])
-    radius_ports = h.free_udp_ports(5)
-    radius = procs.start("freeradius", ["sh", "-c", FREERADIUS_SETUP, "sh", str(tmp_path), *map(str, radius_ports)])
-    assert h.wait_until(lambda: "Ready to process requests" in radius.stdout() or not radius.alive(), 15), \
-        radius.stdout()[-2000:] + radius.stderr()[-2000:]
+    http_port = start_http_fixture(procs)
+    radius_ports = start_freeradius(procs, tmp_path)
     show = ("rc=$rc who=[$avp(who)] big=[$(avp(big){s.len})] e=[$avp(empty)] db=[$(avp(db)[0]),$(avp(db)[1])] "
             "body=[$avp(body)] code=[$avp(code)] out=[$avp(out)] msg=[$avp(msg)]")
     port = h.free_udp_ports(1)[0]
