@@ -79,6 +79,11 @@ SCENARIO_SPECS = {s.name: s for s in (
     # The `stateful` work plus a 20 ms back-end call per initial INVITE. Kamailio's async rest is
     # http_async_client (built from Debian's source package); blocking-rest is its blocking http_client_query;
     # its avp_db_query is blocking.
+    # The `stateful` work plus a reply route that looks at every response (t_on_reply): ringsipd runs it from
+    # the shard's loop, on a kept copy of the response.
+    Scenario("stateful-onreply", "stateful + onreply_route on every response", 5, None, "uas.xml",
+             "INVITE to 200", shm_mb=2048, targets=("ringsip", "kamailio"),
+             why_not="no OpenSIPS install here to check an opensips.cfg against"),
     Scenario("async-rest", "stateful + async rest_get (20 ms back-end) per INVITE", 5, None, "uas.xml",
              "INVITE to 200", shm_mb=2048, backend="http", kamailio_modules=("http_async_client",)),
     Scenario("blocking-rest", "stateful + blocking rest call (20 ms back-end) per INVITE", 5, None,
