@@ -24,6 +24,8 @@ public final class Shard {
     private var receiveGenerations: [UInt16]
     private var activeReceives = 0
     private var stopping = false
+    private var stopDeadline = UInt64.max
+    private let stopSpec: UnsafeMutablePointer<__kernel_timespec>
     private var wheelArmedAt: UInt64?
     private var wheelGeneration: UInt16 = 0
     private let timeoutSpec: UnsafeMutablePointer<__kernel_timespec>
@@ -55,6 +57,8 @@ public final class Shard {
         timeoutSpec.initialize(to: __kernel_timespec())
         updateSpec = .allocate(capacity: 1)
         updateSpec.initialize(to: __kernel_timespec())
+        stopSpec = .allocate(capacity: 1)
+        stopSpec.initialize(to: __kernel_timespec())
         completions = .allocate(capacity: Shard.batch)
         directory.ringFDs[index] = ring.fd
         directory.bufferBases[index] = buffers.base
@@ -65,6 +69,7 @@ public final class Shard {
         receiveHeader.deallocate()
         timeoutSpec.deallocate()
         updateSpec.deallocate()
+        stopSpec.deallocate()
         completions.deallocate()
     }
 
@@ -82,7 +87,7 @@ public final class Shard {
     func run() {
         handler.started(on: self)
         for socket in sockets.indices { armReceive(socket) }
-        while !(stopping && activeReceives == 0 && sends.inFlight == 0 && continuations.isEmpty) {
+        while !(stopping && (drained || now >= stopDeadline)) {
             buffers.publish()
             armWheelTimeout()
             let rc = io_uring_submit_and_wait(ring.ring, continuations.isEmpty ? 1 : 0)
@@ -95,9 +100,21 @@ public final class Shard {
             wheel.advance(to: now) { payload in handler.timerFired(payload: payload, on: self) }
             runContinuations()
         }
+        if !drained {
+            let line = "ringsipd: shard \(index) stopped after \(Shard.stopBoundMilliseconds) ms with work abandoned: "
+                + "\(sends.inFlight) sends, \(activeReceives) receives, \(continuations.count) continuations\n"
+            _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+        }
+        counters.sendSlotsInUse = sends.inFlight
         handler.stopping(on: self)
         _ = io_uring_submit(ring.ring)
     }
+
+    /// Every receive cancelled, every send completed, no continuation left: the shard may stop.
+    private var drained: Bool { activeReceives == 0 && sends.inFlight == 0 && continuations.isEmpty }
+
+    /// How long a stop waits for the shard to drain before it gives up on what is left (and says so).
+    static let stopBoundMilliseconds: UInt64 = 2000
 
     /// Records work to run at the end of this turn, after every completion and timer of the turn: the way a
     /// completion hands its result to whatever continues from it (`ShardHandler.continuation`).
@@ -150,12 +167,20 @@ public final class Shard {
         case .stop:
             guard !stopping else { return }
             stopping = true
+            stopDeadline = now + Shard.stopBoundMilliseconds
+            // Wakes the loop at the deadline even when nothing else completes (its completion is ignored).
+            stopSpec.pointee = __kernel_timespec(tv_sec: Int64(Shard.stopBoundMilliseconds / 1000),
+                                                 tv_nsec: Int64(Shard.stopBoundMilliseconds % 1000) * 1_000_000)
+            let timeout = ring.sqe()
+            io_uring_prep_timeout(timeout, stopSpec, 0, 0)
+            timeout.pointee.user_data = Tag(kind: .timeoutUpdate, shard: index, generation: 0, slot: 0).rawValue
             for socket in sockets.indices where receiveGenerations[socket] & 1 == 1 {
                 let sqe = ring.sqe()
                 io_uring_prep_cancel64(sqe, receiveTag(socket).rawValue, 0)
                 sqe.pointee.user_data = Tag(kind: .timeoutUpdate, shard: index, generation: 0, slot: 0).rawValue
             }
         case .reportCounters:
+            counters.sendSlotsInUse = sends.inFlight
             let line = counters.line(label: "shard \(index)") + "\n"
             _ = line.withCString { write(STDOUT_FILENO, $0, strlen($0)) }
         case nil:
@@ -263,6 +288,9 @@ public final class Shard {
     }
 
     // MARK: - Send
+
+    /// The largest datagram a send buffer holds.
+    public var datagramCapacity: Int { sends.slotBytes }
 
     /// A send buffer to fill, or nil when every send slot is in flight (the caller counts a drop).
     @inline(__always)

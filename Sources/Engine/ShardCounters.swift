@@ -17,6 +17,9 @@ public struct ShardCounters: Sendable, Equatable {
     /// Async operations in flight: suspended transactions, held branches and responses, launch()es (kept by
     /// the script layer).
     public var asyncInFlight = 0
+    /// Send buffers taken and not yet given back (queued to the kernel, or held by a handler): a number that
+    /// only grows means a path that takes one and forgets it.
+    public var sendSlotsInUse = 0
 
     public init() {}
 
@@ -33,6 +36,7 @@ public struct ShardCounters: Sendable, Equatable {
         sum.transactions += b.transactions
         sum.malformedReplies += b.malformedReplies
         sum.asyncInFlight += b.asyncInFlight
+        sum.sendSlotsInUse += b.sendSlotsInUse
         return sum
     }
 
@@ -40,6 +44,7 @@ public struct ShardCounters: Sendable, Equatable {
     public func line(label: String) -> String {
         "\(label): received=\(received) sent=\(sent) parse_errors=\(parseErrors) dropped=\(dropped) "
             + "stale=\(staleCompletions) handoffs=\(handoffs) send_errors=\(sendErrors) enobufs=\(bufferExhaustion) "
-            + "transactions=\(transactions) malformed_replies=\(malformedReplies) async=\(asyncInFlight)"
+            + "transactions=\(transactions) malformed_replies=\(malformedReplies) async=\(asyncInFlight) "
+            + "send_slots=\(sendSlotsInUse)"
     }
 }

@@ -12,6 +12,8 @@ public protocol ShardIO: AnyObject {
     func schedule(after milliseconds: UInt64, payload: UInt64) -> TimerHandle?
     @discardableResult
     func cancel(_ timer: TimerHandle) -> Bool
+    /// The largest datagram `makeDatagram` can hold.
+    var datagramCapacity: Int { get }
     /// A send buffer to fill, or nil when every send slot is in flight.
     func makeDatagram() -> OutboundDatagram?
     func send(_ datagram: OutboundDatagram, length: Int, to destination: SocketAddress, socketIndex: Int)

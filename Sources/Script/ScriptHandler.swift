@@ -357,6 +357,9 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         defer { context.message = saved }
         context.begin(shard: shard, source: work.source, socketIndex: work.socketIndex, hasMessage: true)
         context.routeOutputs = outputs
+        // Only after the branch is relayed: its `$ru`/`$du` may view the route's blocks (an output, an `$avp`).
+        // TM queues what settling the branch makes due, so no route begins before this.
+        defer { context.endRoute() }
         let parsed: Bool
         if work.kind == .reply {
             context.message = context.heldReplyMessage
@@ -394,8 +397,6 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             if context.runtimeError != nil { reportRuntimeError() }
             context.saveAVPs(to: handle)
         }
-        // Before the transaction goes on: settling the branch may run its failure route.
-        context.endRoute()
         let again = context.suspendedNow
         if work.kind == .reply {
             // Held again: the new hold carries the response on (and counted it once more).

@@ -129,6 +129,13 @@ enum TMFunctions {
             // After a CANCEL nothing is relayed and the caller has its 487: 0 ends the script, so its usual
             // `if (!t_relay()) sl_send_reply(500, …)` does not answer a second time.
             if !sent && manager.wasCancelled(handle) { return 0 }
+            // A request too large to send over UDP is answered 513 (RFC 3261 §18.1.1 would switch to TCP, which
+            // ringsip does not have yet), never dropped at each retransmission; 0 ends the script likewise.
+            if !sent && manager.lastRelayTooLarge
+                && manager.reply(handle, status: 513, reason: tooLarge, to: context.message, on: context.shard) {
+                context.handled = true
+                return 0
+            }
             return sent ? 1 : -1
         }
     }
@@ -262,8 +269,9 @@ extension ScriptContext {
     /// transaction: the route's values may view the block it moved out (`restoreAVPs`), which stays the
     /// route's until `endRoute`.
     func saveAVPs(to handle: TransactionHandle) {
-        // Nothing to give: no values, and none taken from the transaction that the route might have removed.
-        guard let manager = transactions, avps.count > 0 || routeAVPs != nil else { return }
+        // Nothing to give: no values, none taken from the transaction that the route might have removed, and none
+        // kept midway (an async() in a branch_route saves before the route that called t_relay ends).
+        guard let manager = transactions, avps.count > 0 || routeAVPs != nil || manager.hasAVPs(handle) else { return }
         guard let length = avps.serialize(into: avpBytes),
               manager.storeAVPs(handle, UnsafeRawBufferPointer(rebasing: avpBytes[0..<length])) else {
             log.write(level: -1, "ringsipd: $avp values too large to keep with the transaction; dropped")

@@ -72,6 +72,11 @@ extension TransactionManager {
         return copy != nil || bytes.count == 0
     }
 
+    /// Whether the transaction keeps `$avp` values.
+    public func hasAVPs(_ handle: TransactionHandle) -> Bool {
+        table.contains(handle) && table[handle].avps != nil
+    }
+
     /// Moves the transaction's `$avp` values out to the route that is about to run for it: the caller owns
     /// the block (its views stay valid whatever the transaction does meanwhile) and gives it back with
     /// `releaseBlock` when the route has ended; the route's own values come back with `storeAVPs`.

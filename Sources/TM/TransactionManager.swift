@@ -48,6 +48,9 @@ public final class TransactionManager {
     /// they are `parse_errors`.
     public private(set) var malformedReplies = 0
     public private(set) var strayReplies = 0
+    /// Whether the last `relay` was refused because the forwarded request is larger than a datagram the shard
+    /// can send: `t_relay` answers 513 Message Too Large.
+    public private(set) var lastRelayTooLarge = false
 
     public init(shardIndex: Int, capacity: Int, settings: TimerSettings, key: BranchKey, seed: UInt64, relay: SIPRelay) {
         self.shardIndex = shardIndex
@@ -148,6 +151,7 @@ public final class TransactionManager {
     public func relay(_ handle: TransactionHandle, _ message: SIPMessage, from source: SocketAddress,
                       arrivedOn socketIndex: Int, to destination: SocketAddress, edits: RelayEdits,
                       into reserved: Int? = nil, on shard: any ShardIO) -> Bool {
+        lastRelayTooLarge = false
         // No new branch once a final answer went upstream, or after a 6xx (§16.7 step 5: the search is over).
         // Nor after a CANCEL (OpenSIPS refuses it too): a held branch or a resumed failure route would ring a
         // callee the caller has hung up on.
@@ -165,6 +169,13 @@ public final class TransactionManager {
                                                branch: UnsafeRawBufferPointer(rebasing: branchText[0..<length]),
                                                edits: edits, into: block.bytes) else {
             store.release(StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: 0))
+            return false
+        }
+        // Larger than a datagram the shard can send (UDP; TCP does not exist yet): refused, and the caller answers
+        // 513 (`lastRelayTooLarge`) instead of the branch being dropped at every retransmission.
+        guard written <= shard.datagramCapacity else {
+            store.release(StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: 0))
+            lastRelayTooLarge = true
             return false
         }
         let forwarded = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: written)
@@ -415,7 +426,14 @@ public final class TransactionManager {
     }
 
     func send(_ message: StoredMessage, to destination: SocketAddress, socket: Int, on shard: any ShardIO) {
-        guard let out = shard.makeDatagram(), message.count <= out.buffer.count else {
+        guard let out = shard.makeDatagram() else {
+            shard.counters.dropped += 1
+            return
+        }
+        // Given back, not kept: a slot taken and never sent would be lost for good, and a retransmitted
+        // oversized message would lose another each time until the shard could send nothing.
+        guard message.count <= out.buffer.count else {
+            shard.discard(out)
             shard.counters.dropped += 1
             return
         }

@@ -32,14 +32,22 @@ final class VirtualShard: ShardIO {
 
     @discardableResult
     func cancel(_ timer: TimerHandle) -> Bool { wheel.cancel(timer) }
-    func makeDatagram() -> OutboundDatagram? { OutboundDatagram(unpooled: buffer) }
+    /// As a shard's send slots (9,000 bytes); `outstanding` counts the ones taken and not yet sent or given back.
+    let datagramCapacity = 9000
+    private(set) var outstanding = 0
+
+    func makeDatagram() -> OutboundDatagram? {
+        outstanding += 1
+        return OutboundDatagram(unpooled: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<datagramCapacity]))
+    }
 
     func send(_ datagram: OutboundDatagram, length: Int, to destination: SocketAddress, socketIndex: Int) {
+        outstanding -= 1
         let text = String(decoding: datagram.buffer[0..<length], as: UTF8.self)
         sent.append(Sent(firstLine: String(text.prefix { $0 != "\r\n" }), to: destination, text: text))
     }
 
-    func discard(_ datagram: OutboundDatagram) {}
+    func discard(_ datagram: OutboundDatagram) { outstanding -= 1 }
     func socketIndex(for destination: SocketAddress, preferring preferred: Int) -> Int? { 0 }
 
     /// Moves the clock to `time`, firing every timer due on the way into `manager`.
@@ -195,7 +203,7 @@ private func lastRequest(to destination: SocketAddress, cancel: Bool, in shard: 
 }
 
 /// A callee's response to `request` (its Via rows, From, To with a tag, Call-ID, CSeq), LF line ends.
-func answer(_ request: String, status: String) -> String {
+func answer(_ request: String, status: String, extraHeader: String? = nil) -> String {
     let lines = request.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init)
     var out = ["SIP/2.0 \(status)"]
     for line in lines {
@@ -206,6 +214,7 @@ func answer(_ request: String, status: String) -> String {
         default: continue
         }
     }
+    if let extraHeader { out.append(extraHeader) }
     out.append("Content-Length: 0")
     return out.joined(separator: "\n") + "\n\n"
 }
@@ -360,5 +369,50 @@ func options(_ call: String = "opt1") -> Parsed { callerRequest("OPTIONS", call:
             row(200, .fromCallee(callee, "200 OK"), [("SIP/2.0 200 OK", caller)]),
         ], user: user)
         #expect(user.sentBeforeDue.isEmpty, "the 200 went upstream only after its reply routes")
+    }
+
+    @Test func aRequestTooLargeToSendIsRefusedForA513AndAResponseTooLargeGivesItsSendSlotBack() {
+        let shard = VirtualShard()
+        let manager = TransactionManager(shardIndex: 0, capacity: 8, settings: TimerSettings(), key: BranchKey(k0: 1, k1: 2),
+                                         seed: 3, relay: SIPRelay())
+        // About 9,050 bytes as received (the receive buffers hold 9,216), over the 9,000 a send slot holds.
+        let big = Parsed("""
+            INVITE sip:bob@192.0.2.2:5070 SIP/2.0
+            Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-big
+            Max-Forwards: 70
+            To: <sip:bob@biloxi.example.com>
+            From: <sip:alice@atlanta.example.com>;tag=1928301774
+            Call-ID: big@192.0.2.1
+            CSeq: 1 INVITE
+            X-Padding: \(String(repeating: "p", count: 8800))
+            Content-Length: 0
+
+
+            """)
+        guard case .created(let handle) = manager.create(big.message, from: caller, arrivedOn: 0, on: shard) else {
+            Issue.record("not created")
+            return
+        }
+        #expect(!manager.relay(handle, big.message, from: caller, arrivedOn: 0, to: callee, edits: RelayEdits(), on: shard))
+        #expect(manager.lastRelayTooLarge)
+        #expect(shard.outstanding == 0)
+
+        // A callee's response larger than a slot, for a branch that was sent: dropped, its slot given back, also
+        // when the callee sends it again and again.
+        let small = invite("small")
+        guard case .created(let other) = manager.create(small.message, from: caller, arrivedOn: 0, on: shard) else {
+            Issue.record("not created")
+            return
+        }
+        #expect(manager.relay(other, small.message, from: caller, arrivedOn: 0, to: callee, edits: RelayEdits(), on: shard))
+        #expect(!manager.lastRelayTooLarge)
+        let forwarded = shard.sent.last { $0.firstLine.hasPrefix("INVITE") }!.text
+        let huge = answer(forwarded, status: "200 OK", extraHeader: "X-Padding: \(String(repeating: "q", count: 9000))")
+        for _ in 0..<5 {
+            let response = Parsed(huge)
+            _ = manager.handleResponse(response.message, on: shard)
+        }
+        #expect(shard.outstanding == 0, "every slot taken for the oversized 200 was given back")
+        #expect(shard.counters.dropped >= 1)
     }
 }

@@ -399,3 +399,45 @@ onreply_route[named] {{
                (h.LOOPBACK, proxy_port))
     ok = recv_until(uac, "200", 5)
     assert "X-Kept: k" in ok and "X-Global" not in ok and "X-Named" not in ok, ok
+
+
+def test_a_held_branchs_resume_route_can_send_it_where_an_avp_or_an_output_says(procs, ringsipd, sockets, tmp_path):
+    """The resume route of a held branch sets `$du` from an `$avp` or from the operation's `$du` output: the
+    branch goes there. Those values view blocks the route owns until the branch has been relayed (under
+    `make test-asan` a view that outlived them would trap)."""
+    uac, me = sockets()
+    by_avp, by_avp_port = sockets()
+    by_output, by_output_port = sockets()
+    proxy_port = daemon(procs, ringsipd, tmp_path / "held-du.cfg", f"""
+loadmodule "exec.so"
+route {{
+    $avp(gw) = "sip:127.0.0.1:{by_avp_port}";
+    $avp(gone) = "set before t_relay";
+    t_on_branch("pick");
+    t_relay();
+    # Removed after the branch route's async() kept the transaction's values: its resume route must not see
+    # them, even when no value is left at all.
+    $avp(gone) = NULL;
+    if (is_present_hf("X-By-Output")) {{
+        $avp(gw) = NULL;
+    }}
+}}
+branch_route[pick] {{
+    if (is_present_hf("X-By-Output")) {{
+        async(exec("printf sip:127.0.0.1:{by_output_port}", "", $du), after_pick);
+    }}
+    async(usleep(1000), after_pick);
+}}
+route[after_pick] {{
+    if (!is_present_hf("X-By-Output")) {{
+        $du = $avp(gw);
+    }}
+    append_hf("X-Gone: [$avp(gone)]\\r\\n");
+}}
+""")
+    uac.sendto(invite(proxy_port, me, "du-by-avp"), (h.LOOPBACK, proxy_port))
+    sent = recv_until(by_avp, "INVITE", 5)
+    assert "du-by-avp@127.0.0.1" in sent and "X-Gone: []\r\n" in sent, sent
+    uac.sendto(invite(proxy_port, me, "du-by-output", "X-By-Output: yes\r\n"), (h.LOOPBACK, proxy_port))
+    sent = recv_until(by_output, "INVITE", 5)
+    assert "du-by-output@127.0.0.1" in sent and "X-Gone: []\r\n" in sent, sent
