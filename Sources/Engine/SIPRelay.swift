@@ -228,41 +228,48 @@ public final class SIPRelay {
     // MARK: - Our own replies
 
     /// Answers a request statelessly, back to where it came from (§18.2.2: the source address, at the
-    /// source port when the Via asked for rport, else at the Via's port).
+    /// source port when the Via asked for rport or the script called force_rport(), else at the Via's port).
     @discardableResult
     public func reply(to message: SIPMessage, status: Int, reason: UnsafeRawBufferPointer, from source: SocketAddress,
-                      arrivedOn socketIndex: Int, headers: UnsafeRawBufferPointer? = nil, on shard: any ShardIO) -> Bool {
+                      arrivedOn socketIndex: Int, headers: UnsafeRawBufferPointer? = nil, forceRport: Bool = false,
+                      on shard: any ShardIO) -> Bool {
         guard message.topVia != nil, message.method != .ack, let out = shard.makeDatagram() else {
             shard.counters.dropped += 1
             return false
         }
         guard let length = buildReply(to: message, status: status, reason: reason, from: source, headers: headers,
-                                      into: out.buffer) else {
+                                      forceRport: forceRport, into: out.buffer) else {
             shard.discard(out)
             shard.counters.dropped += 1
             return false
         }
-        shard.send(out, length: length, to: responseDestination(message, from: source), socketIndex: socketIndex)
+        shard.send(out, length: length, to: responseDestination(message, from: source, forceRport: forceRport),
+                   socketIndex: socketIndex)
         return true
     }
 
     /// Where responses to a request go (§18.2.2 for UDP): its source address, at the source port when its
-    /// Via asked for rport, else at the Via's port.
-    public func responseDestination(_ message: SIPMessage, from source: SocketAddress) -> SocketAddress {
+    /// Via asked for rport (RFC 3581 §4) or `forceRport` (the script's force_rport(), for a client behind NAT
+    /// that does not ask), else at the Via's port.
+    public func responseDestination(_ message: SIPMessage, from source: SocketAddress,
+                                    forceRport: Bool = false) -> SocketAddress {
         var destination = source
-        if let via = message.topVia, !via.hasRport { destination.port = via.port ?? 5060 }
+        if !forceRport, let via = message.topVia, !via.hasRport { destination.port = via.port ?? 5060 }
         return destination
     }
 
-    /// Writes our reply to a request into `buffer` (received/rport added to its top Via as §18.2.1 asks).
+    /// Writes our reply to a request into `buffer`: its top Via gets `received` when the source address is not
+    /// the Via's host (§18.2.1), and `rport` with the source port when the Via asked for it or `forceRport`.
     /// `headers`: whole lines (CRLF-terminated) to add, e.g. a 503's Retry-After.
     public func buildReply(to message: SIPMessage, status: Int, reason: UnsafeRawBufferPointer, from source: SocketAddress,
-                           headers: UnsafeRawBufferPointer? = nil, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+                           headers: UnsafeRawBufferPointer? = nil, forceRport: Bool = false,
+                           into buffer: UnsafeMutableRawBufferPointer) -> Int? {
         guard let via = message.topVia else { return nil }
         let received = receivedHost(message, source)
         let server = UnsafeRawBufferPointer(start: SIPRelay.server.utf8Start, count: SIPRelay.server.utf8CodeUnitCount)
         return try? message.writeReply(into: buffer, statusCode: status, reason: reason, server: server,
-                                       received: received, rport: via.hasRport ? source.port : nil, headers: headers)
+                                       received: received, rport: via.hasRport || forceRport ? source.port : nil,
+                                       headers: headers)
     }
 
     @discardableResult

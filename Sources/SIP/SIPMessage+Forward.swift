@@ -23,8 +23,9 @@ public struct SIPForwardingOptions {
     public var rport: UInt16?
     /// Every field of these kinds is left out (see also `SIPMessage.removeHeader(at:)`).
     public var removedKinds = SIPHeaderKindSet()
-    /// Raw header lines, each ending in CRLF, written before the received fields (after the new Via):
-    /// where a Record-Route must go to be on top (RFC 3261 §16.6 step 4).
+    /// Raw header lines, each ending in CRLF, written below the received Vias and above any received
+    /// Record-Route: where our Record-Route must go to be on top (RFC 3261 §16.6 step 4) without splitting the
+    /// Via rows (unless the request itself put a Record-Route between them).
     public var insertedHeaders: UnsafeRawBufferPointer?
     /// Raw header lines, each ending in CRLF, written after the received fields.
     public var appendedHeaders: UnsafeRawBufferPointer?
@@ -37,7 +38,7 @@ public struct SIPForwardingOptions {
 
 extension SIPMessage {
     /// Writes the request as a proxy forwards it (RFC 3261 §16.6): the Request-Line with single SPs,
-    /// the new Via, `insertedHeaders`, the received fields with Max-Forwards decremented (or
+    /// the new Via, the received fields (`insertedHeaders` after their last Via) with Max-Forwards decremented (or
     /// `Max-Forwards: 70` added when absent), the top Via extended with received/rport, the first
     /// Route value popped, removed fields left out, then `appendedHeaders`, a Content-Length equal to
     /// the body, and the body. Other fields are copied byte for byte, folds included.
@@ -72,12 +73,26 @@ extension SIPMessage {
         if let uri = options.requestURI { w.write(uri) } else { w.write(b, requestURIText) }
         w.write(" SIP/2.0\r\n")
         if let via = options.via { w.writeVia(via) }
-        if let inserted = options.insertedHeaders { w.write(inserted) }
+        // Inserted lines (Record-Route, a rewritten Route set) go below the last received Via, never between
+        // Via rows: legal either way, but peers keep the Vias together and simple parsers rely on it.
+        // Above a received Record-Route, though, so ours stays on top (§16.6 step 4).
+        var lastVia = -1, firstRecordRoute = -1
+        for i in 0..<headerCount where !fields[i].isRemoved {
+            if fields[i].kind == .via { lastVia = i }
+            if fields[i].kind == .recordRoute && firstRecordRoute < 0 { firstRecordRoute = i }
+        }
+        let insertBefore = firstRecordRoute >= 0 && firstRecordRoute < lastVia ? firstRecordRoute : -1
+        let insertAfter = insertBefore < 0 ? lastVia : -1
+        if lastVia < 0 && insertBefore < 0, let inserted = options.insertedHeaders { w.write(inserted) }
         var wroteMaxForwards = false
         var index = 0
         while index < headerCount {
             let field = fields[index]
-            defer { index += 1 }
+            if index == insertBefore, let inserted = options.insertedHeaders { w.write(inserted) }
+            defer {
+                if index == insertAfter, let inserted = options.insertedHeaders { w.write(inserted) }
+                index += 1
+            }
             if field.isRemoved || options.removedKinds.contains(field.kind) { continue }
             switch field.kind {
             case .contentLength:

@@ -12,7 +12,12 @@ enum CoreFunctions {
                 ScriptFunction("resetflag", module: "core", arguments: 1...1, compile: flag(.reset)),
                 ScriptFunction("isflag", module: "core", arguments: 1...1, compile: flag(.test)),
                 ScriptFunction("force_rport", module: "core", arguments: 0...0, allowedIn: .requestLike) { _, _ in
-                    { context in context.forceRport = true; return 1 }
+                    { context in
+                        context.forceRport = true
+                        // A transaction made before (t_newtran) answers to the source port from now on too.
+                        if let handle = context.transaction { context.transactions?.setForceRport(handle) }
+                        return 1
+                    }
                 },
                 ScriptFunction("is_myself", module: "core", arguments: 1...2, compile: isMyselfFunction),
                 ScriptFunction("xlog", module: "core", arguments: 1...2, compile: xlog),
@@ -83,7 +88,8 @@ enum CoreFunctions {
             guard context.hasMessage, context.message.isRequest, let status = code(context),
                   (100...699).contains(status), case .text(let phrase) = reason(context) else { return -1 }
             let sent = context.relay.reply(to: context.message, status: status, reason: phrase, from: context.source,
-                                           arrivedOn: context.socketIndex, on: context.shard)
+                                           arrivedOn: context.socketIndex, forceRport: context.forceRport,
+                                           on: context.shard)
             if sent { context.handled = true }
             return sent ? 1 : -1
         }

@@ -51,7 +51,7 @@ enum TMFunctions {
         if let existing = context.transaction { return existing }
         guard let manager = context.transactions, context.message.isRequest else { return nil }
         switch manager.create(context.message, from: context.source, arrivedOn: context.socketIndex,
-                              sendTrying: sendTrying, on: context.shard) {
+                              sendTrying: sendTrying, forceRport: context.forceRport, on: context.shard) {
         case .created(let handle):
             context.transaction = handle
             context.handled = true
@@ -65,12 +65,13 @@ enum TMFunctions {
         case .full:
             // No memory growth beyond the limit: the caller retries later (RFC 3261 §21.5.4).
             context.relay.reply(to: context.message, status: 503, reason: serviceUnavailable, from: context.source,
-                                arrivedOn: context.socketIndex, headers: retryAfter, on: context.shard)
+                                arrivedOn: context.socketIndex, headers: retryAfter, forceRport: context.forceRport,
+                                on: context.shard)
             context.handled = true
             return nil
         case .tooLarge:
             context.relay.reply(to: context.message, status: 513, reason: tooLarge, from: context.source,
-                                arrivedOn: context.socketIndex, on: context.shard)
+                                arrivedOn: context.socketIndex, forceRport: context.forceRport, on: context.shard)
             context.handled = true
             return nil
         case .notAllowed:

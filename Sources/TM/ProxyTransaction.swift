@@ -184,6 +184,9 @@ public struct ProxyTransaction {
     var source: SocketAddress
     var socket: Int
     var responseDestination: SocketAddress
+    /// The script called force_rport() for the request: our own answers carry `rport` too (the relayed ones
+    /// have it from the Via we forwarded).
+    var forceRport = false
     var method: SIPMethod
     var inviteServer: InviteServerTransaction?
     var nonInviteServer: NonInviteServerTransaction?

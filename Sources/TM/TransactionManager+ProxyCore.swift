@@ -179,7 +179,9 @@ extension TransactionManager {
     /// INVITE is answered when its branches answer (487), or 487 by us if none can.
     func cancel(_ handle: TransactionHandle, answering message: SIPMessage, from source: SocketAddress,
                         arrivedOn socket: Int, on shard: any ShardIO) {
-        relay.reply(to: message, status: 200, reason: okReason, from: source, arrivedOn: socket, on: shard)
+        // The CANCEL comes from where the INVITE came: the same NAT binding, answered the same way.
+        relay.reply(to: message, status: 200, reason: okReason, from: source, arrivedOn: socket,
+                    forceRport: table[handle].forceRport, on: shard)
         guard !table[handle].cancelled, table[handle].finalSent < 200 else { return }
         table[handle].cancelled = true
         // Nothing sent yet (no branch, or only held ones, which will not be sent now): answered at once.

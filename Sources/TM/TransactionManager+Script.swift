@@ -72,6 +72,14 @@ extension TransactionManager {
         return copy != nil || bytes.count == 0
     }
 
+    /// force_rport() after the transaction was created (t_newtran first): from now on its answers go to the
+    /// request's source port and carry `rport`.
+    public func setForceRport(_ handle: TransactionHandle) {
+        guard table.contains(handle), !table[handle].forceRport else { return }
+        table[handle].forceRport = true
+        table[handle].responseDestination = table[handle].source
+    }
+
     /// Whether the transaction keeps `$avp` values.
     public func hasAVPs(_ handle: TransactionHandle) -> Bool {
         table.contains(handle) && table[handle].avps != nil

@@ -119,8 +119,10 @@ public final class TransactionManager {
 
     /// Creates the server transaction for a request the script took on; an INVITE gets 100 Trying at once
     /// (§16.2) so the caller stops retransmitting.
+    /// `forceRport`: the script called force_rport() — answers go to the source port (RFC 3581 §4), ours and
+    /// relayed, as if the Via had asked.
     public func create(_ message: SIPMessage, from source: SocketAddress, arrivedOn socket: Int,
-                       sendTrying: Bool = true, on shard: any ShardIO) -> CreateResult {
+                       sendTrying: Bool = true, forceRport: Bool = false, on shard: any ShardIO) -> CreateResult {
         guard message.method != .ack, let id = ServerTransactionID(message, seed: seed) else { return .notAllowed }
         guard !table.isFull else { return .full }
         guard let request = store.store(UnsafeRawBufferPointer(rebasing: message.bytes[0..<message.length])) else {
@@ -129,10 +131,12 @@ public final class TransactionManager {
         let isInvite = message.method == .invite
         var entry = ProxyTransaction(
             id: id, request: request, source: source, socket: socket,
-            responseDestination: relay.responseDestination(message, from: source), method: message.method,
+            responseDestination: relay.responseDestination(message, from: source, forceRport: forceRport),
+            method: message.method,
             inviteServer: isInvite ? InviteServerTransaction(settings: settings, transport: .unreliable) : nil,
             nonInviteServer: isInvite ? nil : NonInviteServerTransaction(settings: settings, transport: .unreliable),
             settings: settings)
+        entry.forceRport = forceRport
         entry.requestURIStart = message.requestURIText.start
         entry.requestURICount = Int32(message.requestURIText.count)
         guard let handle = table.insert(entry, key: id.hash) else {
@@ -210,7 +214,9 @@ public final class TransactionManager {
         }
         guard let block = store.allocate(1024 + request.count),
               let length = relay.buildReply(to: original, status: status, reason: reason, from: table[handle].source,
-                                            into: block.bytes) else { return false }
+                                            forceRport: table[handle].forceRport, into: block.bytes) else {
+            return false
+        }
         let response = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: length)
         respond(handle, status: status, response: response, on: shard)
         return true

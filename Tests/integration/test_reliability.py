@@ -10,7 +10,7 @@ import socket
 import time
 
 import harness as h
-from conftest import start_script
+from conftest import response_to, start_script
 
 SCRIPT = """
 loadmodule "tm.so"
@@ -80,3 +80,101 @@ def test_oversized_requests_are_answered_513_and_the_shard_keeps_its_send_slots_
     started = time.monotonic()
     rc = procs.stop(proc, sig=signal.SIGTERM, grace=10)
     assert rc == 0 and time.monotonic() - started < 3, (rc, time.monotonic() - started, proc.stderr()[-1000:])
+
+
+NAT_SCRIPT = """
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+route {
+    force_rport();
+    if (is_method("OPTIONS")) {
+        sl_send_reply(404, "Stateless Answer");
+        exit;
+    }
+    if (is_method("MESSAGE")) {
+        t_reply(299, "Stateful Answer");
+        exit;
+    }
+    t_relay("udp:127.0.0.1:@UAS@");
+}
+"""
+
+
+def nat_request(method: str, port: int, n: int) -> bytes:
+    """A phone behind NAT: its Via names a private address and port 5060, without rport."""
+    return (f"{method} sip:svc@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bK-nat-{n}\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:a@192.0.2.99>;tag=n{n}\r\nTo: <sip:svc@127.0.0.1>\r\nCall-ID: nat-{n}@192.0.2.99\r\n"
+            f"CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.99:5060>\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def test_force_rport_sends_every_answer_to_the_source_port_with_rport_and_received(procs, ringsipd, tmp_path):
+    port, uas_port = h.free_udp_ports(2)
+    script = tmp_path / "nat.cfg"
+    script.write_text(NAT_SCRIPT.replace("@UAS@", str(uas_port)))
+    start_script(procs, ringsipd, script, port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as uas:
+        phone.bind((h.LOOPBACK, 0))
+        uas.bind((h.LOOPBACK, uas_port))
+        me = phone.getsockname()[1]
+        phone.settimeout(3)
+        uas.settimeout(3)
+
+        def via(n: int) -> str:
+            return f"Via: SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bK-nat-{n};received=127.0.0.1;rport={me}\r\n"
+
+        # sl_send_reply: stateless, to the source port.
+        phone.sendto(nat_request("OPTIONS", port, 1), (h.LOOPBACK, port))
+        reply = phone.recv(65536).decode()
+        assert reply.startswith("SIP/2.0 404 Stateless Answer\r\n") and via(1) in reply, reply
+
+        # t_reply: the transaction's own answer.
+        phone.sendto(nat_request("MESSAGE", port, 2), (h.LOOPBACK, port))
+        reply = phone.recv(65536).decode()
+        assert reply.startswith("SIP/2.0 299 Stateful Answer\r\n") and via(2) in reply, reply
+
+        # t_relay: the 100 Trying, and the callee's answer relayed back, both to the source port.
+        phone.sendto(nat_request("INVITE", port, 3), (h.LOOPBACK, port))
+        trying = phone.recv(65536).decode()
+        assert trying.startswith("SIP/2.0 100 Trying\r\n") and via(3) in trying, trying
+        forwarded = uas.recv(65536).decode()
+        assert via(3) in forwarded, forwarded
+        uas.sendto(response_to(forwarded, "486 Busy Here", "callee").encode(), (h.LOOPBACK, port))
+        busy = phone.recv(65536).decode()
+        assert busy.startswith("SIP/2.0 486 Busy Here\r\n") and via(3) in busy, busy
+
+
+def test_record_route_goes_below_the_via_rows_and_above_the_received_record_routes(procs, ringsipd, tmp_path):
+    port, uas_port = h.free_udp_ports(2)
+    script = tmp_path / "rr.cfg"
+    script.write_text(f"""
+loadmodule "tm.so"
+loadmodule "rr.so"
+loadmodule "sl.so"
+route {{
+    record_route();
+    t_relay("udp:127.0.0.1:{uas_port}");
+}}
+""")
+    start_script(procs, ringsipd, script, port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as uas:
+        caller.bind((h.LOOPBACK, 0))
+        uas.bind((h.LOOPBACK, uas_port))
+        uas.settimeout(3)
+        me = caller.getsockname()[1]
+        caller.sendto((f"INVITE sip:bob@127.0.0.1:{uas_port} SIP/2.0\r\n"
+                       f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-rr-1;rport\r\n"
+                       "Via: SIP/2.0/UDP 192.0.2.50:5060;branch=z9hG4bK-upstream\r\n"
+                       "Record-Route: <sip:192.0.2.50;lr>\r\nMax-Forwards: 70\r\n"
+                       "From: <sip:a@127.0.0.1>;tag=rr1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: rr-1@127.0.0.1\r\n"
+                       "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode(), (h.LOOPBACK, port))
+        lines = uas.recv(65536).decode().split("\r\n")
+    vias = [i for i, line in enumerate(lines) if line.startswith("Via:")]
+    routes = [i for i, line in enumerate(lines) if line.startswith("Record-Route:")]
+    assert len(vias) == 3 and vias == list(range(vias[0], vias[0] + 3)), lines
+    assert routes == [vias[-1] + 1, vias[-1] + 2], lines
+    assert lines[routes[0]] == f"Record-Route: <sip:127.0.0.1:{port};lr>", lines
+    assert lines[routes[1]] == "Record-Route: <sip:192.0.2.50;lr>", lines
