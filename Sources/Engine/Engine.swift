@@ -87,6 +87,11 @@ public final class Engine: @unchecked Sendable {
         var bound = listenAddresses
         socketsByShard = Array(repeating: [], count: shardCount)
         for (i, address) in listenAddresses.enumerated() {
+            if address.port != 0 && Syscalls.isAddressInUse(address) {
+                closeSockets()
+                throw EngineStartError(description: "cannot listen on udp:\(address): another process is listening there "
+                    + "(is ringsipd already running?)", isAddressProblem: true)
+            }
             for shard in 0..<shardCount {
                 // With port 0, the first bind picks a port and the other shards join it through SO_REUSEPORT.
                 switch Syscalls.boundUDPSocket(bound[i], receiveBufferBytes: configuration.socketBufferBytes) {

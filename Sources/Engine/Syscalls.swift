@@ -37,6 +37,24 @@ enum Syscalls {
         return .success(fd)
     }
 
+    /// Whether another socket already holds `address`: a plain bind (no SO_REUSEPORT, no SO_REUSEADDR) fails with
+    /// EADDRINUSE then. Checked before the shards bind theirs with SO_REUSEPORT, which would otherwise join the
+    /// other process's group in silence and split the traffic with it (a second daemon started by mistake).
+    static func isAddressInUse(_ address: SocketAddress) -> Bool {
+        let fd = socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var one: Int32 = 1
+        if address.isIPv6 {
+            _ = setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        var storage = address.storage
+        let rc = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, address.length) }
+        }
+        return rc != 0 && errno == EADDRINUSE
+    }
+
     /// The address a socket is bound to (to learn the port the kernel chose for port 0 in tests).
     static func localAddress(of fd: Int32) -> SocketAddress? {
         var storage = sockaddr_storage()

@@ -166,7 +166,9 @@ def test_exec_past_its_timeout_is_killed_and_resumes_with_minus_2(exec_daemon):
     assert reply.startswith("SIP/2.0 299 rc=-2 out= err= who=alice\r\n"), reply
     assert 0.45 <= at - start < 1.5, f"resumed after {at - start:.3f}s, not at the 500 ms timeout"
     # The child was killed at its source, not left to run.
-    assert h.wait_until(lambda: not any("sleep 7" in h.cmdline(p) for p in h.all_pids()), 5), "the child still runs"
+    assert h.wait_until(lambda: not any("sleep 7" in h.cmdline(p) for p in h.all_pids()), 5), \
+        "the child still runs: " + "; ".join(f"{p} {h._stat_fields(p)} {h.cmdline(p)}" for p in h.all_pids()
+                                             if "sleep 7" in h.cmdline(p))
 
 
 LAUNCH_SCRIPT = """

@@ -178,3 +178,21 @@ route {{
     assert routes == [vias[-1] + 1, vias[-1] + 2], lines
     assert lines[routes[0]] == f"Record-Route: <sip:127.0.0.1:{port};lr>", lines
     assert lines[routes[1]] == "Record-Route: <sip:192.0.2.50;lr>", lines
+
+
+def test_a_second_daemon_on_the_same_address_refuses_to_start_and_the_first_keeps_serving(procs, ringsipd, tmp_path):
+    import subprocess
+    port, uas_port = h.free_udp_ports(2)
+    script = tmp_path / "first.cfg"
+    script.write_text(SCRIPT.replace("@UAS@", str(uas_port)))
+    start_script(procs, ringsipd, script, port)
+    second = subprocess.run([str(ringsipd), "-f", str(script), "--listen", f"udp:127.0.0.1:{port}"],
+                            capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    lines = [line for line in second.stderr.splitlines() if line.strip()]
+    assert second.returncode == 2 and len(lines) == 1, (second.returncode, second.stderr)
+    assert f"cannot listen on udp:127.0.0.1:{port}: another process is listening there" in lines[0], lines
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        for n in range(20):
+            caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 200_000 + n), (h.LOOPBACK, port))
+            assert final(caller, 200_000 + n).startswith("SIP/2.0 200 Alive\r\n"), n
