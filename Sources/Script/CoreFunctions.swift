@@ -84,9 +84,18 @@ enum CoreFunctions {
             throw compiler.error("reply code \(n) is not between 100 and 699", at: codeArgument.location)
         }
         let reason = try compiler.value(call.arguments[1]!)
+        let name = call.name
         return { context in
-            guard context.hasMessage, context.message.isRequest, let status = code(context),
-                  (100...699).contains(status), case .text(let phrase) = reason(context) else { return -1 }
+            guard context.hasMessage, context.message.isRequest, case .text(var phrase) = reason(context) else { return -1 }
+            var status = code(context) ?? 0
+            // A code made at run time that is no status (too large, not a number): the caller still gets an
+            // answer, and the log says why it is not the one the script asked for.
+            if !(100...699).contains(status) {
+                context.log.write(level: -1, "ringsipd: \(name): the reply code is not a number from 100 to 699; "
+                    + "answering 500 instead")
+                status = 500
+                phrase = serverErrorReason
+            }
             let sent = context.relay.reply(to: context.message, status: status, reason: phrase, from: context.source,
                                            arrivedOn: context.socketIndex, forceRport: context.forceRport,
                                            on: context.shard)
@@ -310,3 +319,5 @@ extension ScriptContext {
         return sent
     }
 }
+
+nonisolated(unsafe) private let serverErrorReason = permanentBytes("Server Internal Error")

@@ -31,6 +31,8 @@ extension Parser {
     private mutating func parseNot() throws(CompileError) -> Expression {
         guard current.isPunctuation(.not) else { return try parseComparison() }
         let location = current.location
+        try enterNesting(at: location)
+        defer { nesting -= 1 }
         try advance()
         return .not(try parseNot(), location: location)
     }
@@ -65,12 +67,16 @@ extension Parser {
     private mutating func parseUnary() throws(CompileError) -> Expression {
         let location = current.location
         if current.isPunctuation(.minus) {
+            try enterNesting(at: location)
+            defer { nesting -= 1 }
             try advance()
             let operand = try parseUnary()
             if case .integer(let n, _) = operand { return .integer(-n, location: location) }
             return .negate(operand, location: location)
         }
         if current.isPunctuation(.not) {
+            try enterNesting(at: location)
+            defer { nesting -= 1 }
             try advance()
             return .not(try parseUnary(), location: location)
         }
@@ -96,6 +102,8 @@ extension Parser {
             if name == "NULL" || name == "null" { return .null(location: location) }
             return .identifier(name, location: location)
         case .punctuation(.leftParen):
+            try enterNesting(at: location)
+            defer { nesting -= 1 }
             try advance()
             let inner = try parseExpression()
             try expect(.rightParen, here: "expected ')' to close the parenthesis opened at \(place(location))")

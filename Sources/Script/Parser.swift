@@ -5,6 +5,10 @@
 /// line that lacks it); everything else at the token that was not what it should have been.
 struct Parser {
     private var stream: TokenStream
+    /// How deep blocks and parenthesized expressions nest here: the parser and the compiler recurse once per
+    /// level, so a bound keeps a hostile or generated script from overflowing the stack.
+    var nesting = 0
+    static let nestingLimit = 200
     /// The token being looked at; consumed by `advance()`.
     private(set) var current: Token
     /// Just after the last consumed token.
@@ -179,6 +183,8 @@ struct Parser {
     /// - Precondition: the current token is the `{`.
     mutating func parseBlock() throws(CompileError) -> [Statement] {
         let open = current.location
+        try enterNesting(at: open)
+        defer { nesting -= 1 }
         try advance()
         var body: [Statement] = []
         while !current.isPunctuation(.rightBrace) {
@@ -190,5 +196,14 @@ struct Parser {
         }
         try advance()
         return body
+    }
+
+    /// One level deeper; refused past `nestingLimit`.
+    mutating func enterNesting(at location: SourceLocation) throws(CompileError) {
+        guard nesting < Parser.nestingLimit else {
+            throw error("nested more than \(Parser.nestingLimit) levels deep (blocks and parentheses): simplify the script",
+                        at: location)
+        }
+        nesting += 1
     }
 }

@@ -34,6 +34,13 @@ public struct ScriptConfiguration: Sendable {
         func error(_ message: String, _ location: SourceLocation) -> CompileError {
             CompileError(message, at: location, sourceLine: lines.line(location))
         }
+        func checkRange(_ value: Int, _ declared: ModuleParameterDeclaration,
+                        _ parameter: ModuleParameter) throws(CompileError) {
+            guard !declared.range.contains(value) else { return }
+            let unit = declared.unit.map { " \($0)" } ?? ""
+            throw error("parameter '\(parameter.name)' of module '\(parameter.module)' must be from "
+                + "\(declared.range.lowerBound) to \(declared.range.upperBound)\(unit), not \(value)", parameter.valueLocation)
+        }
         var configuration = ScriptConfiguration()
         for setting in source.globals {
             switch setting.name {
@@ -93,8 +100,11 @@ public struct ScriptConfiguration: Sendable {
                 throw error("module '\(parameter.module)' has no parameter '\(parameter.name)'\(hint)", parameter.location)
             }
             switch (declared.type, parameter.value) {
-            case (.integer, .integer), (.string, .string), (.string, .word): break
-            case (.integer, .string(let s)) where Int(s) != nil: break
+            case (.string, .string), (.string, .word): break
+            case (.integer, .integer(let n)):
+                try checkRange(n, declared, parameter)
+            case (.integer, .string(let text)) where Int(text) != nil:
+                try checkRange(Int(text)!, declared, parameter)
             default:
                 throw error("parameter '\(parameter.name)' of module '\(parameter.module)' must be \(declared.type)",
                             parameter.valueLocation)

@@ -69,10 +69,21 @@ public enum ModuleParameterType: Sendable, Equatable, CustomStringConvertible {
 public struct ModuleParameterDeclaration: Sendable {
     public var name: String
     public var type: ModuleParameterType
+    /// The values an integer parameter may take; checked at start with file:line:col, so a value that would
+    /// overflow a later computation (seconds to milliseconds) or make no sense (a T1 of 0) never starts.
+    public var range: ClosedRange<Int>
+    /// What one unit is, for the error message ("seconds", "ms").
+    public var unit: String?
 
-    public init(_ name: String, _ type: ModuleParameterType) {
+    /// Integers default to 0 … 2^31-1: every ringsip integer parameter is a count, a size, a flag or a time.
+    public static let defaultRange = 0...Int(Int32.max)
+
+    public init(_ name: String, _ type: ModuleParameterType, range: ClosedRange<Int> = defaultRange,
+                unit: String? = nil) {
         self.name = name
         self.type = type
+        self.range = range
+        self.unit = unit
     }
 }
 

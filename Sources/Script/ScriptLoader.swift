@@ -112,11 +112,23 @@ struct FileReadError: Error {
     var message: String
 }
 
-/// The whole file. Start-up only, so a plain blocking read.
+/// A script file larger than this is refused: no real script comes near it, and `/dev/zero` or a log file named
+/// by mistake would otherwise be read until memory runs out.
+let scriptFileLimit = 16 << 20
+
+/// The whole file. Start-up only, so a plain blocking read. Only a regular file, at most `scriptFileLimit` bytes.
 func readFile(_ path: String) -> Result<[UInt8], FileReadError> {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return .failure(FileReadError(message: String(cString: strerror(errno)))) }
     defer { close(fd) }
+    var status = stat()
+    guard fstat(fd, &status) == 0 else { return .failure(FileReadError(message: String(cString: strerror(errno)))) }
+    guard status.st_mode & S_IFMT == S_IFREG else {
+        return .failure(FileReadError(message: "not a regular file"))
+    }
+    guard status.st_size <= scriptFileLimit else {
+        return .failure(FileReadError(message: "larger than \(scriptFileLimit >> 20) MiB: not a script"))
+    }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 64 * 1024)
     while true {
@@ -127,6 +139,10 @@ func readFile(_ path: String) -> Result<[UInt8], FileReadError> {
         }
         if n == 0 { return .success(bytes) }
         bytes.append(contentsOf: chunk[0..<n])
+        // A file that grows while it is read.
+        if bytes.count > scriptFileLimit {
+            return .failure(FileReadError(message: "larger than \(scriptFileLimit >> 20) MiB: not a script"))
+        }
     }
 }
 

@@ -8,9 +8,15 @@ import TM
 enum TMFunctions {
     static var module: ScriptModule {
         ScriptModule(name: "tm", parameters: [
-            .init("fr_timeout", .integer), .init("fr_inv_timeout", .integer), .init("T1_timer", .integer),
-            .init("T2_timer", .integer), .init("T4_timer", .integer), .init("max_transactions", .integer),
-            .init("wt_timer", .integer),
+            // Seconds (as OpenSIPS), up to a day; timers in ms, up to 10 minutes; transactions a shard, each a few
+            // KiB preallocated.
+            .init("fr_timeout", .integer, range: 1...86_400, unit: "seconds"),
+            .init("fr_inv_timeout", .integer, range: 1...86_400, unit: "seconds"),
+            .init("T1_timer", .integer, range: 1...600_000, unit: "ms"),
+            .init("T2_timer", .integer, range: 1...600_000, unit: "ms"),
+            .init("T4_timer", .integer, range: 1...600_000, unit: "ms"),
+            .init("max_transactions", .integer, range: 1...1_000_000),
+            .init("wt_timer", .integer, range: 0...3_600, unit: "seconds"),
         ], functions: [
             ScriptFunction("t_relay", module: "tm", arguments: 0...2, allowedIn: [.request, .failure], compile: relay),
             ScriptFunction("t_newtran", module: "tm", arguments: 0...0, allowedIn: [.request]) { _, _ in

@@ -525,6 +525,35 @@ import Testing
             """)
     }
 
+    @Test func aTimerThatWouldOverflowIsRefusedWithItsRange() {
+        Self.expectError("loadmodule \"tm.so\"\nmodparam(\"tm\", \"fr_timeout\", 9223372036854775807)\nroute {\n    exit;\n}\n", """
+            test.cfg:2:30: error: parameter 'fr_timeout' of module 'tm' must be from 1 to 86400 seconds, not 9223372036854775807
+            modparam("tm", "fr_timeout", 9223372036854775807)
+                                         ^
+            """)
+    }
+
+    @Test func aTableOfNoTransactionsAndAT1OfZeroAreRefused() {
+        Self.expectError("loadmodule \"tm.so\"\nmodparam(\"tm\", \"max_transactions\", 0)\nroute {\n    exit;\n}\n", """
+            test.cfg:2:36: error: parameter 'max_transactions' of module 'tm' must be from 1 to 1000000, not 0
+            modparam("tm", "max_transactions", 0)
+                                               ^
+            """)
+        Self.expectError("loadmodule \"tm.so\"\nmodparam(\"tm\", \"T1_timer\", 0)\nroute {\n    exit;\n}\n", """
+            test.cfg:2:28: error: parameter 'T1_timer' of module 'tm' must be from 1 to 600000 ms, not 0
+            modparam("tm", "T1_timer", 0)
+                                       ^
+            """)
+    }
+
+    @Test func aNegativeCountIsRefusedByTheDefaultRange() {
+        Self.expectError("loadmodule \"maxfwd.so\"\nmodparam(\"maxfwd\", \"max_limit\", -1)\nroute {\n    exit;\n}\n", """
+            test.cfg:2:33: error: parameter 'max_limit' of module 'maxfwd' must be from 0 to 2147483647, not -1
+            modparam("maxfwd", "max_limit", -1)
+                                            ^
+            """)
+    }
+
     @Test func modparamForAModuleWithoutParameters() {
         Self.expectError("loadmodule \"sipmsgops.so\"\nmodparam(\"sipmsgops\", \"x\", 1)\nroute {\n    exit;\n}\n", """
             test.cfg:2:1: error: module 'sipmsgops' has no parameter 'x'; it has none

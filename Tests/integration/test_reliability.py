@@ -196,3 +196,27 @@ def test_a_second_daemon_on_the_same_address_refuses_to_start_and_the_first_keep
         for n in range(20):
             caller.sendto(request("OPTIONS", port, caller.getsockname()[1], 200_000 + n), (h.LOOPBACK, port))
             assert final(caller, 200_000 + n).startswith("SIP/2.0 200 Alive\r\n"), n
+
+
+def test_a_reply_code_made_at_run_time_that_is_no_status_is_logged_and_answered_500(procs, ringsipd, tmp_path):
+    port = h.free_udp_ports(1)[0]
+    script = tmp_path / "code.cfg"
+    script.write_text("""
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+route {
+    sl_send_reply($hdr(X-Code), "As Asked");
+}
+""")
+    proc = start_script(procs, ringsipd, script, port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        me = caller.getsockname()[1]
+        for n, code in enumerate(["9999999999999999999", "42", "486"]):
+            caller.sendto(request("OPTIONS", port, me, 300_000 + n).replace(
+                b"Content-Length", f"X-Code: {code}\r\nContent-Length".encode()), (h.LOOPBACK, port))
+            reply = final(caller, 300_000 + n)
+            want = "SIP/2.0 486 As Asked\r\n" if code == "486" else "SIP/2.0 500 Server Internal Error\r\n"
+            assert reply.startswith(want), (code, reply)
+    assert h.wait_until(lambda: proc.stderr().count("sl_send_reply: the reply code is not a number from 100 to 699; "
+                                                    "answering 500 instead") == 2, 3), proc.stderr()
