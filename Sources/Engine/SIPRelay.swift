@@ -53,12 +53,17 @@ public final class SIPRelay {
 
     // MARK: - Requests
 
+    /// Whether the last `forwardRequest` failed because the request, as forwarded, is larger than a datagram:
+    /// the caller answers 513 Message Too Large (RFC 3261 §18.1.1 would switch to TCP, which ringsip lacks).
+    public private(set) var lastForwardTooLarge = false
+
     /// Builds the forwarded request into a send buffer and queues it to `destination`.
     /// Returns false (and counts a drop) when it cannot: no socket of that family, no send buffer, or a
     /// message that cannot be rebuilt (e.g. Max-Forwards already 0).
     @discardableResult
     public func forwardRequest(_ message: SIPMessage, from source: SocketAddress, arrivedOn socketIndex: Int,
                                to destination: SocketAddress, edits: RelayEdits, on shard: any ShardIO) -> Bool {
+        lastForwardTooLarge = false
         guard let socket = socketToward(destination, preferring: socketIndex, on: shard),
               let out = shard.makeDatagram() else {
             shard.counters.dropped += 1
@@ -70,6 +75,9 @@ public final class SIPRelay {
                                         into: out.buffer) else {
             shard.discard(out)
             shard.counters.dropped += 1
+            // Built into a full-size send buffer: a request that does not fit there is too large for UDP.
+            lastForwardTooLarge = message.length + (edits.insertedHeaders?.count ?? 0)
+                + (edits.appendedHeaders?.count ?? 0) + 200 > out.buffer.count
             return false
         }
         shard.send(out, length: length, to: destination, socketIndex: socket)

@@ -70,7 +70,16 @@ extension SIPMessage {
         var w = SIPWriter(buffer)
         w.write(b, methodName)
         w.write(byte: 0x20)
-        if let uri = options.requestURI { w.write(uri) } else { w.write(b, requestURIText) }
+        // Headers in a Request-URI (`sip:u@h?Route=…`) are not sent on (RFC 3261 §19.1.5): what comes from the
+        // '?' on is left out, whether the URI was received or set by the script.
+        if let uri = options.requestURI {
+            let headers = (try? SIPURI.parse(uri, 0, uri.count))?.headers ?? .absent
+            w.write(headers.isPresent ? UnsafeRawBufferPointer(rebasing: uri[0..<Int(headers.start) - 1]) : uri)
+        } else if let headers = requestURI?.headers, headers.isPresent {
+            w.write(b, SIPSpan(start: requestURIText.start, end: headers.start - 1))
+        } else {
+            w.write(b, requestURIText)
+        }
         w.write(" SIP/2.0\r\n")
         if let via = options.via { w.writeVia(via) }
         // Inserted lines (Record-Route, a rewritten Route set) go below the last received Via, never between

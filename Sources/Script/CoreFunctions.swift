@@ -73,7 +73,7 @@ enum CoreFunctions {
         return { context in
             guard context.hasMessage, context.message.isRequest else { return -1 }
             guard let forced = target.resolve(context), let destination = forced ?? context.nextHop() else { return -1 }
-            return context.forward(to: destination) ? 1 : -1
+            return context.forward(to: destination) ? 1 : context.relay.lastForwardTooLarge ? 0 : -1
         }
     }
 
@@ -316,8 +316,15 @@ extension ScriptContext {
         let sent = relay.forwardRequest(message, from: source, arrivedOn: socketIndex, to: destination,
                                         edits: edits(toward: destination), on: shard)
         if sent { handled = true }
+        // Too large for a datagram: answered 513 rather than lost (an ACK gets no answer).
+        if !sent && relay.lastForwardTooLarge && message.method != .ack
+            && relay.reply(to: message, status: 513, reason: tooLargeReason, from: source, arrivedOn: socketIndex,
+                           forceRport: forceRport, on: shard) {
+            handled = true
+        }
         return sent
     }
 }
 
 nonisolated(unsafe) private let serverErrorReason = permanentBytes("Server Internal Error")
+nonisolated(unsafe) private let tooLargeReason = permanentBytes("Message Too Large")

@@ -114,7 +114,7 @@ enum TMFunctions {
             // An ACK (for a 2xx: the others never reach the script) has no transaction: it goes statelessly.
             if context.message.method == .ack {
                 guard let destination = forced ?? context.nextHop() else { return -1 }
-                return context.forward(to: destination) ? 1 : -1
+                return context.forward(to: destination) ? 1 : context.relay.lastForwardTooLarge ? 0 : -1
             }
             // A full shard or an oversized request was answered already (503 / 513): end the script, so its
             // own fallback reply does not send a second final answer.

@@ -221,7 +221,9 @@ extension TransactionManager {
         let branch = table[handle].branches[index]
         if branch.ack == nil, let response {
             // `response` is parsed in its receive buffer; the request is parsed into the scratch message.
-            guard (try? scratch.parse(branch.request.bytes)) != nil, let block = store.allocate(branch.request.count + 256),
+            // The ACK carries the response's To (with its tag, which may be long): room for the request and it.
+            let room = min(branch.request.count + response.length, MessageStore.largest)
+            guard (try? scratch.parse(branch.request.bytes)) != nil, let block = store.allocate(room),
                   let length = RequestBuilders.writeAck(request: scratch, response: response, into: block.bytes) else {
                 return
             }

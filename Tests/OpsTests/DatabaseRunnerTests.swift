@@ -98,7 +98,9 @@ final class DatabaseRunnerTests: XCTestCase {
         let timedOut = try XCTUnwrap(outcomes.first)
         XCTAssertEqual(timedOut.code, .timeout)
         let start = UInt64(scenario.noted("start") ?? 0)
-        XCTAssertGreaterThanOrEqual(timedOut.elapsed - start, 295)
+        // The deadline counts from the shard's clock, read once per loop turn (it can be a turn behind the
+        // wall-clock note above), and the wheel's resolution is 1 ms: some slack below 300.
+        XCTAssertGreaterThanOrEqual(timedOut.elapsed - start, 280)
         XCTAssertLessThan(timedOut.elapsed - start, 600, "reported \(timedOut.elapsed - start) ms after submission")
         XCTAssertEqual(outcomes.last?.code, .completed, "the pool's only connection was replaced")
         XCTAssertEqual(outcomes.last?.rows, [["2"]])

@@ -102,12 +102,17 @@ import Testing
         #expect(p.string(p.message.requestURIText) == "sip:remote-target@example.com")
     }
 
-    @Test func escruriHeadersInTheRequestURIAreKeptForForwarding() throws {
+    @Test func escruriHeadersInTheRequestURIAreReadButNotForwarded() throws {
         let p = try Parsed(file: "escruri")
         #expect(p.validationError() == nil)
         let uri = try #require(p.message.requestURI)
         #expect(p.string(uri.headers) == "Route=%3Csip:example.com%3E")
         #expect(p.string(uri.host) == "example.com")
+        // RFC 3261 §19.1.5: the headers of a Request-URI are not sent on.
+        let out = try build { out throws(SIPBuildError) in
+            try p.message.writeForwardedRequest(into: out, SIPForwardingOptions())
+        }
+        #expect(out.text.hasPrefix("INVITE sip:user@example.com SIP/2.0\r\n"))
     }
 
     @Test func baddateADateAProxyDoesNotReadIsAccepted() throws {

@@ -203,14 +203,14 @@ private func lastRequest(to destination: SocketAddress, cancel: Bool, in shard: 
 }
 
 /// A callee's response to `request` (its Via rows, From, To with a tag, Call-ID, CSeq), LF line ends.
-func answer(_ request: String, status: String, extraHeader: String? = nil) -> String {
+func answer(_ request: String, status: String, extraHeader: String? = nil, toTag: String = "callee") -> String {
     let lines = request.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init)
     var out = ["SIP/2.0 \(status)"]
     for line in lines {
         let name = line.prefix { $0 != ":" }.lowercased()
         switch name {
         case "via", "from", "call-id", "cseq": out.append(line)
-        case "to": out.append(line.contains("tag=") ? line : line + ";tag=callee")
+        case "to": out.append(line.contains("tag=") ? line : line + ";tag=\(toTag)")
         default: continue
         }
     }
@@ -414,5 +414,23 @@ func options(_ call: String = "opt1") -> Parsed { callerRequest("OPTIONS", call:
         }
         #expect(shard.outstanding == 0, "every slot taken for the oversized 200 was given back")
         #expect(shard.counters.dropped >= 1)
+    }
+
+    @Test func aNegativeFinalWithALongToIsStillAckedDownstream() {
+        let shard = VirtualShard()
+        let manager = TransactionManager(shardIndex: 0, capacity: 8, settings: TimerSettings(), key: BranchKey(k0: 1, k1: 2),
+                                         seed: 3, relay: SIPRelay())
+        let request = invite("long-to")
+        guard case .created(let handle) = manager.create(request.message, from: caller, arrivedOn: 0, on: shard) else {
+            Issue.record("not created")
+            return
+        }
+        #expect(manager.relay(handle, request.message, from: caller, arrivedOn: 0, to: callee, edits: RelayEdits(), on: shard))
+        let forwarded = shard.sent.last { $0.firstLine.hasPrefix("INVITE") }!.text
+        shard.sent.removeAll()
+        let busy = Parsed(answer(forwarded, status: "486 Busy Here", toTag: String(repeating: "t", count: 1200)))
+        _ = manager.handleResponse(busy.message, on: shard)
+        #expect(shard.sent.map(\.firstLine) == ["ACK sip:bob@192.0.2.2:5070 SIP/2.0", "SIP/2.0 486 Busy Here"])
+        #expect(shard.sent.first?.text.contains(";tag=\(String(repeating: "t", count: 1200))") == true)
     }
 }

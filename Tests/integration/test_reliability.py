@@ -220,3 +220,29 @@ route {
             assert reply.startswith(want), (code, reply)
     assert h.wait_until(lambda: proc.stderr().count("sl_send_reply: the reply code is not a number from 100 to 699; "
                                                     "answering 500 instead") == 2, 3), proc.stderr()
+
+
+def test_a_request_too_large_to_forward_statelessly_is_answered_513(procs, ringsipd, tmp_path):
+    port, uas = h.free_udp_ports(2)
+    script = tmp_path / "stateless.cfg"
+    script.write_text(f"""
+loadmodule "sl.so"
+route {{
+    if (!forward("udp:127.0.0.1:{uas}")) {{
+        sl_send_reply(500, "Not Forwarded");
+    }}
+}}
+""")
+    start_script(procs, ringsipd, script, port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.bind((h.LOOPBACK, 0))
+        me = caller.getsockname()[1]
+        caller.sendto(request("INVITE", port, me, 400_000, padding=8800), (h.LOOPBACK, port))
+        assert final(caller, 400_000).startswith("SIP/2.0 513 Message Too Large\r\n")
+        # Exactly one answer: the script's fallback did not send a second.
+        caller.settimeout(0.5)
+        try:
+            extra = caller.recv(65536).decode(errors="replace")
+        except socket.timeout:
+            extra = ""
+        assert extra == "", extra
