@@ -158,6 +158,9 @@ def test_bench_blames_the_load_generator_when_sipp_saturates_or_falls_behind():
     assert bench.limit_of({**base, "created_cps": 3100.0}) == "generator"
     # A target that fell behind stretches sipp's run: its lower creation rate is then not the generator's.
     assert bench.limit_of({**base, "created_cps": 3100.0, "failed": 0, "retrans": 40}) == "-"
+    # So does one whose answers are slow for the length of the run (sipp's rate includes the wait for them).
+    assert bench.limit_of({**base, "created_cps": 3100.0, "rt_p99_ms": 516.0, "duration_s": 3.1}) == "-"
+    assert bench.limit_of({**base, "created_cps": 3100.0, "rt_p99_ms": 24.0, "duration_s": 3.1}) == "generator"
     assert bench.limit_of({**base, "backend_cpu_pct": 95.0}) == "backend"
     assert bench.limit_of({**base, "uas_cpu_pct": 95.0}) == "uas"
     assert bench.limit_of({**base, "uas_cpu_pct": None}) == "-"
