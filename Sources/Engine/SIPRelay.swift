@@ -6,7 +6,8 @@ import SIP
 public struct RelayEdits {
     public var requestURI: UnsafeRawBufferPointer?
     public var popRoute = false
-    /// Whole header lines (CRLF-terminated) placed right under our Via, e.g. Record-Route.
+    /// Whole header lines (CRLF-terminated) placed below the received Vias and above a received Record-Route,
+    /// e.g. our Record-Route.
     public var insertedHeaders: UnsafeRawBufferPointer?
     /// Whole header lines appended after the received ones (`append_hf`).
     public var appendedHeaders: UnsafeRawBufferPointer?

@@ -178,18 +178,26 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
                                                     generation: UInt16(truncatingIfNeeded: payload >> 32)),
               let route = transactions.takeDueFailureRoute(transaction) else { return }
         defer { transactions.failureRouteEnded(transaction, on: shard) }
-        let (bytes, source, socket) = transactions.request(transaction)
         let saved = context.message
-        context.begin(shard: shard, source: source, socketIndex: socket, hasMessage: true)
-        context.message = context.transactionMessage
         defer { context.message = saved }
-        guard (try? context.message.parse(bytes)) != nil, (try? context.message.validate()) != nil else { return }
-        context.transaction = transaction
+        guard beginOnRequest(of: transaction, transactions, on: shard) else { return }
         context.restoreAVPs(from: transaction)
         runRoute(route)
         if context.runtimeError != nil { reportRuntimeError() }
         context.saveAVPs(to: transaction)
         context.endRoute()
+    }
+
+    /// Begins a route on the transaction's request as received, parsed again into `transactionMessage` (the
+    /// caller restores `context.message` after the route); false when it no longer parses.
+    private func beginOnRequest(of handle: TransactionHandle, _ transactions: TransactionManager,
+                                on shard: Shard) -> Bool {
+        let (bytes, source, socket) = transactions.request(handle)
+        context.begin(shard: shard, source: source, socketIndex: socket, hasMessage: true)
+        context.message = context.transactionMessage
+        guard (try? context.message.parse(bytes)) != nil, (try? context.message.validate()) != nil else { return false }
+        context.transaction = handle
+        return true
     }
 
     /// Whether a transaction's responses have reply routes to run: the unnamed onreply_route, or its
@@ -315,19 +323,16 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             if let outputs = entry.outputs { context.operationOutputs.release(outputs) }
             return
         }
-        let (bytes, source, socket) = transactions.request(handle)
         let saved = context.message
-        context.begin(shard: shard, source: source, socketIndex: socket, hasMessage: true)
+        defer { context.message = saved }
+        let parsed = beginOnRequest(of: handle, transactions, on: shard)
         context.routeState = state
         context.routeOutputs = entry.outputs
-        context.message = context.transactionMessage
-        defer { context.message = saved }
-        guard (try? context.message.parse(bytes)) != nil, (try? context.message.validate()) != nil else {
+        guard parsed else {
             context.endRoute()
             transactions.resumeEnded(handle, on: shard)
             return
         }
-        context.transaction = handle
         context.restoreAVPs(from: handle)
         context.restoreState(state.bytes)
         // After the state: an output may be `$ru` or `$du`.
