@@ -19,6 +19,21 @@ public struct RelayEdits {
     public init() {}
 }
 
+/// Who the proxy says it is, from the script's globals: what its Via and Record-Route carry (`advertised_*`,
+/// `as` on a socket), which other names are "myself" (`alias`), and its replies' Server header.
+public struct RelayIdentity: Sendable {
+    /// Per listen address (as bound): what that socket advertises instead of its own address.
+    public var advertisedBySocket: [(address: SocketAddress, advertised: AdvertisedAddress)] = []
+    /// `advertised_address` / `advertised_port`: for every socket without its own.
+    public var advertised: AdvertisedAddress?
+    /// `alias = host[:port]`: names that are also us (a nil port: any port).
+    public var aliases: [(host: String, port: UInt16?)] = []
+    /// The value of the Server header of our replies (`server_header`); nil: none (`server_signature = no`).
+    public var server: String? = "ringsip"
+
+    public init() {}
+}
+
 /// The stateless proxy's moves (RFC 3261 §16.11), shared by the script's `forward()`/`sl_send_reply()` and
 /// by the plain `StatelessRelay` handler: one implementation behind both.
 ///
@@ -29,7 +44,13 @@ public final class SIPRelay {
     private let branch: UnsafeMutableRawBufferPointer
     private let sourceHost: UnsafeMutableRawBufferPointer
     private static let branchPrefix: StaticString = "z9hG4bKrs"
-    static let server: StaticString = "ringsip"
+    /// Names we answer to besides our sockets' sent-by: aliases and the bound addresses behind advertised ones.
+    private var otherNames: [(host: [UInt8], port: UInt16?)] = []
+    private var server: [UInt8]? = Array("ringsip".utf8)
+    /// - Precondition: set before the relay's first use (the sent-by of each socket is computed then).
+    public var identity = RelayIdentity() {
+        didSet { server = identity.server.map { Array($0.utf8) } }
+    }
 
     struct SentBy {
         let host: UnsafeMutableRawBufferPointer
@@ -275,10 +296,11 @@ public final class SIPRelay {
                            into buffer: UnsafeMutableRawBufferPointer) -> Int? {
         guard let via = message.topVia else { return nil }
         let received = receivedHost(message, source)
-        let server = UnsafeRawBufferPointer(start: SIPRelay.server.utf8Start, count: SIPRelay.server.utf8CodeUnitCount)
-        return try? message.writeReply(into: buffer, statusCode: status, reason: reason, server: server,
-                                       received: received, rport: via.hasRport || forceRport ? source.port : nil,
-                                       headers: headers)
+        return server.withOptionalBytes { server in
+            try? message.writeReply(into: buffer, statusCode: status, reason: reason, server: server,
+                                    received: received, rport: via.hasRport || forceRport ? source.port : nil,
+                                    headers: headers)
+        }
     }
 
     @discardableResult
@@ -294,22 +316,23 @@ public final class SIPRelay {
     private func learnLocalAddresses(_ shard: any ShardIO) {
         guard sentBy.isEmpty else { return }
         for address in shard.localAddresses {
-            let host = UnsafeMutableRawBufferPointer.allocate(byteCount: 48, alignment: 1)
-            var length = 0
-            if address.isIPv6 {
-                host[0] = UInt8(ascii: "[")
-                length = 1 + address.writeHost(into: UnsafeMutableRawBufferPointer(rebasing: host[1..<46]))
-                host[length] = UInt8(ascii: "]")
-                length += 1
-            } else {
-                length = address.writeHost(into: host)
+            let advertised = identity.advertisedBySocket.first { $0.address == address }?.advertised ?? identity.advertised
+            var hostText = address.isIPv6 ? "[\(address.hostString)]" : address.hostString
+            var port = address.port
+            if let advertised {
+                otherNames.append((Array(hostText.utf8), address.port))
+                if let host = advertised.host { hostText = host }
+                if let advertisedPort = advertised.port { port = advertisedPort }
             }
-            let hostText = UnsafeMutableRawBufferPointer(rebasing: host[0..<length])
-            let line = Array("Record-Route: <sip:\(String(decoding: hostText, as: UTF8.self)):\(address.port);lr>\r\n".utf8)
+            let host = UnsafeMutableRawBufferPointer.allocate(byteCount: max(hostText.utf8.count, 1), alignment: 1)
+            host.copyBytes(from: hostText.utf8)
+            let line = Array("Record-Route: <sip:\(hostText):\(port);lr>\r\n".utf8)
             let recordRoute = UnsafeMutableRawBufferPointer.allocate(byteCount: line.count, alignment: 1)
             recordRoute.copyBytes(from: line)
-            sentBy.append(SentBy(host: hostText, port: address.port, recordRoute: recordRoute))
+            sentBy.append(SentBy(host: UnsafeMutableRawBufferPointer(rebasing: host[0..<hostText.utf8.count]), port: port,
+                                 recordRoute: recordRoute))
         }
+        otherNames += identity.aliases.map { (Array($0.host.utf8), $0.port) }
     }
 
     /// Whether host:port (port absent = 5060) names one of our listen addresses.
@@ -319,6 +342,9 @@ public final class SIPRelay {
         for entry in sentBy where entry.port == port && equalIgnoringBrackets(host, UnsafeRawBufferPointer(entry.host)) {
             return true
         }
+        for name in otherNames where name.port == nil || name.port == port {
+            if name.host.withUnsafeBytes({ equalIgnoringBrackets(host, $0) }) { return true }
+        }
         return false
     }
 
@@ -326,6 +352,15 @@ public final class SIPRelay {
     public func isOurHost(_ host: UnsafeRawBufferPointer, on shard: any ShardIO) -> Bool {
         learnLocalAddresses(shard)
         return sentBy.contains { equalIgnoringBrackets(host, UnsafeRawBufferPointer($0.host)) }
+            || otherNames.contains { name in name.host.withUnsafeBytes { equalIgnoringBrackets(host, $0) } }
+    }
+}
+
+extension Optional where Wrapped == [UInt8] {
+    /// The bytes as a raw buffer for the call, or nil.
+    func withOptionalBytes<R>(_ body: (UnsafeRawBufferPointer?) -> R) -> R {
+        guard let bytes = self else { return body(nil) }
+        return bytes.withUnsafeBytes { body($0) }
     }
 }
 

@@ -66,6 +66,46 @@ enum Syscalls {
         return withUnsafeBytes(of: storage) { SocketAddress(raw: $0.baseAddress!, length: Int(length)) }
     }
 
+    /// Every IPv4 and IPv6 address of every interface that is up, with the interface's name (start-up only:
+    /// `listen = udp:eth0:5060` and `udp:*:5060`).
+    static func interfaceAddresses() -> [(name: String, address: SocketAddress)] {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0 else { return [] }
+        defer { freeifaddrs(list) }
+        var result: [(String, SocketAddress)] = []
+        var entry = list
+        while let current = entry {
+            defer { entry = current.pointee.ifa_next }
+            guard let raw = current.pointee.ifa_addr, current.pointee.ifa_flags & UInt32(IFF_UP) != 0 else { continue }
+            let family = Int32(raw.pointee.sa_family)
+            guard family == AF_INET || family == AF_INET6 else { continue }
+            let length = family == AF_INET ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size
+            guard let address = SocketAddress(raw: raw, length: length) else { continue }
+            result.append((String(cString: current.pointee.ifa_name), address))
+        }
+        return result
+    }
+
+    /// A host name's addresses through the system resolver (start-up only: it blocks).
+    static func resolveHost(_ name: String) -> Result<[SocketAddress], ListenSpecError> {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(name, nil, &hints, &list)
+        guard rc == 0 else { return .failure(ListenSpecError(String(cString: gai_strerror(rc)))) }
+        defer { freeaddrinfo(list) }
+        var result: [SocketAddress] = []
+        var entry = list
+        while let current = entry {
+            defer { entry = current.pointee.ai_next }
+            if let raw = current.pointee.ai_addr,
+               let address = SocketAddress(raw: raw, length: Int(current.pointee.ai_addrlen)) {
+                result.append(address)
+            }
+        }
+        return .success(result)
+    }
+
     static func closeDescriptor(_ fd: Int32) {
         _ = close(fd)
     }

@@ -12,7 +12,8 @@ import Script
 public enum DatabaseModule {
     public static var modules: [ScriptModule] {
         ["avpops", "sqlops"].map { name in
-            ScriptModule(name: name, parameters: [.init("db_url", .string), .init("db_timeout", .integer),
+            ScriptModule(name: name, parameters: [.init("db_url", .string, validate: DatabaseModule.resolveURL),
+                                                  .init("db_timeout", .integer),
                                                   .init("db_connections", .integer)],
                          functions: [
                             // Outside async() the query runs synchronously, as in OpenSIPS: it blocks the shard
@@ -32,6 +33,41 @@ public enum DatabaseModule {
                          service: { context, shard, configuration in
                             DatabaseService(context: context, shard: shard, module: name, configuration: configuration)
                          })
+        }
+    }
+
+    /// db_mysql: the driver behind `mysql://` URLs, which every OpenSIPS script with a database loads. Built
+    /// in here, so loading it only says the script expects it; its tuning knobs belong to libmysqlclient's
+    /// blocking model.
+    public static var driverModule: ScriptModule {
+        let reason = "queries run on each shard's own non-blocking MariaDB pool"
+        return ScriptModule(name: "db_mysql", parameters: [
+            .ignored("exec_query_threads", reason), .ignored("max_db_queries", reason),
+            .ignored("max_db_retries", reason), .ignored("timeout_interval", "set db_timeout of the querying module"),
+            .ignored("ps_max_col_size", "queries are not prepared"), .ignored("use_tls", "connections are plain TCP"),
+            .ignored("connect_timeout", reason),
+        ])
+    }
+
+    /// A module's `db_url`, else the script's `db_default_url`.
+    static func url(of module: String, in configuration: ScriptConfiguration) -> String? {
+        if case .string(let url)? = configuration.moduleParameters[module]?["db_url"] { return url }
+        return configuration.databaseDefaultURL
+    }
+
+    /// A `db_url` checked and its host name resolved, once, at start: a name is never looked up on a shard.
+    @Sendable static func resolveURL(_ value: GlobalValue) -> Result<GlobalValue, ParameterProblem> {
+        guard case .string(let text) = value else { return .success(value) }
+        switch URLHostResolution.resolved(text) {
+        case .success(let url):
+            do {
+                _ = try DatabaseURL(url)
+                return .success(.string(url))
+            } catch {
+                return .failure(ParameterProblem("db_url: \(error)"))
+            }
+        case .failure(let problem):
+            return .failure(ParameterProblem("db_url: \(problem)"))
         }
     }
 
@@ -79,7 +115,7 @@ public enum DatabaseModule {
     }
 
     static func callSite(_ call: FunctionCall, _ compiler: ScriptCompiler, module: String) throws(CompileError) -> CallSite {
-        guard case .string(let url)? = compiler.configuration.moduleParameters[module]?["db_url"] else {
+        guard let url = DatabaseModule.url(of: module, in: compiler.configuration) else {
             throw compiler.error("\(call.name) needs modparam(\"\(module)\", \"db_url\", \"mysql://user:pass@IP:port/db\")",
                                  at: call.location)
         }
@@ -147,7 +183,7 @@ final class DatabaseService: ShardService, DatabaseRunnerDelegate {
     init(context: ScriptContext, shard: Shard, module: String, configuration: ScriptConfiguration) {
         self.context = context
         destinationSlots = .allocate(capacity: DatabaseService.tracked * DatabaseService.maximumColumns)
-        if case .string(let url)? = configuration.moduleParameters[module]?["db_url"],
+        if let url = DatabaseModule.url(of: module, in: configuration),
            var settings = try? DatabaseRunner.Configuration(url: url) {
             self.url = settings.url
             settings.connections = configuration.integer(module, "db_connections", default: settings.connections)

@@ -117,6 +117,7 @@ extension ScriptLibrary {
         var library = ScriptLibrary.core
         library.register(ExecModule.module)
         for module in DatabaseModule.modules { library.register(module) }
+        library.register(DatabaseModule.driverModule)
         library.register(HTTPModule.module)
         library.register(RadiusModule.module)
         return library

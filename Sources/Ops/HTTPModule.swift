@@ -23,14 +23,14 @@ public enum HTTPModule {
                                      timeoutParameter: ("curl_timeout", 1000)) { call, compiler throws(CompileError) in
                 try compile(call, compiler, method: .get)
             },
-            AsyncOperationDefinition("rest_post", module: "rest_client", arguments: 4...6, defaultTimeout: 20_000,
-                                     timeoutParameter: ("curl_timeout", 1000)) { call, compiler throws(CompileError) in
-                try compile(call, compiler, method: .post)
-            },
-            AsyncOperationDefinition("rest_put", module: "rest_client", arguments: 4...6, defaultTimeout: 20_000,
-                                     timeoutParameter: ("curl_timeout", 1000)) { call, compiler throws(CompileError) in
-                try compile(call, compiler, method: .put)
-            },
+            omittingContentType(AsyncOperationDefinition("rest_post", module: "rest_client", arguments: 4...6,
+                                                         defaultTimeout: 20_000, timeoutParameter: ("curl_timeout", 1000)) {
+                call, compiler throws(CompileError) in try compile(call, compiler, method: .post)
+            }),
+            omittingContentType(AsyncOperationDefinition("rest_put", module: "rest_client", arguments: 4...6,
+                                                         defaultTimeout: 20_000, timeoutParameter: ("curl_timeout", 1000)) {
+                call, compiler throws(CompileError) in try compile(call, compiler, method: .put)
+            }),
         ], service: { context, shard, configuration in HTTPService(context: context, shard: shard, configuration: configuration) })
     }
 
@@ -45,6 +45,13 @@ public enum HTTPModule {
         }
     }
 
+    /// The content type (the third argument) may be left empty: none is sent then.
+    static func omittingContentType(_ definition: AsyncOperationDefinition) -> AsyncOperationDefinition {
+        var definition = definition
+        definition.omittableArguments = [2]
+        return definition
+    }
+
     static func compile(_ call: FunctionCall, _ compiler: ScriptCompiler, method: HTTPMethod) throws(CompileError)
         -> CompiledAsyncOperation {
         let url = try compiler.value(call.arguments[0]!)
@@ -52,8 +59,12 @@ public enum HTTPModule {
         var contentType: ScriptCompiler.Evaluate?
         var first = 1
         if method != .get {
-            body = try compiler.value(call.arguments[1]!)
-            contentType = try compiler.value(call.arguments[2]!)
+            guard let bodyArgument = call.arguments[1] else {
+                throw compiler.error("\(call.name) needs the body to send as its second argument", at: call.location)
+            }
+            body = try compiler.value(bodyArgument)
+            // An empty content type (`rest_post(url, body, , $avp(out))`, as OpenSIPS' docs write it) sends none.
+            contentType = try call.arguments[2].map { (e: Expression) throws(CompileError) in try compiler.value(e) }
             first = 3
         }
         let outputs = try (0..<3).map { (i: Int) throws(CompileError) -> Int? in

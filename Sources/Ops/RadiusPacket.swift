@@ -1,3 +1,5 @@
+import SIP
+
 /// RADIUS packets as both clients write and check them: the ring's RadiusRunner and the blocking one that
 /// `radius_send_*` outside `async()` uses. Packets are written into the caller's buffer; nothing allocates.
 ///

@@ -22,8 +22,12 @@ enum SynchronousHTTP {
             guard call.arguments.count >= 4 else {
                 throw compiler.error("\(call.name) takes url, body, content type and a body $avp", at: call.location)
             }
-            body = try compiler.value(call.arguments[1]!)
-            contentType = try compiler.value(call.arguments[2]!)
+            guard let bodyArgument = call.arguments[1] else {
+                throw compiler.error("\(call.name) needs the body to send as its second argument", at: call.location)
+            }
+            body = try compiler.value(bodyArgument)
+            // An empty content type (`rest_post(url, body, , $avp(out))`, as OpenSIPS' docs write it) sends none.
+            contentType = try call.arguments[2].map { (e: Expression) throws(CompileError) in try compiler.value(e) }
             first = 3
         }
         let outputs = try (0..<3).map { (i: Int) throws(CompileError) -> Int? in

@@ -70,6 +70,10 @@ public enum RouteKind: Sendable, Equatable, CustomStringConvertible {
     /// `timer_route[name, seconds] { }`.
     case timer(seconds: Int)
     case error
+    /// `local_route { }`: requests the proxy sends of itself.
+    case local
+    /// `event_route[E_NAME] { }`: an event, without a message.
+    case event
 
     public var description: String {
         switch self {
@@ -80,6 +84,8 @@ public enum RouteKind: Sendable, Equatable, CustomStringConvertible {
         case .startup: "startup_route"
         case .timer: "timer_route"
         case .error: "error_route"
+        case .local: "local_route"
+        case .event: "event_route"
         }
     }
 }
@@ -158,6 +164,8 @@ public enum BinaryOperator: String, Sendable, Equatable {
     case matches = "=~", notMatches = "!~"
     case and = "&&", or = "||"
     case plus = "+", minus = "-"
+    case times = "*", divide = "/", modulo = "%", bitAnd = "&", bitOr = "|", bitXor = "^"
+    case shiftLeft = "<<", shiftRight = ">>"
 }
 
 public struct StringTemplate: Sendable {
@@ -207,6 +215,17 @@ public enum PseudoVariableIndex: Sendable, Equatable {
     case position(Int)
     /// `[*]`
     case all
+    /// `[$var(i)]`: the position read per message (for `$avp`).
+    indirect case variable(PseudoVariable)
+
+    public static func == (lhs: PseudoVariableIndex, rhs: PseudoVariableIndex) -> Bool {
+        switch (lhs, rhs) {
+        case (.position(let a), .position(let b)): a == b
+        case (.all, .all): true
+        case (.variable(let a), .variable(let b)): a.name == b.name && a.argument == b.argument
+        default: false
+        }
+    }
 }
 
 /// `{s.len}`, `{param.value,name}`: the dotted name and the comma-separated arguments as written.

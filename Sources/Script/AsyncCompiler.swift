@@ -23,6 +23,10 @@ extension ScriptCompiler {
             throw error("'\(operationCall.name)' takes \(definition.minimumArguments) to \(definition.maximumArguments) "
                 + "arguments, not \(count)", at: operationCall.location)
         }
+        for (i, argument) in operationCall.arguments.enumerated()
+            where argument == nil && i < definition.minimumArguments && !definition.omittableArguments.contains(i) {
+            throw error("argument \(i + 1) of '\(operationCall.name)' is required", at: operationCall.location)
+        }
         return (operationCall, definition)
     }
 
@@ -49,7 +53,7 @@ extension ScriptCompiler {
             guard let name = constantText(argument) else {
                 throw error("launch's second argument is the report route's name", at: argument.location)
             }
-            report = try routeIndex(.request, named: name, at: argument.location)
+            report = try routeIndex(.request, named: name, at: argument.location, nested: false)
         }
         let parameter = try call.arguments.count > 2 ? call.arguments[2].map { (e: Expression) throws(CompileError) in
             try value(e)
@@ -90,7 +94,7 @@ extension ScriptCompiler {
         guard let routeArgument = call.arguments[1], let routeName = constantText(routeArgument) else {
             throw error("async's second argument is the resume route's name", at: call.arguments[1]?.location ?? call.location)
         }
-        let resume = try routeIndex(.request, named: routeName, at: routeArgument.location)
+        let resume = try routeIndex(.request, named: routeName, at: routeArgument.location, nested: false)
         var timeout = defaultTimeout(definition)
         if call.arguments.count == 3, let argument = call.arguments[2] {
             guard let text = constantText(argument), let ms = Int(text), ms > 0 else {

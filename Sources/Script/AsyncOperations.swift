@@ -35,6 +35,9 @@ public struct AsyncOperationDefinition: Sendable {
     public var module: String
     public var minimumArguments: Int
     public var maximumArguments: Int
+    /// Required positions (0-based) that may still be left empty, as OpenSIPS' docs write
+    /// `rest_post(url, body, , $var(out))` for the default content type.
+    public var omittableArguments: Set<Int> = []
     /// The timeout when neither async() nor the module's modparam nor `async_timeout` gives one, in ms.
     public var defaultTimeout: Int
     /// The module parameter that sets this operation's timeout, and how many ms one unit of it is

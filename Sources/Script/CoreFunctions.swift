@@ -1,5 +1,6 @@
 import Engine
 import SIP
+import TM
 
 /// The stateless core: what OpenSIPS' core, sl/signaling, rr, maxfwd, sipmsgops/textops and xlog give a
 /// stateless proxy script.
@@ -28,7 +29,9 @@ enum CoreFunctions {
                                compile: sendReply),
             ]),
             ScriptModule(name: "signaling", functions: [
-                ScriptFunction("send_reply", module: "signaling", arguments: 2...2, allowedIn: [.request, .error],
+                // OpenSIPS' send_reply answers through the transaction when there is one (so failure_route may use
+                // it, as every load-balancer and trunking template does), statelessly otherwise.
+                ScriptFunction("send_reply", module: "signaling", arguments: 2...2, allowedIn: [.request, .failure, .error],
                                compile: sendReply),
             ]),
             ScriptModule(name: "rr", parameters: [
@@ -60,7 +63,7 @@ enum CoreFunctions {
                 }
             },
             ScriptFunction("append_hf", module: module, arguments: 1...2, allowedIn: .requestLike, compile: appendHeader),
-            ScriptFunction("remove_hf", module: module, arguments: 1...1, allowedIn: .withMessage, compile: removeHeader),
+            ScriptFunction("remove_hf", module: module, arguments: 1...2, allowedIn: .withMessage, compile: removeHeader),
             ScriptFunction("is_present_hf", module: module, arguments: 1...1, allowedIn: .withMessage,
                            compile: isPresentHeader),
         ]
@@ -85,6 +88,7 @@ enum CoreFunctions {
         }
         let reason = try compiler.value(call.arguments[1]!)
         let name = call.name
+        let stateful = name == "send_reply"
         return { context in
             guard context.hasMessage, context.message.isRequest, case .text(var phrase) = reason(context) else { return -1 }
             var status = code(context) ?? 0
@@ -95,6 +99,9 @@ enum CoreFunctions {
                     + "answering 500 instead")
                 status = 500
                 phrase = serverErrorReason
+            }
+            if stateful, let handle = context.transaction, let manager = context.transactions {
+                return manager.reply(handle, status: status, reason: phrase, to: context.message, on: context.shard) ? 1 : -1
             }
             let sent = context.relay.reply(to: context.message, status: status, reason: phrase, from: context.source,
                                            arrivedOn: context.socketIndex, forceRport: context.forceRport,
@@ -135,28 +142,57 @@ enum CoreFunctions {
         }
     }
 
-    /// OpenSIPS log levels by name.
+    /// OpenSIPS log levels by name (the longer spellings are accepted as OpenSIPS 3.x scripts write them).
     static let logLevels: [String: Int] = [
-        "L_ALERT": -3, "L_CRIT": -2, "L_ERR": -1, "L_WARN": 1, "L_NOTICE": 2, "L_INFO": 3, "L_DBG": 4,
+        "L_ALERT": -3, "L_CRIT": -2, "L_CRITICAL": -2, "L_ERR": -1, "L_ERROR": -1, "L_WARN": 1, "L_WARNING": 1,
+        "L_NOTICE": 2, "L_INFO": 3, "L_DBG": 4, "L_DEBUG": 4,
     ]
 
+    /// A log level from its name or its number (-3 to 4), or nil.
+    static func logLevel(_ text: String) -> Int? {
+        if let known = logLevels[text] { return known }
+        if let number = Int(text), (-3...4).contains(number) { return number }
+        return nil
+    }
+
+    /// `xlog([level,] format)`: the level a constant name or number, or a `$var` read per message (an unknown
+    /// value logs at L_ERR, OpenSIPS' default). Filtered by `xlog_level` when the script sets it.
     @Sendable static func xlog(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
-        var level = -1
-        if call.arguments.count == 2 {
-            let argument = call.arguments[0]!
-            guard let name = compiler.constantText(argument), let known = logLevels[name] else {
-                throw compiler.error("xlog level must be one of \(logLevels.keys.sorted().joined(separator: ", "))",
-                                     at: argument.location)
-            }
-            level = known
+        guard let formatArgument = call.arguments[call.arguments.count - 1] else {
+            throw compiler.error("xlog needs the text to log as its last argument", at: call.location)
         }
-        let format = try compiler.value(call.arguments[call.arguments.count - 1]!)
-        let chosen = level
+        let format = try compiler.value(formatArgument)
+        var dynamicLevel: ScriptCompiler.Evaluate?
+        var constantLevel = -1
+        if call.arguments.count == 2 {
+            guard let argument = call.arguments[0] else {
+                throw compiler.error("xlog's level is empty: write L_ERR, L_WARN, L_NOTICE, L_INFO or L_DBG", at: call.location)
+            }
+            if let name = compiler.constantText(argument) {
+                guard let known = logLevel(name) else {
+                    throw compiler.error("xlog level must be one of \(logLevels.keys.sorted().joined(separator: ", ")) "
+                        + "or a number from -3 to 4", at: argument.location)
+                }
+                constantLevel = known
+            } else {
+                dynamicLevel = try compiler.value(argument)
+            }
+        }
+        let chosen = constantLevel
         return { context in
-            guard chosen <= context.log.level else { return 1 }
+            var level = chosen
+            if let dynamicLevel {
+                switch dynamicLevel(context) {
+                case .integer(let n) where (-3...4).contains(n): level = n
+                case .text(let text): level = logLevel(String(decoding: text, as: UTF8.self)) ?? -1
+                default: level = -1
+                }
+            }
+            let threshold = context.log.xlogLevel
+            guard level <= threshold else { return 1 }
             switch format(context) {
-            case .text(let text): context.log.write(level: chosen, text)
-            case .integer(let n): context.log.write(level: chosen, "\(n)")
+            case .text(let text): context.log.write(level: level, threshold: threshold, text)
+            case .integer(let n): context.log.write(level: level, threshold: threshold, "\(n)")
             case .null: break
             }
             return 1
@@ -229,7 +265,33 @@ enum CoreFunctions {
         return (SIPHeaderKind.named(name), permanentBytes(name))
     }
 
+    /// `remove_hf(name[, flags])`: every field of that name; with flags "r" the name is a regular expression, with
+    /// "g" a shell glob (`X-*`), both matched case-insensitively against whole field names (OpenSIPS 3.x).
     @Sendable static func removeHeader(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let flags = call.arguments.count > 1 ? call.arguments[1].flatMap { compiler.constantText($0) } ?? "" : ""
+        guard flags.allSatisfy({ $0 == "r" || $0 == "g" || $0 == "i" }), !(flags.contains("r") && flags.contains("g")) else {
+            throw compiler.error("remove_hf's flags are \"r\" (a regular expression) or \"g\" (a glob)",
+                                 at: call.arguments[1]?.location ?? call.location)
+        }
+        if flags.contains("r") || flags.contains("g") {
+            guard let pattern = compiler.constantText(call.arguments[0]), !pattern.isEmpty else {
+                throw compiler.error("remove_hf takes a constant pattern", at: call.location)
+            }
+            let matcher = try NameMatcher(pattern, glob: flags.contains("g"), at: call.location, compiler: compiler)
+            let protected: [SIPHeaderKind] = [.via, .from, .to, .callID, .cseq, .contentLength]
+            return { context in
+                let message = context.message
+                var removed = 0
+                for i in 0..<message.headerCount where !message.isHeaderRemoved(at: i) {
+                    let field = message.header(at: i)
+                    guard !protected.contains(field.kind), matcher.matches(message.bytes(of: field.name), arena: context.arena)
+                    else { continue }
+                    message.removeHeader(at: i)
+                    removed += 1
+                }
+                return removed > 0 ? 1 : -1
+            }
+        }
         let (kind, name) = try headerName(call, compiler)
         if [.via, .from, .to, .callID, .cseq, .contentLength].contains(kind) {
             throw compiler.error("remove_hf cannot remove \(kind.name): the proxy needs it", at: call.location)

@@ -55,13 +55,34 @@ extension ScriptCompiler {
                 arena.append(&text, b)
                 return .text(arena.end(text))
             }
-        case .binary(.minus, let left, let right, let location):
-            let l = try integer(left, what: "left side of '-'", at: location)
-            let r = try integer(right, what: "right side of '-'", at: location)
+        case .binary(let op, let left, let right, let location):
+            let l = try integer(left, what: "left side of '\(op.rawValue)'", at: location)
+            let r = try integer(right, what: "right side of '\(op.rawValue)'", at: location)
+            if case .integer(0, _) = right, op == .divide || op == .modulo {
+                throw error("division by zero", at: right.location)
+            }
+            let apply = ScriptCompiler.arithmetic(op)
             return { context in
                 guard let a = l(context), let b = r(context) else { return .null }
-                return .integer(a &- b)
+                return apply(a, b).map { .integer($0) } ?? .null
             }
+        }
+    }
+
+    /// The integer operation behind a binary operator; nil where it has no value (division by zero, a shift
+    /// outside 0…63), which the script sees as `$null`.
+    static func arithmetic(_ op: BinaryOperator) -> (Int, Int) -> Int? {
+        switch op {
+        case .minus: { $0 &- $1 }
+        case .times: { $0 &* $1 }
+        case .divide: { $1 == 0 ? nil : $0.dividedReportingOverflow(by: $1).partialValue }
+        case .modulo: { $1 == 0 ? nil : $0.remainderReportingOverflow(dividingBy: $1).partialValue }
+        case .bitAnd: { $0 & $1 }
+        case .bitOr: { $0 | $1 }
+        case .bitXor: { $0 ^ $1 }
+        case .shiftLeft: { (0...63).contains($1) ? $0 << $1 : nil }
+        case .shiftRight: { (0...63).contains($1) ? $0 >> $1 : nil }
+        default: { _, _ in nil }
         }
     }
 

@@ -141,7 +141,13 @@ extension Lexer {
     private mutating func scanVariableBody(
         start: SourceLocation, braced: Bool, inString: Bool
     ) throws(CompileError) -> PseudoVariable {
-        let name = scanName()
+        var name = scanName()
+        // OpenSIPS 3.x names have dots ($err.class, $msg.type); inside a string only the families that exist take
+        // one, so "$fd.example" stays $fd and text.
+        while peek() == .dot, let b = peek(1), b.isIdentifierStart, braced || !inString || Lexer.dottedFamilies.contains(name) {
+            advance()
+            name += "." + scanName()
+        }
         var pv = PseudoVariable(name: name, argument: nil, index: nil, transformations: [], location: start)
         if peek() == .leftParen {
             pv.argument = try scanArgument(of: name)
@@ -166,6 +172,8 @@ extension Lexer {
         }
         return pv
     }
+
+    static let dottedFamilies: Set<String> = ["err", "msg", "socket_in", "socket_out", "b2b_logic"]
 
     /// Runs `body`; on an error puts the cursor back and returns nil. For shapes that may be plain text.
     private mutating func attempt<T>(_ body: (inout Lexer) throws(CompileError) -> T) -> T? {
@@ -208,11 +216,17 @@ extension Lexer {
         if peek() == .asterisk {
             advance()
             index = .all
+        } else if peek() == .dollar {
+            let at = location
+            guard let variable = try scanVariable(inString: false) else {
+                throw error("expected a pseudo-variable name after '$'", at: at)
+            }
+            index = .variable(variable)
         } else {
             let negative = peek() == .minus
             if negative { advance() }
             guard let b = peek(), b.isDigit else {
-                throw error("expected an integer or '*' as the index of '$\(name)'", at: location)
+                throw error("expected an integer, '*' or a $variable as the index of '$\(name)'", at: location)
             }
             let value = try scanInteger()
             index = .position(negative ? -value : value)
@@ -292,18 +306,38 @@ extension Lexer {
             }
         }
         cursor = saved
-        var words = [scanGlobalWord()]
+        var words = [try scanGlobalWordOrGroup()]
         // More words on the same line belong to the value: `socket = udp:10.0.0.1:5060 as 203.0.113.1:5060`.
         while true {
             let before = cursor
             while peek() == .space || peek() == .tab { advance() }
-            guard let b = peek(), b.isGlobalWordByte else {
+            guard let b = peek(), b.isGlobalWordByte || b == .leftBrace else {
                 cursor = before
                 break
             }
-            words.append(scanGlobalWord())
+            words.append(try scanGlobalWordOrGroup())
         }
         return (.word(words.joined(separator: " ")), start)
+    }
+
+    /// A word, or a braced group as written (`dst_blacklist = name:{ ( tcp, 10.0.0.0/8, 5060, "" ) }`), which may
+    /// span lines.
+    private mutating func scanGlobalWordOrGroup() throws(CompileError) -> String {
+        guard peek() == .leftBrace else {
+            var word = scanGlobalWord()
+            if peek() == .leftBrace { word += try scanGlobalWordOrGroup() }
+            return word
+        }
+        let open = location
+        let start = cursor.offset
+        var depth = 0
+        repeat {
+            guard let b = peek() else { throw error("expected '}' to close the '{' opened here", at: open) }
+            if b == .leftBrace { depth += 1 }
+            if b == .rightBrace { depth -= 1 }
+            advance()
+        } while depth > 0
+        return String(decoding: bytes[start..<cursor.offset], as: UTF8.self)
     }
 
     private mutating func scanGlobalWord() -> String {

@@ -38,6 +38,8 @@ enum Punctuation: String {
     case assign = "=", assignReplacing = ":=", plusAssign = "+="
     case equal = "==", notEqual = "!=", less = "<", lessOrEqual = "<=", greater = ">", greaterOrEqual = ">="
     case matches = "=~", notMatches = "!~", and = "&&", or = "||", not = "!", plus = "+", minus = "-"
+    case times = "*", divide = "/", modulo = "%", bitAnd = "&", bitOr = "|", bitXor = "^", bitNot = "~"
+    case shiftLeft = "<<", shiftRight = ">>"
 }
 
 /// A quoted string in both readings, because only the parser knows which one the position wants:
@@ -147,7 +149,11 @@ struct Lexer {
         case _ where byte.isIdentifierStart:
             kind = .identifier(scanName())
         case _ where byte.isDigit:
-            kind = .integer(try scanInteger())
+            if let address = scanAddressLiteral() {
+                kind = .string(ScriptString(plain: address, template: .success(StringTemplate(parts: [.literal(address)]))))
+            } else {
+                kind = .integer(try scanInteger())
+            }
         case .quote, .apostrophe:
             kind = .string(try scanString())
         case .dollar:
@@ -230,6 +236,26 @@ struct Lexer {
         return value
     }
 
+    /// An unquoted IPv4 address or network, as OpenSIPS scripts compare them: `$si == 10.0.0.1`,
+    /// `$si == 10.0.0.0/8`. Read as a string literal; nil (nothing consumed) when the digits are a plain number.
+    mutating func scanAddressLiteral() -> String? {
+        var length = 0
+        var dots = 0
+        while let b = peek(length), b.isDigit || (b == .dot && peek(length + 1)?.isDigit == true) {
+            if b == .dot { dots += 1 }
+            length += 1
+        }
+        guard dots == 3 else { return nil }
+        if peek(length) == .slash, peek(length + 1)?.isDigit == true {
+            length += 1
+            while peek(length)?.isDigit == true { length += 1 }
+        }
+        if let b = peek(length), b.isIdentifierStart || b == .dot { return nil }
+        let text = String(decoding: bytes[cursor.offset..<(cursor.offset + length)], as: UTF8.self)
+        advance(length)
+        return text
+    }
+
     mutating func scanPunctuation(_ start: SourceLocation) throws(CompileError) -> Punctuation {
         let byte = peek()!
         let second = peek(1)
@@ -238,7 +264,8 @@ struct Lexer {
             (.colon, .equals, .assignReplacing), (.plus, .equals, .plusAssign), (.equals, .equals, .equal),
             (.equals, .tilde, .matches), (.bang, .equals, .notEqual), (.bang, .tilde, .notMatches),
             (.less, .equals, .lessOrEqual), (.greater, .equals, .greaterOrEqual),
-            (.ampersand, .ampersand, .and), (.pipe, .pipe, .or),
+            (.ampersand, .ampersand, .and), (.pipe, .pipe, .or), (.less, .less, .shiftLeft),
+            (.greater, .greater, .shiftRight),
         ]
         for (a, b, p) in pairs where byte == a && second == b {
             advance(2)
@@ -254,8 +281,6 @@ struct Lexer {
     func unexpectedCharacterMessage() -> String {
         let byte = peek()!
         switch byte {
-        case .ampersand: return "unexpected character '&' (did you mean '&&'?)"
-        case .pipe: return "unexpected character '|' (did you mean '||'?)"
         case 0x21...0x7E: return "unexpected character '\(Character(UnicodeScalar(byte)))'"
         case 0x80...:
             // Show the whole UTF-8 sequence, e.g. a typographic quote pasted from a web page.

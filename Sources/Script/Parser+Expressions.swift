@@ -1,4 +1,6 @@
-/// Expressions, lowest precedence first: `||`, `&&`, unary `!`, comparisons, `+ -`, unary `-`, primary.
+/// Expressions, lowest precedence first: `||` (or `or`), `&&` (or `and`), unary `!`, comparisons, `|`, `^`, `&`,
+/// `<< >>`, `+ -`, `* / %`, unary `- ! ~`, primary. The bitwise operators bind tighter than comparisons, as
+/// script authors read `$var(flags) & 4 == 4`.
 ///
 /// `!` sits below the comparisons, so `!$var(a) == 1` is `!($var(a) == 1)`; in an operand position
 /// (`$var(a) == !f()`) it binds to the operand. A binary expression is located at its operator, where a type
@@ -10,7 +12,7 @@ extension Parser {
 
     private mutating func parseOr() throws(CompileError) -> Expression {
         var left = try parseAnd()
-        while current.isPunctuation(.or) {
+        while current.isPunctuation(.or) || current.isIdentifier("or") {
             let location = current.location
             try advance()
             left = .binary(.or, left, try parseAnd(), location: location)
@@ -20,7 +22,7 @@ extension Parser {
 
     private mutating func parseAnd() throws(CompileError) -> Expression {
         var left = try parseNot()
-        while current.isPunctuation(.and) {
+        while current.isPunctuation(.and) || current.isIdentifier("and") {
             let location = current.location
             try advance()
             left = .binary(.and, left, try parseNot(), location: location)
@@ -43,22 +45,28 @@ extension Parser {
     ]
 
     private mutating func parseComparison() throws(CompileError) -> Expression {
-        var left = try parseAdditive()
+        var left = try parseArithmetic(0)
         while case .punctuation(let p) = current.kind, let op = Parser.comparisons[p] {
             let location = current.location
             try advance()
-            left = .binary(op, left, try parseAdditive(), location: location)
+            left = .binary(op, left, try parseArithmetic(0), location: location)
         }
         return left
     }
 
-    private mutating func parseAdditive() throws(CompileError) -> Expression {
-        var left = try parseUnary()
-        while current.isPunctuation(.plus) || current.isPunctuation(.minus) {
-            let op: BinaryOperator = current.isPunctuation(.plus) ? .plus : .minus
+    /// The arithmetic and bitwise levels, loosest first; each is left-associative.
+    private static let arithmeticLevels: [[Punctuation: BinaryOperator]] = [
+        [.bitOr: .bitOr], [.bitXor: .bitXor], [.bitAnd: .bitAnd], [.shiftLeft: .shiftLeft, .shiftRight: .shiftRight],
+        [.plus: .plus, .minus: .minus], [.times: .times, .divide: .divide, .modulo: .modulo],
+    ]
+
+    private mutating func parseArithmetic(_ level: Int) throws(CompileError) -> Expression {
+        guard level < Parser.arithmeticLevels.count else { return try parseUnary() }
+        var left = try parseArithmetic(level + 1)
+        while case .punctuation(let p) = current.kind, let op = Parser.arithmeticLevels[level][p] {
             let location = current.location
             try advance()
-            left = .binary(op, left, try parseUnary(), location: location)
+            left = .binary(op, left, try parseArithmetic(level + 1), location: location)
         }
         return left
     }
@@ -80,6 +88,13 @@ extension Parser {
             try advance()
             return .not(try parseUnary(), location: location)
         }
+        if current.isPunctuation(.bitNot) {
+            try enterNesting(at: location)
+            defer { nesting -= 1 }
+            try advance()
+            // ~x is x ^ -1: every bit flipped.
+            return .binary(.bitXor, try parseUnary(), .integer(-1, location: location), location: location)
+        }
         return try parsePrimary()
     }
 
@@ -99,6 +114,13 @@ extension Parser {
         case .identifier(let name):
             try advance()
             if current.isPunctuation(.leftParen) { return .call(try parseCall(name: name, at: location)) }
+            // OpenSIPS 1.x `msg:len`: the message's length, $ml.
+            if name == "msg", current.isPunctuation(.colon) {
+                try advance()
+                guard current.isIdentifier("len") else { throw error("expected 'len' after 'msg:'", at: current.location) }
+                try advance()
+                return .variable(PseudoVariable(name: "ml", argument: nil, index: nil, transformations: [], location: location))
+            }
             if name == "NULL" || name == "null" { return .null(location: location) }
             return .identifier(name, location: location)
         case .punctuation(.leftParen):

@@ -51,7 +51,8 @@ struct Parser {
 
     static let routeKinds: [String: RouteKind] = [
         "route": .request, "branch_route": .branch, "failure_route": .failure, "onreply_route": .onReply,
-        "startup_route": .startup, "timer_route": .timer(seconds: 0), "error_route": .error,
+        "startup_route": .startup, "timer_route": .timer(seconds: 0), "error_route": .error, "local_route": .local,
+        "event_route": .event,
     ]
 
     mutating func parseScript() throws(CompileError) -> ScriptSource {
@@ -85,7 +86,7 @@ struct Parser {
                 } else if current.isPunctuation(.leftBracket) || current.isPunctuation(.leftBrace) {
                     throw error(
                         "unknown route type '\(name)'; expected route, branch_route, failure_route, onreply_route, "
-                            + "startup_route, timer_route or error_route", at: location)
+                            + "startup_route, timer_route, error_route, local_route or event_route", at: location)
                 } else if current.isPunctuation(.leftParen) {
                     throw error("a call to '\(name)' outside a route; statements belong in a route block",
                                 at: location)
@@ -128,10 +129,12 @@ struct Parser {
         switch current.kind {
         case .string(let s) where !negative: value = .string(s.plain)
         case .integer(let n): value = .integer(negative ? -n : n)
-        default: throw error("expected a string or an integer as the parameter value", at: current.location)
+        // yes/no, on/off, true/false unquoted, as OpenSIPS allows for flags.
+        case .identifier(let word) where !negative && GlobalValue.boolean(.word(word)) != nil: value = .word(word)
+        default: throw error("expected a string, an integer or yes/no as the parameter value", at: current.location)
         }
         try advance()
-        try expect(.rightParen, here: "expected ')' to close modparam")
+        try expect(.rightParen, after: "expected ')' to close modparam")
         return ModuleParameter(module: module.plain, name: name.plain, value: value, location: location,
                                valueLocation: valueLocation)
     }
@@ -146,11 +149,12 @@ struct Parser {
         var name = ""
         let usage: String? = switch kind {
         case .branch, .failure: "expected a name: \(keyword)[name]"
+        case .event: "expected the event's name: event_route[E_NAME]"
         case .timer: "expected a seconds interval: timer_route[name, seconds]"
         default: nil
         }
         if current.isPunctuation(.leftBracket) {
-            if kind == .startup || kind == .error {
+            if kind == .startup || kind == .error || kind == .local {
                 throw error("'\(keyword)' takes no name", at: current.location)
             }
             try advance()
@@ -161,6 +165,14 @@ struct Parser {
             default: throw error("expected a route name after '['", at: current.location)
             }
             try advance()
+            // event_route[E_NAME, async] (OpenSIPS 3.x): how the event runs, which ringsip decides itself.
+            if kind == .event, current.isPunctuation(.comma) {
+                try advance()
+                guard current.isIdentifier("sync") || current.isIdentifier("async") else {
+                    throw error("expected sync or async after the event's name", at: current.location)
+                }
+                try advance()
+            }
             if case .timer = kind {
                 guard current.isPunctuation(.comma) else { throw error(usage!, at: current.location) }
                 try advance()

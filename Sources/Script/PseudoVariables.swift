@@ -8,7 +8,8 @@ extension ScriptCompiler {
     static let readOnlyVariables: Set<String> = [
         "fu", "fU", "fd", "tu", "tU", "td", "ci", "cs", "rm", "rs", "rr", "si", "sp", "Ri", "Rp", "pr", "ua", "ml", "mb",
         "hdr", "rc", "retcode", "time", "Ts", "from", "to", "proto", "src_ip", "T_reply_code", "T_branch_idx", "T_ruri",
-        "branch",
+        "branch", "ct", "cT", "cl", "rb", "ft", "tt", "fn", "tn", "ou", "oU", "od", "rv", "msg.type", "msg.is_request",
+        "err.class", "err.level", "err.info", "err.rcode", "err.rreason", "socket_in",
     ]
 
     public func read(_ variable: PseudoVariable) throws(CompileError) -> Evaluate {
@@ -31,6 +32,9 @@ extension ScriptCompiler {
     }
 
     private func readBase(_ v: PseudoVariable) throws(CompileError) -> Evaluate {
+        if case .variable? = v.index, v.name != "avp" {
+            throw error("a $variable index works with $avp only: $(avp(name)[$var(i)])", at: v.location)
+        }
         switch v.name {
         case "var":
             guard let name = v.argument, !name.isEmpty else { throw error("$var needs a name: $var(name)", at: v.location) }
@@ -42,14 +46,40 @@ extension ScriptCompiler {
             switch v.index {
             case nil: return { context in context.avps.value(slot) }
             case .position(let n)?: return { context in context.avps.value(slot, index: n) }
-            case .all?: throw error("$(avp(\(name))[*]) can only be assigned NULL", at: v.location)
+            case .variable(let indexVariable)?:
+                let position = try read(indexVariable)
+                return { context in
+                    guard let n = position(context).integerValue else { return .null }
+                    return context.avps.value(slot, index: n)
+                }
+            case .all?:
+                // Every value, newest first, comma-separated (as OpenSIPS prints them).
+                return { context in
+                    let count = context.avps.valueCount(slot)
+                    guard count > 0 else { return .null }
+                    let arena = context.arena
+                    var text = arena.begin()
+                    for i in 0..<count {
+                        if i > 0 { arena.append(&text, comma) }
+                        arena.append(&text, context.avps.value(slot, index: i))
+                    }
+                    return .text(arena.end(text))
+                }
             }
         case "rc", "retcode":
             try noArgument(v)
             return { context in .integer(context.returnCode) }
         case "param":
-            guard v.argument == "1" else { throw error("$param(1) is launch()'s parameter; there is no other", at: v.location) }
-            return { context in context.launchParameter.map { .text($0) } ?? .null }
+            // route(name, a, b) passes $param(1), $param(2); launch()'s report route gets its parameter as $param(1).
+            guard let text = v.argument, let position = Int(text), (1...16).contains(position) else {
+                throw error("$param takes a position from 1 to 16: $param(1)", at: v.location)
+            }
+            return { context in
+                let parameters = context.routeParameters
+                if position <= parameters.count { return context.stack[parameters.lowerBound + position - 1] }
+                if parameters.isEmpty && position == 1, let launched = context.launchParameter { return .text(launched) }
+                return .null
+            }
         case "Ts":
             try noArgument(v)
             return { _ in .integer(time(nil)) }
@@ -108,8 +138,14 @@ extension ScriptCompiler {
         default:
             break
         }
+        if let field = ScriptCompiler.errorFields[v.name] {
+            try noArgument(v)
+            return field
+        }
+        if v.name == "socket_in" { return try socketRead(v) }
         guard let field = ScriptCompiler.messageFields[v.name] else {
-            let known = Array(ScriptCompiler.messageFields.keys) + ["var", "avp", "hdr", "rc", "retcode", "time", "Ts"]
+            let known = Array(ScriptCompiler.messageFields.keys) + Array(ScriptCompiler.errorFields.keys)
+                + ["var", "avp", "hdr", "rc", "retcode", "time", "Ts", "socket_in", "param", "branch"]
             let hint = ScriptCompiler.suggestion(for: v.name, among: known).map { " (did you mean '$\($0)'?)" } ?? ""
             throw error("unknown pseudo-variable '$\(v.name)'\(hint)", at: v.location)
         }
@@ -161,6 +197,43 @@ extension ScriptCompiler {
         },
         "ml": { context in .integer(context.message.length) },
         "mb": { context in .text(UnsafeRawBufferPointer(rebasing: context.message.bytes[0..<context.message.length])) },
+        "ct": { context in firstHeaderValue(context, .contact) },
+        "cT": { context in firstHeaderValue(context, .contentType) },
+        "cl": { context in firstHeaderValue(context, .contentLength).integerValue.map { .integer($0) } ?? .null },
+        "rb": { context in
+            let message = context.message
+            return message.body.isPresent ? .text(message.bytes(of: message.body)) : .empty
+        },
+        "ft": { context in tag(context, context.message.from) },
+        "tt": { context in tag(context, context.message.to) },
+        "fn": { context in displayName(context, context.message.from) },
+        "tn": { context in displayName(context, context.message.to) },
+        "ou": { context in context.message.isRequest ? .text(context.message.bytes(of: context.message.requestURIText)) : .null },
+        "oU": { context in
+            context.message.isRequest ? uriPart(context.message.bytes(of: context.message.requestURIText), .user) : .null
+        },
+        "od": { context in
+            context.message.isRequest ? uriPart(context.message.bytes(of: context.message.requestURIText), .host) : .null
+        },
+        "rv": { _ in .text(sipVersion) },
+        "msg.type": { context in .text(context.message.isRequest ? requestText : replyText) },
+        "msg.is_request": { context in .integer(context.message.isRequest ? 1 : 0) },
+    ] }
+
+    /// `$err.class`, `$err.level`, `$err.info`, `$err.rcode`, `$err.rreason` in error_route: the script error that
+    /// brought it there (class 1, level L_ERR, the reason logged, and the 500 the caller is owed).
+    static var errorFields: [String: Evaluate] { [
+        "err.class": { context in context.errorInfo == nil ? .null : .integer(1) },
+        "err.level": { context in context.errorInfo == nil ? .null : .integer(-1) },
+        "err.info": { context in
+            guard let info = context.errorInfo else { return .null }
+            let arena = context.arena
+            var text = arena.begin()
+            info.utf8.withContiguousStorageIfAvailable { arena.append(&text, UnsafeRawBufferPointer($0)) }
+            return .text(arena.end(text))
+        },
+        "err.rcode": { context in context.errorInfo == nil ? .null : .integer(500) },
+        "err.rreason": { context in context.errorInfo == nil ? .null : .text(serverInternalError) },
     ] }
 
     /// The destination set (`append_branch`), not counting the Request-URI's own branch:
@@ -203,6 +276,36 @@ extension ScriptCompiler {
                 guard i >= 0 && i < context.destinationCount else { return .null }
                 return value(context, i)
             }
+        }
+    }
+
+    /// `$socket_in` (`udp:IP:PORT`) and `$socket_in(ip)`, `(port)`, `(proto)`, `(advertised_ip)`,
+    /// `(advertised_port)`: the socket the message arrived on (OpenSIPS 3.x).
+    private func socketRead(_ v: PseudoVariable) throws(CompileError) -> Evaluate {
+        if v.index != nil { throw error("$socket_in takes no index", at: v.location) }
+        let field = v.argument ?? ""
+        switch field {
+        case "", "ip", "advertised_ip":
+            let full = field.isEmpty
+            return { context in
+                let address = context.shard.localAddresses[context.socketIndex]
+                guard let host = context.arena.allocate(64) else { return .null }
+                let hostText = UnsafeRawBufferPointer(rebasing: host[0..<address.writeHost(into: host)])
+                guard full else { return .text(hostText) }
+                let arena = context.arena
+                var text = arena.begin()
+                arena.append(&text, address.isIPv6 ? udpOpenBracket : udpColon)
+                arena.append(&text, hostText)
+                arena.append(&text, address.isIPv6 ? closeBracketColon : colonOnly)
+                arena.appendDecimal(&text, Int(address.port))
+                return .text(arena.end(text))
+            }
+        case "port", "advertised_port":
+            return { context in .integer(Int(context.shard.localAddresses[context.socketIndex].port)) }
+        case "proto":
+            return { _ in .text(udpText) }
+        default:
+            throw error("$socket_in(\(field)): expected ip, port, proto, advertised_ip or advertised_port", at: v.location)
         }
     }
 
@@ -297,6 +400,10 @@ extension ScriptCompiler {
         case "avp":
             guard let name = target.argument, !name.isEmpty else { throw error("$avp needs a name: $avp(name)", at: target.location) }
             let slot = avpSlot(name)
+            if let index = target.index, index != .all {
+                throw error("assigning to one position of an $avp is not supported: assign $avp(\(name)) (adds a value) "
+                    + "or $(avp(\(name))[*]) (replaces them all)", at: target.location)
+            }
             let all = target.index == .all || op == .assignReplacing
             return { context in
                 let newValue = evaluate(context)
@@ -371,6 +478,15 @@ extension ScriptCompiler {
 
 nonisolated(unsafe) private let udpText = permanentBytes("udp")
 nonisolated(unsafe) private let commaSpace = permanentBytes(", ")
+nonisolated(unsafe) private let comma = permanentBytes(",")
+nonisolated(unsafe) private let udpColon = permanentBytes("udp:")
+nonisolated(unsafe) private let udpOpenBracket = permanentBytes("udp:[")
+nonisolated(unsafe) private let closeBracketColon = permanentBytes("]:")
+nonisolated(unsafe) private let colonOnly = permanentBytes(":")
+nonisolated(unsafe) private let sipVersion = permanentBytes("SIP/2.0")
+nonisolated(unsafe) private let requestText = permanentBytes("request")
+nonisolated(unsafe) private let replyText = permanentBytes("reply")
+nonisolated(unsafe) private let serverInternalError = permanentBytes("Server Internal Error")
 
 /// Calls `body` with the value of each field named by `kind` (or, for unknown kinds, by `name`), in order,
 /// until it returns false.
@@ -403,6 +519,22 @@ enum URIPart: CustomStringConvertible {
         case .port: "rp"
         }
     }
+}
+
+/// The value of the first field of a kind, or NULL.
+func firstHeaderValue(_ context: ScriptContext, _ kind: SIPHeaderKind) -> ScriptValue {
+    guard let index = context.message.firstIndex(of: kind) else { return .null }
+    return .text(context.message.bytes(of: context.message.header(at: index).value))
+}
+
+func tag(_ context: ScriptContext, _ address: SIPNameAddr?) -> ScriptValue {
+    guard let address, address.tag.isPresent else { return .null }
+    return .text(context.message.bytes(of: address.tag))
+}
+
+func displayName(_ context: ScriptContext, _ address: SIPNameAddr?) -> ScriptValue {
+    guard let address, address.displayName.isPresent else { return .null }
+    return .text(context.message.bytes(of: address.displayName))
 }
 
 func nameAddrURI(_ context: ScriptContext, _ address: SIPNameAddr?) -> ScriptValue {

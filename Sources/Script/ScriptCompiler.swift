@@ -29,8 +29,6 @@ public final class ScriptCompiler {
 
     /// How deep route(…) calls may nest; checked on the call graph at compile time.
     public static let routeDepthLimit = 64
-    /// How many times a while loop may iterate for one message before the script is failed.
-    public static let loopIterationLimit = 10_000
 
     public init(source: ScriptSource, library: ScriptLibrary, configuration: ScriptConfiguration,
                 lines: SourceLines) {
@@ -132,6 +130,15 @@ public final class ScriptCompiler {
         for (index, route) in source.routes.enumerated() {
             currentRouteKind = route.kind
             currentRouteIndex = index
+            switch route.kind {
+            case .local:
+                warn("local_route is checked but never runs: ringsip sends no requests of its own yet (its CANCELs "
+                    + "and ACKs are built by RFC 3261's rules)", at: route.location)
+            case .event:
+                warn("event_route[\(route.name)] is checked but never runs: ringsip raises no events yet",
+                     at: route.location)
+            default: break
+            }
             routes.bodies[index] = try block(route.body)
         }
         try checkRouteCalls()
@@ -146,14 +153,17 @@ public final class ScriptCompiler {
         }
     }
 
-    /// The index of a route a function refers to (`route(name)`, `t_on_failure("name")`).
-    public func routeIndex(_ kind: RouteKind, named name: String, at location: SourceLocation) throws(CompileError) -> Int {
+    /// The index of a route a function refers to (`route(name)`, `t_on_failure("name")`). `nested`: the route runs
+    /// inside the caller (route(…)), so it counts toward recursion and depth; a resume or report route of
+    /// async()/launch() runs later on its own, so a route may resume itself.
+    public func routeIndex(_ kind: RouteKind, named name: String, at location: SourceLocation,
+                           nested: Bool = true) throws(CompileError) -> Int {
         guard let index = routeIndexByKey[ScriptCompiler.key(kind, name)] else {
             let known = source.routes.filter { RouteKinds($0.kind) == RouteKinds(kind) && !$0.name.isEmpty }.map(\.name)
             let hint = ScriptCompiler.suggestion(for: name, among: known).map { " (did you mean '\($0)'?)" } ?? ""
             throw error("unknown \(kind) '\(name)'\(hint)", at: location)
         }
-        if kind == .request { calls[currentRouteIndex, default: []].insert(index) }
+        if kind == .request && nested { calls[currentRouteIndex, default: []].insert(index) }
         return index
     }
 
@@ -286,7 +296,7 @@ public final class ScriptCompiler {
         case .whileLoop(let condition, let body, let location):
             let test = try self.condition(condition)
             let run = try block(body)
-            let limit = ScriptCompiler.loopIterationLimit
+            let limit = configuration.maxWhileLoops
             let place = "\(location)"
             return { context in
                 var iterations = 0
@@ -405,9 +415,11 @@ public final class ScriptCompiler {
         return try function.compile(call, self)
     }
 
+    /// `route(name)`, or `route(name, a, b, …)` (OpenSIPS 2.2 and later), whose values the called route reads as
+    /// `$param(1)`, `$param(2)`, … They are evaluated before the call and kept on the value stack while it runs.
     private func routeCall(_ call: FunctionCall) throws(CompileError) -> CompiledCall {
-        guard call.arguments.count == 1, let argument = call.arguments[0] else {
-            throw error("route() takes one route name", at: call.location)
+        guard let argument = call.arguments.first ?? nil else {
+            throw error("route() takes a route name, then optionally its parameters", at: call.location)
         }
         let name: String
         switch argument {
@@ -416,10 +428,26 @@ public final class ScriptCompiler {
         case .string(let template, _) where template.literal != nil: name = template.literal!
         default: throw error("route() takes a route name, not an expression", at: argument.location)
         }
+        guard call.arguments.count <= 17 else { throw error("route() passes at most 16 parameters", at: call.location) }
+        var parameters: [Evaluate] = []
+        for (i, parameter) in call.arguments.dropFirst().enumerated() {
+            guard let parameter else { throw error("parameter \(i + 1) of route(\(name), …) is empty", at: call.location) }
+            parameters.append(try value(parameter))
+        }
         let index = try routeIndex(.request, named: name, at: argument.location)
         let routes = self.routes
+        let passed = parameters
         return { context in
+            let saved = context.routeParameters
+            let base = context.stackTop
+            if !passed.isEmpty {
+                // Each value is computed before the next is pushed: a template uses the stack above stackTop.
+                for evaluate in passed { context.push(evaluate(context)) }
+                context.routeParameters = base..<context.stackTop
+            }
             routes.bodies[index](context)
+            context.routeParameters = saved
+            context.stackTop = base
             switch context.flow {
             case .returned, .breakBlock:
                 context.flow = .normal
@@ -433,25 +461,38 @@ public final class ScriptCompiler {
         }
     }
 
-    /// The closest known name, for "did you mean" (edit distance at most 2, or a shared prefix).
+    /// The closest known name, for "did you mean": one edit away (a swap of two neighbours is one), or two in a
+    /// name that starts the same way (a different first letter and another slip is more often a different name:
+    /// `fr_timer` is not `T1_timer`, `uri` is not `rr`). Ties go to the alphabetically first, so the hint is the
+    /// same on every run.
     static func suggestion(for name: String, among candidates: [String]) -> String? {
-        var best: (String, Int)?
-        for candidate in candidates {
-            let distance = editDistance(Array(name.utf8), Array(candidate.utf8))
-            if distance <= 2 && distance < (best?.1 ?? Int.max) { best = (candidate, distance) }
+        let typed = Array(name.lowercased().utf8)
+        guard typed.count >= 2 else { return nil }
+        var best: (candidate: String, distance: Int)?
+        for candidate in candidates.sorted() where candidate != name {
+            let known = Array(candidate.lowercased().utf8)
+            let distance = editDistance(typed, known)
+            let close = distance <= 1 || (distance == 2 && typed.first == known.first && known.count >= 3)
+            if close && distance < (best?.distance ?? Int.max) { best = (candidate, distance) }
         }
-        return best?.0
+        return best?.candidate
     }
 
     static func editDistance(_ a: [UInt8], _ b: [UInt8]) -> Int {
         if a.isEmpty { return b.count }
         if b.isEmpty { return a.count }
         var previous = Array(0...b.count)
+        var beforePrevious = previous
         for i in 1...a.count {
             var current = [i] + Array(repeating: 0, count: b.count)
             for j in 1...b.count {
                 current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+                // Two neighbours swapped ("relya") is one slip.
+                if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] {
+                    current[j] = min(current[j], beforePrevious[j - 2] + 1)
+                }
             }
+            beforePrevious = previous
             previous = current
         }
         return previous[b.count]

@@ -6,9 +6,19 @@ public struct ScriptConfiguration: Sendable {
     public var listen: [SocketAddress] = []
     /// OpenSIPS numbering: -3 alert, -2 critical, -1 error, 1 warning, 2 notice, 3 info, 4 debug.
     public var logLevel = 3
+    /// `xlog_level`: xlog()'s own threshold; nil: `logLevel`.
+    public var xlogLevel: Int?
     /// `async_timeout` (ms): the timeout of an async operation when neither the call nor its module's
     /// modparam gives one.
     public var asyncTimeout: Int?
+    /// `max_while_loops`: how many times a while loop may run for one message before the script is failed.
+    public var maxWhileLoops = 10_000
+    /// Advertised addresses, aliases and the Server header (`advertised_*`, `alias`, `server_header`).
+    public var identity = RelayIdentity()
+    /// `user_agent_header`, without the header name.
+    public var userAgent: String?
+    /// `db_default_url`: the database of every module that is given no `db_url` of its own.
+    public var databaseDefaultURL: String?
     public var loadedModules: Set<String> = []
     public var moduleParameters: [String: [String: GlobalValue]] = [:]
     /// Every value of each module parameter, in order (some may be given more than once, e.g. aaa_radius sets).
@@ -16,18 +26,6 @@ public struct ScriptConfiguration: Sendable {
     public var warnings: [String] = []
 
     public init() {}
-
-    /// Globals that only tune OpenSIPS internals ringsip does not have: accepted, and named in a warning.
-    static let ignoredGlobals: Set<String> = [
-        "mpath", "debug_mode", "fork", "log_stderror", "log_facility", "log_name", "stderror_enabled",
-        "syslog_enabled", "syslog_facility", "dns", "rev_dns", "auto_aliases", "check_via", "mhomed",
-        "disable_tcp", "disable_tls", "tcp_children", "open_files_limit", "server_signature", "memdump",
-        "memlog", "dns_try_ipv6", "shm_hash_split_percentage", "tcp_max_connections", "enable_asserts",
-        "abort_on_assert", "xlog_buf_size", "xlog_force_color", "xlog_default_level", "sip_warning",
-    ]
-
-    /// Modules that carry no functions ringsip needs but that scripts load for the transport ringsip has.
-    static let transportModules: Set<String> = ["proto_udp"]
 
     public static func build(_ source: ScriptSource, library: ScriptLibrary,
                              lines: SourceLines) throws(CompileError) -> ScriptConfiguration {
@@ -42,77 +40,101 @@ public struct ScriptConfiguration: Sendable {
                 + "\(declared.range.lowerBound) to \(declared.range.upperBound)\(unit), not \(value)", parameter.valueLocation)
         }
         var configuration = ScriptConfiguration()
-        for setting in source.globals {
-            switch setting.name {
-            case "listen", "socket":
-                let text: String
-                switch setting.value {
-                case .word(let w): text = w
-                case .string(let s): text = s
-                case .integer: throw error("expected udp:IP:PORT after '\(setting.name) ='", setting.valueLocation)
-                }
-                switch ListenSpec.parse(text) {
-                case .success(let spec): configuration.listen.append(spec.address)
-                case .failure(let problem): throw error("\(problem)", setting.valueLocation)
-                }
-            case "log_level", "debug":
-                guard case .integer(let level) = setting.value, level >= -3 && level <= 4 else {
-                    throw error("log_level must be an integer from -3 (alert) to 4 (debug)", setting.valueLocation)
-                }
-                configuration.logLevel = level
-            case "async_timeout":
-                guard case .integer(let ms) = setting.value, ms > 0 else {
-                    throw error("async_timeout is a positive number of milliseconds", setting.valueLocation)
-                }
-                configuration.asyncTimeout = ms
-            case "children", "udp_workers":
-                configuration.warnings.append("\(setting.location): warning: '\(setting.name)' is accepted but ignored: "
-                    + "ringsip runs one shard per CPU (--shards, --cpus) instead of worker processes")
-            case let name where ignoredGlobals.contains(name):
-                configuration.warnings.append("\(setting.location): warning: '\(name)' is accepted but has no effect in ringsip")
-            default:
-                throw error("unknown global parameter '\(setting.name)'", setting.location)
-            }
-        }
+        try configuration.applyGlobals(source.globals, lines: lines)
         for load in source.modules {
             var name = String(load.path.split(separator: "/").last ?? "")
             if name.hasSuffix(".so") { name.removeLast(3) }
-            guard library.modules[name] != nil || transportModules.contains(name) else {
-                let provided = (library.modules.keys.filter { $0 != "core" } + transportModules).sorted()
-                let hint = ScriptCompiler.suggestion(for: name, among: Array(library.modules.keys))
-                    .map { " (did you mean '\($0).so'?)" } ?? "; it provides: " + provided.joined(separator: ", ")
-                throw error("module '\(name)' is not provided by ringsip\(hint)", load.location)
+            guard let module = library.modules[name] else {
+                throw error(missingModuleMessage(name, library: library), load.location)
+            }
+            if let reason = module.acceptedOnly {
+                configuration.warnings.append("\(load.location): warning: module '\(name)' is accepted but has no effect: \(reason)")
             }
             configuration.loadedModules.insert(name)
         }
         for parameter in source.parameters {
-            guard let module = library.modules[parameter.module] else {
-                throw error("modparam for unknown module '\(parameter.module)'", parameter.location)
+            // OpenSIPS takes the module name as a regular expression; scripts use alternation to set one value in
+            // several modules: modparam("usrloc|auth_db", "db_url", …). Each loaded module named gets it.
+            let names = parameter.module.split(separator: "|").map(String.init)
+            let targets = names.count > 1 ? names.filter(configuration.loadedModules.contains) : names
+            guard !targets.isEmpty else {
+                throw error("modparam for modules '\(parameter.module)', none of which is loaded", parameter.location)
             }
-            guard configuration.loadedModules.contains(parameter.module) else {
-                throw error("modparam for module '\(parameter.module)', which is not loaded "
-                    + "(add: loadmodule \"\(parameter.module).so\")", parameter.location)
+            for target in targets {
+                guard let module = library.modules[target] else {
+                    throw error("modparam for unknown module '\(target)'", parameter.location)
+                }
+                guard configuration.loadedModules.contains(target) else {
+                    throw error("modparam for module '\(target)', which is not loaded "
+                        + "(add: loadmodule \"\(target).so\")", parameter.location)
+                }
+                if let reason = module.acceptedOnly {
+                    configuration.warnings.append("\(parameter.location): warning: parameter '\(parameter.name)' of module "
+                        + "'\(target)' is accepted but has no effect: \(reason)")
+                    continue
+                }
+                guard let declared = module.parameters.first(where: { $0.name == parameter.name }) else {
+                    let known = module.parameters.map(\.name)
+                    let hint = ScriptCompiler.suggestion(for: parameter.name, among: known).map { " (did you mean '\($0)'?)" }
+                        ?? (known.isEmpty ? "; it has none" : "; it has: " + known.sorted().joined(separator: ", "))
+                    throw error("module '\(target)' has no parameter '\(parameter.name)'\(hint)", parameter.location)
+                }
+                if let reason = declared.ignoredBecause {
+                    configuration.warnings.append("\(parameter.location): warning: parameter '\(parameter.name)' of module "
+                        + "'\(target)' is accepted but has no effect: \(reason)")
+                    continue
+                }
+                var checked = parameter
+                checked.module = target
+                if declared.type == .integer, case .word = parameter.value, let flag = GlobalValue.boolean(parameter.value) {
+                    checked.value = .integer(flag ? 1 : 0)
+                }
+                switch (declared.type, checked.value) {
+                case (.string, .string), (.string, .word): break
+                case (.integer, .integer(let n)):
+                    try checkRange(n, declared, checked)
+                case (.integer, .string(let text)) where Int(text) != nil:
+                    try checkRange(Int(text)!, declared, checked)
+                default:
+                    throw error("parameter '\(parameter.name)' of module '\(target)' must be \(declared.type)",
+                                parameter.valueLocation)
+                }
+                var value = checked.value
+                if let validate = declared.validate {
+                    switch validate(value) {
+                    case .success(let checked): value = checked
+                    case .failure(let problem): throw error(problem.message, parameter.valueLocation)
+                    }
+                }
+                configuration.moduleParameters[target, default: [:]][parameter.name] = value
+                configuration.moduleParameterLists[target, default: [:]][parameter.name, default: []].append(value)
             }
-            guard let declared = module.parameters.first(where: { $0.name == parameter.name }) else {
-                let known = module.parameters.map(\.name)
-                let hint = ScriptCompiler.suggestion(for: parameter.name, among: known).map { " (did you mean '\($0)'?)" }
-                    ?? (known.isEmpty ? "; it has none" : "; it has: " + known.joined(separator: ", "))
-                throw error("module '\(parameter.module)' has no parameter '\(parameter.name)'\(hint)", parameter.location)
-            }
-            switch (declared.type, parameter.value) {
-            case (.string, .string), (.string, .word): break
-            case (.integer, .integer(let n)):
-                try checkRange(n, declared, parameter)
-            case (.integer, .string(let text)) where Int(text) != nil:
-                try checkRange(Int(text)!, declared, parameter)
-            default:
-                throw error("parameter '\(parameter.name)' of module '\(parameter.module)' must be \(declared.type)",
-                            parameter.valueLocation)
-            }
-            configuration.moduleParameters[parameter.module, default: [:]][parameter.name] = parameter.value
-            configuration.moduleParameterLists[parameter.module, default: [:]][parameter.name, default: []].append(parameter.value)
         }
         return configuration
+    }
+
+    /// Modules scripts load that ringsip does not have, and what to do instead.
+    static let missingModuleAdvice: [String: String] = [
+        "usrloc": "ringsip has no location service yet: route to fixed destinations",
+        "registrar": "ringsip has no registrar yet: route to fixed destinations",
+        "auth": "ringsip has no digest authentication yet: check the source address instead",
+        "auth_db": "ringsip has no digest authentication yet: check the source address instead",
+        "acc": "ringsip has no accounting module yet: log the call with xlog",
+        "dialog": "ringsip keeps no dialog state yet",
+        "proto_tcp": "ringsip serves UDP only for now", "proto_tls": "ringsip serves UDP only for now",
+        "proto_ws": "ringsip serves UDP only for now", "proto_wss": "ringsip serves UDP only for now",
+        "tls_mgm": "ringsip serves UDP only for now",
+        "db_postgres": "ringsip's database driver is db_mysql (MariaDB and MySQL)",
+        "db_text": "ringsip's database driver is db_mysql (MariaDB and MySQL)",
+        "db_sqlite": "ringsip's database driver is db_mysql (MariaDB and MySQL)",
+    ]
+
+    static func missingModuleMessage(_ name: String, library: ScriptLibrary) -> String {
+        if let advice = missingModuleAdvice[name] { return "module '\(name)' is not provided by ringsip: \(advice)" }
+        let provided = library.modules.filter { $0.key != "core" && $0.value.acceptedOnly == nil }.keys.sorted()
+        let hint = ScriptCompiler.suggestion(for: name, among: provided).map { " (did you mean '\($0).so'?)" }
+            ?? "; it provides: " + provided.joined(separator: ", ")
+        return "module '\(name)' is not provided by ringsip\(hint)"
     }
 
     /// A module parameter's integer value, or nil when not set.

@@ -71,6 +71,8 @@ public final class ScriptContext {
     var resumingHeldBranch = false
     /// `$param(1)` in a report route.
     var launchParameter: UnsafeRawBufferPointer?
+    /// `route(name, a, b)`: where the called route's `$param(1)`, `$param(2)` sit on the value stack.
+    var routeParameters = 0..<0
     /// The shard's suspended transactions (async operations in flight).
     public let suspensions = Suspensions(capacity: 65_536)
     /// Set when this route suspended its transaction (async): nothing more happens for it until it resumes.
@@ -113,12 +115,16 @@ public final class ScriptContext {
     public var returnCode = 0
     /// The first runtime failure (a loop bound, an arena overflow) to report and hand to error_route.
     public var runtimeError: String?
+    /// In error_route: the error that brought the script there (`$err.info`).
+    public var errorInfo: String?
 
     // $var slots (reset per message) and $avp values (per message until transactions own them).
     let variables: UnsafeMutablePointer<ScriptValue>
     let variableCount: Int
     public let avps: AVPStore
     public var flags: UInt64 = 0
+    /// Branch flags of the Request-URI branch (`setbflag`).
+    public var branchFlags: UInt64 = 0
 
     // Edits to the request, applied when it is forwarded.
     /// A new Request-URI (`$ru`, `$rU`, … assignments, strict-routing in `loose_route`).
@@ -189,9 +195,11 @@ public final class ScriptContext {
         flow = .normal
         returnCode = 0
         runtimeError = nil
+        errorInfo = nil
         for i in 0..<variableCount { variables[i] = .null }
         avps.removeAll()
         flags = 0
+        branchFlags = 0
         requestURI = nil
         destinationURI = nil
         recordRoute = false
@@ -205,6 +213,7 @@ public final class ScriptContext {
         pendingFailureRoute = nil
         suspendedNow = false
         launchParameter = nil
+        routeParameters = 0..<0
         messageSerial &+= 1
         pendingReplyRoute = nil
         pendingFinalResponseTimeout = nil
@@ -399,16 +408,21 @@ public final class AVPStore {
 /// (OpenSIPS numbering: -3 alert … 4 debug).
 public final class ScriptLog: @unchecked Sendable {
     public let level: Int
+    /// xlog()'s threshold: `xlog_level` when the script sets it, else `level`.
+    public let xlogLevel: Int
 
-    public init(level: Int) { self.level = level }
+    public init(level: Int, xlogLevel: Int? = nil) {
+        self.level = level
+        self.xlogLevel = xlogLevel ?? level
+    }
 
-    public func write(level: Int, _ bytes: UnsafeRawBufferPointer) {
-        guard level <= self.level, bytes.count > 0 else { return }
+    public func write(level: Int, threshold: Int? = nil, _ bytes: UnsafeRawBufferPointer) {
+        guard level <= threshold ?? self.level, bytes.count > 0 else { return }
         _ = Glibc.write(STDERR_FILENO, bytes.baseAddress, bytes.count)
     }
 
-    public func write(level: Int, _ text: String) {
-        guard level <= self.level else { return }
+    public func write(level: Int, threshold: Int? = nil, _ text: String) {
+        guard level <= threshold ?? self.level else { return }
         var line = text
         if !line.hasSuffix("\n") { line += "\n" }
         _ = line.withCString { Glibc.write(STDERR_FILENO, $0, strlen($0)) }

@@ -37,12 +37,13 @@ public struct ScriptProgram: Sendable {
         let configuration = try ScriptConfiguration.build(source, library: library, lines: lines)
         let compiler = ScriptCompiler(source: source, library: library, configuration: configuration, lines: lines)
         _ = try compiler.compile()
-        guard source.routes.contains(where: { $0.kind == .request && $0.name.isEmpty }) else {
-            let location = source.routes.first?.location ?? SourceLocation(file: file, line: 1, column: 1)
-            throw CompileError("the script has no main route: add route { … }", at: location, sourceLine: lines.line(location))
+        var warnings = configuration.warnings + compiler.warnings
+        if !source.routes.contains(where: { $0.kind == .request && $0.name.isEmpty }) {
+            // OpenSIPS runs such a script too (its other routes may be timers and events): requests are dropped.
+            warnings.append("\(file): warning: the script has no main route: every request is dropped "
+                + "(counted in 'dropped'); add route { … } to handle them")
         }
-        return ScriptProgram(source: source, configuration: configuration, library: library,
-                             warnings: configuration.warnings + compiler.warnings)
+        return ScriptProgram(source: source, configuration: configuration, library: library, warnings: warnings)
     }
 
     /// The compiled routes for one shard. The program was checked, so this cannot fail.
@@ -62,7 +63,8 @@ public struct ScriptProgram: Sendable {
 public final class ScriptHandler: ShardHandler, TransactionUser {
     let script: CompiledScript
     public let context: ScriptContext
-    let mainRoute: Int
+    /// Nil when the script has none: requests are dropped.
+    let mainRoute: Int?
     let replyRoute: Int?
     let errorRoute: Int?
     let startupRoute: Int?
@@ -82,9 +84,11 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         serviceFactories = program.library.services.filter { program.configuration.loadedModules.contains($0.module) }
             .map(\.factory)
         script = program.compile()
-        context = ScriptContext(variableCount: script.variableCount, log: ScriptLog(level: program.configuration.logLevel))
+        context = ScriptContext(variableCount: script.variableCount,
+                                log: ScriptLog(level: program.configuration.logLevel, xlogLevel: program.configuration.xlogLevel))
+        context.relay.identity = program.configuration.identity
         context.outputWriters = script.outputWriters
-        mainRoute = script.index(.request)!
+        mainRoute = script.index(.request)
         replyRoute = script.index(.onReply)
         errorRoute = script.index(.error)
         startupRoute = script.index(.startup)
@@ -98,15 +102,21 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             settings.t1 = c.integer("tm", "T1_timer", default: settings.t1)
             settings.t2 = c.integer("tm", "T2_timer", default: settings.t2)
             settings.t4 = c.integer("tm", "T4_timer", default: settings.t4)
-            // OpenSIPS gives these in seconds.
-            if let s = c.optionalInteger("tm", "fr_timeout") { settings.finalResponseTimeout = s * 1000 }
-            if let s = c.optionalInteger("tm", "fr_inv_timeout") { settings.finalResponseInviteTimeout = s * 1000 }
+            // OpenSIPS gives these in seconds; fr_timer and fr_inv_timer are their 1.x names.
+            if let s = c.optionalInteger("tm", "fr_timeout") ?? c.optionalInteger("tm", "fr_timer") {
+                settings.finalResponseTimeout = s * 1000
+            }
+            if let s = c.optionalInteger("tm", "fr_inv_timeout") ?? c.optionalInteger("tm", "fr_inv_timer") {
+                settings.finalResponseInviteTimeout = s * 1000
+            }
+            settings.restartsTimerCOnProvisional = c.integer("tm", "restart_fr_on_each_reply", default: 1) == 1
             // OpenSIPS' wt_timer (seconds, default 5): how long completed transactions linger; 32 or more
             // gives the RFC's Timers D/J/L/M.
             settings.waitTimeout = c.integer("tm", "wt_timer", default: 5) * 1000
             let manager = TransactionManager(
                 shardIndex: shard, capacity: c.integer("tm", "max_transactions", default: 100_000), settings: settings,
                 key: program.branchKey, seed: program.tableSeed, relay: context.relay)
+            manager.sendsTrying = c.integer("tm", "auto_100trying", default: 1) == 1
             transactions = manager
             context.transactions = manager
         } else {
@@ -124,6 +134,10 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         if message.isRequest {
             if let transactions, transactions.absorb(message, from: datagram.source, arrivedOn: datagram.socketIndex,
                                                      on: shard) {
+                return .done
+            }
+            guard let mainRoute else {
+                shard.counters.dropped += 1
                 return .done
             }
             context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
@@ -499,6 +513,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         context.log.write(level: -1, "ringsipd: script error: \(reason)")
         guard let errorRoute, context.hasMessage else { return }
         context.runtimeError = nil
+        context.errorInfo = reason
         context.flow = .normal
         runRoute(errorRoute)
         if let again = context.runtimeError { context.log.write(level: -1, "ringsipd: error in error_route: \(again)") }

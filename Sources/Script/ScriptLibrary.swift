@@ -4,8 +4,8 @@
 
 /// Where a function may be called. A bit per `RouteKind` case.
 public struct RouteKinds: OptionSet, Sendable {
-    public let rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
 
     public static let request = RouteKinds(rawValue: 1 << 0)
     public static let branch = RouteKinds(rawValue: 1 << 1)
@@ -14,12 +14,14 @@ public struct RouteKinds: OptionSet, Sendable {
     public static let startup = RouteKinds(rawValue: 1 << 4)
     public static let timer = RouteKinds(rawValue: 1 << 5)
     public static let error = RouteKinds(rawValue: 1 << 6)
+    public static let local = RouteKinds(rawValue: 1 << 7)
+    public static let event = RouteKinds(rawValue: 1 << 8)
 
-    public static let all = RouteKinds(rawValue: 0x7F)
+    public static let all = RouteKinds(rawValue: 0x1FF)
     /// Routes that handle a request.
     public static let requestLike: RouteKinds = [.request, .branch, .failure, .error]
     /// Routes that have a message at all.
-    public static let withMessage: RouteKinds = [.request, .branch, .failure, .onReply, .error]
+    public static let withMessage: RouteKinds = [.request, .branch, .failure, .onReply, .error, .local]
 
     public init(_ kind: RouteKind) {
         switch kind {
@@ -30,6 +32,8 @@ public struct RouteKinds: OptionSet, Sendable {
         case .startup: self = .startup
         case .timer: self = .timer
         case .error: self = .error
+        case .local: self = .local
+        case .event: self = .event
         }
     }
 }
@@ -66,6 +70,12 @@ public enum ModuleParameterType: Sendable, Equatable, CustomStringConvertible {
     public var description: String { self == .integer ? "an integer" : "a string" }
 }
 
+/// Why a module parameter's value cannot be used (the checker adds file:line:col).
+public struct ParameterProblem: Error, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+}
+
 public struct ModuleParameterDeclaration: Sendable {
     public var name: String
     public var type: ModuleParameterType
@@ -74,16 +84,31 @@ public struct ModuleParameterDeclaration: Sendable {
     public var range: ClosedRange<Int>
     /// What one unit is, for the error message ("seconds", "ms").
     public var unit: String?
+    /// Why the parameter has no effect in ringsip, when it has none: accepted, of any type, with one warning
+    /// naming it (an OpenSIPS tuning knob such as tm's `restart_fr_on_each_reply` for a timer ringsip lacks).
+    public var ignoredBecause: String?
+    /// A check of the value beyond its type, run once at start on the main thread: the value to keep (a `db_url`
+    /// with its host name resolved), or the problem (a host that does not resolve is refused at its modparam, not
+    /// at the first query).
+    public var validate: (@Sendable (GlobalValue) -> Result<GlobalValue, ParameterProblem>)?
 
     /// Integers default to 0 … 2^31-1: every ringsip integer parameter is a count, a size, a flag or a time.
     public static let defaultRange = 0...Int(Int32.max)
 
     public init(_ name: String, _ type: ModuleParameterType, range: ClosedRange<Int> = defaultRange,
-                unit: String? = nil) {
+                unit: String? = nil, validate: (@Sendable (GlobalValue) -> Result<GlobalValue, ParameterProblem>)? = nil) {
         self.name = name
         self.type = type
         self.range = range
         self.unit = unit
+        self.validate = validate
+    }
+
+    /// A parameter accepted with a warning saying why it has no effect.
+    public static func ignored(_ name: String, _ reason: String) -> ModuleParameterDeclaration {
+        var declaration = ModuleParameterDeclaration(name, .string)
+        declaration.ignoredBecause = reason
+        return declaration
     }
 }
 
@@ -97,6 +122,9 @@ public struct ScriptModule: Sendable {
     public var asyncOperations: [AsyncOperationDefinition]
     /// The module's per-shard service, if it has one (what its async operations run on).
     public var service: ShardServiceFactory?
+    /// Set for a module ringsip accepts but does not implement (an MI transport before MI exists): why. Loading
+    /// it and every modparam of it is a warning naming it, never an error.
+    public var acceptedOnly: String?
 
     public init(name: String, parameters: [ModuleParameterDeclaration] = [], functions: [ScriptFunction] = [],
                 asyncOperations: [AsyncOperationDefinition] = [], service: ShardServiceFactory? = nil) {
@@ -105,6 +133,13 @@ public struct ScriptModule: Sendable {
         self.functions = functions
         self.asyncOperations = asyncOperations
         self.service = service
+    }
+
+    /// A module loaded by real scripts for a service ringsip does not have (yet): accepted with a warning.
+    public static func acceptedOnly(_ name: String, _ reason: String) -> ScriptModule {
+        var module = ScriptModule(name: name)
+        module.acceptedOnly = reason
+        return module
     }
 }
 
@@ -142,6 +177,8 @@ public struct ScriptLibrary: Sendable {
         library.register(TMFunctions.module)
         library.register(SleepOperations.module)
         library.register(TMFunctions.coreModule)
+        for module in AcceptedModules.modules { library.register(module) }
+        for module in OpenSIPSCoreFunctions.modules { library.register(module) }
         return library
     }
 }

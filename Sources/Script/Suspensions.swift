@@ -179,13 +179,14 @@ public final class Suspensions {
 /// them: flags, `$ru`, `$du`, the Route set, Record-Route, force_rport, Max-Forwards, added and removed
 /// headers. (`$avp` values travel separately, as in every route of a transaction; `$var` values do not.)
 ///
-/// Layout: flags u64 | recordRoute u8 | forceRport u8 | popRoute u8 | 0 u8 | maxForwards i32 |
+/// Layout: flags u64 | branch flags u64 | recordRoute u8 | forceRport u8 | popRoute u8 | 0 u8 | maxForwards i32 |
 /// 4 × (length u32 or 0xFFFFFFFF for none, bytes): Request-URI, $du, Route set, appended headers |
 /// removed-header count u16 | indexes u16…
 extension ScriptContext {
     func captureState(into buffer: UnsafeMutableRawBufferPointer) -> Int? {
         var w = StateWriter(buffer: buffer)
         w.put(flags)
+        w.put(branchFlags)
         w.put(UInt8(recordRoute ? 1 : 0)); w.put(UInt8(forceRport ? 1 : 0)); w.put(UInt8(popRoute ? 1 : 0)); w.put(UInt8(0))
         w.put(Int32(maxForwardsWhenAbsent))
         w.put(requestURI); w.put(destinationURI); w.put(routeSet); w.put(appendedHeaders)
@@ -200,6 +201,7 @@ extension ScriptContext {
     func restoreState(_ state: UnsafeRawBufferPointer) {
         var r = StateReader(bytes: state)
         flags = r.get(UInt64.self)
+        branchFlags = r.get(UInt64.self)
         recordRoute = r.get(UInt8.self) != 0
         forceRport = r.get(UInt8.self) != 0
         popRoute = r.get(UInt8.self) != 0

@@ -58,7 +58,9 @@ extension ScriptCompiler {
                 return parameterValue(text, name)
             }
         default:
+            if let more = try moreTransform(input, t) { return more }
             let known = ["s.len", "s.int", "s.tolower", "s.toupper", "uri.user", "uri.host", "uri.port", "param.value"]
+                + ScriptCompiler.moreTransformations
             let hint = ScriptCompiler.suggestion(for: t.name, among: known).map { " (did you mean '{\($0)}'?)" } ?? ""
             throw error("unknown transformation '{\(t.name)}'\(hint)", at: t.location)
         }

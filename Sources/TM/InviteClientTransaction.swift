@@ -103,7 +103,8 @@ public struct InviteClientTransaction: Sendable {
         case .proceeding where code < 200:
             actions.append(.passUp)
             // §16.7 step 2: every provisional but 100 restarts Timer C.
-            if code > 100, timers.contains(.C), let c = settings.finalResponseInviteTimeout {
+            if code > 100, settings.restartsTimerCOnProvisional, timers.contains(.C),
+               let c = settings.finalResponseInviteTimeout {
                 timers.start(.C, c, &actions)
             }
         case .calling, .proceeding:

@@ -90,6 +90,9 @@ public struct TimerSettings: Sendable, Equatable {
     /// transaction six times longer, which at 2000 calls/s is ~130,000 more live transactions a shard.
     /// Nil (here): the RFC 3261 / RFC 6026 values; the tm module sets OpenSIPS' 5 s unless told otherwise.
     public var waitTimeout: Int?
+    /// tm's `restart_fr_on_each_reply`: every provisional after the first restarts Timer C (RFC 3261 §16.7
+    /// step 2, and OpenSIPS' default); false lets a callee ringing forever with 180s still time out.
+    public var restartsTimerCOnProvisional = true
 
     public init() {}
 

@@ -37,6 +37,8 @@ public final class TransactionManager {
     let key: BranchKey
     let seed: UInt64
     let relay: SIPRelay
+    /// tm's `auto_100trying`: whether a new INVITE transaction answers 100 Trying by itself (RFC 3261 §16.2).
+    public var sendsTrying = true
     public weak var user: (any TransactionUser)?
     /// Parses stored messages (requests to build ACK/CANCEL from, responses to forward).
     let scratch = SIPMessage()
@@ -144,7 +146,7 @@ public final class TransactionManager {
             return .full
         }
         shard.counters.transactions = table.live
-        if isInvite && sendTrying { reply(handle, status: 100, reason: trying, to: message, on: shard) }
+        if isInvite && sendTrying && sendsTrying { reply(handle, status: 100, reason: trying, to: message, on: shard) }
         return .created(handle)
     }
 

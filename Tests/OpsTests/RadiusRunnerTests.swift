@@ -2,6 +2,7 @@ import Engine
 import Foundation
 import Glibc
 @testable import Ops
+import SIP
 import XCTest
 
 final class RadiusRunnerTests: XCTestCase {

@@ -39,7 +39,7 @@ import Script
     @Test func unknownRouteType() {
         Self.expectError("rout[relay] {\n}\n", """
             test.cfg:1:1: error: unknown route type 'rout'; expected route, branch_route, failure_route, \
-            onreply_route, startup_route, timer_route or error_route
+            onreply_route, startup_route, timer_route, error_route, local_route or event_route
             rout[relay] {
             ^
             """)
@@ -134,9 +134,9 @@ import Script
     }
 
     @Test func badIndexOfAVariable() {
-        Self.expectError("route {\n  $var(i) = $(avp(x)[$var(i)]);\n}\n", """
-            test.cfg:2:22: error: expected an integer or '*' as the index of '$avp'
-              $var(i) = $(avp(x)[$var(i)]);
+        Self.expectError("route {\n  $var(i) = $(avp(x)[i]);\n}\n", """
+            test.cfg:2:22: error: expected an integer, '*' or a $variable as the index of '$avp'
+              $var(i) = $(avp(x)[i]);
                                  ^
             """)
     }
@@ -195,9 +195,9 @@ import Script
     }
 
     @Test func badModparamValue() {
-        Self.expectError("modparam(\"tm\", \"fr_timeout\", yes)\n", """
-            test.cfg:1:30: error: expected a string or an integer as the parameter value
-            modparam("tm", "fr_timeout", yes)
+        Self.expectError("modparam(\"tm\", \"fr_timeout\", maybe)\n", """
+            test.cfg:1:30: error: expected a string, an integer or yes/no as the parameter value
+            modparam("tm", "fr_timeout", maybe)
                                          ^
             """)
     }

@@ -107,6 +107,7 @@ enum ParserFixture {
         switch pv.index {
         case .position(let i): text += "[\(i)]"
         case .all: text += "[*]"
+        case .variable(let index): text += "[\(dump(index))]"
         case nil: break
         }
         for tr in pv.transformations {

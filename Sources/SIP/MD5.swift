@@ -1,8 +1,8 @@
-/// MD5 (RFC 1321) and HMAC-MD5 (RFC 2104), for RADIUS only: the Request/Response Authenticators, User-Password
-/// hiding (RFC 2865) and Message-Authenticator (RFC 3579) are defined on them. Not for anything needing a
-/// secure hash. Streaming, so a packet and its secret are hashed without being joined in a new buffer; no
+/// MD5 (RFC 1321) and HMAC-MD5 (RFC 2104), for what SIP and RADIUS define on them: RADIUS's Request/Response
+/// Authenticators, User-Password hiding (RFC 2865) and Message-Authenticator (RFC 3579), the script's `{s.md5}`,
+/// and HTTP digest (RFC 2617). Not for anything needing a secure hash. Streaming, so a packet and its secret are hashed without being joined in a new buffer; no
 /// allocation.
-struct MD5 {
+public struct MD5 {
     private var a0: UInt32 = 0x6745_2301
     private var b0: UInt32 = 0xefcd_ab89
     private var c0: UInt32 = 0x98ba_dcfe
@@ -12,8 +12,10 @@ struct MD5 {
     private var used = 0
     private var totalBytes: UInt64 = 0
 
+    public init() {}
+
     /// 16 bytes of a digest.
-    typealias Digest = (UInt64, UInt64)
+    public typealias Digest = (UInt64, UInt64)
 
     private static let shifts: [UInt32] = [7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
                                            5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
@@ -30,7 +32,7 @@ struct MD5 {
         0xf429_2244, 0x432a_ff97, 0xab94_23a7, 0xfc93_a039, 0x655b_59c3, 0x8f0c_cc92, 0xffef_f47d, 0x8584_5dd1,
         0x6fa8_7e4f, 0xfe2c_e6e0, 0xa301_4314, 0x4e08_11a1, 0xf753_7e82, 0xbd3a_f235, 0x2ad7_d2bb, 0xeb86_d391]
 
-    mutating func update(_ bytes: UnsafeRawBufferPointer) {
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         totalBytes &+= UInt64(bytes.count)
         var offset = 0
         var chunk = block
@@ -49,12 +51,12 @@ struct MD5 {
         block = chunk
     }
 
-    mutating func update(byte: UInt8) {
+    public mutating func update(byte: UInt8) {
         withUnsafeBytes(of: byte) { update($0) }
     }
 
     /// The digest; the hasher must not be updated afterwards.
-    mutating func finalize() -> Digest {
+    public mutating func finalize() -> Digest {
         let bits = totalBytes &* 8
         update(byte: 0x80)
         while used != 56 { update(byte: 0) }
@@ -97,7 +99,7 @@ struct MD5 {
         d0 = d0 &+ d
     }
 
-    static func digest(_ bytes: UnsafeRawBufferPointer) -> Digest {
+    public static func digest(_ bytes: UnsafeRawBufferPointer) -> Digest {
         var md5 = MD5()
         md5.update(bytes)
         return md5.finalize()
@@ -105,11 +107,11 @@ struct MD5 {
 }
 
 /// HMAC-MD5 (RFC 2104) with a key of any length.
-struct HMACMD5 {
+public struct HMACMD5 {
     private var inner = MD5()
     private var outerPad: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
 
-    init(key: UnsafeRawBufferPointer) {
+    public init(key: UnsafeRawBufferPointer) {
         var keyBlock: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
         withUnsafeMutableBytes(of: &keyBlock) { block in
             if key.count > 64 {
@@ -126,11 +128,11 @@ struct HMACMD5 {
         withUnsafeBytes(of: innerPad) { inner.update($0) }
     }
 
-    mutating func update(_ bytes: UnsafeRawBufferPointer) {
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         inner.update(bytes)
     }
 
-    mutating func finalize() -> MD5.Digest {
+    public mutating func finalize() -> MD5.Digest {
         let innerDigest = inner.finalize()
         var outer = MD5()
         withUnsafeBytes(of: outerPad) { outer.update($0) }

@@ -1,0 +1,20 @@
+/// Modules real scripts load for services ringsip provides another way or does not have yet. Loading one is a
+/// warning naming it, and so is each of its parameters, so an OpenSIPS script checks without edits and its
+/// author sees what is not in effect.
+enum AcceptedModules {
+    static let managementReason = "ringsip has no management interface yet (send SIGUSR1 for the counters)"
+
+    static var modules: [ScriptModule] {
+        var list = ["mi_fifo", "mi_http", "mi_datagram", "mi_xmlrpc", "mi_json", "mi_html", "mi_script", "httpd"].map {
+            ScriptModule.acceptedOnly($0, managementReason)
+        }
+        list.append(ScriptModule(name: "proto_udp", parameters: [
+            .ignored("udp_port", "a socket without a port uses the 'port' global (5060 by default)"),
+            .ignored("udp_send_timeout", "sends go through the ring and never block"),
+            .ignored("udp_max_msg_chunks", "ringsip does not fragment"),
+        ]))
+        list.append(.acceptedOnly("statistics", "ringsip's counters are printed on SIGUSR1 and at exit"))
+        list.append(.acceptedOnly("db_mysql_ext", "db_mysql is built in"))
+        return list
+    }
+}
