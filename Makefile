@@ -25,13 +25,16 @@ TEST_DEBS := sip-tester kamailio kamailio-utils-modules kamailio-mysql-modules p
 PERF_DEBS := linux-perf valgrind
 
 RUN_ARGS     ?= -f etc/ringsip.cfg
+# `make fuzz` runs this many inputs per target; `make test` a bounded smoke run of FUZZ_SMOKE_RUNS.
+FUZZ_RUNS       ?= 200000
+FUZZ_SMOKE_RUNS ?= 10000
 PYTEST_ARGS  ?=
 SCENARIO     ?= stateless
 BENCH_ARGS   ?= --rate 1000
 COMPARE_ARGS ?=
 PROFILE_ARGS ?=
 
-.PHONY: help deps test-deps perf-deps build run test test-asan unit-test integration bench compare profile clean distclean
+.PHONY: help deps test-deps perf-deps build run test test-asan fuzz fuzz-build unit-test integration bench compare profile clean distclean
 
 help:
 	@echo "make deps        install the Debian packages needed to build and run (if missing)"
@@ -41,6 +44,7 @@ help:
 	@echo "make run         build and run $(RINGSIPD) $(RUN_ARGS)  (RUN_ARGS=... to change)"
 	@echo "make test        build, swift test, then the integration suite (Tests/integration)"
 	@echo "make test-asan   the async integration tests against ringsipd built with AddressSanitizer (any report fails)"
+	@echo "make fuzz        the libFuzzer targets (script front end, SIP parser/builders), $(FUZZ_RUNS) inputs each (FUZZ_RUNS=...)"
 	@echo "make integration only the integration suite, against the existing build (PYTEST_ARGS=...)"
 	@echo "make bench       perf/bench $(SCENARIO) --target ringsip $(BENCH_ARGS)  (SCENARIO=stateless|register|cancel, BENCH_ARGS=...)"
 	@echo "make compare     perf/compare $(SCENARIO) $(COMPARE_ARGS): ringsip vs kamailio (and OpenSIPS if installed), CPU us per call"
@@ -71,6 +75,15 @@ test: test-deps
 	$(LOCK) $(SWIFT) test
 	perf/alloc
 	$(PYTHON) -m pytest -q Tests/integration $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=$(FUZZ_SMOKE_RUNS)
+
+# libFuzzer targets (Fuzz/): coverage-guided, with AddressSanitizer, in their own build directory.
+fuzz-build: deps
+	$(LOCK) $(SWIFT) build -c debug --product fuzz-script --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
+	$(LOCK) $(SWIFT) build -c debug --product fuzz-sip --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
+
+fuzz: fuzz-build
+	scripts/run-fuzz $(FUZZ_RUNS)
 
 # The async tests against a debug ringsipd built with AddressSanitizer. Store blocks ringsip recycles itself are
 # poisoned while free (MessageStore), so a view outliving its block traps like a use after free. Reports go to
@@ -113,4 +126,4 @@ clean:
 	find perf scripts Tests/integration -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf .build
+	rm -rf .build .build-asan .build-fuzz

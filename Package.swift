@@ -55,6 +55,11 @@ let package = Package(
             dependencies: ["SIP", "Engine", "Script", "CAllocCounter"],
             path: "perf/microbench"
         ),
+        // libFuzzer targets (`make fuzz`: built with -sanitize=fuzzer,address -DFUZZING); a plain build makes
+        // replayers that run saved inputs.
+        .target(name: "FuzzReplay", path: "Fuzz/FuzzReplay"),
+        .executableTarget(name: "fuzz-script", dependencies: ["Script", "Engine", "FuzzReplay"], path: "Fuzz/FuzzScript"),
+        .executableTarget(name: "fuzz-sip", dependencies: ["SIP", "FuzzReplay"], path: "Fuzz/FuzzSIP"),
         .testTarget(name: "SIPTests", dependencies: ["SIP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CUring", "SIP"]),
         .testTarget(name: "ScriptTests", dependencies: ["Script", "Engine", "SIP"]),

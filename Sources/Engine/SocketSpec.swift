@@ -12,6 +12,10 @@ import Glibc
 /// OpenSIPS processes (`use_workers`, `use_children`, `tag`, `anycast`, `frag`, `mark`,
 /// `use_auto_scaling_profile`) are returned as notes for a warning.
 public struct SocketSpec: Sendable {
+    /// Whether names and interfaces are looked up. Off only in the fuzz target, where a random name must not wait
+    /// on a resolver.
+    nonisolated(unsafe) public static var resolvesNames = true
+
     public var addresses: [SocketAddress] = []
     public var advertised: AdvertisedAddress?
     /// Options accepted without effect, as written (`use_workers 4`).
@@ -95,6 +99,7 @@ public struct SocketSpec: Sendable {
     /// name through the system resolver. Link-local IPv6 addresses are left out (they need a scope id).
     static func resolve(_ host: String, port: UInt16) -> Result<[SocketAddress], ListenSpecError> {
         if let numeric = SocketAddress(numericHost: host, port: port) { return .success([numeric]) }
+        guard resolvesNames else { return .failure(.init("names are not resolved here")) }
         let interfaces = Syscalls.interfaceAddresses()
         if host == "*" {
             let all = interfaces.map(\.address).filter { !$0.isLinkLocal }
@@ -179,6 +184,7 @@ public enum URLHostResolution {
         let hostEnd = hostAndPort.firstIndex(of: ":") ?? hostAndPort.endIndex
         let host = String(hostAndPort[..<hostEnd])
         guard !host.isEmpty, SocketAddress(numericHost: host, port: 1) == nil else { return .success(url) }
+        guard SocketSpec.resolvesNames else { return .failure(.init("names are not resolved here")) }
         switch Syscalls.resolveHost(host) {
         case .success(let addresses):
             guard let first = addresses.first(where: { !$0.isIPv6 }) ?? addresses.first else {

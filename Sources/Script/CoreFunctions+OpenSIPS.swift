@@ -78,7 +78,8 @@ enum OpenSIPSCoreFunctions {
         return { context in
             guard context.hasMessage, context.message.isRequest else { return -1 }
             let sent = context.relay.reply(to: context.message, status: 500, reason: reason, from: context.source,
-                                           arrivedOn: context.socketIndex, forceRport: context.forceRport, on: context.shard)
+                                           arrivedOn: context.socketIndex, headers: context.replyHeaders.lines,
+                                           forceRport: context.forceRport, on: context.shard)
             if sent { context.handled = true }
             return sent ? 1 : -1
         }

@@ -63,6 +63,14 @@ enum CoreFunctions {
                 }
             },
             ScriptFunction("append_hf", module: module, arguments: 1...2, allowedIn: .requestLike, compile: appendHeader),
+            ScriptFunction("append_to_reply", module: module, arguments: 1...1, allowedIn: .requestLike) {
+                call, compiler throws(CompileError) in
+                let text = try compiler.value(call.arguments[0]!)
+                return { context in
+                    guard case .text(let bytes) = text(context), bytes.count > 0 else { return -1 }
+                    return context.replyHeaders.append(bytes) ? 1 : -1
+                }
+            },
             ScriptFunction("remove_hf", module: module, arguments: 1...2, allowedIn: .withMessage, compile: removeHeader),
             ScriptFunction("is_present_hf", module: module, arguments: 1...1, allowedIn: .withMessage,
                            compile: isPresentHeader),
@@ -101,11 +109,12 @@ enum CoreFunctions {
                 phrase = serverErrorReason
             }
             if stateful, let handle = context.transaction, let manager = context.transactions {
-                return manager.reply(handle, status: status, reason: phrase, to: context.message, on: context.shard) ? 1 : -1
+                return manager.reply(handle, status: status, reason: phrase, to: context.message,
+                                     headers: context.replyHeaders.lines, on: context.shard) ? 1 : -1
             }
             let sent = context.relay.reply(to: context.message, status: status, reason: phrase, from: context.source,
-                                           arrivedOn: context.socketIndex, forceRport: context.forceRport,
-                                           on: context.shard)
+                                           arrivedOn: context.socketIndex, headers: context.replyHeaders.lines,
+                                           forceRport: context.forceRport, on: context.shard)
             if sent { context.handled = true }
             return sent ? 1 : -1
         }

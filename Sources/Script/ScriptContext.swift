@@ -138,8 +138,13 @@ public final class ScriptContext {
     /// A rewritten Route set (whole `Route:` line) replacing the received Route fields.
     public var routeSet: UnsafeRawBufferPointer?
     /// Header lines added by `append_hf`, in order.
-    let appended: UnsafeMutableRawBufferPointer
-    var appendedCount = 0
+    let appended = HeaderLines(capacity: 4096)
+    var appendedCount: Int {
+        get { appended.count }
+        set { appended.count = newValue }
+    }
+    /// Header lines `append_to_reply` adds to the replies this proxy makes for the message.
+    let replyHeaders = HeaderLines(capacity: 2048)
     /// Whether something was sent for this message (forwarded or answered).
     public var handled = false
     /// Scratch for values computed before they are combined (string templates); a stack, reset per message.
@@ -154,7 +159,6 @@ public final class ScriptContext {
         variables.initialize(repeating: .null, count: max(variableCount, 1))
         avps = AVPStore(capacity: avpCapacity)
         arena = Arena(capacity: arenaBytes)
-        appended = .allocate(byteCount: 4096, alignment: 8)
         stack = .allocate(capacity: ScriptContext.stackCapacity)
         stack.initialize(repeating: .null, count: ScriptContext.stackCapacity)
         destinationSet = .allocate(capacity: ScriptContext.destinationCapacity)
@@ -164,7 +168,6 @@ public final class ScriptContext {
 
     deinit {
         variables.deallocate()
-        appended.deallocate()
         stack.deallocate()
         destinationSet.deallocate()
         avpBytes.deallocate()
@@ -208,6 +211,7 @@ public final class ScriptContext {
         maxForwardsWhenAbsent = 70
         routeSet = nil
         appendedCount = 0
+        replyHeaders.count = 0
         handled = false
         transaction = nil
         pendingFailureRoute = nil
@@ -244,26 +248,9 @@ public final class ScriptContext {
         flow = .exit
     }
 
-    func appendHeader(_ text: UnsafeRawBufferPointer) -> Bool {
-        let needsCRLF = text.count < 2 || text[text.count - 2] != 0x0D || text[text.count - 1] != 0x0A
-        let total = text.count + (needsCRLF ? 2 : 0)
-        guard total <= appended.count - appendedCount else { return false }
-        if text.count > 0 {
-            UnsafeMutableRawBufferPointer(rebasing: appended[appendedCount..<appendedCount + text.count])
-                .copyMemory(from: text)
-        }
-        appendedCount += text.count
-        if needsCRLF {
-            appended[appendedCount] = 0x0D
-            appended[appendedCount + 1] = 0x0A
-            appendedCount += 2
-        }
-        return true
-    }
+    func appendHeader(_ text: UnsafeRawBufferPointer) -> Bool { appended.append(text) }
 
-    var appendedHeaders: UnsafeRawBufferPointer? {
-        appendedCount == 0 ? nil : UnsafeRawBufferPointer(rebasing: appended[0..<appendedCount])
-    }
+    var appendedHeaders: UnsafeRawBufferPointer? { appended.lines }
 
     /// The Request-URI as it stands: the script's replacement, else the received one.
     var currentRequestURI: UnsafeRawBufferPointer {
@@ -426,5 +413,37 @@ public final class ScriptLog: @unchecked Sendable {
         var line = text
         if !line.hasSuffix("\n") { line += "\n" }
         _ = line.withCString { Glibc.write(STDERR_FILENO, $0, strlen($0)) }
+    }
+}
+
+/// Whole header lines, each ending in CRLF (added when missing), in a buffer allocated once.
+final class HeaderLines {
+    private let buffer: UnsafeMutableRawBufferPointer
+    var count = 0
+
+    init(capacity: Int) { buffer = .allocate(byteCount: capacity, alignment: 8) }
+
+    deinit { buffer.deallocate() }
+
+    /// False (and nothing added) when the line does not fit.
+    func append(_ text: UnsafeRawBufferPointer) -> Bool {
+        let needsCRLF = text.count < 2 || text[text.count - 2] != 0x0D || text[text.count - 1] != 0x0A
+        let total = text.count + (needsCRLF ? 2 : 0)
+        guard total <= buffer.count - count else { return false }
+        if text.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[count..<count + text.count]).copyMemory(from: text)
+        }
+        count += text.count
+        if needsCRLF {
+            buffer[count] = 0x0D
+            buffer[count + 1] = 0x0A
+            count += 2
+        }
+        return true
+    }
+
+    /// The lines, or nil when there are none.
+    var lines: UnsafeRawBufferPointer? {
+        count == 0 ? nil : UnsafeRawBufferPointer(rebasing: buffer[0..<count])
     }
 }

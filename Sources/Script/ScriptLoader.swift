@@ -6,6 +6,9 @@ import Musl
 
 /// Reads a routing script and turns it into a `ScriptSource`: the front end of the Script module.
 public enum ScriptLoader {
+    /// Whether `include_file` reads files. Off only in the fuzz target, where a random path must not read the disk.
+    nonisolated(unsafe) public static var readsIncludes = true
+
     /// Reads `path`, follows `include_file`/`import_file` (relative to the including file's directory; an include
     /// cycle is an error), lexes and parses. Throws the first mistake found.
     public static func load(path: String) throws(CompileError) -> ScriptSource {
@@ -85,6 +88,7 @@ struct TokenStream {
         guard case .string(let string) = pathToken.kind else {
             throw error("expected a quoted path after '\(keyword)'", at: pathToken.location)
         }
+        guard ScriptLoader.readsIncludes else { throw error("includes are not read here", at: location) }
         let including = open[open.count - 1]
         let written = string.plain
         let path = joinPath(including.directory, written)

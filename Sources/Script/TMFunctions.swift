@@ -229,7 +229,8 @@ enum TMFunctions {
                   case .text(let phrase) = reason(context), let manager = context.transactions,
                   let handle = transaction(context) else { return -1 }
             // The request routed here is the transaction's own, parsed already.
-            return manager.reply(handle, status: status, reason: phrase, to: context.message, on: context.shard) ? 1 : -1
+            return manager.reply(handle, status: status, reason: phrase, to: context.message,
+                                 headers: context.replyHeaders.lines, on: context.shard) ? 1 : -1
         }
     }
 
@@ -298,6 +299,8 @@ extension ScriptContext {
     /// transaction: the route's values may view the block it moved out (`restoreAVPs`), which stays the
     /// route's until `endRoute`.
     func saveAVPs(to handle: TransactionHandle) {
+        // The flags travel with the $avp values: every later route of the transaction sees both.
+        transactions?.storeFlags(handle, flags: flags, branchFlags: branchFlags)
         // Nothing to give: no values, none taken from the transaction that the route might have removed, and none
         // kept midway (an async() in a branch_route saves before the route that called t_relay ends).
         guard let manager = transactions, avps.count > 0 || routeAVPs != nil || manager.hasAVPs(handle) else { return }
@@ -313,6 +316,10 @@ extension ScriptContext {
     /// values view.
     func restoreAVPs(from handle: TransactionHandle) {
         assert(routeAVPs == nil, "a route took a transaction's $avp values while another route's were out")
+        if let kept = transactions?.flags(handle) {
+            flags = kept.flags
+            branchFlags = kept.branchFlags
+        }
         guard let block = transactions?.takeAVPs(handle) else { return }
         routeAVPs = block
         avps.restore(block.bytes)

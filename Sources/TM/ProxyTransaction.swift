@@ -204,6 +204,10 @@ public struct ProxyTransaction {
     /// The script's `$avp` values, serialized by the script layer when the transaction was created and after
     /// each of its routes; nil while there are none. TM only keeps the bytes.
     var avps: StoredMessage?
+    /// The script's message flags and branch flags for this transaction (`setflag`, `setbflag`): every route that
+    /// runs for it sees them, as in OpenSIPS.
+    var scriptFlags: UInt64 = 0
+    var scriptBranchFlags: UInt64 = 0
     /// The script's state while the transaction waits for an async operation (its edits to the request),
     /// restored when the resume route runs. Set while suspended.
     var suspension: StoredMessage?

@@ -81,6 +81,19 @@ extension TransactionManager {
     }
 
     /// Whether the transaction keeps `$avp` values.
+    /// The script's flags kept with the transaction, for the next route that runs for it.
+    public func storeFlags(_ handle: TransactionHandle, flags: UInt64, branchFlags: UInt64) {
+        guard table.contains(handle) else { return }
+        table[handle].scriptFlags = flags
+        table[handle].scriptBranchFlags = branchFlags
+    }
+
+    /// The flags `storeFlags` kept (zero for a transaction that is gone).
+    public func flags(_ handle: TransactionHandle) -> (flags: UInt64, branchFlags: UInt64) {
+        guard table.contains(handle) else { return (0, 0) }
+        return (table[handle].scriptFlags, table[handle].scriptBranchFlags)
+    }
+
     public func hasAVPs(_ handle: TransactionHandle) -> Bool {
         table.contains(handle) && table[handle].avps != nil
     }

@@ -202,8 +202,9 @@ public final class TransactionManager {
     @discardableResult
     /// `parsed`: the transaction's request already parsed (the message being routed), so it is not parsed again
     /// from the stored copy; nil when the caller has none (timers, CANCEL).
+    /// `headers`: whole lines to add (the script's `append_to_reply`).
     public func reply(_ handle: TransactionHandle, status: Int, reason: UnsafeRawBufferPointer,
-                      to parsed: SIPMessage? = nil, on shard: any ShardIO) -> Bool {
+                      to parsed: SIPMessage? = nil, headers: UnsafeRawBufferPointer? = nil, on shard: any ShardIO) -> Bool {
         guard table.contains(handle) else { return false }
         // Fields, not the whole entry: a ProxyTransaction with its branches is a few KiB to copy.
         let request = table[handle].request
@@ -214,9 +215,10 @@ public final class TransactionManager {
             guard (try? scratch.parse(request.bytes)) != nil else { return false }
             original = scratch
         }
-        guard let block = store.allocate(1024 + request.count),
+        guard let block = store.allocate(1024 + request.count + (headers?.count ?? 0)),
               let length = relay.buildReply(to: original, status: status, reason: reason, from: table[handle].source,
-                                            forceRport: table[handle].forceRport, into: block.bytes) else {
+                                            headers: headers, forceRport: table[handle].forceRport,
+                                            into: block.bytes) else {
             return false
         }
         let response = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: length)
