@@ -241,7 +241,7 @@ public final class Shard {
             return
         }
         counters.received += 1
-        let datagram = Datagram(bytes: view.payload, source: view.source, socketIndex: socket)
+        let datagram = Datagram(bytes: view.payload, source: view.source, socketIndex: socket, truncated: view.truncated)
         switch handler.handle(datagram, on: self) {
         case .done:
             buffers.recycle(lease)
@@ -278,7 +278,8 @@ public final class Shard {
         let buffer = base + Int(tag.slot) * directory.bufferSizes[lender]
         let socket = Int(tag.generation)
         if let view = ReceivedView(buffer: buffer, length: result, header: receiveHeader), socket < sockets.count {
-            let datagram = Datagram(bytes: view.payload, source: view.source, socketIndex: socket, lender: lender)
+            let datagram = Datagram(bytes: view.payload, source: view.source, socketIndex: socket, lender: lender,
+                                    truncated: view.truncated)
             _ = handler.handle(datagram, on: self)
         } else {
             counters.dropped += 1
@@ -373,13 +374,14 @@ public final class Shard {
 struct ReceivedView {
     let payload: UnsafeRawBufferPointer
     let source: SocketAddress
+    /// The datagram was larger than the buffer and arrived cut short (MSG_TRUNC): `payload` is its first part.
+    let truncated: Bool
 
     init?(buffer: UnsafeMutableRawPointer, length: Int32, header: UnsafeMutablePointer<msghdr>) {
-        guard let out = io_uring_recvmsg_validate(buffer, length, header) else { return nil }
-        // A datagram larger than the buffer arrives cut short; relaying half a message would be worse.
-        guard out.pointee.flags & UInt32(MSG_TRUNC) == 0,
+        guard let out = io_uring_recvmsg_validate(buffer, length, header),
               let source = SocketAddress(raw: io_uring_recvmsg_name(out), length: Int(out.pointee.namelen))
         else { return nil }
+        truncated = out.pointee.flags & UInt32(MSG_TRUNC) != 0
         let start = io_uring_recvmsg_payload(out, header)!
         let count = Int(io_uring_recvmsg_payload_length(out, length, header))
         payload = UnsafeRawBufferPointer(start: start, count: count)

@@ -20,6 +20,8 @@ public struct ShardCounters: Sendable, Equatable {
     /// Send buffers taken and not yet given back (queued to the kernel, or held by a handler): a number that
     /// only grows means a path that takes one and forgets it.
     public var sendSlotsInUse = 0
+    /// Datagrams larger than a receive buffer, which arrived cut short (answered 513 when they could be).
+    public var oversized = 0
 
     public init() {}
 
@@ -37,6 +39,7 @@ public struct ShardCounters: Sendable, Equatable {
         sum.malformedReplies += b.malformedReplies
         sum.asyncInFlight += b.asyncInFlight
         sum.sendSlotsInUse += b.sendSlotsInUse
+        sum.oversized += b.oversized
         return sum
     }
 
@@ -45,6 +48,6 @@ public struct ShardCounters: Sendable, Equatable {
         "\(label): received=\(received) sent=\(sent) parse_errors=\(parseErrors) dropped=\(dropped) "
             + "stale=\(staleCompletions) handoffs=\(handoffs) send_errors=\(sendErrors) enobufs=\(bufferExhaustion) "
             + "transactions=\(transactions) malformed_replies=\(malformedReplies) async=\(asyncInFlight) "
-            + "send_slots=\(sendSlotsInUse)"
+            + "send_slots=\(sendSlotsInUse) oversized=\(oversized)"
     }
 }

@@ -45,12 +45,16 @@ public struct Datagram: ~Copyable {
     public let socketIndex: Int
     /// The shard whose buffer this is, when another shard received it and lent it here.
     public let lender: Int?
+    /// Larger than a receive buffer: `bytes` is only its beginning (`parseAndValidate` answers 513).
+    public let truncated: Bool
 
-    public init(bytes: UnsafeRawBufferPointer, source: SocketAddress, socketIndex: Int, lender: Int? = nil) {
+    public init(bytes: UnsafeRawBufferPointer, source: SocketAddress, socketIndex: Int, lender: Int? = nil,
+                truncated: Bool = false) {
         self.bytes = bytes
         self.source = source
         self.socketIndex = socketIndex
         self.lender = lender
+        self.truncated = truncated
     }
 }
 

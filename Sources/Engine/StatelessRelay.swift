@@ -60,6 +60,20 @@ public final class StatelessRelay: ShardHandler {
 /// Returns whether the message is ready to route.
 public func parseAndValidate(_ message: SIPMessage, _ datagram: borrowing Datagram, relay: SIPRelay,
                              on shard: Shard) -> Bool {
+    if datagram.truncated {
+        // Larger than a receive buffer (a UDP datagram may be 65,507 bytes): relaying a part would be worse than
+        // nothing. A request whose headers arrived whole is answered 513 Message Too Large (RFC 3261 §21.5.11),
+        // so its sender knows; anything else is dropped and counted.
+        shard.counters.oversized += 1
+        _ = try? message.parse(datagram.bytes)
+        if message.isRequest && message.isAnswerable && message.method != .ack {
+            relay.reply(to: message, status: 513, reason: messageTooLarge, from: datagram.source,
+                        arrivedOn: datagram.socketIndex, on: shard)
+        } else {
+            shard.counters.dropped += 1
+        }
+        return false
+    }
     do {
         try message.parse(datagram.bytes)
         if message.isRequest { try message.validate() } else { try message.validateForRelay() }
@@ -77,3 +91,5 @@ public func parseAndValidate(_ message: SIPMessage, _ datagram: borrowing Datagr
         return false
     }
 }
+
+private let messageTooLarge: StaticString = "Message Too Large"

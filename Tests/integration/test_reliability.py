@@ -246,3 +246,42 @@ route {{
         except socket.timeout:
             extra = ""
         assert extra == "", extra
+
+
+def test_datagrams_larger_than_a_receive_buffer_are_answered_513_not_lost(procs, ringsipd, tmp_path):
+    port, uas = h.free_udp_ports(2)
+    script = tmp_path / "reliability.cfg"
+    script.write_text(SCRIPT.replace("@UAS@", str(uas)))
+    proc = start_script(procs, ringsipd, script, port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as callee:
+        caller.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        caller.bind((h.LOOPBACK, 0))
+        callee.bind((h.LOOPBACK, uas))
+        me = caller.getsockname()[1]
+        # Receive buffers are 9,216 bytes: these arrive cut short. A padding header longer than a buffer (the
+        # header section itself arrives incomplete), and a body longer than one (the headers arrive whole).
+        for n, size in enumerate([12_000, 30_000, 65_000]):
+            caller.sendto(request("INVITE", port, me, 500_000 + n, padding=size), (h.LOOPBACK, port))
+            assert final(caller, 500_000 + n).startswith("SIP/2.0 513 Message Too Large\r\n"), size
+        body = "v=0\r\n" + "a=x\r\n" * 4000
+        big = request("INVITE", port, me, 500_010).decode().replace(
+            "Content-Length: 0\r\n\r\n", f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}")
+        caller.sendto(big.encode(), (h.LOOPBACK, port))
+        assert final(caller, 500_010).startswith("SIP/2.0 513 Message Too Large\r\n")
+        # An ACK cannot be answered, nor can a response: both are dropped, and counted.
+        caller.sendto(request("ACK", port, me, 500_020, padding=20_000), (h.LOOPBACK, port))
+        caller.sendto(("SIP/2.0 200 OK\r\n" + "X-Big: " + "b" * 20_000 + "\r\n\r\n").encode(), (h.LOOPBACK, port))
+        caller.sendto(request("OPTIONS", port, me, 500_030), (h.LOOPBACK, port))
+        assert final(caller, 500_030).startswith("SIP/2.0 200 Alive\r\n")
+        callee.settimeout(0.3)
+        try:
+            leaked = callee.recv(65536).decode(errors="replace")
+        except socket.timeout:
+            leaked = ""
+        assert leaked == "", f"part of an oversized datagram was relayed: {leaked[:200]!r}"
+    before = len(proc.stdout().splitlines())
+    proc.signal(signal.SIGUSR1)
+    assert h.wait_until(lambda: "oversized=" in "\n".join(proc.stdout().splitlines()[before:]), 5)
+    line = [x for x in proc.stdout().splitlines()[before:] if "oversized=" in x][-1]
+    assert "oversized=6" in line, line
