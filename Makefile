@@ -28,6 +28,8 @@ RUN_ARGS     ?= -f etc/ringsip.cfg
 # `make fuzz` runs this many inputs per target; `make test` a bounded smoke run of FUZZ_SMOKE_RUNS.
 FUZZ_RUNS       ?= 200000
 FUZZ_SMOKE_RUNS ?= 10000
+# perf/udpfuzz: mutated datagrams to each of a stateless and a stateful daemon (Tests/integration runs 20,000).
+FUZZ_DATAGRAMS  ?= 1000000
 PYTEST_ARGS  ?=
 SCENARIO     ?= stateless
 BENCH_ARGS   ?= --rate 1000
@@ -44,7 +46,8 @@ help:
 	@echo "make run         build and run $(RINGSIPD) $(RUN_ARGS)  (RUN_ARGS=... to change)"
 	@echo "make test        build, swift test, then the integration suite (Tests/integration)"
 	@echo "make test-asan   the async integration tests against ringsipd built with AddressSanitizer (any report fails)"
-	@echo "make fuzz        the libFuzzer targets (script front end, SIP parser/builders), $(FUZZ_RUNS) inputs each (FUZZ_RUNS=...)"
+	@echo "make fuzz        the libFuzzer targets (script front end, SIP parser/builders, RADIUS responses), $(FUZZ_RUNS) inputs each (FUZZ_RUNS=...),"
+	@echo "                 then $(FUZZ_DATAGRAMS) mutated datagrams against running daemons (perf/udpfuzz, FUZZ_DATAGRAMS=...)"
 	@echo "make integration only the integration suite, against the existing build (PYTEST_ARGS=...)"
 	@echo "make bench       perf/bench $(SCENARIO) --target ringsip $(BENCH_ARGS)  (SCENARIO=stateless|register|cancel, BENCH_ARGS=...)"
 	@echo "make compare     perf/compare $(SCENARIO) $(COMPARE_ARGS): ringsip vs kamailio (and OpenSIPS if installed), CPU us per call"
@@ -75,15 +78,19 @@ test: test-deps
 	$(LOCK) $(SWIFT) test
 	perf/alloc
 	$(PYTHON) -m pytest -q Tests/integration $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory fuzz FUZZ_RUNS=$(FUZZ_SMOKE_RUNS)
+	$(MAKE) --no-print-directory fuzz-build
+	scripts/run-fuzz $(FUZZ_SMOKE_RUNS)
 
 # libFuzzer targets (Fuzz/): coverage-guided, with AddressSanitizer, in their own build directory.
 fuzz-build: deps
-	$(LOCK) $(SWIFT) build -c debug --product fuzz-script --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
-	$(LOCK) $(SWIFT) build -c debug --product fuzz-sip --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
+	$(LOCK) $(SWIFT) build -c release --product fuzz-script --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
+	$(LOCK) $(SWIFT) build -c release --product fuzz-sip --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
+	$(LOCK) $(SWIFT) build -c release --product fuzz-radius --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
 
 fuzz: fuzz-build
 	scripts/run-fuzz $(FUZZ_RUNS)
+	$(LOCK) $(SWIFT) build -c release
+	$(PYTHON) perf/udpfuzz --datagrams $(FUZZ_DATAGRAMS)
 
 # The async tests against a debug ringsipd built with AddressSanitizer. Store blocks ringsip recycles itself are
 # poisoned while free (MessageStore), so a view outliving its block traps like a use after free. Reports go to

@@ -60,6 +60,7 @@ let package = Package(
         .target(name: "FuzzReplay", path: "Fuzz/FuzzReplay"),
         .executableTarget(name: "fuzz-script", dependencies: ["Script", "Engine", "FuzzReplay"], path: "Fuzz/FuzzScript"),
         .executableTarget(name: "fuzz-sip", dependencies: ["SIP", "FuzzReplay"], path: "Fuzz/FuzzSIP"),
+        .executableTarget(name: "fuzz-radius", dependencies: ["Ops", "SIP", "FuzzReplay"], path: "Fuzz/FuzzRadius"),
         .testTarget(name: "SIPTests", dependencies: ["SIP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CUring", "SIP"]),
         .testTarget(name: "ScriptTests", dependencies: ["Script", "Engine", "SIP"]),

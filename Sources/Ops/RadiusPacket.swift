@@ -9,7 +9,7 @@ import SIP
 ///   (RFC 2866 §3).
 /// - A response: Response Authenticator = MD5(Code+ID+Length+RequestAuth+Attributes+Secret), and its
 ///   Message-Authenticator when present.
-enum RadiusPacket {
+public enum RadiusPacket {
     /// RFC 2865 §3: 4096 bytes at most.
     static let maximumLength = 4096
 
@@ -98,7 +98,7 @@ enum RadiusPacket {
     }
 
     /// The response's own length when `received` holds a whole packet header and that many bytes; else nil.
-    static func responseLength(_ received: UnsafeRawBufferPointer) -> Int? {
+    public static func responseLength(_ received: UnsafeRawBufferPointer) -> Int? {
         guard received.count >= 20 else { return nil }
         let length = Int(UInt16(received[2]) << 8 | UInt16(received[3]))
         return length >= 20 && length <= received.count ? length : nil
@@ -106,8 +106,8 @@ enum RadiusPacket {
 
     /// Checks a response's attribute framing, its Response Authenticator and its Message-Authenticator if any.
     /// `response` is exactly the packet (its header's length); `requestAuthenticator` the request's 16 octets.
-    static func verify(response packet: UnsafeRawBufferPointer, requestAuthenticator: UnsafeRawBufferPointer,
-                       secret: [UInt8]) -> Bool {
+    public static func verify(response packet: UnsafeRawBufferPointer, requestAuthenticator: UnsafeRawBufferPointer,
+                              secret: [UInt8]) -> Bool {
         var messageAuthenticator = -1
         var offset = 20
         while offset < packet.count {

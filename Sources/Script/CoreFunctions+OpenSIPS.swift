@@ -22,6 +22,17 @@ enum OpenSIPSCoreFunctions {
                 ScriptFunction("has_body", module: "sipmsgops|textops", arguments: 0...1, allowedIn: .withMessage,
                                compile: hasBody),
             ]),
+            // The uri module's functions that need no database (check_to, check_from and does_uri_exist read the
+            // subscriber table, which ringsip does not have yet).
+            ScriptModule(name: "uri", parameters: [
+                .ignored("use_uri_table", "ringsip's uri module has no database functions yet"),
+                .ignored("db_url", "ringsip's uri module has no database functions yet"),
+                .ignored("use_domain", "ringsip's uri module has no database functions yet"),
+            ], functions: [
+                ScriptFunction("uri_param", module: "uri", arguments: 1...2, allowedIn: .requestLike, compile: uriParam),
+                ScriptFunction("add_uri_param", module: "uri", arguments: 1...1, allowedIn: .requestLike,
+                               compile: addURIParam),
+            ]),
         ]
     }
 
@@ -111,6 +122,55 @@ enum OpenSIPSCoreFunctions {
     }
 
     nonisolated(unsafe) static let contentTypeName = permanentBytes("Content-Type")
+
+    // MARK: - uri module
+
+    /// `uri_param(name[, value])`: the Request-URI has the parameter (with that value, when one is given).
+    @Sendable static func uriParam(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        guard let name = compiler.constantText(call.arguments[0]), !name.isEmpty else {
+            throw compiler.error("uri_param takes a constant parameter name", at: call.location)
+        }
+        let nameBytes = permanentBytes(name)
+        let wanted = try call.arguments.count > 1 ? call.arguments[1].map { (e: Expression) throws(CompileError) in
+            try compiler.value(e)
+        } : nil
+        return { context in
+            let uri = context.currentRequestURI
+            guard uri.count > 0, let parsed = try? SIPURI.parse(uri, 0, uri.count), parsed.parameters.isPresent else {
+                return -1
+            }
+            let parameters = UnsafeRawBufferPointer(rebasing: uri[Int(parsed.parameters.start)..<Int(parsed.parameters.end)])
+            let found = parameterValue(parameters, nameBytes)
+            guard case .text(let value) = found else { return -1 }
+            guard let wanted else { return 1 }
+            guard case .text(let expected) = context.asText(wanted(context)) else { return -1 }
+            return bytesEqualIgnoringCase(value, expected) ? 1 : -1
+        }
+    }
+
+    /// `add_uri_param("name=value")`: appends `;name=value` to the Request-URI's parameters.
+    @Sendable static func addURIParam(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let parameter = try compiler.value(call.arguments[0]!)
+        return { context in
+            guard case .text(let text) = parameter(context), text.count > 0 else { return -1 }
+            let uri = context.currentRequestURI
+            guard uri.count > 0, let parsed = try? SIPURI.parse(uri, 0, uri.count) else { return -1 }
+            // After the existing parameters, before any ?headers.
+            let insertAt = parsed.parameters.isPresent ? Int(parsed.parameters.end)
+                : (uri.firstIndex(of: UInt8(ascii: "?")) ?? uri.count)
+            let arena = context.arena
+            var result = arena.begin()
+            arena.append(&result, UnsafeRawBufferPointer(rebasing: uri[0..<insertAt]))
+            arena.append(&result, semicolon)
+            arena.append(&result, text)
+            arena.append(&result, UnsafeRawBufferPointer(rebasing: uri[insertAt...]))
+            guard !arena.overflowed else { return -1 }
+            context.requestURI = arena.end(result)
+            return 1
+        }
+    }
+
+    nonisolated(unsafe) static let semicolon = permanentBytes(";")
 
     // MARK: - Request-URI rewrites
 

@@ -56,7 +56,8 @@ enum CoreFunctions {
     static func messageFunctions(module: String) -> [ScriptFunction] {
         [
             ScriptFunction("is_method", module: module, arguments: 1...1, allowedIn: .withMessage, compile: isMethod),
-            ScriptFunction("has_totag", module: module, arguments: 0...0, allowedIn: .withMessage) { _, _ in
+            // OpenSIPS 1.x had has_totag in the uri module.
+            ScriptFunction("has_totag", module: module + "|uri", arguments: 0...0, allowedIn: .withMessage) { _, _ in
                 { context in
                     guard let to = context.message.to, to.tag.isPresent, !to.tag.isEmpty else { return -1 }
                     return 1

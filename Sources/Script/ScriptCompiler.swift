@@ -472,10 +472,21 @@ public final class ScriptCompiler {
         for candidate in candidates.sorted() where candidate != name {
             let known = Array(candidate.lowercased().utf8)
             let distance = editDistance(typed, known)
-            let close = distance <= 1 || (distance == 2 && typed.first == known.first && known.count >= 3)
+            // Two slips in a short name are a different name ('uac' is not 'uri'), unless they are letters left out.
+            let close = distance <= 1 || (distance == 2 && typed.first == known.first
+                && (typed.count >= 5 || isSubsequence(typed, of: known)))
             if close && distance < (best?.distance ?? Int.max) { best = (candidate, distance) }
         }
         return best?.candidate
+    }
+
+    static func isSubsequence(_ a: [UInt8], of b: [UInt8]) -> Bool {
+        var rest = b[...]
+        for byte in a {
+            guard let i = rest.firstIndex(of: byte) else { return false }
+            rest = rest[(i + 1)...]
+        }
+        return true
     }
 
     static func editDistance(_ a: [UInt8], _ b: [UInt8]) -> Int {

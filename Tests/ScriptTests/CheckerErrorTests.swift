@@ -492,7 +492,7 @@ import Testing
 
     @Test func moduleFarFromAnyKnownListsWhatRingsipProvides() {
         Self.expectError("loadmodule \"xcap.so\"\nroute {\n    exit;\n}\n", """
-            test.cfg:1:1: error: module 'xcap' is not provided by ringsip; it provides: cfgutils, maxfwd, proto_udp, rr, signaling, sipmsgops, sl, textops, tm, xlog
+            test.cfg:1:1: error: module 'xcap' is not provided by ringsip; it provides: cfgutils, maxfwd, proto_udp, rr, signaling, sipmsgops, sl, textops, tm, uri, xlog
             loadmodule "xcap.so"
             ^
             """)

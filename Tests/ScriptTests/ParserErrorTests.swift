@@ -28,6 +28,22 @@ import Script
             """)
     }
 
+    /// Every way a string can run off its line is reported on that line: CRLF files, a backslash before the line
+    /// break, a second string on the line, a top-level value, the end of the file.
+    @Test(arguments: [
+        ("route {\r\n    xlog(\"hello);\r\n    exit;\r\n}\r\n", 2, 10),
+        ("route {\n    xlog(\"hello\\\n    exit;\n}\n", 2, 10),
+        ("route {\n    xlog(\"a\" \"b);\n}\n", 2, 14),
+        ("loadmodule \"sl.so\nroute {\n    exit;\n}\n", 1, 12),
+        ("listen = \"udp:1.2.3.4\nroute {\n    exit;\n}\n", 1, 10),
+        ("route {\n    $var(x) = \"abc\n", 2, 15),
+    ])
+    func unterminatedStringIsReportedOnItsOwnLine(script: String, line: Int, column: Int) {
+        guard let error = CheckerFixture.error(script) else { return }
+        #expect(error.message == "unterminated string (it starts here)")
+        #expect(error.location.line == line && error.location.column == column, "\(error.location)")
+    }
+
     @Test func unterminatedComment() {
         Self.expectError("children = 4\n  /* disabled:\nroute { }\n", """
             test.cfg:2:3: error: unterminated comment (it starts here)

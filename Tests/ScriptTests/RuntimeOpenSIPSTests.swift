@@ -154,6 +154,23 @@ struct RuntimeOpenSIPSTests {
         #expect(SIPText.header("X-Why", in: reply) == ["moved bob"])
     }
 
+    @Test func uriModuleParameterFunctions() throws {
+        let rig = try ScriptRig("""
+            loadmodule "uri.so"
+            route {
+                if (uri_param("transport", "UDP") && !uri_param("lr") && !has_totag()) {
+                    add_uri_param("user=phone");
+                    append_hf("X-U: $ru\\r\\n");
+                    forward("udp:@SINK@");
+                }
+            }
+
+            """)
+        rig.send(rig.request())
+        let request = try #require(rig.sink.receive())
+        #expect(SIPText.header("X-U", in: request) == ["sip:bob@127.0.0.2:5070;transport=udp;user=phone"])
+    }
+
     @Test func serverSignatureOffSendsNoServerHeader() throws {
         let rig = try ScriptRig("server_signature = off\nroute {\n    sl_send_reply(404, \"Gone\");\n}\n")
         let reply = try #require(rig.reply(to: rig.request()))
