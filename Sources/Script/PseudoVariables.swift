@@ -101,9 +101,7 @@ extension ScriptCompiler {
             // 0 before any reply, as in OpenSIPS; NULL outside a transaction.
             try noArgument(v)
             return { context in
-                guard let handle = context.transaction, let code = context.transactions?.replyCode(handle) else {
-                    return .null
-                }
+                guard let code = context.transactionReplyCode else { return .null }
                 return .integer(code)
             }
         case "T_branch_idx":

@@ -95,6 +95,15 @@ public final class ScriptContext {
     var branchRoute: Int?
     /// The branch a branch_route or onreply_route runs for (`$T_branch_idx`); nil elsewhere.
     public internal(set) var branchIndex: Int?
+
+    /// `$T_reply_code` and `t_check_status`: in a reply route, the response it runs on (its routes run at the
+    /// end of the loop turn, when a later response of the same burst may already be the transaction's last);
+    /// elsewhere the transaction's answer so far. Nil outside a transaction.
+    var transactionReplyCode: Int? {
+        guard let handle = transaction, let manager = transactions else { return nil }
+        if hasMessage && !message.isRequest && message.statusCode > 0 { return message.statusCode }
+        return manager.replyCode(handle)
+    }
     /// The destination set (`append_branch`): the branches `t_relay` forks to besides the Request-URI.
     /// Views valid for the route run (message, literal or arena text), like every `ScriptValue`.
     let destinationSet: UnsafeMutablePointer<DestinationBranch>

@@ -282,7 +282,7 @@ enum TMFunctions {
         }
         let regex = try CompiledRegex(pattern, at: location, compiler: compiler)
         return { context in
-            guard let handle = context.transaction, let code = context.transactions?.replyCode(handle) else { return -1 }
+            guard let code = context.transactionReplyCode else { return -1 }
             return regex.matches(.integer(code), arena: context.arena) ? 1 : -1
         }
     }

@@ -274,6 +274,50 @@ onreply_route[quiet] {
     procs.stop(daemon)
 
 
+def test_reply_routes_see_their_own_status_when_180_and_200_arrive_together(procs, ringsipd):
+    # Reply routes run at the end of the loop turn; a 180 and a 200 sent back to back often land in one turn,
+    # and t_check_status/$T_reply_code in the 180's route must still see 180 (CI once relayed a 180 the route
+    # dropped because it saw the 200 that had arrived with it).
+    uas = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    uac = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        uas.bind((h.LOOPBACK, 0))
+        uac.bind((h.LOOPBACK, 0))
+        uas_port, me = uas.getsockname()[1], uac.getsockname()[1]
+        (proxy_port,) = h.free_udp_ports(1)
+        script = tm_script(procs.workdir, uas_port, f"""
+    t_on_reply("quiet");
+    t_relay("udp:127.0.0.1:{uas_port}");
+""", routes="""
+onreply_route[quiet] {
+    if (t_check_status("180")) {
+        if ($T_reply_code != 180) { xlog("L_ERR", "saw $T_reply_code in the 180's route\\n"); }
+        drop;
+    }
+}
+""")
+        daemon = start_script(procs, ringsipd, script, proxy_port)
+        for n in range(10):
+            call = (f"From: <sip:caller@127.0.0.1>;tag=c{n}\r\nTo: <sip:callee@127.0.0.1>\r\n"
+                    f"Call-ID: burst-{n}@127.0.0.1\r\n")
+            invite = (f"INVITE sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
+                      f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-burst{n}\r\nMax-Forwards: 70\r\n" + call +
+                      f"CSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n")
+            uac.sendto(invite.encode(), (h.LOOPBACK, proxy_port))
+            relayed = recv_until(uas, "INVITE", 5)
+            uas.sendto(response_to(relayed, "180 Ringing", "u1").encode(), (h.LOOPBACK, proxy_port))
+            uas.sendto(response_to(relayed, "200 OK", "u1").encode(), (h.LOOPBACK, proxy_port))
+            answer = recv_until(uac, "SIP/2.0", 5)
+            while answer.startswith("SIP/2.0 100 "):
+                answer = recv_until(uac, "SIP/2.0", 5)
+            assert answer.startswith("SIP/2.0 200 "), answer
+            assert f"burst-{n}@" in answer, answer
+        assert daemon.alive() and "saw " not in daemon.stderr(), daemon.stderr()[-1500:]
+    finally:
+        uas.close()
+        uac.close()
+
+
 def test_branch_route_adds_a_header_the_callee_sees(procs, ringsipd, sipp):
     uas_port, proxy_port = h.free_udp_ports(2)
     uas = h.start_uas(procs, uas_port, scenario=TM / "uas-branch-header.xml", name="callee")
