@@ -115,6 +115,25 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { isIPv6 ? "[\(hostString)]:\(port)" : "\(hostString):\(port)" }
 
+    /// Whether this address's first `bits` bits equal `network`'s (the same family; ports are not compared).
+    public func isIn(_ network: SocketAddress, prefixLength bits: Int) -> Bool {
+        guard family == network.family else { return false }
+        return withUnsafeBytes(of: storage) { a in
+            withUnsafeBytes(of: network.storage) { b in
+                // The address bytes: sin_addr at offset 4, sin6_addr at offset 8.
+                var i = isIPv6 ? 8 : 4
+                var remaining = min(bits, isIPv6 ? 128 : 32)
+                while remaining > 0 {
+                    let mask: UInt8 = remaining >= 8 ? 0xFF : UInt8(truncatingIfNeeded: 0xFF << (8 - remaining))
+                    if a[i] & mask != b[i] & mask { return false }
+                    remaining -= 8
+                    i += 1
+                }
+                return true
+            }
+        }
+    }
+
     public static func == (lhs: SocketAddress, rhs: SocketAddress) -> Bool {
         guard lhs.family == rhs.family else { return false }
         let n = Int(lhs.length)

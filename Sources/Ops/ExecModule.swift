@@ -118,6 +118,7 @@ extension ScriptLibrary {
         library.register(ExecModule.module)
         for module in DatabaseModule.modules { library.register(module) }
         library.register(DatabaseModule.driverModule)
+        library.register(PermissionsModule.module)
         library.register(HTTPModule.module)
         library.register(RadiusModule.module)
         return library

@@ -160,7 +160,7 @@ public struct ArenaText {
 
 /// Bytes kept for the life of the compiled script: literals, header names, regex sources.
 /// Deliberately never freed: a script is compiled once per process.
-func permanentBytes(_ text: String) -> UnsafeRawBufferPointer {
+public func permanentBytes(_ text: String) -> UnsafeRawBufferPointer {
     let bytes = Array(text.utf8)
     let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
     storage.copyBytes(from: bytes)
@@ -173,7 +173,7 @@ func bytesEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Boo
 }
 
 @inline(__always)
-func bytesEqualIgnoringCase(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+public func bytesEqualIgnoringCase(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
     guard a.count == b.count else { return false }
     for i in 0..<a.count where asciiLower(a[i]) != asciiLower(b[i]) { return false }
     return true

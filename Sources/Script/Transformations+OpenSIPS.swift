@@ -208,24 +208,7 @@ struct IPNetwork: Sendable {
         self.bits = bits
     }
 
-    func contains(_ other: SocketAddress) -> Bool {
-        guard other.family == address.family else { return false }
-        return withUnsafeBytes(of: address.storage) { a in
-            withUnsafeBytes(of: other.storage) { b in
-                // The address bytes: sin_addr at offset 4, sin6_addr at offset 8.
-                let offset = address.isIPv6 ? 8 : 4
-                var remaining = bits
-                var i = offset
-                while remaining > 0 {
-                    let mask: UInt8 = remaining >= 8 ? 0xFF : UInt8(truncatingIfNeeded: 0xFF << (8 - remaining))
-                    if a[i] & mask != b[i] & mask { return false }
-                    remaining -= 8
-                    i += 1
-                }
-                return true
-            }
-        }
-    }
+    func contains(_ other: SocketAddress) -> Bool { other.isIn(address, prefixLength: bits) }
 }
 
 /// `{re.subst,/regex/replacement/flags}`: the first match (every match with `g`) replaced; `\0`–`\9` in the

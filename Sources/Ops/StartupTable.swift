@@ -1,0 +1,38 @@
+import CMariaDB
+import Synchronization
+
+/// A whole database table read once at start-up, on the main thread, for modules that keep theirs in memory as
+/// OpenSIPS does (permissions' `address`): the check loads it, and every shard's compile reuses the same rows,
+/// so no shard ever waits on the database for them.
+enum StartupTable {
+    /// Rows as text (a NULL column is nil), by URL and query.
+    private static let cache = Mutex<[String: [[String?]]]>([:])
+
+    static func rows(url text: String, query: String) -> Result<[[String?]], DatabaseConfigurationError> {
+        let key = text + "\u{0}" + query
+        if let known = cache.withLock({ $0[key] }) { return .success(known) }
+        let url: DatabaseURL
+        do { url = try DatabaseURL(text) } catch { return .failure(error) }
+        guard let mysql = mysql_init(nil) else { return .failure(DatabaseConfigurationError(reason: "out of memory")) }
+        defer { mysql_close(mysql) }
+        var seconds: UInt32 = 5
+        _ = mysql_options(mysql, MYSQL_OPT_CONNECT_TIMEOUT, &seconds)
+        _ = mysql_options(mysql, MYSQL_OPT_READ_TIMEOUT, &seconds)
+        _ = mysql_options(mysql, MYSQL_SET_CHARSET_NAME, "utf8mb4")
+        guard mysql_real_connect(mysql, url.host, url.user, url.password, url.database, url.port, nil, 0) != nil,
+              mysql_real_query(mysql, query, UInt(query.utf8.count)) == 0,
+              let result = mysql_store_result(mysql) else {
+            return .failure(DatabaseConfigurationError(reason: String(cString: mysql_error(mysql))))
+        }
+        defer { mysql_free_result(result) }
+        let columns = Int(mysql_num_fields(result))
+        var rows: [[String?]] = []
+        while let row = mysql_fetch_row(result), let lengths = mysql_fetch_lengths(result) {
+            rows.append((0..<columns).map { column in
+                row[column].map { String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(lengths[column])), as: UTF8.self) }
+            })
+        }
+        cache.withLock { $0[key] = rows }
+        return .success(rows)
+    }
+}
