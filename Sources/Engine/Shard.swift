@@ -18,6 +18,13 @@ public final class Shard {
     /// Milliseconds on CLOCK_MONOTONIC, read once per loop turn.
     public private(set) var now: UInt64
     var handler: (any ShardHandler)!
+    /// Whether this shard wants more of its core than it may (`ShardConfiguration.overloadPercent`): new work is
+    /// then refused by the layers above, cheaply, so what is under way still completes.
+    public var overloaded: Bool { load.overloaded }
+    /// Whether to take one more piece of new work while overloaded (`LoadMonitor.admits`).
+    public func admitsNewWork() -> Bool { load.admits() }
+    private var load: LoadMonitor
+    private var threadTimes: ThreadTimes?
 
     /// The recvmsg header every multishot receive is armed with: room for an IPv6 source, no control data.
     private let receiveHeader: UnsafeMutablePointer<msghdr>
@@ -48,6 +55,7 @@ public final class Shard {
                                  bufferSize: configuration.receiveBufferBytes)
         sends = SendPool(capacity: configuration.sendSlots, slotBytes: configuration.sendSlotBytes)
         now = Syscalls.monotonicMilliseconds()
+        load = LoadMonitor(thresholdPercent: configuration.overloadPercent)
         wheel = TimerWheel(capacity: configuration.timerCapacity, now: now)
         receiveHeader = .allocate(capacity: 1)
         receiveHeader.initialize(to: msghdr())
@@ -86,6 +94,8 @@ public final class Shard {
     /// which then does not wait.
     func run() {
         handler.started(on: self)
+        // Opened here: /proc/thread-self names the thread that opens it.
+        if load.thresholdPercent > 0 { threadTimes = ThreadTimes() }
         for socket in sockets.indices { armReceive(socket) }
         while !(stopping && (drained || now >= stopDeadline)) {
             buffers.publish()
@@ -96,6 +106,7 @@ public final class Shard {
             }
             // Read the clock after the wait, so timers scheduled by handlers count from when work arrived.
             now = Syscalls.monotonicMilliseconds()
+            if let threadTimes, load.due(wallNanoseconds: now &* 1_000_000) { sampleLoad(threadTimes) }
             drainCompletions()
             wheel.advance(to: now) { payload in handler.timerFired(payload: payload, on: self) }
             runContinuations()
@@ -108,6 +119,12 @@ public final class Shard {
         counters.sendSlotsInUse = sends.inFlight
         handler.stopping(on: self)
         _ = io_uring_submit(ring.ring)
+    }
+
+    /// Once a window (`LoadMonitor.windowNanoseconds`): one pread of the thread's schedstat.
+    private func sampleLoad(_ times: ThreadTimes) {
+        guard load.sample(wallNanoseconds: now &* 1_000_000, wantedNanoseconds: times.wantedNanoseconds) else { return }
+        if load.overloaded { counters.overloads += 1 }
     }
 
     /// Every receive cancelled, every send completed, no continuation left: the shard may stop.

@@ -13,6 +13,8 @@ public struct ShardConfiguration: Sendable {
     public var timerCapacity = 1 << 16
     /// SO_RCVBUF / SO_SNDBUF asked of the kernel for each socket.
     public var socketBufferBytes: Int32 = 4 << 20
+    /// The share of a core (percent) a shard's thread may want before it is overloaded (`LoadMonitor`); 0 never.
+    public var overloadPercent = 90
 
     public init() {}
 }

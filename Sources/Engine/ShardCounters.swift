@@ -22,6 +22,13 @@ public struct ShardCounters: Sendable, Equatable {
     public var sendSlotsInUse = 0
     /// Datagrams larger than a receive buffer, which arrived cut short (answered 513 when they could be).
     public var oversized = 0
+    /// Times the shard became overloaded (`LoadMonitor`), and new requests it refused (503) while it was.
+    public var overloads = 0
+    public var shed = 0
+    /// Client transactions that ended without an answer (408 from Timer B/C/F), and new transactions refused
+    /// because the table was full (503).
+    public var timeouts = 0
+    public var tableFull = 0
 
     public init() {}
 
@@ -40,6 +47,10 @@ public struct ShardCounters: Sendable, Equatable {
         sum.asyncInFlight += b.asyncInFlight
         sum.sendSlotsInUse += b.sendSlotsInUse
         sum.oversized += b.oversized
+        sum.overloads += b.overloads
+        sum.shed += b.shed
+        sum.timeouts += b.timeouts
+        sum.tableFull += b.tableFull
         return sum
     }
 
@@ -48,6 +59,7 @@ public struct ShardCounters: Sendable, Equatable {
         "\(label): received=\(received) sent=\(sent) parse_errors=\(parseErrors) dropped=\(dropped) "
             + "stale=\(staleCompletions) handoffs=\(handoffs) send_errors=\(sendErrors) enobufs=\(bufferExhaustion) "
             + "transactions=\(transactions) malformed_replies=\(malformedReplies) async=\(asyncInFlight) "
-            + "send_slots=\(sendSlotsInUse) oversized=\(oversized)"
+            + "send_slots=\(sendSlotsInUse) oversized=\(oversized) overloads=\(overloads) shed=\(shed) "
+            + "timeouts=\(timeouts) table_full=\(tableFull)"
     }
 }

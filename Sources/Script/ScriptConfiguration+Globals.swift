@@ -51,7 +51,7 @@ extension ScriptConfiguration {
     static let meaningfulGlobals = [
         "listen", "socket", "log_level", "debug", "xlog_level", "async_timeout", "alias", "advertised_address",
         "advertised_port", "server_header", "user_agent_header", "server_signature", "max_while_loops", "port",
-        "db_default_url",
+        "db_default_url", "overload_threshold",
     ]
 
     mutating func applyGlobals(_ globals: [GlobalSetting], lines: SourceLines) throws(CompileError) {
@@ -94,6 +94,8 @@ extension ScriptConfiguration {
                 asyncTimeout = try integer(setting, 1...3_600_000, "a number of milliseconds from 1 to 3600000")
             case "max_while_loops":
                 maxWhileLoops = try integer(setting, 1...10_000_000, "a number of iterations from 1 to 10000000")
+            case "overload_threshold":
+                overloadPercent = try integer(setting, 0...1000, "a percentage of a core from 1 (0: never shed)")
             case "alias":
                 guard case .success(let alias) = AdvertisedAddress.parse(text(setting)), let host = alias.host else {
                     throw error("expected HOST[:PORT] after 'alias ='", setting.valueLocation)

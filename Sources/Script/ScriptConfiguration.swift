@@ -13,6 +13,9 @@ public struct ScriptConfiguration: Sendable {
     public var asyncTimeout: Int?
     /// `max_while_loops`: how many times a while loop may run for one message before the script is failed.
     public var maxWhileLoops = 10_000
+    /// `overload_threshold`: the share of a core (percent) a shard may want before new INVITEs are answered
+    /// 503 with Retry-After instead of routed; 0 never sheds.
+    public var overloadPercent = 90
     /// Advertised addresses, aliases and the Server header (`advertised_*`, `alias`, `server_header`).
     public var identity = RelayIdentity()
     /// `user_agent_header`, without the header name.

@@ -140,6 +140,13 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
                 shard.counters.dropped += 1
                 return .done
             }
+            if shard.overloaded && Self.shedsWhenOverloaded(message) && !shard.admitsNewWork() {
+                // Refused before the route, at the cost of one reply, so the calls under way keep the core.
+                _ = context.relay.reply(to: message, status: 503, reason: overloadedReason, from: datagram.source,
+                                        arrivedOn: datagram.socketIndex, headers: overloadedRetryAfter, on: shard)
+                shard.counters.shed += 1
+                return .done
+            }
             context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
             runRoute(mainRoute)
             // error_route first: it may answer, and its $avp changes belong to the transaction too.
@@ -171,6 +178,18 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         if context.runtimeError != nil { reportRuntimeError() }
         context.endRoute()
         return .done
+    }
+
+    /// What an overloaded shard refuses: requests that start something new (a call, a registration, an
+    /// out-of-dialog MESSAGE). Never ACK or CANCEL, which end what is under way, nor a request inside a dialog
+    /// (a To tag), nor OPTIONS, which monitors ask to see that the proxy is alive.
+    static func shedsWhenOverloaded(_ message: SIPMessage) -> Bool {
+        switch message.method {
+        case .ack, .cancel, .options: return false
+        default:
+            guard let to = message.to else { return true }
+            return !(to.tag.isPresent && !to.tag.isEmpty)
+        }
     }
 
     /// The transaction's branches all failed and `t_on_failure` named a route: it runs at the end of this loop
@@ -530,3 +549,7 @@ enum ReplyVerdict {
     /// An async() in a reply route took the response (a copy) to finish later: its resume route hands it back.
     case hold
 }
+
+nonisolated(unsafe) private let overloadedReason = permanentBytes("Service Unavailable")
+/// Long enough for a surge to pass, short enough that callers come back soon (RFC 3261 §21.5.4).
+nonisolated(unsafe) private let overloadedRetryAfter = permanentBytes("Retry-After: 2\r\n")

@@ -126,7 +126,10 @@ public final class TransactionManager {
     public func create(_ message: SIPMessage, from source: SocketAddress, arrivedOn socket: Int,
                        sendTrying: Bool = true, forceRport: Bool = false, on shard: any ShardIO) -> CreateResult {
         guard message.method != .ack, let id = ServerTransactionID(message, seed: seed) else { return .notAllowed }
-        guard !table.isFull else { return .full }
+        guard !table.isFull else {
+            shard.counters.tableFull += 1
+            return .full
+        }
         guard let request = store.store(UnsafeRawBufferPointer(rebasing: message.bytes[0..<message.length])) else {
             return .tooLarge
         }
@@ -143,6 +146,7 @@ public final class TransactionManager {
         entry.requestURICount = Int32(message.requestURIText.count)
         guard let handle = table.insert(entry, key: id.hash) else {
             store.release(request)
+            shard.counters.tableFull += 1
             return .full
         }
         shard.counters.transactions = table.live
@@ -388,6 +392,7 @@ public final class TransactionManager {
             case .cancelTimer(let timer):
                 if let old = table[handle].branches[index].timers.take(timer) { shard.cancel(old) }
             case .timeout:
+                shard.counters.timeouts += 1
                 branchFailed(handle, index, status: 408, on: shard)
             case .transportError:
                 branchFailed(handle, index, status: 503, on: shard)
@@ -395,6 +400,7 @@ public final class TransactionManager {
                 table[handle].branches[index].machineDone = true
                 // A held final is this branch's answer: it comes with `releaseHeldReply`, not as a 408.
                 if table[handle].branches[index].finalCode == 0 && !table[handle].branches[index].heldFinal {
+                    shard.counters.timeouts += 1
                     branchFailed(handle, index, status: 408, on: shard)
                 }
                 freeIfDone(handle, on: shard)

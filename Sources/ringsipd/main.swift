@@ -63,7 +63,9 @@ if settings.checkOnly {
 let listen = !settings.listen.isEmpty ? settings.listen
     : !program.configuration.listen.isEmpty ? program.configuration.listen
     : [SocketAddress(numericHost: "127.0.0.1", port: 5060)!]
-let engine = Engine(listen: listen, shards: settings.shards, cpus: settings.cpus) { shard in
+var shardConfiguration = ShardConfiguration()
+shardConfiguration.overloadPercent = program.configuration.overloadPercent
+let engine = Engine(listen: listen, shards: settings.shards, cpus: settings.cpus, configuration: shardConfiguration) { shard in
     ScriptHandler(program: program, shard: shard)
 }
 do {
