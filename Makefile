@@ -46,7 +46,7 @@ help:
 	@echo "make run         build and run $(RINGSIPD) $(RUN_ARGS)  (RUN_ARGS=... to change)"
 	@echo "make test        build, swift test, then the integration suite (Tests/integration)"
 	@echo "make test-asan   the async integration tests against ringsipd built with AddressSanitizer (any report fails)"
-	@echo "make fuzz        the libFuzzer targets (script front end, SIP parser/builders, RADIUS responses), $(FUZZ_RUNS) inputs each (FUZZ_RUNS=...),"
+	@echo "make fuzz        the libFuzzer targets (script front end, SIP parser/builders, RADIUS responses, MariaDB result cells and HTTP bodies), $(FUZZ_RUNS) inputs each (FUZZ_RUNS=...),"
 	@echo "                 then $(FUZZ_DATAGRAMS) mutated datagrams against running daemons (perf/udpfuzz, FUZZ_DATAGRAMS=...)"
 	@echo "make integration only the integration suite, against the existing build (PYTEST_ARGS=...)"
 	@echo "make bench       perf/bench $(SCENARIO) --target ringsip $(BENCH_ARGS)  (SCENARIO=stateless|register|cancel, BENCH_ARGS=...)"
@@ -86,6 +86,7 @@ fuzz-build: deps
 	$(LOCK) $(SWIFT) build -c release --product fuzz-script --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
 	$(LOCK) $(SWIFT) build -c release --product fuzz-sip --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
 	$(LOCK) $(SWIFT) build -c release --product fuzz-radius --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
+	$(LOCK) $(SWIFT) build -c release --product fuzz-results --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
 
 fuzz: fuzz-build
 	scripts/run-fuzz $(FUZZ_RUNS)

@@ -61,6 +61,7 @@ let package = Package(
         .executableTarget(name: "fuzz-script", dependencies: ["Script", "Engine", "FuzzReplay"], path: "Fuzz/FuzzScript"),
         .executableTarget(name: "fuzz-sip", dependencies: ["SIP", "FuzzReplay"], path: "Fuzz/FuzzSIP"),
         .executableTarget(name: "fuzz-radius", dependencies: ["Ops", "SIP", "FuzzReplay"], path: "Fuzz/FuzzRadius"),
+        .executableTarget(name: "fuzz-results", dependencies: ["Ops", "FuzzReplay"], path: "Fuzz/FuzzResults"),
         .testTarget(name: "SIPTests", dependencies: ["SIP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CUring", "SIP"]),
         .testTarget(name: "ScriptTests", dependencies: ["Script", "Engine", "SIP"]),

@@ -178,31 +178,10 @@ extension DatabaseRunner {
         // After mysql_store_result the rows are in memory: fetching them never touches the socket.
         let columns = Int(mysql_num_fields(result))
         var rows = 0
-        var used = 0
-        cells.removeAll(keepingCapacity: true)
+        cells.removeAll()
         while let row = mysql_fetch_row(result) {
             let lengths = mysql_fetch_lengths(result)!
-            for column in 0..<columns {
-                guard let bytes = row[column] else {
-                    cells.append(0)
-                    cells.append(-1)
-                    continue
-                }
-                let length = Int(lengths[column])
-                if used + length > valuesCapacity {
-                    var grown = valuesCapacity * 2
-                    while grown < used + length { grown *= 2 }
-                    let larger = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 16)
-                    larger.copyMemory(from: values, byteCount: used)
-                    values.deallocate()
-                    values = larger
-                    valuesCapacity = grown
-                }
-                (values + used).copyMemory(from: bytes, byteCount: length)
-                cells.append(used)
-                cells.append(length)
-                used += length
-            }
+            for column in 0..<columns { cells.append(row[column], count: Int(lengths[column])) }
             rows += 1
         }
         mysql_free_result(result)
@@ -249,10 +228,8 @@ extension DatabaseRunner {
             message = UnsafeRawBufferPointer(start: text, count: strlen(text))
         }
         delivering = true
-        cells.withUnsafeBufferPointer { cells in
-            let completion = DatabaseCompletion(code: code, errorNumber: errorNumber, message: message, rows: rows,
-                                                columns: columns, affectedRows: affectedRows,
-                                                cells: cells.baseAddress, values: UnsafeRawPointer(values))
+        cells.withCompletion(code: code, errorNumber: errorNumber, message: message, rows: rows, columns: columns,
+                             affectedRows: affectedRows) { completion in
             delegate.queryCompleted(token: requests[index].token, completion, on: shard)
         }
         delivering = false

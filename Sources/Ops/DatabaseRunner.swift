@@ -103,10 +103,8 @@ public final class DatabaseRunner {
     /// NUL-terminated copies of the URL's parts: Connector/C reads them while a connect is suspended.
     let host, user, password, database: UnsafeMutablePointer<CChar>
     var nextSerial: UInt64 = 1
-    /// Result cells of the query being delivered: (offset into `values`, length or -1 for NULL) each.
-    var cells: [Int] = []
-    var values: UnsafeMutableRawPointer
-    var valuesCapacity = 4096
+    /// Result cells of the query being delivered.
+    let cells = DatabaseResultCells()
     /// True while the delegate is called. The delegate records the result and returns — the script's resume route
     /// runs at the end of the shard's loop turn — so it never calls back into the runner (`submit`, `cancel`
     /// trap if it does): no re-entrancy to guard against.
@@ -144,8 +142,6 @@ public final class DatabaseRunner {
         user = strdup(configuration.url.user)
         password = strdup(configuration.url.password)
         database = strdup(configuration.url.database)
-        values = .allocate(byteCount: valuesCapacity, alignment: 16)
-        cells.reserveCapacity(256)
         for c in 0..<connectionCount { connect(c) }
     }
 
@@ -159,7 +155,6 @@ public final class DatabaseRunner {
         free(user)
         free(password)
         free(database)
-        values.deallocate()
     }
 
     /// Connections open and usable now (idle or running a query).

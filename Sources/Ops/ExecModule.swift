@@ -119,6 +119,7 @@ extension ScriptLibrary {
         for module in DatabaseModule.modules { library.register(module) }
         library.register(DatabaseModule.driverModule)
         library.register(PermissionsModule.module)
+        library.register(DomainModule.module)
         library.register(HTTPModule.module)
         library.register(RadiusModule.module)
         return library

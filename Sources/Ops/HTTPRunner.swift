@@ -63,11 +63,7 @@ public final class HTTPRunner {
     /// Lanes live in one allocation that never moves, so libcurl keeps a pointer to its lane (`WRITEDATA`).
     struct Lane {
         var easy: UnsafeMutableRawPointer?
-        var body: UnsafeMutableRawPointer?
-        var bodyCapacity = 0
-        var bodyLength = 0
-        var limit = 0
-        var tooLarge = false
+        var body = HTTPBody()
         var headers: UnsafeMutablePointer<curl_slist>?
         var slot: Int32 = -1
     }
@@ -151,7 +147,7 @@ public final class HTTPRunner {
         // already, so libcurl is cleaned up without a word to it.
         if !isShutDown { tearDown(touchingShard: false) }
         for i in 0..<capacity { slots[i].input?.deallocate() }
-        for i in 0..<configuration.maximumTransfers { lanes[i].body?.deallocate() }
+        for i in 0..<configuration.maximumTransfers { lanes[i].body.deallocate() }
         slots.deallocate()
         lists.deallocate()
         lanes.deallocate()
@@ -319,9 +315,7 @@ public final class HTTPRunner {
         }
         let easy = lanes[lane].easy
         lanes[lane].slot = Int32(index)
-        lanes[lane].bodyLength = 0
-        lanes[lane].tooLarge = false
-        lanes[lane].limit = configuration.maxTransferSize
+        lanes[lane].body.reset(limit: configuration.maxTransferSize)
         let input = slots[index].input!
         let bodyStart = input + slots[index].urlLength + 1
         let contentTypeStart = bodyStart + slots[index].bodyLength
@@ -424,24 +418,7 @@ public final class HTTPRunner {
     /// libcurl abort the transfer with CURLE_WRITE_ERROR.
     private static func append(_ data: UnsafeMutablePointer<CChar>?, _ count: Int,
                                to lane: UnsafeMutablePointer<Lane>) -> Int {
-        let length = lane.pointee.bodyLength
-        guard length + count <= lane.pointee.limit else {
-            lane.pointee.tooLarge = true
-            return 0
-        }
-        if length + count > lane.pointee.bodyCapacity {
-            let size = min(lane.pointee.limit, max(length + count, 2 * lane.pointee.bodyCapacity, 16 * 1024))
-            let grown = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
-            if let old = lane.pointee.body {
-                grown.copyMemory(from: old, byteCount: length)
-                old.deallocate()
-            }
-            lane.pointee.body = grown
-            lane.pointee.bodyCapacity = size
-        }
-        if count > 0, let data { (lane.pointee.body! + length).copyMemory(from: data, byteCount: count) }
-        lane.pointee.bodyLength = length + count
-        return count
+        lane.pointee.body.append(data, count)
     }
 
     /// Frees a lane's per-request state (header list); the easy handle and body buffer stay for reuse.
@@ -449,7 +426,7 @@ public final class HTTPRunner {
         if let headers = lanes[lane].headers { curl_slist_free_all(headers) }
         lanes[lane].headers = nil
         lanes[lane].slot = -1
-        lanes[lane].bodyLength = 0
+        lanes[lane].body.reset(limit: 0)
         running -= 1
         freeLanes.append(Int32(lane))
     }
@@ -478,14 +455,14 @@ public final class HTTPRunner {
         _ = CCurl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
         var contentType: UnsafeMutablePointer<CChar>?
         _ = CCurl_easy_getinfo_ptr(easy, CURLINFO_CONTENT_TYPE, &contentType)
-        let tooLarge = lanes[lane].tooLarge || result == CURLE_FILESIZE_EXCEEDED
+        let tooLarge = lanes[lane].body.tooLarge || result == CURLE_FILESIZE_EXCEEDED
         let code = Self.code(of: result, easy: easy)
         curl_multi_remove_handle(multi, easy)
         slots[index].state = .delivering
         let completion = HTTPCompletion(
             code: code, status: status,
             contentType: UnsafeRawBufferPointer(start: contentType, count: contentType.map { strlen($0) } ?? 0),
-            body: UnsafeRawBufferPointer(start: lanes[lane].body, count: lanes[lane].bodyLength),
+            body: lanes[lane].body.bytes,
             bodyTooLarge: tooLarge, curlCode: Int32(result.rawValue))
         delegate.httpCompleted(token: slots[index].token, completion, on: shard)
         releaseLane(lane)

@@ -127,7 +127,6 @@ public struct ScriptConfiguration: Sendable {
         "nathelper": "ringsip has no NAT helpers yet: force_rport() handles signalling behind NAT",
         "rtpproxy": "ringsip does not drive media relays yet", "rtpengine": "ringsip does not drive media relays yet",
         "uac": "ringsip has no uac functions (uac_replace_from, uac_auth) yet",
-        "domain": "ringsip has no domain table yet: compare with myself (alias = …) instead",
         "dispatcher": "ringsip has no dispatcher yet: use t_relay to a fixed next hop, append_branch to fork",
         "drouting": "ringsip has no dynamic routing yet: use t_relay to a fixed next hop",
         "load_balancer": "ringsip has no load balancer yet: use t_relay to a fixed next hop",

@@ -1,0 +1,126 @@
+import FuzzReplay
+import Ops
+
+/// What the MariaDB and HTTP runners keep of bytes from outside: a result set's cells as Connector/C hands them
+/// over (any lengths, NULLs, a buffer that must grow) read back through `DatabaseCompletion.value`, and a
+/// response body as libcurl's write callback delivers it (chunks of any size against a limit). The input drives
+/// the shapes and supplies the bytes; each is checked against a plain model. MariaDB's and libcurl's own parsers
+/// are theirs: what is fuzzed here is everything ringsip does with what they return.
+///
+/// Built with `-sanitize=fuzzer,address -DFUZZING` (`make fuzz`), a libFuzzer target; built normally, a replayer.
+enum FuzzResults {
+    static func run(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count >= 2 else { return }
+        let half = bytes.count / 2
+        database(UnsafeRawBufferPointer(rebasing: bytes[0..<half]))
+        http(UnsafeRawBufferPointer(rebasing: bytes[half...]))
+    }
+
+    /// A byte reader that wraps around, so short inputs still make long cells.
+    struct Reader {
+        let bytes: UnsafeRawBufferPointer
+        var at = 0
+        mutating func next() -> UInt8 {
+            defer { at += 1 }
+            return bytes[at % bytes.count]
+        }
+        var done: Bool { at >= bytes.count }
+    }
+
+    static func database(_ bytes: UnsafeRawBufferPointer) {
+        var input = Reader(bytes: bytes)
+        let columns = Int(input.next() % 8) + 1
+        let cells = DatabaseResultCells(capacity: 16)
+        for _ in 0..<2 {  // twice: the second result reuses the grown buffer
+            cells.removeAll()
+            var expected: [[UInt8]?] = []
+            while !input.done {
+                let control = input.next()
+                if control & 0x80 != 0 {
+                    expected.append(nil)
+                    cells.append(nil, count: 0)
+                    continue
+                }
+                // Mostly short cells, now and then a long one (up to 127 × 64 bytes).
+                let count = control & 0x40 != 0 ? Int(control & 0x3F) * 64 : Int(control & 0x3F)
+                let cell = (0..<count).map { _ in input.next() }
+                expected.append(cell)
+                cell.withUnsafeBytes { cells.append($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, count: count) }
+            }
+            let rows = expected.count / columns
+            // A partial last row is not a result Connector/C can return: start over with whole rows only.
+            if expected.count % columns != 0 {
+                cells.removeAll()
+                expected = Array(expected[0..<rows * columns])
+                for cell in expected {
+                    if let cell { cell.withUnsafeBytes { cells.append($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, count: cell.count) } }
+                    else { cells.append(nil, count: 0) }
+                }
+            }
+            cells.withCompletion(code: .completed, rows: rows, columns: columns) { completion in
+                for row in 0..<rows {
+                    for column in 0..<columns {
+                        let value = completion.value(row: row, column: column)
+                        let want = expected[row * columns + column]
+                        precondition((value == nil) == (want == nil), "NULL-ness changed")
+                        if let value, let want { precondition(value.elementsEqual(want), "a cell's bytes changed") }
+                    }
+                }
+            }
+            input.at = 1
+        }
+    }
+
+    static func http(_ bytes: UnsafeRawBufferPointer) {
+        var input = Reader(bytes: bytes)
+        var body = HTTPBody()
+        defer { body.deallocate() }
+        for _ in 0..<2 {  // two transfers on one lane
+            let limit = Int(input.next()) << 8 | Int(input.next())
+            body.reset(limit: limit)
+            var model: [UInt8] = []
+            var refused = false
+            while !input.done {
+                let size = Int(input.next()) * (input.next() & 1 == 0 ? 1 : 97)
+                let chunk = (0..<size).map { _ in input.next() }
+                let taken = chunk.withUnsafeBytes { body.append($0.baseAddress, size) }
+                if model.count + size <= limit {
+                    precondition(taken == size, "a chunk within the limit was refused")
+                    model += chunk
+                } else {
+                    precondition(taken == 0, "a chunk past the limit was taken")
+                    refused = true
+                }
+            }
+            precondition(body.tooLarge == refused && body.count == model.count && body.count <= limit)
+            precondition(body.bytes.elementsEqual(model), "the body differs from its chunks")
+            input.at = 0
+        }
+    }
+}
+
+#if FUZZING
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzResults(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    FuzzResults.run(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
+}
+
+/// SwiftPM links an executable's entry point as `<module>_main`; libFuzzer's driver is started from there.
+@_cdecl("fuzz_results_main")
+public func fuzzEntry(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    var count = argc
+    var arguments = argv
+    return LLVMFuzzerRunDriver(&count, &arguments, fuzzResults)
+}
+
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> Int32) -> Int32
+#else
+@main
+struct FuzzResultsReplay {
+    static func main() { FuzzReplay.replay(CommandLine.arguments.dropFirst(), FuzzResults.run) }
+}
+#endif
