@@ -48,3 +48,20 @@ public enum FuzzReplay {
         return bytes
     }
 }
+
+#if FUZZING
+/// Starts libFuzzer's driver on `callback` (a target's `LLVMFuzzerTestOneInput`). Called from the target's
+/// `<module>_main`, the entry point SwiftPM links an executable with (it defines `main` to it), so libFuzzer's
+/// own `main` is left out by the linker.
+public func runLibFuzzer(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+                         _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> Int32) -> Int32 {
+    var count = argc
+    var arguments = argv
+    return LLVMFuzzerRunDriver(&count, &arguments, callback)
+}
+
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> Int32) -> Int32
+#endif

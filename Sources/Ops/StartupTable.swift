@@ -1,4 +1,5 @@
 import CMariaDB
+import Script
 import Synchronization
 
 /// A whole database table read once at start-up, on the main thread, for modules that keep theirs in memory as
@@ -34,5 +35,26 @@ enum StartupTable {
         }
         cache.withLock { $0[key] = rows }
         return .success(rows)
+    }
+
+    /// A module's `db_url` (or `db_default_url`) and the table and column names its modparams give (else the
+    /// fallbacks), each checked to be a plain identifier, as the query is built from them. Errors name the call.
+    static func source(of module: String, names: [(parameter: String, fallback: String)], for call: FunctionCall,
+                       _ compiler: ScriptCompiler) throws(CompileError) -> (url: String, names: [String]) {
+        let configuration = compiler.configuration
+        guard let url = DatabaseModule.url(of: module, in: configuration) else {
+            throw compiler.error("\(call.name) needs modparam(\"\(module)\", \"db_url\", \"mysql://…\") or db_default_url",
+                                 at: call.location)
+        }
+        var chosen: [String] = []
+        for (parameter, fallback) in names {
+            var name = fallback
+            if case .string(let value)? = configuration.moduleParameters[module]?[parameter] { name = value }
+            guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+                throw compiler.error("\(module): '\(name)' is not a table or column name", at: call.location)
+            }
+            chosen.append(name)
+        }
+        return (url, chosen)
     }
 }

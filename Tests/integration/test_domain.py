@@ -4,13 +4,12 @@ each giving the row's attrs when asked; a 1.x table without an attrs column work
 """
 
 import os
-import socket
 import subprocess
 
 import harness as h
 from conftest import start_script
-from test_async import DB_URL, final_reply, need_mariadb
-from test_permissions import sql
+from test_async import DB_URL, need_mariadb
+from test_permissions import ask, sql
 
 TABLE = f"ringsip_domain_{os.getpid()}"
 
@@ -31,17 +30,8 @@ route {
 """
 
 
-def ask(port: int, n: int, from_host: str, ruri_host: str, domain: str) -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
-        caller.bind((h.LOOPBACK, 0))
-        me = caller.getsockname()[1]
-        options = (f"OPTIONS sip:svc@{ruri_host} SIP/2.0\r\n"
-                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-dom{n}\r\nMax-Forwards: 70\r\n"
-                   f"From: <sip:alice@{from_host}>;tag=d{n}\r\nTo: <sip:svc@{ruri_host}>\r\n"
-                   f"Call-ID: dom-{n}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nX-Domain: {domain}\r\nContent-Length: 0\r\n\r\n")
-        caller.sendto(options.encode(), (h.LOOPBACK, port))
-        reply, _ = final_reply(caller, 3)
-    return reply.split("\r\n", 1)[0]
+def ask_domains(port: int, n: int, from_host: str, ruri_host: str, domain: str) -> str:
+    return ask(port, n, ruri=f"sip:svc@{ruri_host}", from_uri=f"sip:alice@{from_host}", headers=f"X-Domain: {domain}\r\n")
 
 
 def run(procs, ringsipd, tmp_path, with_attrs: bool) -> list[str]:
@@ -58,8 +48,8 @@ def run(procs, ringsipd, tmp_path, with_attrs: bool) -> list[str]:
         script.write_text(SCRIPT % (DB_URL, TABLE))
         port = h.free_udp_ports(1)[0]
         daemon = start_script(procs, ringsipd, script, port)
-        answers = [ask(port, 1, "example.com", "VOIP.example.net", "EXAMPLE.com"),
-                   ask(port, 2, "elsewhere.org", "example.org", "voip.example.net")]
+        answers = [ask_domains(port, 1, "example.com", "VOIP.example.net", "EXAMPLE.com"),
+                   ask_domains(port, 2, "elsewhere.org", "example.org", "voip.example.net")]
         procs.stop(daemon)
         return answers
     finally:

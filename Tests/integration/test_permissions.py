@@ -42,14 +42,16 @@ def sql(statement: str) -> None:
                    check=True, capture_output=True, timeout=30)
 
 
-def ask(port: int, n: int) -> str:
+def ask(port: int, n: int, ruri: str = "", from_uri: str = "sip:caller@127.0.0.1", headers: str = "") -> str:
+    """The status line of the final answer to an OPTIONS (to `ruri`, from `from_uri`, with extra `headers`)."""
+    ruri = ruri or f"sip:perm@127.0.0.1:{port}"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
         caller.bind((h.LOOPBACK, 0))
         me = caller.getsockname()[1]
-        options = (f"OPTIONS sip:perm@127.0.0.1:{port} SIP/2.0\r\n"
-                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-perm{n}\r\nMax-Forwards: 70\r\n"
-                   f"From: <sip:caller@127.0.0.1>;tag=p{n}\r\nTo: <sip:perm@127.0.0.1>\r\n"
-                   f"Call-ID: perm-{n}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+        options = (f"OPTIONS {ruri} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-ask{n}\r\nMax-Forwards: 70\r\n"
+                   f"From: <{from_uri}>;tag=a{n}\r\nTo: <{ruri}>\r\n"
+                   f"Call-ID: ask-{n}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\n{headers}Content-Length: 0\r\n\r\n")
         caller.sendto(options.encode(), (h.LOOPBACK, port))
         reply, _ = final_reply(caller, 3)
     return reply.split("\r\n", 1)[0]

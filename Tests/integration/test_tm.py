@@ -156,6 +156,18 @@ def test_responses_landing_on_the_other_shard_are_handed_to_the_owner(procs, rin
 TM = SCENARIOS / "tm"
 
 
+@pytest.fixture
+def udp_pair():
+    """A callee's and a caller's UDP socket, bound on loopback, closed after the test."""
+    uas = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    uac = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    uas.bind((h.LOOPBACK, 0))
+    uac.bind((h.LOOPBACK, 0))
+    yield uas, uac
+    uas.close()
+    uac.close()
+
+
 def tm_script(tmp: Path, dialog_port: int, body: str, routes: str = "", modparams: str = "",
               name: str = "tm.cfg") -> Path:
     """A stateful script: in-dialog requests go to `dialog_port` (the callee that answered), new ones
@@ -274,18 +286,14 @@ onreply_route[quiet] {
     procs.stop(daemon)
 
 
-def test_reply_routes_see_their_own_status_when_180_and_200_arrive_together(procs, ringsipd):
+def test_reply_routes_see_their_own_status_when_180_and_200_arrive_together(procs, ringsipd, udp_pair):
     # Reply routes run at the end of the loop turn; a 180 and a 200 sent back to back often land in one turn,
     # and t_check_status/$T_reply_code in the 180's route must still see 180 (CI once relayed a 180 the route
     # dropped because it saw the 200 that had arrived with it).
-    uas = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    uac = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        uas.bind((h.LOOPBACK, 0))
-        uac.bind((h.LOOPBACK, 0))
-        uas_port, me = uas.getsockname()[1], uac.getsockname()[1]
-        (proxy_port,) = h.free_udp_ports(1)
-        script = tm_script(procs.workdir, uas_port, f"""
+    uas, uac = udp_pair
+    uas_port, me = uas.getsockname()[1], uac.getsockname()[1]
+    (proxy_port,) = h.free_udp_ports(1)
+    script = tm_script(procs.workdir, uas_port, f"""
     t_on_reply("quiet");
     t_relay("udp:127.0.0.1:{uas_port}");
 """, routes="""
@@ -296,26 +304,23 @@ onreply_route[quiet] {
     }
 }
 """)
-        daemon = start_script(procs, ringsipd, script, proxy_port)
-        for n in range(10):
-            call = (f"From: <sip:caller@127.0.0.1>;tag=c{n}\r\nTo: <sip:callee@127.0.0.1>\r\n"
-                    f"Call-ID: burst-{n}@127.0.0.1\r\n")
-            invite = (f"INVITE sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
-                      f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-burst{n}\r\nMax-Forwards: 70\r\n" + call +
-                      f"CSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n")
-            uac.sendto(invite.encode(), (h.LOOPBACK, proxy_port))
-            relayed = recv_until(uas, "INVITE", 5)
-            uas.sendto(response_to(relayed, "180 Ringing", "u1").encode(), (h.LOOPBACK, proxy_port))
-            uas.sendto(response_to(relayed, "200 OK", "u1").encode(), (h.LOOPBACK, proxy_port))
+    daemon = start_script(procs, ringsipd, script, proxy_port)
+    for n in range(10):
+        call = (f"From: <sip:caller@127.0.0.1>;tag=c{n}\r\nTo: <sip:callee@127.0.0.1>\r\n"
+                f"Call-ID: burst-{n}@127.0.0.1\r\n")
+        invite = (f"INVITE sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-burst{n}\r\nMax-Forwards: 70\r\n" + call +
+                  f"CSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n")
+        uac.sendto(invite.encode(), (h.LOOPBACK, proxy_port))
+        relayed = recv_until(uas, "INVITE", 5)
+        uas.sendto(response_to(relayed, "180 Ringing", "u1").encode(), (h.LOOPBACK, proxy_port))
+        uas.sendto(response_to(relayed, "200 OK", "u1").encode(), (h.LOOPBACK, proxy_port))
+        answer = recv_until(uac, "SIP/2.0", 5)
+        while answer.startswith("SIP/2.0 100 "):
             answer = recv_until(uac, "SIP/2.0", 5)
-            while answer.startswith("SIP/2.0 100 "):
-                answer = recv_until(uac, "SIP/2.0", 5)
-            assert answer.startswith("SIP/2.0 200 "), answer
-            assert f"burst-{n}@" in answer, answer
-        assert daemon.alive() and "saw " not in daemon.stderr(), daemon.stderr()[-1500:]
-    finally:
-        uas.close()
-        uac.close()
+        assert answer.startswith("SIP/2.0 200 "), answer
+        assert f"burst-{n}@" in answer, answer
+    assert daemon.alive() and "saw " not in daemon.stderr(), daemon.stderr()[-1500:]
 
 
 def test_branch_route_adds_a_header_the_callee_sees(procs, ringsipd, sipp):
@@ -402,48 +407,41 @@ def test_full_table_answers_503_with_retry_after_and_stop_releases_the_rest(proc
         caller.close()
 
 
-def test_a_late_200_after_the_callers_transaction_ended_goes_upstream_and_the_proxy_lives(procs, ringsipd):
+def test_a_late_200_after_the_callers_transaction_ended_goes_upstream_and_the_proxy_lives(procs, ringsipd, udp_pair):
     # Timer C (1 s) answers the caller 408 and CANCELs the ringing branch; the caller's ACK and Timer I
     # (T4 = 0.5 s) end the server transaction while the branch still waits 64*T1 = 3.2 s for the callee. A
     # 200 sent by the callee then has no server transaction to go through: it must still reach the caller
     # (RFC 6026: a proxy forwards every 2xx), and before the fix it stopped the shard on a precondition.
-    uas = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    uac = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        uas.bind((h.LOOPBACK, 0))
-        uac.bind((h.LOOPBACK, 0))
-        uas_port, me = uas.getsockname()[1], uac.getsockname()[1]
-        (proxy_port,) = h.free_udp_ports(1)
-        script = stateful_script(procs.workdir, uas_port, FAST_TIMERS).read_text()
-        path = procs.workdir / "late-200.cfg"
-        path.write_text(script.replace('"fr_inv_timeout", 3', '"fr_inv_timeout", 1'))
-        daemon = start_script(procs, ringsipd, path, proxy_port)
-        common = (f"From: <sip:caller@127.0.0.1>;tag=c1\r\nTo: <sip:callee@127.0.0.1>\r\n"
-                  f"Call-ID: late-200@127.0.0.1\r\n")
-        invite = (f"INVITE sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
-                  f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-late200\r\nMax-Forwards: 70\r\n" + common +
-                  f"CSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n")
-        uac.sendto(invite.encode(), (h.LOOPBACK, proxy_port))
-        relayed = recv_until(uas, "INVITE", 5)
-        uas.sendto(response_to(relayed, "180 Ringing", "u1").encode(), (h.LOOPBACK, proxy_port))
-        assert recv_until(uac, "180", 5)
-        timeout = recv_until(uac, "408", 5)
-        to = next(l for l in timeout.split("\r\n") if l.lower().startswith("to:"))
-        ack = (f"ACK sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
-               f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-late200\r\nMax-Forwards: 70\r\n"
-               f"From: <sip:caller@127.0.0.1>;tag=c1\r\n{to}\r\nCall-ID: late-200@127.0.0.1\r\n"
-               "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
-        uac.sendto(ack.encode(), (h.LOOPBACK, proxy_port))
-        time.sleep(1.2)  # past Timer I (0.5 s): the caller's side is gone, the branch is not (3.2 s)
-        uas.sendto(response_to(relayed, "200 OK", "u1").encode(), (h.LOOPBACK, proxy_port))
-        late = recv_until(uac, "200", 5)
-        assert "Call-ID: late-200@127.0.0.1" in late and "branch=z9hG4bK-late200" in late, late
-        assert daemon.alive(), daemon.stderr()[-1500:]
-        # And it keeps serving: a new call is relayed.
-        uac.sendto(invite.replace("late-200@", "after@").replace("late200", "after").encode(),
-                   (h.LOOPBACK, proxy_port))
-        assert "after@127.0.0.1" in recv_until(uas, "INVITE", 5)
-        assert procs.stop(daemon) == 0, daemon.stderr()[-1500:]
-    finally:
-        uas.close()
-        uac.close()
+    uas, uac = udp_pair
+    uas_port, me = uas.getsockname()[1], uac.getsockname()[1]
+    (proxy_port,) = h.free_udp_ports(1)
+    script = stateful_script(procs.workdir, uas_port, FAST_TIMERS).read_text()
+    path = procs.workdir / "late-200.cfg"
+    path.write_text(script.replace('"fr_inv_timeout", 3', '"fr_inv_timeout", 1'))
+    daemon = start_script(procs, ringsipd, path, proxy_port)
+    common = (f"From: <sip:caller@127.0.0.1>;tag=c1\r\nTo: <sip:callee@127.0.0.1>\r\n"
+              f"Call-ID: late-200@127.0.0.1\r\n")
+    invite = (f"INVITE sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
+              f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-late200\r\nMax-Forwards: 70\r\n" + common +
+              f"CSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n")
+    uac.sendto(invite.encode(), (h.LOOPBACK, proxy_port))
+    relayed = recv_until(uas, "INVITE", 5)
+    uas.sendto(response_to(relayed, "180 Ringing", "u1").encode(), (h.LOOPBACK, proxy_port))
+    assert recv_until(uac, "180", 5)
+    timeout = recv_until(uac, "408", 5)
+    to = next(l for l in timeout.split("\r\n") if l.lower().startswith("to:"))
+    ack = (f"ACK sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
+           f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-late200\r\nMax-Forwards: 70\r\n"
+           f"From: <sip:caller@127.0.0.1>;tag=c1\r\n{to}\r\nCall-ID: late-200@127.0.0.1\r\n"
+           "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
+    uac.sendto(ack.encode(), (h.LOOPBACK, proxy_port))
+    time.sleep(1.2)  # past Timer I (0.5 s): the caller's side is gone, the branch is not (3.2 s)
+    uas.sendto(response_to(relayed, "200 OK", "u1").encode(), (h.LOOPBACK, proxy_port))
+    late = recv_until(uac, "200", 5)
+    assert "Call-ID: late-200@127.0.0.1" in late and "branch=z9hG4bK-late200" in late, late
+    assert daemon.alive(), daemon.stderr()[-1500:]
+    # And it keeps serving: a new call is relayed.
+    uac.sendto(invite.replace("late-200@", "after@").replace("late200", "after").encode(),
+               (h.LOOPBACK, proxy_port))
+    assert "after@127.0.0.1" in recv_until(uas, "INVITE", 5)
+    assert procs.stop(daemon) == 0, daemon.stderr()[-1500:]

@@ -31,21 +31,12 @@ public enum DomainModule {
     /// Domain (lower case) → its attrs (nil when the column is absent or NULL). Read while the first call site
     /// compiles; every later compile (each shard's) takes the start-up cache.
     static func table(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> [String: String?] {
-        let configuration = compiler.configuration
-        guard let url = DatabaseModule.url(of: "domain", in: configuration) else {
-            throw compiler.error("\(call.name) needs modparam(\"domain\", \"db_url\", \"mysql://…\") or db_default_url",
-                                 at: call.location)
-        }
-        func name(_ parameter: String, _ fallback: String) -> String {
-            if case .string(let value)? = configuration.moduleParameters["domain"]?[parameter] { return value }
-            return fallback
-        }
-        let table = name("domain_table", "domain"), domain = name("domain_col", "domain"), attrs = name("attrs_col", "attrs")
-        for identifier in [table, domain, attrs] where !identifier.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) {
-            throw compiler.error("domain: '\(identifier)' is not a table or column name", at: call.location)
-        }
+        let (url, names) = try StartupTable.source(
+            of: "domain", names: [("domain_table", "domain"), ("domain_col", "domain"), ("attrs_col", "attrs")],
+            for: call, compiler)
+        let (table, domain, attrs) = (names[0], names[1], names[2])
         // 1.x tables have no attrs column: read the domains alone then.
-        var rows: [[String?]]
+        let rows: [[String?]]
         switch StartupTable.rows(url: url, query: "SELECT \(domain), \(attrs) FROM \(table)") {
         case .success(let read): rows = read
         case .failure:

@@ -54,22 +54,13 @@ public enum PermissionsModule {
 
     /// The table, read (or taken from the start-up cache) while the first call site compiles.
     static func entries(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> [Entry] {
-        let configuration = compiler.configuration
-        guard let url = DatabaseModule.url(of: "permissions", in: configuration) else {
-            throw compiler.error("\(call.name) needs modparam(\"permissions\", \"db_url\", \"mysql://…\") or db_default_url",
-                                 at: call.location)
-        }
-        func column(_ parameter: String, _ fallback: String) -> String {
-            if case .string(let name)? = configuration.moduleParameters["permissions"]?[parameter] { return name }
-            return fallback
-        }
-        let names = [column("grp_col", "grp"), column("ip_col", "ip"), column("mask_col", "mask"),
-                     column("port_col", "port"), column("proto_col", "proto"), column("pattern_col", "pattern"),
-                     column("info_col", "context_info")]
-        for name in names + [column("address_table", "address")] where !name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) {
-            throw compiler.error("permissions: '\(name)' is not a table or column name", at: call.location)
-        }
-        let query = "SELECT " + names.joined(separator: ", ") + " FROM " + column("address_table", "address")
+        let (url, names) = try StartupTable.source(
+            of: "permissions",
+            names: [("address_table", "address"), ("grp_col", "grp"), ("ip_col", "ip"), ("mask_col", "mask"),
+                    ("port_col", "port"), ("proto_col", "proto"), ("pattern_col", "pattern"),
+                    ("info_col", "context_info")],
+            for: call, compiler)
+        let query = "SELECT " + names.dropFirst().joined(separator: ", ") + " FROM " + names[0]
         let rows: [[String?]]
         switch StartupTable.rows(url: url, query: query) {
         case .success(let read): rows = read
