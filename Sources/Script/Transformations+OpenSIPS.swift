@@ -213,10 +213,30 @@ struct IPNetwork: Sendable {
 
 /// `{re.subst,/regex/replacement/flags}`: the first match (every match with `g`) replaced; `\0`–`\9` in the
 /// replacement are the match and its groups; `i` ignores case. Any character may delimit, as in sed.
-final class RegexSubstitution: @unchecked Sendable {
+public final class RegexSubstitution: @unchecked Sendable {
     private let regex: UnsafeMutablePointer<regex_t>
     private let replacement: [UInt8]
     private let global: Bool
+
+    /// A substitution given as its parts (dialplan's subst_exp and repl_exp); nil when the pattern is no POSIX
+    /// extended regular expression.
+    public init?(pattern: String, replacement: String, ignoreCase: Bool = false, global: Bool = false) {
+        regex = .allocate(capacity: 1)
+        guard regcomp(regex, pattern, REG_EXTENDED | (ignoreCase ? REG_ICASE : 0)) == 0 else {
+            regex.deallocate()
+            return nil
+        }
+        self.replacement = Array(replacement.utf8)
+        self.global = global
+    }
+
+    /// Whether the pattern matches `text` anywhere.
+    public func matches(_ text: UnsafeRawBufferPointer, arena: Arena) -> Bool {
+        guard let subject = arena.allocate(text.count + 1) else { return false }
+        subject.copyMemory(from: text)
+        subject[text.count] = 0
+        return regexec(regex, subject.baseAddress!.assumingMemoryBound(to: CChar.self), 0, nil, 0) == 0
+    }
 
     init(_ expression: String, at location: SourceLocation, compiler: ScriptCompiler) throws(CompileError) {
         let bytes = Array(expression.utf8)
@@ -249,7 +269,8 @@ final class RegexSubstitution: @unchecked Sendable {
         global = flags.contains("g")
     }
 
-    func apply(_ text: UnsafeRawBufferPointer, arena: Arena) -> ScriptValue {
+    /// `text` with the first match (every match when global) replaced; unchanged when nothing matches.
+    public func apply(_ text: UnsafeRawBufferPointer, arena: Arena) -> ScriptValue {
         // regexec needs a NUL-terminated subject: a copy in the arena.
         guard let subject = arena.allocate(text.count + 1) else { return .null }
         subject.copyMemory(from: text)
