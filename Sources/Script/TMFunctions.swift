@@ -63,6 +63,8 @@ enum TMFunctions {
             },
             ScriptFunction("t_check_status", module: "tm", arguments: 1...1, allowedIn: [.failure, .onReply],
                            compile: checkStatus),
+            ScriptFunction("t_local_replied", module: "tm", arguments: 1...1, allowedIn: [.failure, .onReply],
+                           compile: localReplied),
         ])
     }
 
@@ -273,6 +275,21 @@ enum TMFunctions {
         return { context in
             context.branchRoute = route
             return 1
+        }
+    }
+
+    /// `t_local_replied("all" | "branch" | "last")`: in a failure route, whether every branch's final answer
+    /// ("all") or the one that would go upstream ("last", and "branch" for the branch that ended last) was made
+    /// here; a reply route runs on a received response, so there it is always false.
+    @Sendable static func localReplied(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        guard let which = call.arguments[0].flatMap({ compiler.constantText($0) }), ["all", "branch", "last"].contains(which) else {
+            throw compiler.error("t_local_replied takes \"all\", \"branch\" or \"last\"", at: call.location)
+        }
+        let all = which == "all"
+        return { context in
+            guard let handle = context.transaction, let manager = context.transactions,
+                  !context.hasMessage || context.message.isRequest else { return -1 }
+            return manager.locallyReplied(handle, all: all) ? 1 : -1
         }
     }
 

@@ -27,6 +27,20 @@ extension TransactionManager {
         table.contains(handle) ? table[handle].branches.count : 0
     }
 
+    /// `t_local_replied`: whether the final answers were made here (a timeout, a send failure) rather than
+    /// received — every branch's (`all`), or the one that would go upstream.
+    public func locallyReplied(_ handle: TransactionHandle, all: Bool) -> Bool {
+        guard table.contains(handle), table[handle].branches.count > 0 else { return false }
+        if all {
+            for index in 0..<table[handle].branches.count where table[handle].branches[index].response != nil {
+                return false
+            }
+            return true
+        }
+        guard let best = bestBranch(handle) else { return false }
+        return table[handle].branches[best].response == nil
+    }
+
     public func replyCode(_ handle: TransactionHandle) -> Int? {
         table.contains(handle) ? table[handle].replyCode : nil
     }

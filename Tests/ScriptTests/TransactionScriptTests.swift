@@ -54,6 +54,14 @@ import Testing
             """)
     }
 
+    @Test func tLocalRepliedTakesAllBranchOrLast() {
+        Self.expectError("loadmodule \"tm.so\"\nroute {\n    t_relay();\n}\nfailure_route[f] {\n    if (t_local_replied(\"some\")) { exit; }\n}\n", """
+            test.cfg:6:9: error: t_local_replied takes "all", "branch" or "last"
+                if (t_local_replied("some")) { exit; }
+                    ^
+            """)
+    }
+
     @Test func branchTakesAKnownField() {
         Self.expectError("route {\n    xlog(\"$branch(q)\");\n}\n", """
             test.cfg:2:11: error: $branch(q): expected uri, duri or count

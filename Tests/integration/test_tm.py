@@ -445,3 +445,39 @@ def test_a_late_200_after_the_callers_transaction_ended_goes_upstream_and_the_pr
                (h.LOOPBACK, proxy_port))
     assert "after@127.0.0.1" in recv_until(uas, "INVITE", 5)
     assert procs.stop(daemon) == 0, daemon.stderr()[-1500:]
+
+
+def test_t_local_replied_tells_a_timeout_from_a_callees_answer(procs, ringsipd, sipp, udp_pair):
+    # A callee that never answers ends in our 408 (local); a busy one in its own 486 (received).
+    silent, caller = udp_pair
+    silent_port, me = silent.getsockname()[1], caller.getsockname()[1]
+    busy_port, proxy_port = h.free_udp_ports(2)
+    h.start_uas(procs, busy_port, scenario=SCENARIOS / "tm" / "uas-busy.xml", name="busy")
+    script = tm_script(procs.workdir, busy_port, f"""
+    t_on_failure("which");
+    if ($rU == "silent") {{
+        t_relay("udp:127.0.0.1:{silent_port}");
+    }} else {{
+        t_relay("udp:127.0.0.1:{busy_port}");
+    }}
+""", routes="""
+failure_route[which] {
+    if (t_local_replied("all") && t_local_replied("last")) {
+        t_reply(599, "Local $T_reply_code");
+    } else if (!t_local_replied("last")) {
+        t_reply(598, "Received $T_reply_code");
+    }
+}
+""", modparams='modparam("tm", "T1_timer", 50)\nmodparam("tm", "fr_inv_timeout", 1)')
+    daemon = start_script(procs, ringsipd, script, proxy_port)
+    for n, user in enumerate(["silent", "busy"]):
+        invite = (f"INVITE sip:{user}@127.0.0.1:{proxy_port} SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-local{n}\r\nMax-Forwards: 70\r\n"
+                  f"From: <sip:caller@127.0.0.1>;tag=l{n}\r\nTo: <sip:{user}@127.0.0.1>\r\n"
+                  f"Call-ID: local-{n}@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\n"
+                  "Content-Length: 0\r\n\r\n")
+        caller.sendto(invite.encode(), (h.LOOPBACK, proxy_port))
+        answer = recv_until(caller, "SIP/2.0 5", 5)
+        expected = "SIP/2.0 599 Local 408" if user == "silent" else "SIP/2.0 598 Received 486"
+        assert answer.startswith(expected + "\r\n"), answer
+    assert daemon.alive()
