@@ -32,30 +32,27 @@ enum FuzzResults {
         let columns = Int(input.next() % 8) + 1
         let cells = DatabaseResultCells(capacity: 16)
         for _ in 0..<2 {  // twice: the second result reuses the grown buffer
-            cells.removeAll()
             var expected: [[UInt8]?] = []
             while !input.done {
                 let control = input.next()
+                // A NULL, mostly short cells, now and then a long one (up to 63 × 64 bytes).
                 if control & 0x80 != 0 {
                     expected.append(nil)
+                    continue
+                }
+                let count = control & 0x40 != 0 ? Int(control & 0x3F) * 64 : Int(control & 0x3F)
+                expected.append((0..<count).map { _ in input.next() })
+            }
+            // Connector/C returns whole rows only.
+            let rows = expected.count / columns
+            expected.removeLast(expected.count - rows * columns)
+            cells.removeAll()
+            for cell in expected {
+                guard let cell else {
                     cells.append(nil, count: 0)
                     continue
                 }
-                // Mostly short cells, now and then a long one (up to 127 × 64 bytes).
-                let count = control & 0x40 != 0 ? Int(control & 0x3F) * 64 : Int(control & 0x3F)
-                let cell = (0..<count).map { _ in input.next() }
-                expected.append(cell)
-                cell.withUnsafeBytes { cells.append($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, count: count) }
-            }
-            let rows = expected.count / columns
-            // A partial last row is not a result Connector/C can return: start over with whole rows only.
-            if expected.count % columns != 0 {
-                cells.removeAll()
-                expected = Array(expected[0..<rows * columns])
-                for cell in expected {
-                    if let cell { cell.withUnsafeBytes { cells.append($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, count: cell.count) } }
-                    else { cells.append(nil, count: 0) }
-                }
+                cell.withUnsafeBytes { cells.append($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, count: cell.count) }
             }
             cells.withCompletion(code: .completed, rows: rows, columns: columns) { completion in
                 for row in 0..<rows {

@@ -6,12 +6,20 @@ import Synchronization
 /// OpenSIPS does (permissions' `address`): the check loads it, and every shard's compile reuses the same rows,
 /// so no shard ever waits on the database for them.
 enum StartupTable {
-    /// Rows as text (a NULL column is nil), by URL and query.
-    private static let cache = Mutex<[String: [[String?]]]>([:])
+    /// Rows as text (a NULL column is nil), or why the query failed, by URL and query. Failures are kept too: a
+    /// module that tries a second form after the first failed (a 1.x table without a column) must not connect
+    /// again when each shard compiles, on the shard's thread.
+    private static let cache = Mutex<[String: Result<[[String?]], DatabaseConfigurationError>]>([:])
 
     static func rows(url text: String, query: String) -> Result<[[String?]], DatabaseConfigurationError> {
         let key = text + "\u{0}" + query
-        if let known = cache.withLock({ $0[key] }) { return .success(known) }
+        if let known = cache.withLock({ $0[key] }) { return known }
+        let read = readAll(url: text, query: query)
+        cache.withLock { $0[key] = read }
+        return read
+    }
+
+    private static func readAll(url text: String, query: String) -> Result<[[String?]], DatabaseConfigurationError> {
         let url: DatabaseURL
         do { url = try DatabaseURL(text) } catch { return .failure(error) }
         guard let mysql = mysql_init(nil) else { return .failure(DatabaseConfigurationError(reason: "out of memory")) }
@@ -33,7 +41,6 @@ enum StartupTable {
                 row[column].map { String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(lengths[column])), as: UTF8.self) }
             })
         }
-        cache.withLock { $0[key] = rows }
         return .success(rows)
     }
 
@@ -56,5 +63,19 @@ enum StartupTable {
             chosen.append(name)
         }
         return (url, chosen)
+    }
+
+    /// The rows of the first of `queries` that succeeds (a newer schema's first, then an older one's), else an
+    /// error at the call naming the table and the last failure.
+    static func firstRows(of queries: [String], url: String, table: String, module: String, for call: FunctionCall,
+                          _ compiler: ScriptCompiler) throws(CompileError) -> [[String?]] {
+        var problem = DatabaseConfigurationError(reason: "no query")
+        for query in queries {
+            switch rows(url: url, query: query) {
+            case .success(let read): return read
+            case .failure(let failure): problem = failure
+            }
+        }
+        throw compiler.error("\(module): cannot read the \(table) table at start-up: \(problem)", at: call.location)
     }
 }

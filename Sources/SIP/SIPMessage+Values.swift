@@ -63,6 +63,12 @@ extension SIPMessage {
         return cache.to
     }
 
+    /// A To header with a non-empty tag: the request is inside a dialog (RFC 3261 §12.2).
+    public var hasToTag: Bool {
+        guard let to else { return false }
+        return to.tag.isPresent && !to.tag.isEmpty
+    }
+
     /// Nil when absent (a proxy then inserts 70, RFC 3261 §16.6 step 3) or malformed (which
     /// `validate()` reports).
     public var maxForwards: Int? {

@@ -59,8 +59,7 @@ enum CoreFunctions {
             // OpenSIPS 1.x had has_totag in the uri module.
             ScriptFunction("has_totag", module: module + "|uri", arguments: 0...0, allowedIn: .withMessage) { _, _ in
                 { context in
-                    guard let to = context.message.to, to.tag.isPresent, !to.tag.isEmpty else { return -1 }
-                    return 1
+                    context.message.hasToTag ? 1 : -1
                 }
             },
             ScriptFunction("append_hf", module: module, arguments: 1...2, allowedIn: .requestLike, compile: appendHeader),

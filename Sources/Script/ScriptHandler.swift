@@ -131,9 +131,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     static func shedsWhenOverloaded(_ message: SIPMessage) -> Bool {
         switch message.method {
         case .ack, .cancel, .options: return false
-        default:
-            guard let to = message.to else { return true }
-            return !(to.tag.isPresent && !to.tag.isEmpty)
+        default: return !message.hasToTag
         }
     }
 

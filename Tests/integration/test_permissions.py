@@ -91,7 +91,7 @@ def test_a_missing_address_table_fails_the_start_naming_it(ringsipd, tmp_path):
     script.write_text(SCRIPT % (DB_URL, "no_such_address_table"))
     done = subprocess.run([ringsipd, "--check-config", "-f", script], capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
-    assert "missing.cfg:" in done.stderr and "address table" in done.stderr, done.stderr
+    assert "missing.cfg:" in done.stderr and "cannot read the no_such_address_table table" in done.stderr, done.stderr
     assert "no_such_address_table" in done.stderr, done.stderr
 
 

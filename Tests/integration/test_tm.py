@@ -306,12 +306,7 @@ onreply_route[quiet] {
 """)
     daemon = start_script(procs, ringsipd, script, proxy_port)
     for n in range(10):
-        call = (f"From: <sip:caller@127.0.0.1>;tag=c{n}\r\nTo: <sip:callee@127.0.0.1>\r\n"
-                f"Call-ID: burst-{n}@127.0.0.1\r\n")
-        invite = (f"INVITE sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
-                  f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-burst{n}\r\nMax-Forwards: 70\r\n" + call +
-                  f"CSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n")
-        uac.sendto(invite.encode(), (h.LOOPBACK, proxy_port))
+        uac.sendto(invite(proxy_port, me, f"burst-{n}"), (h.LOOPBACK, proxy_port))
         relayed = recv_until(uas, "INVITE", 5)
         uas.sendto(response_to(relayed, "180 Ringing", "u1").encode(), (h.LOOPBACK, proxy_port))
         uas.sendto(response_to(relayed, "200 OK", "u1").encode(), (h.LOOPBACK, proxy_port))
@@ -369,12 +364,14 @@ failure_route[next] {
     assert log.count(expected) == 10, log[-1500:]
 
 
-def invite(port: int, n: int) -> bytes:
-    return (f"INVITE sip:full@127.0.0.1 SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKfull{n}\r\n"
-            f"From: <sip:a@127.0.0.1>;tag=f{n}\r\nTo: <sip:full@127.0.0.1>\r\n"
-            f"Call-ID: full-{n}@127.0.0.1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
-            f"Content-Length: 0\r\n\r\n").encode()
+def invite(proxy_port: int, me: int, name: str, user: str = "callee") -> bytes:
+    """An INVITE from a caller on port `me` to `user` through the proxy; `name` is its branch (after
+    z9hG4bK-), From tag and Call-ID (before @127.0.0.1)."""
+    return (f"INVITE sip:{user}@127.0.0.1:{proxy_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{name}\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:caller@127.0.0.1>;tag={name}\r\nTo: <sip:{user}@127.0.0.1>\r\n"
+            f"Call-ID: {name}@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
 
 
 def test_full_table_answers_503_with_retry_after_and_stop_releases_the_rest(procs, ringsipd):
@@ -391,13 +388,13 @@ def test_full_table_answers_503_with_retry_after_and_stop_releases_the_rest(proc
 """, modparams='modparam("tm", "max_transactions", 1)')
         daemon = start_script(procs, ringsipd, script, proxy_port)
         port = caller.getsockname()[1]
-        caller.sendto(invite(port, 1), (h.LOOPBACK, proxy_port))
+        caller.sendto(invite(proxy_port, port, "full1", "full"), (h.LOOPBACK, proxy_port))
         assert caller.recv(4096).startswith(b"SIP/2.0 100 ")
-        caller.sendto(invite(port, 2), (h.LOOPBACK, proxy_port))
+        caller.sendto(invite(proxy_port, port, "full2", "full"), (h.LOOPBACK, proxy_port))
         answer = caller.recv(4096).decode()
         assert answer.startswith("SIP/2.0 503 "), answer
         assert re.search(r"\r\nRetry-After: \d+\r\n", answer), answer
-        assert "branch=z9hG4bKfull2" in answer, answer
+        assert "branch=z9hG4bK-full2" in answer, answer
         rows = counters(procs, daemon)
         # The transaction still live at stop is reported, and its memory released without a crash.
         assert sum(r["transactions"] for r in rows) == 1, rows
@@ -419,30 +416,24 @@ def test_a_late_200_after_the_callers_transaction_ended_goes_upstream_and_the_pr
     path = procs.workdir / "late-200.cfg"
     path.write_text(script.replace('"fr_inv_timeout", 3', '"fr_inv_timeout", 1'))
     daemon = start_script(procs, ringsipd, path, proxy_port)
-    common = (f"From: <sip:caller@127.0.0.1>;tag=c1\r\nTo: <sip:callee@127.0.0.1>\r\n"
-              f"Call-ID: late-200@127.0.0.1\r\n")
-    invite = (f"INVITE sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
-              f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-late200\r\nMax-Forwards: 70\r\n" + common +
-              f"CSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n")
-    uac.sendto(invite.encode(), (h.LOOPBACK, proxy_port))
+    uac.sendto(invite(proxy_port, me, "late-200"), (h.LOOPBACK, proxy_port))
     relayed = recv_until(uas, "INVITE", 5)
     uas.sendto(response_to(relayed, "180 Ringing", "u1").encode(), (h.LOOPBACK, proxy_port))
     assert recv_until(uac, "180", 5)
     timeout = recv_until(uac, "408", 5)
     to = next(l for l in timeout.split("\r\n") if l.lower().startswith("to:"))
     ack = (f"ACK sip:callee@127.0.0.1:{proxy_port} SIP/2.0\r\n"
-           f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-late200\r\nMax-Forwards: 70\r\n"
-           f"From: <sip:caller@127.0.0.1>;tag=c1\r\n{to}\r\nCall-ID: late-200@127.0.0.1\r\n"
+           f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-late-200\r\nMax-Forwards: 70\r\n"
+           f"From: <sip:caller@127.0.0.1>;tag=late-200\r\n{to}\r\nCall-ID: late-200@127.0.0.1\r\n"
            "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
     uac.sendto(ack.encode(), (h.LOOPBACK, proxy_port))
     time.sleep(1.2)  # past Timer I (0.5 s): the caller's side is gone, the branch is not (3.2 s)
     uas.sendto(response_to(relayed, "200 OK", "u1").encode(), (h.LOOPBACK, proxy_port))
     late = recv_until(uac, "200", 5)
-    assert "Call-ID: late-200@127.0.0.1" in late and "branch=z9hG4bK-late200" in late, late
+    assert "Call-ID: late-200@127.0.0.1" in late and "branch=z9hG4bK-late-200" in late, late
     assert daemon.alive(), daemon.stderr()[-1500:]
     # And it keeps serving: a new call is relayed.
-    uac.sendto(invite.replace("late-200@", "after@").replace("late200", "after").encode(),
-               (h.LOOPBACK, proxy_port))
+    uac.sendto(invite(proxy_port, me, "after"), (h.LOOPBACK, proxy_port))
     assert "after@127.0.0.1" in recv_until(uas, "INVITE", 5)
     assert procs.stop(daemon) == 0, daemon.stderr()[-1500:]
 
@@ -471,12 +462,7 @@ failure_route[which] {
 """, modparams='modparam("tm", "T1_timer", 50)\nmodparam("tm", "fr_inv_timeout", 1)')
     daemon = start_script(procs, ringsipd, script, proxy_port)
     for n, user in enumerate(["silent", "busy"]):
-        invite = (f"INVITE sip:{user}@127.0.0.1:{proxy_port} SIP/2.0\r\n"
-                  f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-local{n}\r\nMax-Forwards: 70\r\n"
-                  f"From: <sip:caller@127.0.0.1>;tag=l{n}\r\nTo: <sip:{user}@127.0.0.1>\r\n"
-                  f"Call-ID: local-{n}@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{me}>\r\n"
-                  "Content-Length: 0\r\n\r\n")
-        caller.sendto(invite.encode(), (h.LOOPBACK, proxy_port))
+        caller.sendto(invite(proxy_port, me, f"local-{n}", user), (h.LOOPBACK, proxy_port))
         answer = recv_until(caller, "SIP/2.0 5", 5)
         expected = "SIP/2.0 599 Local 408" if user == "silent" else "SIP/2.0 598 Received 486"
         assert answer.startswith(expected + "\r\n"), answer

@@ -46,18 +46,11 @@ public enum DialplanModule {
                     ("repl_exp_col", "repl_exp"), ("disabled_col", "disabled"), ("attrs_col", "attrs")],
             for: call, compiler)
         let columns = names.dropFirst().joined(separator: ", ")
-        let rows: [[String?]]
-        var timed: Set<Int> = []
         // 2.x and later tables have a timerec column; 1.x ones do not.
-        switch StartupTable.rows(url: url, query: "SELECT \(columns), timerec FROM \(names[0])") {
-        case .success(let read): rows = read
-        case .failure:
-            switch StartupTable.rows(url: url, query: "SELECT \(columns) FROM \(names[0])") {
-            case .success(let read): rows = read
-            case .failure(let problem):
-                throw compiler.error("dialplan: cannot read the \(names[0]) table at start-up: \(problem)", at: call.location)
-            }
-        }
+        let rows = try StartupTable.firstRows(
+            of: ["SELECT \(columns), timerec FROM \(names[0])", "SELECT \(columns) FROM \(names[0])"],
+            url: url, table: names[0], module: "dialplan", for: call, compiler)
+        var timed: Set<Int> = []
         var plans: [Int: [Rule]] = [:]
         for row in rows {
             guard let dpid = row[0].flatMap({ Int($0) }), row[7].flatMap({ Int($0) }) ?? 0 == 0 else { continue }

@@ -1,3 +1,4 @@
+import SIP
 import Script
 
 /// OpenSIPS' domain module: `is_from_local([$attrs])`, `is_uri_host_local([$attrs])` and
@@ -36,16 +37,9 @@ public enum DomainModule {
             for: call, compiler)
         let (table, domain, attrs) = (names[0], names[1], names[2])
         // 1.x tables have no attrs column: read the domains alone then.
-        let rows: [[String?]]
-        switch StartupTable.rows(url: url, query: "SELECT \(domain), \(attrs) FROM \(table)") {
-        case .success(let read): rows = read
-        case .failure:
-            switch StartupTable.rows(url: url, query: "SELECT \(domain) FROM \(table)") {
-            case .success(let read): rows = read
-            case .failure(let problem):
-                throw compiler.error("domain: cannot read the \(table) table at start-up: \(problem)", at: call.location)
-            }
-        }
+        let rows = try StartupTable.firstRows(
+            of: ["SELECT \(domain), \(attrs) FROM \(table)", "SELECT \(domain) FROM \(table)"],
+            url: url, table: table, module: "domain", for: call, compiler)
         var domains: [String: String?] = [:]
         for row in rows {
             guard let name = row[0]?.lowercased(), !name.isEmpty else { continue }
@@ -76,11 +70,8 @@ public enum DomainModule {
 
     /// FNV-1a over the ASCII-lower-cased bytes.
     static func foldedHash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes {
-            let folded = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
-            hash = (hash ^ UInt64(folded)) &* 0x100_0000_01b3
-        }
-        return hash
+        var hasher = FNV1a64()
+        for byte in bytes { hasher.combine(byte: byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte) }
+        return hasher.value
     }
 }

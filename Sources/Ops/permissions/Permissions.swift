@@ -60,13 +60,8 @@ public enum PermissionsModule {
                     ("port_col", "port"), ("proto_col", "proto"), ("pattern_col", "pattern"),
                     ("info_col", "context_info")],
             for: call, compiler)
-        let query = "SELECT " + names.dropFirst().joined(separator: ", ") + " FROM " + names[0]
-        let rows: [[String?]]
-        switch StartupTable.rows(url: url, query: query) {
-        case .success(let read): rows = read
-        case .failure(let problem):
-            throw compiler.error("permissions: cannot read the address table at start-up: \(problem)", at: call.location)
-        }
+        let rows = try StartupTable.firstRows(of: ["SELECT " + names.dropFirst().joined(separator: ", ") + " FROM " + names[0]],
+                                              url: url, table: names[0], module: "permissions", for: call, compiler)
         var entries: [Entry] = []
         for row in rows {
             guard let group = row[0].flatMap({ Int($0) }), let ip = row[1],
