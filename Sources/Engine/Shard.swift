@@ -41,6 +41,11 @@ public final class Shard {
     private let completions: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
     /// Work recorded this turn to run at its end (`continueNextTurn`).
     private var continuations = NextTurnQueue()
+    /// Mail for other shards (`send(mail:)`): whose queue got records this turn, and records that found a
+    /// queue full, kept in order until it has room.
+    var mailWakeDue: [Bool]
+    var mailBacklog: [[(channel: UInt16, bytes: [UInt8])]]
+    var mailPending = false
 
     /// Creates the shard's ring and buffers. Must run on the shard's own thread: a SINGLE_ISSUER ring belongs
     /// to the thread that creates it, and registering buffers from another thread fails with EEXIST.
@@ -68,6 +73,8 @@ public final class Shard {
         stopSpec = .allocate(capacity: 1)
         stopSpec.initialize(to: __kernel_timespec())
         completions = .allocate(capacity: Shard.batch)
+        mailWakeDue = Array(repeating: false, count: directory.count)
+        mailBacklog = Array(repeating: [], count: directory.count)
         directory.ringFDs[index] = ring.fd
         directory.bufferBases[index] = buffers.base
         directory.bufferSizes[index] = buffers.bufferSize
@@ -99,6 +106,7 @@ public final class Shard {
         for socket in sockets.indices { armReceive(socket) }
         while !(stopping && (drained || now >= stopDeadline)) {
             buffers.publish()
+            if mailPending { flushMail() }
             armWheelTimeout()
             let rc = io_uring_submit_and_wait(ring.ring, continuations.isEmpty ? 1 : 0)
             if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
@@ -175,6 +183,8 @@ public final class Shard {
         case .operation:
             handler.operationCompleted(OperationID(slot: tag.slot, generation: tag.generation), result: result,
                                        flags: flags, on: self)
+        case .mail: mailArrived(from: tag.shard)
+        case .mailRoom: mailRoomArrived(at: tag.shard)
         case nil: counters.staleCompletions += 1
         }
     }

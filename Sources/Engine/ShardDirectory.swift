@@ -10,9 +10,11 @@ public final class ShardDirectory: @unchecked Sendable {
     var ringFDs: [Int32]
     var bufferBases: [UnsafeMutableRawPointer?]
     var bufferSizes: [Int]
+    let mail: ShardMailboxes
 
     public init(count: Int) {
         self.count = count
+        mail = ShardMailboxes(count: count)
         ringFDs = Array(repeating: -1, count: count)
         bufferBases = Array(repeating: nil, count: count)
         bufferSizes = Array(repeating: 0, count: count)

@@ -20,6 +20,10 @@ public protocol ShardHandler: AnyObject {
     /// every completion and timer of that turn: never from inside another handler call.
     func continuation(payload: UInt64, value: Int, on shard: Shard)
 
+    /// Called for each record shard `sender` mailed to this one (`Shard.send(mail:channel:to:)`), in the order
+    /// sent. The bytes are valid only during the call.
+    func mailArrived(from sender: Int, channel: UInt16, _ bytes: UnsafeRawBufferPointer, on shard: Shard)
+
     /// Called once on the shard's thread when every shard is ready, before the first datagram.
     func started(on shard: Shard)
 
@@ -34,6 +38,7 @@ extension ShardHandler {
     public func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) {}
     public func continuation(payload: UInt64, value: Int, on shard: Shard) {}
     public func started(on shard: Shard) {}
+    public func mailArrived(from sender: Int, channel: UInt16, _ bytes: UnsafeRawBufferPointer, on shard: Shard) {}
     public func stopping(on shard: Shard) {}
 }
 

@@ -48,6 +48,10 @@ public enum TagKind: UInt8, Sendable {
     /// A read, write or poll submitted for a layer above (`Shard.submitRead` …); slot and generation are the
     /// caller's (`OperationID`), and the completion goes to `ShardHandler.operationCompleted`.
     case operation = 9
+    /// MSG_RING payload: shard `shard` has written records to its mail queue to this shard (`Shard.send(mail:)`).
+    case mail = 10
+    /// MSG_RING payload: this shard's mail queue to shard `shard` has room again after it found it full.
+    case mailRoom = 11
 }
 
 /// Names an operation submitted by a layer above the engine: the caller's slot and its generation, carried in

@@ -15,6 +15,8 @@ public enum OpsComponent: UInt8, Sendable {
     case secondDatabase = 5
     /// aaa_radius' accounting `RadiusRunner` (`.radius` is its authentication one): each claims only its own.
     case radiusAccounting = 6
+    /// usrloc's `LocationService`: its sweep of lapsed bindings.
+    case location = 7
 }
 
 /// How Ops packs its operation ids and timer payloads.

@@ -118,8 +118,6 @@ public struct ScriptConfiguration: Sendable {
 
     /// Modules scripts load that ringsip does not have, and what to do instead.
     static let missingModuleAdvice: [String: String] = [
-        "usrloc": "ringsip has no location service yet: route to fixed destinations",
-        "registrar": "ringsip has no registrar yet: route to fixed destinations",
         "auth": "ringsip has no digest authentication yet: check the source address instead",
         "auth_db": "ringsip has no digest authentication yet: check the source address instead",
         "acc": "ringsip has no accounting module yet: log the call with xlog",

@@ -262,7 +262,7 @@ public final class ScriptContext {
     var appendedHeaders: UnsafeRawBufferPointer? { appended.lines }
 
     /// The Request-URI as it stands: the script's replacement, else the received one.
-    var currentRequestURI: UnsafeRawBufferPointer {
+    public var currentRequestURI: UnsafeRawBufferPointer {
         if let requestURI { return requestURI }
         guard hasMessage, message.isRequest else { return UnsafeRawBufferPointer(start: nil, count: 0) }
         return message.bytes(of: message.requestURIText)

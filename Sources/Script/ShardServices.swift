@@ -1,4 +1,5 @@
 import Engine
+import SIP
 
 /// Per-shard machinery a module brings along (an exec runner, later an HTTP client or a database pool):
 /// created once per shard when it starts, it gets the ring completions and wheel timers of its own
@@ -9,6 +10,19 @@ public protocol ShardService: AnyObject {
     /// A wheel timer this service armed; false when `payload` is not its own.
     func timerFired(payload: UInt64, on shard: Shard) -> Bool
     func stopping(on shard: Shard)
+    /// A record this module's service on shard `sender` mailed here (`ScriptContext.mail`), in send order.
+    func mailArrived(from sender: Int, _ bytes: UnsafeRawBufferPointer, on shard: Shard)
+    /// Whether `owner(of:on:)` may name a shard: asked for every request, before its route, only when true.
+    var partitionsRequests: Bool { get }
+    /// The shard a request must be routed on (the registrar's owner of a REGISTER's address-of-record), or nil
+    /// for wherever it arrived. A request handed to its owner is routed there and never handed on again.
+    func owner(of request: SIPMessage, on shard: Shard) -> Int?
+}
+
+extension ShardService {
+    public func mailArrived(from sender: Int, _ bytes: UnsafeRawBufferPointer, on shard: Shard) {}
+    public var partitionsRequests: Bool { false }
+    public func owner(of request: SIPMessage, on shard: Shard) -> Int? { nil }
 }
 
 /// Makes a module's service for one shard, from the script's configuration (its modparams).
@@ -19,6 +33,12 @@ extension ScriptContext {
     /// (`ScriptLibrary.serviceIndex`).
     public func service(_ index: Int) -> (any ShardService)? {
         index < services.count ? services[index] : nil
+    }
+
+    /// Mails `bytes` to the same module's service on shard `target` (its `mailArrived`), in order, never lost.
+    public func mail(_ bytes: UnsafeRawBufferPointer, from service: any ShardService, to target: Int) {
+        guard let channel = services.firstIndex(where: { $0 === service }) else { return }
+        shard.send(mail: bytes, channel: UInt16(channel), to: target)
     }
 
     /// Output of an async operation for an `$avp`, staged while the operation's completion is handled and

@@ -1,0 +1,150 @@
+import Engine
+import SIP
+import Script
+
+/// One shard's location service (usrloc): its full copy of the location table, and the rules that keep the
+/// copies equal without a lock.
+///
+/// Design (issue: a REGISTER and a later INVITE for the same AOR may land on different shards):
+/// - Every AOR has one owner shard, `FNV-1a(aor) mod shards`. Only the owner changes an AOR's bindings, so
+///   changes to one AOR happen in one order. A REGISTER is handed to its AOR's owner before its route runs
+///   (the same O(1) MSG_RING hand-off responses use), so `save()` normally runs where the AOR lives.
+/// - After a change the owner mails the AOR's whole binding list to every other shard (`LocationMail`), and
+///   each replaces its copy in its next loop turn. `lookup()` reads the copy of the shard it runs on: no hop,
+///   no suspension, no lock. A copy lags its owner by at most one loop turn of the reading shard.
+/// - A change asked for on a shard that does not own the AOR (`save` with an explicit AOR, `remove`) is applied
+///   to the local copy at once, so the reply and this shard's next lookups see it, and mailed to the owner, which
+///   applies it in its order and sends the result to everyone: the owner's list is the one that stays.
+/// - Bindings lapse by their expiry time, on the same monotonic clock on every shard: each copy drops them on
+///   its own sweep (`timer_interval`), and reads skip them before that.
+final class LocationService: ShardService {
+    unowned let context: ScriptContext
+    unowned let shard: Shard
+    let table = LocationTable()
+    let useDomain: Bool
+    let sweepInterval: UInt64
+
+    init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
+        self.context = context
+        self.shard = shard
+        useDomain = configuration.integer("usrloc", "use_domain", default: 0) != 0
+        sweepInterval = UInt64(max(configuration.integer("usrloc", "timer_interval", default: 60), 1)) * 1000
+        _ = shard.schedule(after: sweepInterval, payload: OpsPacking.timerPayload(.location, slot: 0, generation: 0))
+    }
+
+    // MARK: - Where an AOR lives
+
+    /// The AOR of a URI as usrloc keys it: `user@host` (host in lower case) with `use_domain`, else `user`.
+    /// Nil when the URI has no user (nothing to register or look up).
+    func aor(user: UnsafeRawBufferPointer, host: UnsafeRawBufferPointer) -> String? {
+        guard user.count > 0 else { return nil }
+        var text = String(decoding: user, as: UTF8.self)
+        if useDomain {
+            text += "@"
+            text += String(decoding: host, as: UTF8.self).lowercased()
+        }
+        return text
+    }
+
+    /// The AOR of a SIP URI given as text (a Request-URI, the AOR argument of save or lookup).
+    func aor(ofURI text: UnsafeRawBufferPointer) -> String? {
+        guard let uri = try? SIPURI.parse(text, 0, text.count) else { return nil }
+        return aor(user: slice(text, uri.user), host: slice(text, uri.host))
+    }
+
+    private func slice(_ text: UnsafeRawBufferPointer, _ span: SIPSpan) -> UnsafeRawBufferPointer {
+        guard span.isPresent else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(rebasing: text[Int(span.start)..<Int(span.end)])
+    }
+
+    func owner(ofAOR aor: String) -> Int {
+        var hasher = FNV1a64()
+        for byte in aor.utf8 { hasher.combine(byte: byte) }
+        return Int(hasher.value % UInt64(shard.shardCount))
+    }
+
+    var partitionsRequests: Bool { true }
+
+    /// A REGISTER runs on the shard that owns its To AOR.
+    func owner(of request: SIPMessage, on shard: Shard) -> Int? {
+        guard request.method == .register, let to = request.to else { return nil }
+        let uri = to.uri
+        guard let aor = aor(user: request.bytes(of: uri.user), host: request.bytes(of: uri.host)) else { return nil }
+        return owner(ofAOR: aor)
+    }
+
+    // MARK: - Changes
+
+    /// Applies a REGISTER to this shard's copy and sends the change where it must go.
+    func register(_ request: RegisterRequest) -> RegisterOutcome {
+        let now = shard.now
+        let outcome = table.apply(request, now: now)
+        guard case .applied(let changed) = outcome else { return outcome }
+        let owner = owner(ofAOR: request.aor)
+        if owner == shard.index {
+            if changed { replicate(request.aor) }
+        } else if !request.contacts.isEmpty || request.wildcard {
+            send(LocationMail.register(request, now: now), to: owner)
+        }
+        shard.counters.registrations = table.bindingCount
+        return outcome
+    }
+
+    /// Removes an AOR's bindings (or one Contact's); true when any was removed here.
+    func remove(_ aor: String, contact: String?) -> Bool {
+        let removed = table.remove(aor, contact: contact)
+        let owner = owner(ofAOR: aor)
+        if owner == shard.index {
+            if removed { replicate(aor) }
+        } else {
+            send(LocationMail.remove(aor: aor, contact: contact), to: owner)
+        }
+        shard.counters.registrations = table.bindingCount
+        return removed
+    }
+
+    private func replicate(_ aor: String) {
+        let mail = LocationMail.bindings(aor: aor, table.records[aor] ?? []).encoded()
+        for target in 0..<shard.shardCount where target != shard.index { post(mail, to: target) }
+    }
+
+    private func send(_ mail: LocationMail, to target: Int) { post(mail.encoded(), to: target) }
+
+    private func post(_ bytes: [UInt8], to target: Int) {
+        guard bytes.count <= shard.largestMail else {
+            context.log.write(level: -1, "ringsipd: usrloc: a binding list of \(bytes.count) bytes is too large to "
+                + "share with the other shards; they keep their previous copy")
+            return
+        }
+        bytes.withUnsafeBytes { context.mail($0, from: self, to: target) }
+    }
+
+    func mailArrived(from sender: Int, _ bytes: UnsafeRawBufferPointer, on shard: Shard) {
+        switch LocationMail.decode(bytes) {
+        case .bindings(let aor, let bindings)?:
+            table.replace(aor, with: bindings)
+        case .register(let request, let then)?:
+            // The asking shard's clock reading, so expiry times match the reply it already sent.
+            if case .applied(true) = table.apply(request, now: then) { replicate(request.aor) }
+        case .remove(let aor, let contact)?:
+            if table.remove(aor, contact: contact) { replicate(aor) }
+        case nil:
+            context.log.write(level: -1, "ringsipd: usrloc: a record from shard \(sender) did not decode; ignored")
+        }
+        shard.counters.registrations = table.bindingCount
+    }
+
+    // MARK: - ShardService
+
+    func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool { false }
+
+    func timerFired(payload: UInt64, on shard: Shard) -> Bool {
+        guard OpsPacking.component(ofTimer: payload) == .location else { return false }
+        table.sweep(now: shard.now)
+        shard.counters.registrations = table.bindingCount
+        _ = shard.schedule(after: sweepInterval, payload: payload)
+        return true
+    }
+
+    func stopping(on shard: Shard) {}
+}
