@@ -90,6 +90,11 @@ SCENARIO_SPECS = {s.name: s for s in (
              "uas.xml", "INVITE to 200", shm_mb=2048, backend="http"),
     Scenario("async-db", "stateful + avp_db_query SELECT SLEEP(0.02) per INVITE", 5, None, "uas.xml",
              "INVITE to 200", shm_mb=2048, backend="mysql"),
+    # A registrar in front of phones: each "call" registers user[call_number] (Contact at the UAS), then calls
+    # it by its AOR; the target stores the binding (save), finds it (lookup) and relays the call in transactions.
+    Scenario("register-call", "REGISTER, then INVITE (lookup), 200, ACK, BYE, 200 relayed", 6, "uac.xml", "uas.xml",
+             "INVITE to 200", shm_mb=2048, targets=("ringsip", "kamailio"),
+             why_not="no OpenSIPS install here to check an opensips.cfg against"),
 )}
 DB_URL = "mysql://ringsip:ringsip@127.0.0.1:3306/ringsip"
 # Kamailio modules Debian does not package, built from its source package (scripts/ensure-kamailio-http-async).

@@ -1,6 +1,9 @@
 /// Records one shard sends another through their mail queue (`ShardMailboxes`): delivered in order, never
-/// lost, and handed to the receiver's handler as completions of its loop (`ShardHandler.mailArrived`).
-/// Writing costs a copy; the receiver is woken by one MSG_RING per turn that wrote to it, not per record.
+/// lost, and handed to the receiver's handler before its next batch of completions (`pollMail`), so before it
+/// handles any datagram that arrived after the record was written. Writing costs a copy and no wake-up: a
+/// shard only needs the records when it has something to handle, and whatever it handles is a completion.
+/// It is woken (one MSG_RING) only when a queue to it is a quarter full, or full, so an idle shard still
+/// makes room.
 extension Shard {
     /// Sends `bytes` to shard `target`'s handler under `channel` (the layers above choose what channels mean).
     /// Copied: the caller's buffer may be reused at once. When the queue is full the record waits, in order,
@@ -9,12 +12,13 @@ extension Shard {
         precondition(target != index && target >= 0 && target < directory.count, "mail to shard \(target) from \(index)")
         let queue = directory.mail.queue(from: index, to: target)
         if mailBacklog[target].isEmpty && queue.write(channel: channel, bytes) {
-            mailWakeDue[target] = true
+            if queue.pendingBytes > queue.capacity / 4 { mailWakeDue[target] = true }
         } else {
             mailBacklog[target].append((channel, Array(bytes)))
             counters.mailBacklogged += 1
+            mailWakeDue[target] = true
         }
-        mailPending = true
+        if mailWakeDue[target] { mailPending = true }
     }
 
     /// The largest record `send(mail:)` takes.
@@ -57,14 +61,27 @@ extension Shard {
         }
     }
 
+    /// Before each batch of completions: reads whatever other shards have written, so a datagram in the batch
+    /// sees every change published before it was sent. A REGISTER's 200 leaves its shard after the new binding
+    /// is in the queue, so the phone's next request, on whichever shard, finds it. A load per other shard.
+    func pollMail() {
+        for sender in 0..<directory.count where sender != index { readMail(from: sender) }
+    }
+
+    /// The sender's wake-up; usually the records were read already by `pollMail`.
     func mailArrived(from sender: Int) {
         guard sender < directory.count, sender != index else {
             counters.staleCompletions += 1
             return
         }
+        readMail(from: sender)
+    }
+
+    private func readMail(from sender: Int) {
         let queue = directory.mail.queue(from: sender, to: index)
-        queue.read { channel, bytes in handler.mailArrived(from: sender, channel: channel, bytes, on: self) }
-        if queue.producerWaiting.exchange(false, ordering: .sequentiallyConsistent) {
+        let read = queue.read { channel, bytes in handler.mailArrived(from: sender, channel: channel, bytes, on: self) }
+        // Nothing read, nothing freed: a producer waiting now finds the room its own retry needs.
+        if read > 0 && queue.producerWaiting.exchange(false, ordering: .sequentiallyConsistent) {
             post(Tag(kind: .mailRoom, shard: index, generation: 0, slot: 0), result: 0, to: sender)
         }
     }

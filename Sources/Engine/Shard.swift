@@ -160,6 +160,7 @@ public final class Shard {
         while true {
             let n = Int(io_uring_peek_batch_cqe(ring.ring, completions, UInt32(Shard.batch)))
             if n == 0 { return }
+            if directory.count > 1 { pollMail() }
             for i in 0..<n {
                 let cqe = completions[i]!.pointee
                 dispatch(tag: Tag(rawValue: cqe.user_data), result: cqe.res, flags: cqe.flags)

@@ -31,6 +31,9 @@ final class MailQueue: @unchecked Sendable {
 
     deinit { storage.deallocate() }
 
+    /// Bytes written and not yet read, as the producer sees it (the consumer may have read more since).
+    var pendingBytes: Int { tail.load(ordering: .relaxed) - head.load(ordering: .relaxed) }
+
     /// The largest record a queue takes: a quarter of it, so one large record never waits for an empty queue.
     var largestRecord: Int { capacity / 4 - MailQueue.headerBytes }
 
@@ -69,6 +72,7 @@ final class MailQueue: @unchecked Sendable {
     func read(_ body: (UInt16, UnsafeRawBufferPointer) -> Void) -> Int {
         let end = tail.load(ordering: .acquiring)
         var position = head.load(ordering: .relaxed)
+        if position == end { return 0 }
         var count = 0
         while position < end {
             let offset = position & (capacity - 1)

@@ -23,8 +23,6 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     /// Responses whose reply routes run at the end of the loop turn (`replyRouteDue`), oldest at `dueReplyHead`.
     private var dueReplies: [DueReply] = []
     private var dueReplyHead = 0
-    /// Services that name the shard some requests must run on (`ShardService.owner(of:on:)`); empty with one shard.
-    private var partitioners: [any ShardService] = []
 
     public init(program: ScriptProgram, shard: Int = 0) {
         configuration = program.configuration
@@ -79,11 +77,6 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         context.message = message
         guard parseAndValidate(message, datagram, relay: context.relay, on: shard) else { return .done }
         if message.isRequest {
-            if !partitioners.isEmpty && datagram.lender == nil {
-                for service in partitioners {
-                    if let owner = service.owner(of: message, on: shard), owner != shard.index { return .handOff(toShard: owner) }
-                }
-            }
             if let transactions, transactions.absorb(message, from: datagram.source, arrivedOn: datagram.socketIndex,
                                                      on: shard) {
                 return .done
@@ -444,7 +437,6 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     /// startup_route runs once, on shard 0; timer routes run on shard 0 at their interval.
     public func started(on shard: Shard) {
         context.services = serviceFactories.map { $0(context, shard, configuration) }
-        partitioners = shard.shardCount > 1 ? context.services.filter(\.partitionsRequests) : []
         guard shard.index == 0 else { return }
         if let startupRoute { runWithoutMessage(startupRoute, on: shard) }
         for (position, timer) in timerRoutes.enumerated() {

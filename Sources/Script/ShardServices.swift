@@ -1,5 +1,4 @@
 import Engine
-import SIP
 
 /// Per-shard machinery a module brings along (an exec runner, later an HTTP client or a database pool):
 /// created once per shard when it starts, it gets the ring completions and wheel timers of its own
@@ -12,17 +11,10 @@ public protocol ShardService: AnyObject {
     func stopping(on shard: Shard)
     /// A record this module's service on shard `sender` mailed here (`ScriptContext.mail`), in send order.
     func mailArrived(from sender: Int, _ bytes: UnsafeRawBufferPointer, on shard: Shard)
-    /// Whether `owner(of:on:)` may name a shard: asked for every request, before its route, only when true.
-    var partitionsRequests: Bool { get }
-    /// The shard a request must be routed on (the registrar's owner of a REGISTER's address-of-record), or nil
-    /// for wherever it arrived. A request handed to its owner is routed there and never handed on again.
-    func owner(of request: SIPMessage, on shard: Shard) -> Int?
 }
 
 extension ShardService {
     public func mailArrived(from sender: Int, _ bytes: UnsafeRawBufferPointer, on shard: Shard) {}
-    public var partitionsRequests: Bool { false }
-    public func owner(of request: SIPMessage, on shard: Shard) -> Int? { nil }
 }
 
 /// Makes a module's service for one shard, from the script's configuration (its modparams).

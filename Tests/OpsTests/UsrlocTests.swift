@@ -44,11 +44,15 @@ import Testing
         #expect(table.bindings(of: "alice", now: 31_000).isEmpty && table.bindingCount == 0)
     }
 
-    @Test func aRequestFromTheSameCallIDThatIsNotNewerChangesNothing() {
+    @Test func aRequestFromTheSameCallIDThatIsOlderIsRefusedAndARetransmissionChangesNothing() {
         let table = LocationTable()
         _ = table.apply(Self.register([.init(contact: "sip:a@h", expiresSeconds: 60)], cseq: 5), now: 0)
-        #expect(table.apply(Self.register([.init(contact: "sip:a@h", expiresSeconds: 0)], cseq: 5), now: 1) == .outOfOrder)
+        #expect(table.apply(Self.register([.init(contact: "sip:a@h", expiresSeconds: 0)], cseq: 4), now: 1) == .outOfOrder)
         #expect(table.apply(Self.register([], cseq: 4, wildcard: true), now: 1) == .outOfOrder)
+        // The same CSeq again is a retransmission: nothing changes, and it is not refused.
+        #expect(table.apply(Self.register([.init(contact: "sip:a@h", expiresSeconds: 0)], cseq: 5), now: 1)
+                == .applied(changed: false))
+        #expect(table.bindings(of: "alice", now: 1).count == 1)
         // Another Call-ID (another phone, or one that rebooted) may change it whatever its CSeq.
         #expect(table.apply(Self.register([.init(contact: "sip:a@h", expiresSeconds: 90)], callID: "c2", cseq: 1), now: 1)
                 == .applied(changed: true))

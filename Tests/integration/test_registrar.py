@@ -86,10 +86,11 @@ def contacts(reply: str) -> list[str]:
     return [line.split(":", 1)[1].strip() for line in reply.split("\r\n") if line.lower().startswith("contact:")]
 
 
-def counters_at_exit(procs, proc: h.Proc) -> dict:
+def counters_at_exit(procs, proc: h.Proc) -> list[dict]:
+    """Each shard's counters as printed at exit, in shard order."""
     procs.stop(proc)
-    line = next(l for l in proc.stdout().splitlines() if l.startswith("total:"))
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+    lines = [l for l in proc.stdout().splitlines() if re.match(r"shard \d+: ", l)]
+    return [{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)} for line in lines]
 
 
 def test_sipp_registers_300_users_then_calls_each_through_two_shards(procs, ringsipd, sipp, tmp_path):
@@ -102,11 +103,10 @@ def test_sipp_registers_300_users_then_calls_each_through_two_shards(procs, ring
     called = h.run_uacs(procs, port, rate=100, calls=300, tag="call", scenario=SCENARIOS / "invite-registered.xml",
                         extra=key)
     assert called.successful == 300, describe(called)
-    counted = counters_at_exit(procs, proc)
-    # Every shard holds every binding; REGISTERs that arrived on the shard not owning their AOR were handed over.
-    assert counted["registrations"] == 300, counted
-    assert counted["handoffs"] > 0, counted
-    assert counted["mail_backlogged"] == 0, counted
+    shards = counters_at_exit(procs, proc)
+    # Every shard holds every binding, whichever shard each REGISTER arrived on.
+    assert [row["registrations"] for row in shards] == [300, 300], shards
+    assert all(row["mail_backlogged"] == 0 for row in shards), shards
 
 
 def test_two_phones_of_one_user_both_ring_and_the_200_lists_both(procs, ringsipd, tmp_path):
@@ -141,8 +141,11 @@ def test_the_binding_rules_of_rfc3261_section_10_3(procs, ringsipd, tmp_path):
     assert register(port, ua, "carol", f"<sip:c1@127.0.0.1:{me}>, *", headers="Expires: 0\r\n").startswith("SIP/2.0 400")
     assert register(port, ua, "carol", f"<sip:c1@127.0.0.1:{me}>;q=2").startswith("SIP/2.0 400")
     assert register(port, ua, "carol", f"<sip:c1@127.0.0.1:{me}>", cseq=5).startswith("SIP/2.0 200")
-    # The same binding from the same Call-ID with a CSeq that is not newer is out of order.
-    assert register(port, ua, "carol", f"<sip:c1@127.0.0.1:{me}>", cseq=5).startswith("SIP/2.0 400 Invalid CSeq")
+    # The same binding from the same Call-ID with an older CSeq is out of order; the same CSeq is the REGISTER
+    # retransmitted after its 200 was lost: answered 200 again, changing nothing.
+    assert register(port, ua, "carol", f"<sip:c1@127.0.0.1:{me}>", cseq=4).startswith("SIP/2.0 400 Invalid CSeq")
+    assert register(port, ua, "carol", f"<sip:c1@127.0.0.1:{me}>;expires=0", cseq=5).startswith("SIP/2.0 200")
+    assert len(contacts(register(port, ua, "carol", "", cseq=5))) == 1
     assert len(contacts(register(port, ua, "carol", f"<sip:c2@127.0.0.1:{me}>, <sip:c3@127.0.0.1:{me}>", cseq=6))) == 3
     too_many = register(port, ua, "carol", f"<sip:c4@127.0.0.1:{me}>", cseq=7)
     assert too_many.startswith("SIP/2.0 503 Too Many Registered Contacts"), too_many

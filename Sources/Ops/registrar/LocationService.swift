@@ -5,16 +5,20 @@ import Script
 /// One shard's location service (usrloc): its full copy of the location table, and the rules that keep the
 /// copies equal without a lock.
 ///
-/// Design (issue: a REGISTER and a later INVITE for the same AOR may land on different shards):
-/// - Every AOR has one owner shard, `FNV-1a(aor) mod shards`. Only the owner changes an AOR's bindings, so
-///   changes to one AOR happen in one order. A REGISTER is handed to its AOR's owner before its route runs
-///   (the same O(1) MSG_RING hand-off responses use), so `save()` normally runs where the AOR lives.
-/// - After a change the owner mails the AOR's whole binding list to every other shard (`LocationMail`), and
-///   each replaces its copy in its next loop turn. `lookup()` reads the copy of the shard it runs on: no hop,
-///   no suspension, no lock. A copy lags its owner by at most one loop turn of the reading shard.
-/// - A change asked for on a shard that does not own the AOR (`save` with an explicit AOR, `remove`) is applied
-///   to the local copy at once, so the reply and this shard's next lookups see it, and mailed to the owner, which
-///   applies it in its order and sends the result to everyone: the owner's list is the one that stays.
+/// Design (a REGISTER and a later INVITE for the same AOR may land on different shards):
+/// - Every shard keeps a full copy of the table. `lookup()` reads the copy of the shard it runs on: no hop, no
+///   suspension, no lock.
+/// - Every AOR has one owner shard, `FNV-1a(aor) mod shards`, whose copy is the reference. A change made on the
+///   owner is mailed (`LocationMail`, the AOR's whole binding list) to every other shard. A change made on
+///   another shard (the REGISTER arrived there) is applied to its own copy at once — the 200 lists it — mailed
+///   as a request to the owner, which applies it in its own order and mails its result to everyone, and mailed
+///   as the local result to the shards that are neither (so they need not wait for the owner).
+/// - Every shard reads its mail before it handles its next datagram (`Shard.pollMail`), and the mail is written
+///   before the 200 is sent, so a request sent after a REGISTER's 200 finds the binding on every shard.
+/// - Two changes to one AOR on two shards within the same instant may leave a copy briefly showing the older
+///   list, until the owner's result arrives; the owner's order is the one that stays. (Handing each REGISTER to
+///   its owner before its route would avoid that, at a MSG_RING hand-off and wake-up per REGISTER: ~20 % more
+///   CPU per registered call at 2000 calls/s, perf/RESULTS.md.)
 /// - Bindings lapse by their expiry time, on the same monotonic clock on every shard: each copy drops them on
 ///   its own sweep (`timer_interval`), and reads skip them before that.
 final class LocationService: ShardService {
@@ -63,16 +67,6 @@ final class LocationService: ShardService {
         return Int(hasher.value % UInt64(shard.shardCount))
     }
 
-    var partitionsRequests: Bool { true }
-
-    /// A REGISTER runs on the shard that owns its To AOR.
-    func owner(of request: SIPMessage, on shard: Shard) -> Int? {
-        guard request.method == .register, let to = request.to else { return nil }
-        let uri = to.uri
-        guard let aor = aor(user: request.bytes(of: uri.user), host: request.bytes(of: uri.host)) else { return nil }
-        return owner(ofAOR: aor)
-    }
-
     // MARK: - Changes
 
     /// Applies a REGISTER to this shard's copy and sends the change where it must go.
@@ -81,11 +75,10 @@ final class LocationService: ShardService {
         let outcome = table.apply(request, now: now)
         guard case .applied(let changed) = outcome else { return outcome }
         let owner = owner(ofAOR: request.aor)
-        if owner == shard.index {
-            if changed { replicate(request.aor) }
-        } else if !request.contacts.isEmpty || request.wildcard {
+        if owner != shard.index && (!request.contacts.isEmpty || request.wildcard) {
             send(LocationMail.register(request, now: now), to: owner)
         }
+        if changed { replicate(request.aor, skipping: owner) }
         shard.counters.registrations = table.bindingCount
         return outcome
     }
@@ -94,18 +87,17 @@ final class LocationService: ShardService {
     func remove(_ aor: String, contact: String?) -> Bool {
         let removed = table.remove(aor, contact: contact)
         let owner = owner(ofAOR: aor)
-        if owner == shard.index {
-            if removed { replicate(aor) }
-        } else {
-            send(LocationMail.remove(aor: aor, contact: contact), to: owner)
-        }
+        if owner != shard.index { send(LocationMail.remove(aor: aor, contact: contact), to: owner) }
+        if removed { replicate(aor, skipping: owner) }
         shard.counters.registrations = table.bindingCount
         return removed
     }
 
-    private func replicate(_ aor: String) {
+    /// Mails this shard's list for the AOR to every other shard but `owner` (the owner's copy changes only by
+    /// its own hand; when this shard is the owner, everyone else gets it).
+    private func replicate(_ aor: String, skipping owner: Int) {
         let mail = LocationMail.bindings(aor: aor, table.records[aor] ?? []).encoded()
-        for target in 0..<shard.shardCount where target != shard.index { post(mail, to: target) }
+        for target in 0..<shard.shardCount where target != shard.index && target != owner { post(mail, to: target) }
     }
 
     private func send(_ mail: LocationMail, to target: Int) { post(mail.encoded(), to: target) }
@@ -125,9 +117,9 @@ final class LocationService: ShardService {
             table.replace(aor, with: bindings)
         case .register(let request, let then)?:
             // The asking shard's clock reading, so expiry times match the reply it already sent.
-            if case .applied(true) = table.apply(request, now: then) { replicate(request.aor) }
+            if case .applied(true) = table.apply(request, now: then) { replicate(request.aor, skipping: shard.index) }
         case .remove(let aor, let contact)?:
-            if table.remove(aor, contact: contact) { replicate(aor) }
+            if table.remove(aor, contact: contact) { replicate(aor, skipping: shard.index) }
         case nil:
             context.log.write(level: -1, "ringsipd: usrloc: a record from shard \(sender) did not decode; ignored")
         }

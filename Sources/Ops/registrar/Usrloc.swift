@@ -111,8 +111,9 @@ public struct RegisterRequest: Equatable, Sendable {
 public enum RegisterOutcome: Equatable, Sendable {
     /// Applied (or a query); `changed` when the AOR's bindings differ from before (replicate them).
     case applied(changed: Bool)
-    /// A binding with the same Call-ID and a CSeq not higher than the stored one: the request is out of
-    /// order (§10.3 step 7) and nothing changed.
+    /// A binding with the same Call-ID and a lower CSeq than the stored one: the request is out of order
+    /// (§10.3 step 7) and nothing changed. An equal CSeq is a retransmission, applied as a no-op: a registrar
+    /// answers it as its transaction layer would have, with the same 200.
     case outOfOrder
     /// More bindings than `maxContacts` would remain; nothing changed.
     case tooManyContacts
@@ -138,7 +139,7 @@ public final class LocationTable {
         let liveBefore = bindings.count
         if request.wildcard {
             // Step 6: a `*` from the same Call-ID must be newer than every binding it removes.
-            for binding in bindings where binding.callID == request.callID && request.cseq <= binding.cseq {
+            for binding in bindings where binding.callID == request.callID && request.cseq < binding.cseq {
                 return .outOfOrder
             }
             bindings.removeAll()
@@ -151,7 +152,12 @@ public final class LocationTable {
                                   modified: now)
                 if let existing = bindings.firstIndex(where: { $0.sameBinding(as: new) }) {
                     let old = bindings[existing]
-                    if old.callID == request.callID && request.cseq <= old.cseq { return .outOfOrder }
+                    if old.callID == request.callID {
+                        if request.cseq < old.cseq { return .outOfOrder }
+                        // The same CSeq again is the request retransmitted (its 200 was lost): it changes nothing
+                        // and gets the bindings as they are.
+                        if request.cseq == old.cseq { continue }
+                    }
                     bindings.remove(at: existing)
                 }
                 if contact.expiresSeconds > 0 { bindings.append(new) }
@@ -175,9 +181,10 @@ public final class LocationTable {
         return true
     }
 
-    /// Replaces the AOR's bindings with a copy replicated from the shard that owns it.
+    /// Replaces the AOR's bindings with a list mailed by another shard, already in order.
     public func replace(_ aor: String, with bindings: [Binding]) {
-        store(bindings, for: aor)
+        bindingCount += bindings.count - (records[aor]?.count ?? 0)
+        records[aor] = bindings.isEmpty ? nil : bindings
     }
 
     /// Drops every binding that has lapsed at `now`; returns how many.
