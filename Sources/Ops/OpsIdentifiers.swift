@@ -17,6 +17,8 @@ public enum OpsComponent: UInt8, Sendable {
     case radiusAccounting = 6
     /// usrloc's `LocationService`: its sweep of lapsed bindings.
     case location = 7
+    /// usrloc's `UsrlocWriter`: its MariaDB pool (db_mode 1–3).
+    case locationDatabase = 8
 }
 
 /// How Ops packs its operation ids and timer payloads.

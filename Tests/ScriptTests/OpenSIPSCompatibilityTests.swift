@@ -181,8 +181,8 @@ import Engine
     }
 
     @Test func aMissingModuleSaysWhatToDoInstead() {
-        #expect(Self.error("loadmodule \"usrloc.so\"\nroute { exit; }\n").hasPrefix(
-            "test.cfg:1:1: error: module 'usrloc' is not provided by ringsip: ringsip has no location service yet"))
+        #expect(Self.error("loadmodule \"auth_db.so\"\nroute { exit; }\n").hasPrefix(
+            "test.cfg:1:1: error: module 'auth_db' is not provided by ringsip: ringsip has no digest authentication yet"))
         // No distant guess: 'xcap' is not 'exec'.
         let xcap = Self.error("loadmodule \"xcap.so\"\nroute { exit; }\n")
         #expect(xcap.hasPrefix("test.cfg:1:1: error: module 'xcap' is not provided by ringsip; it provides: "))

@@ -27,12 +27,24 @@ final class LocationService: ShardService {
     let table = LocationTable()
     let useDomain: Bool
     let sweepInterval: UInt64
+    /// db_mode 1–3: the MariaDB writer of the AORs this shard owns (`UsrlocDatabase`).
+    let writer: UsrlocWriter?
+    /// Each listening socket as the `socket` column writes it (`udp:IP:port`).
+    let socketNames: [String]
 
     init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
         self.context = context
         self.shard = shard
         useDomain = configuration.integer("usrloc", "use_domain", default: 0) != 0
         sweepInterval = UInt64(max(configuration.integer("usrloc", "timer_interval", default: 60), 1)) * 1000
+        socketNames = shard.localAddresses.map { address in
+            "udp:" + (address.isIPv6 ? "[\(address.hostString)]" : address.hostString) + ":\(address.port)"
+        }
+        writer = UsrlocDatabase.mode(configuration) != 0 ? UsrlocWriter(context: context, shard: shard) : nil
+        for (key, bindings) in UsrlocDatabase.bindings(useDomain: useDomain, sockets: socketNames, now: shard.now) {
+            table.restore(key, bindings)
+        }
+        shard.counters.registrations = table.bindingCount
         _ = shard.schedule(after: sweepInterval, payload: OpsPacking.timerPayload(.location, slot: 0, generation: 0))
     }
 
@@ -78,7 +90,10 @@ final class LocationService: ShardService {
         if owner != shard.index && (!request.contacts.isEmpty || request.wildcard) {
             send(LocationMail.register(request, now: now), to: owner)
         }
-        if changed { replicate(request.aor, skipping: owner) }
+        if changed {
+            replicate(request.aor, skipping: owner)
+            if owner == shard.index { persist(request.aor) }
+        }
         shard.counters.registrations = table.bindingCount
         return outcome
     }
@@ -88,9 +103,29 @@ final class LocationService: ShardService {
         let removed = table.remove(aor, contact: contact)
         let owner = owner(ofAOR: aor)
         if owner != shard.index { send(LocationMail.remove(aor: aor, contact: contact), to: owner) }
-        if removed { replicate(aor, skipping: owner) }
+        if removed {
+            replicate(aor, skipping: owner)
+            if owner == shard.index { persist(aor) }
+        }
         shard.counters.registrations = table.bindingCount
         return removed
+    }
+
+    /// The owner writes the AOR's bindings to the database (db_mode 1–3).
+    private func persist(_ key: String) {
+        guard let writer else { return }
+        var table = "location", aor = key
+        if let mark = key.firstIndex(of: "\u{1}") {
+            table = String(key[..<mark])
+            aor = String(key[key.index(after: mark)...])
+        }
+        var username = aor, domain: String?
+        if useDomain, let at = aor.lastIndex(of: "@") {
+            username = String(aor[..<at])
+            domain = String(aor[aor.index(after: at)...])
+        }
+        writer.write(table: table, username: username, domain: domain, bindings: self.table.records[key] ?? [],
+                     socketNames: socketNames, now: shard.now)
     }
 
     /// Mails this shard's list for the AOR to every other shard but `owner` (the owner's copy changes only by
@@ -117,9 +152,15 @@ final class LocationService: ShardService {
             table.replace(aor, with: bindings)
         case .register(let request, let then)?:
             // The asking shard's clock reading, so expiry times match the reply it already sent.
-            if case .applied(true) = table.apply(request, now: then) { replicate(request.aor, skipping: shard.index) }
+            if case .applied(true) = table.apply(request, now: then) {
+                replicate(request.aor, skipping: shard.index)
+                persist(request.aor)
+            }
         case .remove(let aor, let contact)?:
-            if table.remove(aor, contact: contact) { replicate(aor, skipping: shard.index) }
+            if table.remove(aor, contact: contact) {
+                replicate(aor, skipping: shard.index)
+                persist(aor)
+            }
         case nil:
             context.log.write(level: -1, "ringsipd: usrloc: a record from shard \(sender) did not decode; ignored")
         }
@@ -128,15 +169,26 @@ final class LocationService: ShardService {
 
     // MARK: - ShardService
 
-    func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool { false }
+    func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool {
+        guard let writer, OpsPacking.component(of: id) == .locationDatabase else { return false }
+        writer.runner.operationCompleted(id, result: result, flags: flags)
+        return true
+    }
 
     func timerFired(payload: UInt64, on shard: Shard) -> Bool {
+        if OpsPacking.component(ofTimer: payload) == .locationDatabase, let writer {
+            writer.runner.timerFired(payload: payload)
+            return true
+        }
         guard OpsPacking.component(ofTimer: payload) == .location else { return false }
         table.sweep(now: shard.now)
+        if shard.index == 0 { writer?.deleteLapsed() }
         shard.counters.registrations = table.bindingCount
         _ = shard.schedule(after: sweepInterval, payload: payload)
         return true
     }
 
-    func stopping(on shard: Shard) {}
+    func stopping(on shard: Shard) {
+        writer?.runner.shutdown()
+    }
 }

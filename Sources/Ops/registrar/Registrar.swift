@@ -7,18 +7,20 @@ import Script
 /// equal across shards).
 public enum RegistrarModule {
     public static var modules: [ScriptModule] {
-        let memoryOnly = "ringsip keeps registrations in memory (db_mode 0): they do not survive a restart yet"
+        let defaultColumns = "ringsip reads and writes OpenSIPS' default column names"
         let usrloc = ScriptModule(name: "usrloc", parameters: [
             .init("use_domain", .integer, range: 0...1), .init("timer_interval", .integer, range: 1...86_400, unit: "seconds"),
-            .ignored("db_mode", memoryOnly), .ignored("db_url", memoryOnly), .ignored("working_mode_preset", memoryOnly),
-            .ignored("cluster_mode", memoryOnly), .ignored("hash_size", "the table grows as it needs"),
+            .init("db_mode", .integer, range: 0...3), .init("db_url", .string, validate: DatabaseModule.resolveURL),
+            .init("working_mode_preset", .string),
+            .ignored("cluster_mode", "nodes share registrations only through the database (db_mode)"),
+            .ignored("hash_size", "the table grows as it needs"),
             .ignored("nat_bflag", "the branch flags a REGISTER carries are kept with its bindings whatever they are"),
             .ignored("desc_time_order", "bindings are ordered by q, then newest first"),
             .ignored("matching_mode", "bindings match by Contact URI, or by +sip.instance and reg-id (RFC 5626)"),
         ] + ["user_column", "domain_column", "contact_column", "expires_column", "q_column", "callid_column",
              "cseq_column", "methods_column", "flags_column", "cflags_column", "user_agent_column", "received_column",
              "socket_column", "path_column", "sip_instance_column", "attr_column", "kv_store_column", "contactid_column",
-             "last_modified_column"].map { .ignored($0, memoryOnly) },
+             "last_modified_column"].map { .ignored($0, defaultColumns) },
             service: { context, shard, configuration in
                 LocationService(context: context, shard: shard, configuration: configuration)
             })
@@ -59,6 +61,7 @@ public enum RegistrarModule {
         guard let service = compiler.serviceIndex(of: "usrloc") else {
             throw compiler.error("\(call.name) needs the location service: loadmodule \"usrloc.so\"", at: call.location)
         }
+        try UsrlocDatabase.load(table, for: call, compiler)
         return (table, service)
     }
 

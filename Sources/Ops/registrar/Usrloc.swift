@@ -187,6 +187,11 @@ public final class LocationTable {
         records[aor] = bindings.isEmpty ? nil : bindings
     }
 
+    /// Sets the AOR's bindings, put in forking order: bindings read from the database at start-up.
+    public func restore(_ aor: String, _ bindings: [Binding]) {
+        store(bindings, for: aor)
+    }
+
     /// Drops every binding that has lapsed at `now`; returns how many.
     @discardableResult
     public func sweep(now: UInt64) -> Int {
