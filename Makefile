@@ -20,8 +20,9 @@ DEPS_DEBS := liburing-dev libmariadb-dev libcurl4-openssl-dev pkg-config
 # freeradius: the RadiusRunner tests start a private copy (its config folder in a temp dir, on free ports).
 # Kamailio's http_async_client (perf scenario async-rest) is not packaged: scripts/ensure-kamailio-http-async
 # builds it from the Debian source package of the installed kamailio.
+# baresip: a real phone in the registrar tests (driven through its ctrl_tcp module).
 TEST_DEBS := sip-tester kamailio kamailio-utils-modules kamailio-mysql-modules procps util-linux linux-perf mariadb-server \
-             freeradius freeradius-utils openssl
+             freeradius freeradius-utils openssl baresip
 PERF_DEBS := linux-perf valgrind
 
 RUN_ARGS     ?= -f etc/ringsip.cfg

@@ -9,7 +9,10 @@ import SIP
 /// - A first Route naming us is removed.
 /// - If the next Route is a strict router (no `;lr`), it becomes the Request-URI and the Request-URI goes to
 ///   the end of the Route set.
-/// Returns 1 when the request carried Route headers (it is routed by them), -1 when it had none.
+/// Returns 1 when the request is routed by its Route headers, -1 when it had none — and -1, as OpenSIPS does, for
+/// a request outside a dialog whose only Route named us (a phone's outbound proxy setting preloads one): that
+/// Route is still removed, and the request is routed by its Request-URI, so a script's preloaded-route check
+/// (`if (loose_route()) { … 403 … }` for initial requests) lets it through.
 enum LooseRouting {
     static let maximumRoutes = 32
 
@@ -38,7 +41,7 @@ enum LooseRouting {
             if firstIsOurs { _ = rest.next() }
             guard let next = rest.next() else {
                 context.popRoute = firstIsOurs
-                return 1
+                return firstIsOurs && !message.hasToTag ? -1 : 1
             }
             if isLoose(next, bytes) {
                 context.popRoute = firstIsOurs

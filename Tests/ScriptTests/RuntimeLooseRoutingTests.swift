@@ -132,7 +132,21 @@ struct RuntimeLooseRoutingTests {
     @Test func looseRouteIsFalseWithoutRouteHeaders() throws {
         let rig = try ScriptRig("route {\n    if (loose_route()) { sl_send_reply(299, \"routed\"); } else { sl_send_reply(299, \"$rc\"); }\n}\n")
         #expect(rig.reason(of: rig.request()) == "-1")
-        #expect(rig.reason(of: rig.request(extra: "Route: <sip:\(rig.proxy);lr>\r\n", cseq: 18)) == "routed")
+        let inDialog = "<sip:bob@biloxi.example.com:5062>;tag=b2"
+        #expect(rig.reason(of: rig.request(to: inDialog, extra: "Route: <sip:\(rig.proxy);lr>\r\n", cseq: 18)) == "routed")
+        // Outside a dialog, a Route naming only us was preloaded (an outbound proxy): removed, but not "routed".
+        #expect(rig.reason(of: rig.request(extra: "Route: <sip:\(rig.proxy);lr>\r\n", cseq: 19)) == "-1")
+        #expect(rig.reason(of: rig.request(extra: "Route: <sip:\(rig.proxy);lr>, <sip:192.0.2.9;lr>\r\n", cseq: 20))
+                == "routed")
+    }
+
+    @Test func aPreloadedRouteToUsIsRemovedBeforeTheRequestIsRelayed() throws {
+        let rig = try ScriptRig("route {\n    loose_route();\n    forward();\n}\n")
+        let uri = "sip:bob@\(rig.sink.address)"
+        rig.send(rig.request(uri: uri, extra: "Route: <sip:\(rig.proxy);lr>\r\n"))
+        let relayed = try #require(rig.sink.receive())
+        #expect(SIPText.startLine(relayed) == "INVITE \(uri) SIP/2.0")
+        #expect(SIPText.header("Route", in: relayed).isEmpty)
     }
 
     // MARK: - §16.12.1.3 Rewriting Record-Route Header Field Values (U1 -> P1 -> U2, P1 between two spaces)

@@ -185,9 +185,16 @@ def test_the_check_names_what_the_registrar_needs_and_warns_of_what_it_ignores(r
     assert done.returncode != 0
     assert 'no-usrloc.cfg:3:5: error: save needs the location service: loadmodule "usrloc.so"' in done.stderr, done.stderr
     script = tmp_path / "db-mode.cfg"
-    script.write_text('loadmodule "usrloc.so"\nloadmodule "registrar.so"\nmodparam("usrloc", "db_mode", 2)\n'
+    script.write_text('loadmodule "usrloc.so"\nloadmodule "registrar.so"\nmodparam("usrloc", "hash_size", 10)\n'
                       'modparam("registrar", "tcp_persistent_flag", 7)\nroute {\n    save("location", "c5");\n}\n')
     done = subprocess.run([ringsipd, "--check-config", "-f", script], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert "parameter 'db_mode' of module 'usrloc' is accepted but has no effect" in done.stderr, done.stderr
+    assert "parameter 'hash_size' of module 'usrloc' is accepted but has no effect" in done.stderr, done.stderr
     assert "parameter 'tcp_persistent_flag' of module 'registrar'" in done.stderr, done.stderr
+    # Persistence needs a database to persist to.
+    script.write_text('loadmodule "usrloc.so"\nloadmodule "registrar.so"\nmodparam("usrloc", "db_mode", 2)\n'
+                      'route {\n    save("location");\n}\n')
+    done = subprocess.run([ringsipd, "--check-config", "-f", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert 'db-mode.cfg:5:5: error: save needs modparam("usrloc", "db_url", "mysql://…") or db_default_url' in done.stderr, \
+        done.stderr
