@@ -19,6 +19,8 @@ public enum OpsComponent: UInt8, Sendable {
     case location = 7
     /// usrloc's `UsrlocWriter`: its MariaDB pool (db_mode 1–3).
     case locationDatabase = 8
+    /// auth_db's `CredentialsService`: its MariaDB pool for subscriber rows.
+    case credentials = 9
 }
 
 /// How Ops packs its operation ids and timer payloads.

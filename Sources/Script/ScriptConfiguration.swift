@@ -118,8 +118,6 @@ public struct ScriptConfiguration: Sendable {
 
     /// Modules scripts load that ringsip does not have, and what to do instead.
     static let missingModuleAdvice: [String: String] = [
-        "auth": "ringsip has no digest authentication yet: check the source address instead",
-        "auth_db": "ringsip has no digest authentication yet: check the source address instead",
         "acc": "ringsip has no accounting module yet: log the call with xlog",
         "dialog": "ringsip keeps no dialog state yet",
         "nathelper": "ringsip has no NAT helpers yet: force_rport() handles signalling behind NAT",

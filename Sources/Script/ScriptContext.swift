@@ -33,6 +33,8 @@ public final class ScriptContext {
     public var transaction: TransactionHandle?
     /// Modules' per-shard services (ScriptLibrary.serviceFactories order), made when the shard starts.
     public internal(set) var services: [any ShardService] = []
+    /// Routes a request a prefetching service held, from its `fetched` (set by the handler when the shard starts).
+    public internal(set) var routeHeld: ((UnsafeRawBufferPointer, SocketAddress, Int) -> Void)?
     /// Operation outputs waiting for their resume route (see `stageOutput`): values copied into one buffer,
     /// entries (avp slot, offset or -1 for NULL, length).
     static let stagedCapacity = 1024

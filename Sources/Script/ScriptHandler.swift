@@ -23,6 +23,8 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     /// Responses whose reply routes run at the end of the loop turn (`replyRouteDue`), oldest at `dueReplyHead`.
     private var dueReplies: [DueReply] = []
     private var dueReplyHead = 0
+    /// Services that fetch before a request's route (`RequestPrefetching`), made when the shard starts.
+    private var prefetchers: [any RequestPrefetching] = []
 
     public init(program: ScriptProgram, shard: Int = 0) {
         configuration = program.configuration
@@ -92,17 +94,11 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
                 shard.counters.shed += 1
                 return .done
             }
-            context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
-            runRoute(mainRoute)
-            // error_route first: it may answer, and its $avp changes belong to the transaction too.
-            if context.runtimeError != nil { reportRuntimeError() }
-            let handle = context.transaction
-            // $avp values belong to the transaction from here on: its later routes see them.
-            if let transactions, let handle, transactions.isLive(handle) { context.saveAVPs(to: handle) }
-            context.endRoute()
-            // A transaction the script created but neither relayed nor answered (a route that ended, or
-            // failed, before t_relay) would wait forever.
-            if let transactions, let handle { transactions.answerIfUnanswered(handle, reason: noReply, on: shard) }
+            for service in prefetchers where service.prefetch(message, bytes: datagram.bytes, source: datagram.source,
+                                                              socketIndex: datagram.socketIndex, on: shard) {
+                return .done
+            }
+            runMainRoute(mainRoute, source: datagram.source, socketIndex: datagram.socketIndex, on: shard)
             return .done
         } else {
             if let transactions {
@@ -124,6 +120,36 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         context.endRoute()
         return .done
     }
+
+    /// Runs the main route on `context.message`, a new request, and settles what it leaves of its transaction.
+    private func runMainRoute(_ mainRoute: Int, source: SocketAddress, socketIndex: Int, on shard: Shard) {
+        context.begin(shard: shard, source: source, socketIndex: socketIndex, hasMessage: true)
+        runRoute(mainRoute)
+        // error_route first: it may answer, and its $avp changes belong to the transaction too.
+        if context.runtimeError != nil { reportRuntimeError() }
+        let handle = context.transaction
+        // $avp values belong to the transaction from here on: its later routes see them.
+        if let transactions, let handle, transactions.isLive(handle) { context.saveAVPs(to: handle) }
+        context.endRoute()
+        // A transaction the script created but neither relayed nor answered (a route that ended, or
+        // failed, before t_relay) would wait forever.
+        if let transactions, let handle { transactions.answerIfUnanswered(handle, reason: noReply, on: shard) }
+    }
+
+    /// Routes a request a prefetching service held (`RequestPrefetching`), at a turn boundary, as if it had just
+    /// arrived: TM absorbs it if its transaction now exists, and it is not offered for prefetching again.
+    private func routeHeldRequest(_ bytes: UnsafeRawBufferPointer, source: SocketAddress, socketIndex: Int) {
+        guard let mainRoute, let shard = context.shard else { return }
+        let message = context.datagramMessage
+        context.message = message
+        guard (try? message.parse(bytes)) != nil, (try? message.validate()) != nil, message.isRequest else { return }
+        if let transactions, transactions.absorb(message, from: source, arrivedOn: socketIndex, on: shard) { return }
+        runMainRoute(mainRoute, source: source, socketIndex: socketIndex, on: shard)
+    }
+
+    /// Continuation payloads for a service's own turn-boundary work (`ScriptContext.continueNextTurn(for:)`):
+    /// bits 56–63 hold 4, the low 16 bits the service's index.
+    static let serviceMarker: UInt64 = 4 << 56
 
     /// What an overloaded shard refuses: requests that start something new (a call, a registration, an
     /// out-of-dialog MESSAGE). Never ACK or CANCEL, which end what is under way, nor a request inside a dialog
@@ -272,6 +298,10 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             runFailureRoute(payload, on: shard)
         } else if payload >> 56 == Self.replyMarker >> 56 {
             runDueReply(on: shard)
+        } else if payload >> 56 == Self.serviceMarker >> 56 {
+            let index = Int(payload & 0xFFFF)
+            guard index < context.services.count, let service = context.services[index] as? any RequestPrefetching else { return }
+            service.fetched(value: value, on: shard)
         }
     }
 
@@ -437,6 +467,10 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     /// startup_route runs once, on shard 0; timer routes run on shard 0 at their interval.
     public func started(on shard: Shard) {
         context.services = serviceFactories.map { $0(context, shard, configuration) }
+        prefetchers = context.services.compactMap { $0 as? any RequestPrefetching }
+        context.routeHeld = { [unowned self] bytes, source, socketIndex in
+            self.routeHeldRequest(bytes, source: source, socketIndex: socketIndex)
+        }
         guard shard.index == 0 else { return }
         if let startupRoute { runWithoutMessage(startupRoute, on: shard) }
         for (position, timer) in timerRoutes.enumerated() {

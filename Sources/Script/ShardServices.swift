@@ -1,4 +1,5 @@
 import Engine
+import SIP
 
 /// Per-shard machinery a module brings along (an exec runner, later an HTTP client or a database pool):
 /// created once per shard when it starts, it gets the ring completions and wheel timers of its own
@@ -13,6 +14,19 @@ public protocol ShardService: AnyObject {
     func mailArrived(from sender: Int, _ bytes: UnsafeRawBufferPointer, on shard: Shard)
 }
 
+/// A service that fetches what a request's route will need before the route starts (auth_db: the stored
+/// credentials of a request that carries some), so the route reads it without waiting and a slow database never
+/// blocks the shard: the request waits, not the shard. The route then runs from its beginning, as if the request
+/// had just arrived.
+public protocol RequestPrefetching: ShardService {
+    /// Offered every new request (not one TM absorbed) before its main route. True when taken: the service
+    /// copied what it needs and routes it later, from `fetched`, through `ScriptContext.routeHeld`.
+    func prefetch(_ message: SIPMessage, bytes: UnsafeRawBufferPointer, source: SocketAddress, socketIndex: Int,
+                  on shard: Shard) -> Bool
+    /// At the turn boundary `ScriptContext.continueNextTurn(for:value:)` asked for.
+    func fetched(value: Int, on shard: Shard)
+}
+
 extension ShardService {
     public func mailArrived(from sender: Int, _ bytes: UnsafeRawBufferPointer, on shard: Shard) {}
 }
@@ -25,6 +39,12 @@ extension ScriptContext {
     /// (`ScriptLibrary.serviceIndex`).
     public func service(_ index: Int) -> (any ShardService)? {
         index < services.count ? services[index] : nil
+    }
+
+    /// Calls `service.fetched(value:on:)` at the end of this loop turn, from the shard's loop.
+    public func continueNextTurn(for service: any RequestPrefetching, value: Int) {
+        guard let index = services.firstIndex(where: { $0 === service }) else { return }
+        shard.continueNextTurn(payload: ScriptHandler.serviceMarker | UInt64(index), value: value)
     }
 
     /// Mails `bytes` to the same module's service on shard `target` (its `mailArrived`), in order, never lost.

@@ -1,0 +1,192 @@
+import Engine
+import Glibc
+import SIP
+import Script
+import Synchronization
+
+/// One shard's auth_db: the subscriber rows fetched before a request's route (`RequestPrefetching`), and the
+/// nonce counts seen.
+///
+/// A request carrying Digest credentials is held — its bytes copied — while `SELECT <password_column> FROM
+/// <table> WHERE username = … [AND domain = …]` runs on the shard's MariaDB pool (on the ring, with a timeout);
+/// then it is routed from the start with the outcome as `current`, which `www_authorize`/`proxy_authorize` read.
+/// A retransmission arriving meanwhile is dropped (the held copy will be answered). Nonce counts are kept per
+/// shard: a replayed count is refused on the shard that saw it.
+final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
+    /// The subscriber tables the script's authorize calls name, in order (the first is fetched).
+    static let tables = Mutex<[String]>([])
+
+    enum Outcome: Equatable {
+        case found(String)
+        case notFound
+        case failed
+    }
+
+    struct Fetched {
+        var table: String
+        var username: String
+        var realm: String
+        var outcome: Outcome
+    }
+
+    unowned let context: ScriptContext
+    unowned let shard: Shard
+    var runner: DatabaseRunner!
+    /// The credentials of the request being routed, when it was held for them; nil otherwise.
+    private(set) var current: Fetched?
+    /// Set by an authorize that found the nonce stale, for the challenge that follows in the same route.
+    var staleNow = false
+    private var serial: UInt32 = UInt32.random(in: 0...UInt32.max)
+    private let userColumn, domainColumn, passwordColumn, passwordColumn2: String
+    private let useDomain: Bool
+    private let timeout: UInt64
+
+    private struct Held {
+        var bytes: [UInt8]
+        var source: SocketAddress
+        var socketIndex: Int
+        var key: String
+        var fetched: Fetched
+        var done = false
+    }
+
+    private var held: [Int: Held] = [:]
+    private var heldKeys: Set<String> = []
+    private var nextToken = 1
+    private var counts: [String: UInt32] = [:]
+    private let escapeBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
+
+    init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
+        self.context = context
+        self.shard = shard
+        func name(_ parameter: String, _ fallback: String) -> String {
+            guard case .string(let value)? = configuration.moduleParameters["auth_db"]?[parameter],
+                  !value.isEmpty, value.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else { return fallback }
+            return value
+        }
+        userColumn = name("user_column", "username")
+        domainColumn = name("domain_column", "domain")
+        passwordColumn = name("password_column", "ha1")
+        passwordColumn2 = name("password_column_2", "ha1b")
+        useDomain = configuration.integer("auth_db", "use_domain", default: 0) == 1
+        timeout = UInt64(configuration.asyncTimeout ?? 2000)
+        if let url = DatabaseModule.url(of: "auth_db", in: configuration),
+           var settings = try? DatabaseRunner.Configuration(url: url) {
+            settings.connections = configuration.integer("auth_db", "db_connections", default: 4)
+            settings.component = .credentials
+            runner = DatabaseRunner(shard: shard, configuration: settings, delegate: self)
+        }
+    }
+
+    deinit { escapeBuffer.deallocate() }
+
+    func nextSerial() -> UInt32 {
+        serial &+= 1
+        return serial
+    }
+
+    /// The first Digest credentials of the kind a check reads (Authorization for www, Proxy-Authorization for
+    /// proxy) whose realm is `realm` (any realm when nil), and the header's index.
+    static func credentials(in message: SIPMessage, proxy: Bool, realm: String?) -> (DigestCredentials, Int)? {
+        var index = message.firstIndex(of: proxy ? .proxyAuthorization : .authorization)
+        while let i = index {
+            if !message.isHeaderRemoved(at: i), let digest = DigestCredentials(message.bytes(of: message.header(at: i).value)),
+               realm == nil || digest.realm.lowercased() == realm!.lowercased() {
+                return (digest, i)
+            }
+            index = message.nextIndex(sameKindAs: i)
+        }
+        return nil
+    }
+
+    // MARK: - Prefetching
+
+    func prefetch(_ message: SIPMessage, bytes: UnsafeRawBufferPointer, source: SocketAddress, socketIndex: Int,
+                  on shard: Shard) -> Bool {
+        guard let runner, let table = Self.tables.withLock({ $0.first }),
+              let (digest, _) = Self.credentials(in: message, proxy: false, realm: nil)
+                ?? Self.credentials(in: message, proxy: true, realm: nil) else { return false }
+        // A retransmission of a request already held: the held copy will be answered.
+        let key = message.string(message.callID ?? .absent) + "\u{0}\(message.cseq?.number ?? 0)\u{0}"
+            + message.string(message.methodName) + "\u{0}\(source.hostString):\(source.port)"
+        if heldKeys.contains(key) { return true }
+        var query = "SELECT \(digest.username.contains("@") ? passwordColumn2 : passwordColumn) FROM \(table) WHERE "
+            + "\(userColumn) = \(quoted(digest.username, runner))"
+        if useDomain { query += " AND \(domainColumn) = \(quoted(digest.realm, runner))" }
+        let token = nextToken
+        nextToken = nextToken == Int(Int32.max) ? 1 : nextToken + 1
+        let fetched = Fetched(table: table, username: digest.username, realm: digest.realm, outcome: .failed)
+        held[token] = Held(bytes: Array(bytes), source: source, socketIndex: socketIndex, key: key, fetched: fetched)
+        heldKeys.insert(key)
+        let submitted = query.withUTF8 {
+            runner.submit(query: UnsafeRawBufferPointer($0), timeoutMilliseconds: timeout, token: UInt64(token))
+        }
+        if case .rejected = submitted {
+            // The pool is full: route it now, as a database error (the script decides: 500, or a challenge).
+            held[token]?.done = true
+            context.continueNextTurn(for: self, value: token)
+        }
+        return true
+    }
+
+    func queryCompleted(token: UInt64, _ completion: borrowing DatabaseCompletion, on shard: Shard) {
+        let token = Int(token)
+        guard held[token] != nil else { return }
+        var outcome = Outcome.failed
+        if completion.code == .completed {
+            if completion.rows > 0 && completion.columns > 0, let value = completion.value(row: 0, column: 0) {
+                outcome = .found(String(decoding: value, as: UTF8.self))
+            } else {
+                outcome = .notFound
+            }
+        }
+        held[token]?.fetched.outcome = outcome
+        held[token]?.done = true
+        // Routed at the end of the turn, from the loop: never inside the runner's delivery.
+        context.continueNextTurn(for: self, value: token)
+    }
+
+    func fetched(value token: Int, on shard: Shard) {
+        guard let request = held.removeValue(forKey: token), request.done else { return }
+        heldKeys.remove(request.key)
+        current = request.fetched
+        staleNow = false
+        defer {
+            current = nil
+            staleNow = false
+        }
+        request.bytes.withUnsafeBytes { context.routeHeld?($0, request.source, request.socketIndex) }
+    }
+
+    /// Accepts a nonce count only when it is higher than any seen for the nonce on this shard.
+    func acceptCount(_ count: UInt32, for nonce: String) -> Bool {
+        if let last = counts[nonce], count <= last { return false }
+        if counts.count > 100_000 { counts.removeAll(keepingCapacity: true) }
+        counts[nonce] = count
+        return true
+    }
+
+    private func quoted(_ text: String, _ runner: DatabaseRunner) -> String {
+        var text = text
+        guard let escaped = text.withUTF8({ runner.escape(UnsafeRawBufferPointer($0), into: escapeBuffer) }) else { return "''" }
+        return "'" + String(decoding: UnsafeRawBufferPointer(rebasing: escapeBuffer[0..<escaped]), as: UTF8.self) + "'"
+    }
+
+    // MARK: - ShardService
+
+    func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool {
+        guard let runner, OpsPacking.component(of: id) == .credentials else { return false }
+        runner.operationCompleted(id, result: result, flags: flags)
+        return true
+    }
+
+    func timerFired(payload: UInt64, on shard: Shard) -> Bool {
+        guard let runner, OpsPacking.component(ofTimer: payload) == .credentials else { return false }
+        runner.timerFired(payload: payload)
+        return true
+    }
+
+    func stopping(on shard: Shard) {
+        runner?.shutdown()
+    }
+}
