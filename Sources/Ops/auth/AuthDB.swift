@@ -96,7 +96,8 @@ public enum AuthModule {
             var line = "\(header): Digest realm=\"\(realm)\", nonce=\"\(nonce)\""
             if qopAuth { line += ", qop=\"auth\"" }
             line += ", algorithm=MD5"
-            if credentials?.staleNow == true { line += ", stale=true" }
+            // Only the route of a request held for its credentials has checked a nonce.
+            if credentials?.current != nil && credentials?.staleNow == true { line += ", stale=true" }
             line += "\r\n"
             let reason: StaticString = proxy ? "Proxy Authentication Required" : "Unauthorized"
             return RegistrarModule.reply(context, status, reason, line) ? 1 : -1
