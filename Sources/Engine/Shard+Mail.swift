@@ -28,7 +28,11 @@ extension Shard {
     func flushMail() {
         mailPending = false
         for target in 0..<directory.count where target != index {
-            if !mailBacklog[target].isEmpty { moveBacklog(to: target) }
+            if !mailBacklog[target].isEmpty {
+                moveBacklog(to: target)
+                // Woken again even when nothing moved: the wake that asked for room may be the one lost.
+                mailWakeDue[target] = true
+            }
             if mailWakeDue[target] {
                 mailWakeDue[target] = false
                 post(Tag(kind: .mail, shard: index, generation: 0, slot: 0), result: 0, to: target)

@@ -177,7 +177,11 @@ public final class Shard {
             if tag.generation == wheelGeneration { wheelArmedAt = nil } else { counters.staleCompletions += 1 }
         case .timeoutUpdate, .messageSent:
             // A MSG_RING only completes here when it failed (CQE_SKIP_SUCCESS): the target ring is gone.
-            if tag.kind == .messageSent && result < 0 { counters.dropped += 1 }
+            if tag.kind == .messageSent && result < 0 {
+                counters.dropped += 1
+                // A lost wake-up must not leave mail waiting: the next turn tries the backlog again.
+                mailPending = true
+            }
         case .handoff: lentDatagramArrived(tag: tag, result: result)
         case .handoffRelease: buffers.recycle(ReceivedBuffer(id: UInt16(truncatingIfNeeded: tag.slot)))
         case .control: control(ControlCommand(rawValue: tag.slot))

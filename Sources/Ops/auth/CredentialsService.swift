@@ -110,9 +110,11 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
         let key = message.string(message.callID ?? .absent) + "\u{0}\(message.cseq?.number ?? 0)\u{0}"
             + message.string(message.methodName) + "\u{0}\(source.hostString):\(source.port)"
         if heldKeys.contains(key) { return true }
+        // Too long to escape (kilobytes of username): not fetched; authorize answers -5.
+        guard let user = quoted(digest.username, runner), let realm = quoted(digest.realm, runner) else { return false }
         var query = "SELECT \(digest.username.contains("@") ? passwordColumn2 : passwordColumn) FROM \(table) WHERE "
-            + "\(userColumn) = \(quoted(digest.username, runner))"
-        if useDomain { query += " AND \(domainColumn) = \(quoted(digest.realm, runner))" }
+            + "\(userColumn) = \(user)"
+        if useDomain { query += " AND \(domainColumn) = \(realm)" }
         let token = nextToken
         nextToken = nextToken == Int(Int32.max) ? 1 : nextToken + 1
         let fetched = Fetched(table: table, username: digest.username, realm: digest.realm, outcome: .failed)
@@ -147,7 +149,7 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
     }
 
     func fetched(value token: Int, on shard: Shard) {
-        guard let request = held.removeValue(forKey: token), request.done else { return }
+        guard held[token]?.done == true, let request = held.removeValue(forKey: token) else { return }
         heldKeys.remove(request.key)
         current = request.fetched
         staleNow = false
@@ -161,14 +163,19 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
     /// Accepts a nonce count only when it is higher than any seen for the nonce on this shard.
     func acceptCount(_ count: UInt32, for nonce: String) -> Bool {
         if let last = counts[nonce], count <= last { return false }
-        if counts.count > 100_000 { counts.removeAll(keepingCapacity: true) }
+        if counts.count >= 100_000 {
+            // Forget the counts of nonces that have expired (their first 8 hex digits): those are refused anyway.
+            let now = Int(time(nil))
+            counts = counts.filter { key, _ in UInt32(key.prefix(8), radix: 16).map { Int($0) >= now } ?? false }
+            if counts.count >= 100_000 { return false }
+        }
         counts[nonce] = count
         return true
     }
 
-    private func quoted(_ text: String, _ runner: DatabaseRunner) -> String {
+    private func quoted(_ text: String, _ runner: DatabaseRunner) -> String? {
         var text = text
-        guard let escaped = text.withUTF8({ runner.escape(UnsafeRawBufferPointer($0), into: escapeBuffer) }) else { return "''" }
+        guard let escaped = text.withUTF8({ runner.escape(UnsafeRawBufferPointer($0), into: escapeBuffer) }) else { return nil }
         return "'" + String(decoding: UnsafeRawBufferPointer(rebasing: escapeBuffer[0..<escaped]), as: UTF8.self) + "'"
     }
 

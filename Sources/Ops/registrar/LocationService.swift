@@ -16,7 +16,10 @@ import Script
 /// - Every shard reads its mail before it handles its next datagram (`Shard.pollMail`), and the mail is written
 ///   before the 200 is sent, so a request sent after a REGISTER's 200 finds the binding on every shard.
 /// - Two changes to one AOR on two shards within the same instant may leave a copy briefly showing the older
-///   list, until the owner's result arrives; the owner's order is the one that stays. (Handing each REGISTER to
+///   list, until the owner's result arrives; the owner answers every request it is mailed with its list, so
+///   with two shards the owner's order is the one that stays. (With three or more, a third shard reads the
+///   queues in shard order and may take a non-owner's older list after the owner's: the AOR's next change
+///   mends it. A per-AOR version from the owner would close that.) (Handing each REGISTER to
 ///   its owner before its route would avoid that, at a MSG_RING hand-off and wake-up per REGISTER: ~20 % more
 ///   CPU per registered call at 2000 calls/s, perf/RESULTS.md.)
 /// - Bindings lapse by their expiry time, on the same monotonic clock on every shard: each copy drops them on
@@ -152,15 +155,15 @@ final class LocationService: ShardService {
             table.replace(aor, with: bindings)
         case .register(let request, let then)?:
             // The asking shard's clock reading, so expiry times match the reply it already sent.
-            if case .applied(true) = table.apply(request, now: then) {
-                replicate(request.aor, skipping: shard.index)
-                persist(request.aor)
-            }
+            let outcome = table.apply(request, now: then)
+            // Whatever the outcome, every copy (the asker's too) gets the owner's list: the asker already mailed
+            // its own result, which must not stay where the owner decided otherwise.
+            replicate(request.aor, skipping: shard.index)
+            if case .applied(true) = outcome { persist(request.aor) }
         case .remove(let aor, let contact)?:
-            if table.remove(aor, contact: contact) {
-                replicate(aor, skipping: shard.index)
-                persist(aor)
-            }
+            let removed = table.remove(aor, contact: contact)
+            replicate(aor, skipping: shard.index)
+            if removed { persist(aor) }
         case nil:
             context.log.write(level: -1, "ringsipd: usrloc: a record from shard \(sender) did not decode; ignored")
         }

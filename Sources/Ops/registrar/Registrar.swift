@@ -112,7 +112,9 @@ public enum RegistrarModule {
             guard let first = bindings.first else { return -1 }
             guard route(context, to: first) else { return -3 }
             if appendBranches {
-                for binding in bindings.dropFirst() {
+                // The Route set belongs to the whole request, not to a branch: only bindings reached through the
+                // same Path as the first are forked to.
+                for binding in bindings.dropFirst() where binding.path == first.path {
                     guard let uri = copy(binding.contact, context) else { return -3 }
                     let destination = binding.received.isEmpty ? firstPathURI(binding.path, context) : copy(binding.received, context)
                     if !context.appendDestination(uri: uri, destination: destination) { break }

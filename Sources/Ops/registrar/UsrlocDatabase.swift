@@ -95,7 +95,9 @@ final class UsrlocWriter: DatabaseRunnerDelegate {
     private(set) var runner: DatabaseRunner!
     let datetime: [String: Bool]
     private(set) var failures = 0
-    private let escapeBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 << 10, alignment: 8)
+    /// Room for any one field escaped (at most twice its bytes, plus a NUL): no field of a datagram is longer than
+    /// 64 KiB, so escaping never fails for want of room.
+    private let escapeBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * 65_536 + 1, alignment: 8)
 
     init?(context: ScriptContext, shard: Shard) {
         let tables = UsrlocDatabase.tables.withLock { $0 }
@@ -115,6 +117,8 @@ final class UsrlocWriter: DatabaseRunnerDelegate {
     /// Replaces the AOR's rows with `bindings` (none: deletes them).
     func write(table: String, username: String, domain: String?, bindings: [Binding], socketNames: [String], now: UInt64) {
         guard let datetime = datetime[table] else { return }
+        // A binding that lapsed since (a request mailed from another shard, applied with its clock) is not written.
+        let bindings = bindings.filter { $0.expires > now }
         let whereDomain = domain.map { "domain = \(quoted($0))" } ?? "(domain IS NULL OR domain = '')"
         submit("DELETE FROM \(table) WHERE username = \(quoted(username)) AND \(whereDomain)")
         guard !bindings.isEmpty else { return }
