@@ -122,6 +122,7 @@ extension ScriptLibrary {
         library.register(DomainModule.module)
         for module in RegistrarModule.modules { library.register(module) }
         for module in AuthModule.modules { library.register(module) }
+        library.register(NathelperModule.module)
         library.register(DialplanModule.module)
         library.register(HTTPModule.module)
         library.register(RadiusModule.module)

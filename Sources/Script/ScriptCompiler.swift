@@ -205,6 +205,9 @@ public final class ScriptCompiler {
         return slot
     }
 
+    /// The slot of `$avp(name)`, for a module whose modparam names an AVP (registrar's `received_avp`).
+    public func avpSlot(named name: String) -> Int { avpSlot(name) }
+
     func avpSlot(_ name: String) -> Int {
         if let slot = avpSlots[name] { return slot }
         let slot = avpSlots.count

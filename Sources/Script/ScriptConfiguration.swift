@@ -120,7 +120,6 @@ public struct ScriptConfiguration: Sendable {
     static let missingModuleAdvice: [String: String] = [
         "acc": "ringsip has no accounting module yet: log the call with xlog",
         "dialog": "ringsip keeps no dialog state yet",
-        "nathelper": "ringsip has no NAT helpers yet: force_rport() handles signalling behind NAT",
         "rtpproxy": "ringsip does not drive media relays yet", "rtpengine": "ringsip does not drive media relays yet",
         "uac": "ringsip has no uac functions (uac_replace_from, uac_auth) yet",
         "dispatcher": "ringsip has no dispatcher yet: use t_relay to a fixed next hop, append_branch to fork",

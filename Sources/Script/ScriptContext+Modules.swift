@@ -8,6 +8,11 @@ extension ScriptContext {
         appendBranch(uri: uri, destination: destination)
     }
 
+    /// Adds a whole header line (CRLF-terminated) to the request when it is forwarded, as `append_hf` does; copied.
+    public func appendHeaderLine(_ line: UnsafeRawBufferPointer) -> Bool {
+        appendHeader(line)
+    }
+
     /// Answers the request being routed as `send_reply` does: through its transaction when there is one, else
     /// statelessly. `extraHeaders` (whole CRLF-terminated lines) follow the script's `append_to_reply` lines.
     public func replyToRequest(status: Int, reason: UnsafeRawBufferPointer,

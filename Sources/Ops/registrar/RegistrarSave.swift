@@ -61,6 +61,9 @@ extension RegistrarModule {
         let configuration = compiler.configuration
         let defaults = SaveSettings(configuration, flags: "")
         let argument = try aorArgument(call, at: 2, compiler)
+        // Where fix_nated_register left the REGISTER's source (`sip:IP:port`): kept with the bindings, and lookup
+        // sends there.
+        let receivedSlot = try NathelperModule.avpParameter("registrar", "received_avp", compiler, at: call.location)
         return { context in
             guard context.hasMessage, context.message.method == .register,
                   let service = locationService(context, index) else { return -1 }
@@ -71,10 +74,13 @@ extension RegistrarModule {
             guard let aor = aor(from: argument, default: toURI, table: table, service, context) else {
                 return refuse(context, settings, 400, "Invalid AOR")
             }
-            let request: RegisterRequest
+            var request: RegisterRequest
             switch readRegister(context, aor: aor, settings) {
             case .success(let read): request = read
             case .failure(let refusal): return refuse(context, settings, refusal.status, refusal.reason, refusal.header)
+            }
+            if let receivedSlot, case .text(let received) = context.avps.value(receivedSlot), received.count > 0 {
+                request.received = String(decoding: received, as: UTF8.self)
             }
             switch service.register(request) {
             case .outOfOrder:
