@@ -55,6 +55,7 @@ class Scenario:
     targets: tuple = ("ringsip", "kamailio", "opensips")  # the targets that have a script for it
     kamailio_modules: tuple = ()  # modules its kamailio.cfg loads that Debian does not package (kamailio_module)
     why_not: str = ""         # why a target missing from `targets` has none
+    setup_sql: str | None = None  # a file in the folder run on the local MariaDB before the targets start
 
     def config_files(self) -> list[str]:
         return [f"{t}.cfg" for t in self.targets]
@@ -94,6 +95,11 @@ SCENARIO_SPECS = {s.name: s for s in (
     # it by its AOR; the target stores the binding (save), finds it (lookup) and relays the call in transactions.
     Scenario("register-call", "REGISTER, then INVITE (lookup), 200, ACK, BYE, 200 relayed", 6, "uac.xml", "uas.xml",
              "INVITE to 200", shm_mb=2048, targets=("ringsip", "kamailio"),
+             why_not="no OpenSIPS install here to check an opensips.cfg against"),
+    # An authenticating registrar: REGISTER, 401, REGISTER with Digest credentials checked against a subscriber
+    # row in MariaDB, 200 (save). Both targets query the database per authenticated REGISTER.
+    Scenario("register-auth", "REGISTER, 401, REGISTER with credentials, 200", 2, "uac.xml", None,
+             "first REGISTER to 200", backend="mysql", setup_sql="setup.sql", targets=("ringsip", "kamailio"),
              why_not="no OpenSIPS install here to check an opensips.cfg against"),
 )}
 DB_URL = "mysql://ringsip:ringsip@127.0.0.1:3306/ringsip"
@@ -719,6 +725,9 @@ def start_backend(group: ProcGroup, scenario: Scenario, delay_ms: int = 20) -> B
     if scenario.backend == "mysql":
         if not mariadb_up():
             raise RuntimeError("no MariaDB on 127.0.0.1:3306: run scripts/ensure-mariadb (make test-deps)")
+        if scenario.setup_sql:
+            subprocess.run(["mariadb", "-h127.0.0.1", "-P3306", "-uringsip", "-pringsip", "ringsip"],
+                           stdin=open(scenario.folder / scenario.setup_sql), check=True, capture_output=True, timeout=60)
         return Backend("mysql", {"DB_URL": DB_URL}, mariadb_pid())
     return Backend(None, {})
 

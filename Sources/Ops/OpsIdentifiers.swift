@@ -21,6 +21,8 @@ public enum OpsComponent: UInt8, Sendable {
     case locationDatabase = 8
     /// auth_db's `CredentialsService`: its MariaDB pool for subscriber rows.
     case credentials = 9
+    /// nathelper's `NatPingService`: its keep-alive interval.
+    case natPing = 10
 }
 
 /// How Ops packs its operation ids and timer payloads.

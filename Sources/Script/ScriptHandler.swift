@@ -110,6 +110,8 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
                 case .notOurs: break
                 }
             }
+            // The answer to a request a module sent itself (nathelper's keep-alive OPTIONS): nothing to route.
+            if let via = message.topVia, Self.isOwnRequestBranch(message.bytes(of: via.branch)) { return .done }
             context.begin(shard: shard, source: datagram.source, socketIndex: datagram.socketIndex, hasMessage: true)
             if let replyRoute { runRoute(replyRoute) }
             if context.flow != .drop && context.runtimeError == nil {
@@ -145,6 +147,15 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         guard (try? message.parse(bytes)) != nil, (try? message.validate()) != nil, message.isRequest else { return }
         if let transactions, transactions.absorb(message, from: source, arrivedOn: socketIndex, on: shard) { return }
         runMainRoute(mainRoute, source: source, socketIndex: socketIndex, on: shard)
+    }
+
+    /// The Via branch prefix of requests modules send on their own (keep-alive pings), whose answers are dropped.
+    public static let ownRequestBranchPrefix = "z9hG4bK-rsping"
+    nonisolated(unsafe) private static let ownPrefixBytes = permanentBytes(ownRequestBranchPrefix)
+
+    static func isOwnRequestBranch(_ branch: UnsafeRawBufferPointer) -> Bool {
+        branch.count >= ownPrefixBytes.count
+            && bytesEqual(UnsafeRawBufferPointer(rebasing: branch[0..<ownPrefixBytes.count]), ownPrefixBytes)
     }
 
     /// Continuation payloads for a service's own turn-boundary work (`ScriptContext.continueNextTurn(for:)`):

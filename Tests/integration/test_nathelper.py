@@ -112,3 +112,59 @@ def test_a_natted_phone_is_reached_where_its_register_came_from(procs, ringsipd,
                        "Content-Length: 0\r\n\r\n").encode(), (h.LOOPBACK, port))
         message = recv_until(direct, "MESSAGE", 3)
         assert f'Contact: <sip:carl@10.0.0.8:5060>;expires=60;received="sip:127.0.0.1:{me}"' in message, message
+
+
+PING_SCRIPT = """
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "nathelper.so"
+modparam("nathelper", "received_avp", "$avp(rcv)")
+modparam("registrar", "received_avp", "$avp(rcv)")
+modparam("nathelper", "natping_interval", 1)
+modparam("nathelper", "ping_nated_only", 1)
+modparam("nathelper", "sipping_bflag", "7")
+modparam("nathelper", "sipping_from", "sip:keepalive@example.com")
+route {
+    if (is_method("REGISTER")) {
+        if (nat_uac_test(1)) {
+            fix_nated_register();
+            if ($hdr(X-Sip-Ping) == "yes") setbflag(7);
+        }
+        save("location");
+        exit;
+    }
+    sl_send_reply(403, "Forbidden");
+}
+"""
+
+
+def test_keepalive_pings_reach_natted_bindings_only(procs, ringsipd, tmp_path):
+    script = tmp_path / "ping.cfg"
+    script.write_text(PING_SCRIPT)
+    port = h.free_udp_ports(1)[0]
+    start_script(procs, ringsipd, script, port, shards=2)
+    crlf, options, direct = phone(), phone(), phone()
+    assert register(port, crlf, "crlf", "<sip:crlf@10.0.0.1:5060>").startswith("SIP/2.0 200")
+    assert register(port, options, "opt", "<sip:opt@10.0.0.2:5060>", headers="X-Sip-Ping: yes\r\n").startswith("SIP/2.0 200")
+    assert register(port, direct, "direct", f"<sip:direct@127.0.0.1:{direct.getsockname()[1]}>").startswith("SIP/2.0 200")
+    # natping_interval is 1 s: within ~2 s each NATed binding is pinged where its REGISTER came from.
+    crlf.settimeout(3)
+    assert crlf.recv(100) == b"\r\n\r\n"
+    ping = recv_until(options, "OPTIONS", 3)
+    assert ping.startswith("OPTIONS sip:opt@10.0.0.2:5060 SIP/2.0"), ping
+    assert "From: <sip:keepalive@example.com>;tag=" in ping and "CSeq: 1 OPTIONS" in ping
+    # Its answer is taken by the proxy, not routed (the script would answer anything routed with 403).
+    via = next(l for l in ping.split("\r\n") if l.startswith("Via:"))
+    lines = [l for l in ping.split("\r\n") if l.split(":", 1)[0] in ("From", "To", "Call-ID", "CSeq")]
+    options.sendto(("SIP/2.0 200 OK\r\n" + via + "\r\n" + "\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode(),
+                   (h.LOOPBACK, port))
+    # ping_nated_only: the binding registered without NAT is never pinged.
+    direct.settimeout(2.5)
+    try:
+        unexpected = direct.recv(100)
+    except socket.timeout:
+        unexpected = b""
+    assert unexpected == b"", unexpected

@@ -6,16 +6,18 @@ import Script
 /// OpenSIPS' nathelper, signalling part: `nat_uac_test(flags)` finds a user agent behind NAT, `fix_nated_register()`
 /// keeps where a REGISTER really came from for the registrar (its `received_avp`, which `lookup` then sends to),
 /// `fix_nated_contact()` and `add_rcv_param()` rewrite or mark a request's Contact with its source address.
-/// Keep-alive pings of NATed bindings (`natping_interval`) are not sent yet.
+/// Keep-alive pings of the bindings (`natping_interval`): `NatPingService`.
 public enum NathelperModule {
     public static var module: ScriptModule {
-        let noPings = "keep-alive pings of NATed contacts are not sent yet"
+        let shardsPing = "each shard pings the bindings it owns, from its timer wheel"
+        let noTimeouts = "an unanswered ping does not remove the binding"
         return ScriptModule(name: "nathelper", parameters: [
             .init("received_avp", .string),
-            .ignored("natping_interval", noPings), .ignored("ping_nated_only", noPings), .ignored("sipping_from", noPings),
-            .ignored("sipping_method", noPings), .ignored("sipping_bflag", noPings), .ignored("natping_processes", noPings),
-            .ignored("natping_socket", noPings), .ignored("natping_tcp", noPings), .ignored("max_pings_lost", noPings),
-            .ignored("ping_threshold", noPings), .ignored("remove_on_timeout_bflag", noPings),
+            .init("natping_interval", .integer, range: 0...86_400, unit: "seconds"), .init("ping_nated_only", .integer, range: 0...1),
+            .init("sipping_from", .string), .init("sipping_method", .string), .init("sipping_bflag", .string),
+            .ignored("natping_processes", shardsPing), .ignored("natping_socket", shardsPing),
+            .ignored("natping_tcp", "ringsip serves UDP only for now"), .ignored("max_pings_lost", noTimeouts),
+            .ignored("ping_threshold", noTimeouts), .ignored("remove_on_timeout_bflag", noTimeouts),
             .ignored("force_socket", "replies and requests leave from the socket they belong to"),
         ], functions: [
             ScriptFunction("nat_uac_test", module: "nathelper", arguments: 1...1, allowedIn: .request, compile: test),
@@ -27,7 +29,9 @@ public enum NathelperModule {
             ScriptFunction("add_rcv_param", module: "nathelper", arguments: 0...1, allowedIn: .request) { _, _ in
                 { context in rewriteContact(context, asParameter: true) }
             },
-        ])
+        ], service: { context, shard, configuration in
+            NatPingService(context: context, shard: shard, configuration: configuration)
+        })
     }
 
     /// The slot of an `$avp(name)` a modparam names (`"$avp(rcv)"`, or `"rcv"`), nil when unset.

@@ -1,0 +1,110 @@
+import Engine
+import Glibc
+import SIP
+import Script
+
+/// nathelper's keep-alive pings (`natping_interval`): every interval each shard pings the bindings whose AOR it
+/// owns (so each binding is pinged once, not once per shard), to keep the NAT's mapping open: a bare CRLF CRLF
+/// datagram, or an OPTIONS request for bindings carrying `sipping_bflag`. `ping_nated_only` limits them to
+/// bindings registered through `fix_nated_register` (a received address). Pings go to the received address when
+/// there is one, else to the Contact (numeric hosts only: no DNS). Answers to the OPTIONS carry a Via branch
+/// starting with `ScriptHandler.ownRequestBranchPrefix` and are dropped before any route sees them.
+/// `sipping_bflag` is taken by number (a named flag's bit is the script compiler's and unknown here: such
+/// bindings get the CRLF ping).
+final class NatPingService: ShardService {
+    static let pingBranchPrefix = ScriptHandler.ownRequestBranchPrefix
+
+    unowned let context: ScriptContext
+    unowned let shard: Shard
+    let interval: UInt64
+    let natedOnly: Bool
+    let sipPingFlag: UInt64?
+    let from: String
+    let method: String
+    private var serial = 0
+    private(set) var sent = 0
+
+    init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
+        self.context = context
+        self.shard = shard
+        interval = UInt64(configuration.integer("nathelper", "natping_interval", default: 0)) * 1000
+        natedOnly = configuration.integer("nathelper", "ping_nated_only", default: 0) == 1
+        if let bit = configuration.optionalInteger("nathelper", "sipping_bflag"), (0..<64).contains(bit) {
+            sipPingFlag = 1 << UInt64(bit)
+        } else {
+            sipPingFlag = nil
+        }
+        if case .string(let text)? = configuration.moduleParameters["nathelper"]?["sipping_from"], !text.isEmpty {
+            from = text
+        } else {
+            from = "sip:pinger@ringsip.invalid"
+        }
+        if case .string(let text)? = configuration.moduleParameters["nathelper"]?["sipping_method"], !text.isEmpty {
+            method = text
+        } else {
+            method = "OPTIONS"
+        }
+        if interval > 0 { _ = shard.schedule(after: interval, payload: OpsPacking.timerPayload(.natPing, slot: 0, generation: 0)) }
+    }
+
+    func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool { false }
+
+    func timerFired(payload: UInt64, on shard: Shard) -> Bool {
+        guard OpsPacking.component(ofTimer: payload) == .natPing else { return false }
+        if let location = context.services.lazy.compactMap({ $0 as? LocationService }).first { ping(location) }
+        _ = shard.schedule(after: interval, payload: payload)
+        return true
+    }
+
+    func stopping(on shard: Shard) {}
+
+    private func ping(_ location: LocationService) {
+        let now = shard.now
+        for (key, bindings) in location.table.records where location.owner(ofAOR: key) == shard.index {
+            for binding in bindings where binding.expires > now && (!natedOnly || !binding.received.isEmpty) {
+                guard let destination = Self.destination(binding) else { continue }
+                if let flag = sipPingFlag, binding.branchFlags & flag != 0 {
+                    sendOptions(to: destination, contact: binding.contact, socket: binding.socket)
+                } else {
+                    send(Array("\r\n\r\n".utf8), to: destination, socket: binding.socket)
+                }
+            }
+        }
+    }
+
+    /// The received address (`sip:IP:port`), else the Contact's host and port, when numeric.
+    static func destination(_ binding: Binding) -> SocketAddress? {
+        var text = binding.received.isEmpty ? binding.contact : binding.received
+        return text.withUTF8 { raw -> SocketAddress? in
+            let bytes = UnsafeRawBufferPointer(raw)
+            guard let uri = try? SIPURI.parse(bytes, 0, bytes.count), uri.host.isPresent else { return nil }
+            var host = String(decoding: bytes[Int(uri.host.start)..<Int(uri.host.end)], as: UTF8.self)
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            return SocketAddress(numericHost: host, port: uri.port ?? 5060)
+        }
+    }
+
+    private func sendOptions(to destination: SocketAddress, contact: String, socket: Int) {
+        guard socket < shard.localAddresses.count else { return }
+        serial += 1
+        let local = shard.localAddresses[socket]
+        let host = local.isIPv6 ? "[\(local.hostString)]" : local.hostString
+        let request = "\(method) \(contact) SIP/2.0\r\n"
+            + "Via: SIP/2.0/UDP \(host):\(local.port);branch=\(Self.pingBranchPrefix)-\(shard.index)-\(serial)\r\n"
+            + "From: <\(from)>;tag=\(shard.index)-\(serial)\r\nTo: <\(contact)>\r\n"
+            + "Call-ID: natping-\(shard.index)-\(serial)@\(host)\r\nCSeq: 1 \(method)\r\nMax-Forwards: 70\r\n"
+            + "Content-Length: 0\r\n\r\n"
+        send(Array(request.utf8), to: destination, socket: socket)
+    }
+
+    private func send(_ bytes: [UInt8], to destination: SocketAddress, socket: Int) {
+        guard let index = shard.socketIndex(for: destination, preferring: socket), let out = shard.makeDatagram() else { return }
+        guard bytes.count <= out.buffer.count else {
+            shard.discard(out)
+            return
+        }
+        bytes.withUnsafeBytes { out.buffer.copyMemory(from: $0) }
+        shard.send(out, length: bytes.count, to: destination, socketIndex: index)
+        sent += 1
+    }
+}
