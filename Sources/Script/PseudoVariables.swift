@@ -9,7 +9,7 @@ extension ScriptCompiler {
         "fu", "fU", "fd", "tu", "tU", "td", "ci", "cs", "rm", "rs", "rr", "si", "sp", "Ri", "Rp", "pr", "ua", "ml", "mb",
         "hdr", "rc", "retcode", "time", "Ts", "from", "to", "proto", "src_ip", "T_reply_code", "T_branch_idx", "T_ruri",
         "branch", "ct", "cT", "cl", "rb", "ft", "tt", "fn", "tn", "ou", "oU", "od", "rv", "msg.type", "msg.is_request",
-        "err.class", "err.level", "err.info", "err.rcode", "err.rreason", "socket_in",
+        "err.class", "err.level", "err.info", "err.rcode", "err.rreason", "socket_in", "au", "ar", "an", "adu",
     ]
 
     public func read(_ variable: PseudoVariable) throws(CompileError) -> Evaluate {
@@ -193,6 +193,12 @@ extension ScriptCompiler {
             guard let index = context.message.firstIndex(of: .userAgent) else { return .null }
             return .text(context.message.bytes(of: context.message.header(at: index).value))
         },
+        // The Digest credentials the request carries (Authorization, else Proxy-Authorization): user, realm, nonce,
+        // and the uri they were computed for.
+        "au": { context in credentials(context).map { text(context, $0.username) } ?? .null },
+        "ar": { context in credentials(context).map { text(context, $0.realm) } ?? .null },
+        "an": { context in credentials(context).map { text(context, $0.nonce) } ?? .null },
+        "adu": { context in credentials(context).map { text(context, $0.uri) } ?? .null },
         "ml": { context in .integer(context.message.length) },
         "mb": { context in .text(UnsafeRawBufferPointer(rebasing: context.message.bytes[0..<context.message.length])) },
         "ct": { context in firstHeaderValue(context, .contact) },
@@ -597,3 +603,23 @@ func replacingURIPart(_ text: UnsafeRawBufferPointer, _ part: URIPart, with valu
 
 nonisolated(unsafe) private let atSign = permanentBytes("@")
 nonisolated(unsafe) private let colon = permanentBytes(":")
+
+/// The first Digest credentials of the message, Authorization first.
+private func credentials(_ context: ScriptContext) -> SIPDigestCredentials? {
+    let message = context.message
+    for kind in [SIPHeaderKind.authorization, .proxyAuthorization] {
+        var index = message.firstIndex(of: kind)
+        while let i = index {
+            if let digest = SIPDigestCredentials(message.bytes(of: message.header(at: i).value)) { return digest }
+            index = message.nextIndex(sameKindAs: i)
+        }
+    }
+    return nil
+}
+
+/// A String value for the route, copied into the arena.
+private func text(_ context: ScriptContext, _ value: String) -> ScriptValue {
+    var value = value
+    guard let copied = value.withUTF8({ context.arena.copy(UnsafeRawBufferPointer($0)) }) else { return .null }
+    return .text(copied)
+}

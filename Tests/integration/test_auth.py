@@ -38,6 +38,7 @@ modparam("auth_db", "db_url", "%s")
 modparam("auth_db", "calculate_ha1", %d)
 modparam("auth_db", "password_column", "%s")
 modparam("auth", "nonce_expire", 5)
+modparam("auth_db", "credentials_cache", %d)
 route {
     if (has_totag()) { t_relay(); exit; }
     loose_route();
@@ -50,6 +51,7 @@ route {
             www_challenge("", "auth");
             exit;
         }
+        append_to_reply("X-Authenticated: $au in $ar\r\n");
         consume_credentials();
         save("location");
         exit;
@@ -75,9 +77,9 @@ def subscribers():
     sql(f"DROP TABLE IF EXISTS {TABLE}")
 
 
-def daemon(procs, ringsipd, tmp_path, calculate: bool = False, shards: int = 2) -> int:
+def daemon(procs, ringsipd, tmp_path, calculate: bool = False, shards: int = 2, cache: int = 0) -> int:
     script = tmp_path / "auth.cfg"
-    script.write_text(SCRIPT % (DB_URL, 1 if calculate else 0, "password" if calculate else "ha1", TABLE))
+    script.write_text(SCRIPT % (DB_URL, 1 if calculate else 0, "password" if calculate else "ha1", cache, TABLE))
     port = h.free_udp_ports(1)[0]
     start_script(procs, ringsipd, script, port, shards=shards)
     return port
@@ -129,6 +131,7 @@ def test_digest_registration_round_trip(procs, ringsipd, tmp_path, subscribers, 
     ok = alice.send(alice.authorization(challenge, "wonderland"))
     assert ok.startswith("SIP/2.0 200 OK"), ok
     assert f"<sip:alice@127.0.0.1:{alice.me}>;expires=" in ok
+    assert "X-Authenticated: alice in example.com" in ok, ok  # $au and $ar
     # The same nonce with a higher count is fine; the same count again is a replay: stale, challenged again.
     assert alice.send(alice.authorization(challenge, "wonderland", nc=2)).startswith("SIP/2.0 200 OK")
     replay = alice.send(alice.authorization(challenge, "wonderland", nc=2))
@@ -201,3 +204,20 @@ def test_baresip_phones_register_with_passwords_and_call(procs, ringsipd, tmp_pa
     wrong = Phone(procs, tmp_path / "eve", "bob", port, extra_account=";auth_pass=guess")
     with pytest.raises(AssertionError):
         wrong.wait_registered(seconds=3)
+
+
+def test_with_a_credentials_cache_a_known_subscriber_needs_no_query(procs, ringsipd, tmp_path, subscribers):
+    port = daemon(procs, ringsipd, tmp_path, shards=1, cache=60)
+    alice = Registrar(port, "alice")
+    challenge = Registrar.challenge(alice.send())
+    assert alice.send(alice.authorization(challenge, "wonderland")).startswith("SIP/2.0 200 OK")
+    sql(f"RENAME TABLE {TABLE} TO {TABLE}_away")
+    try:
+        # The row fetched a moment ago answers without the table; a wrong password is still wrong.
+        assert alice.send(alice.authorization(challenge, "wonderland", nc=2)).startswith("SIP/2.0 200 OK")
+        assert alice.send(alice.authorization(challenge, "mushroom", nc=3)).startswith("SIP/2.0 403 Wrong Password")
+        # A subscriber never fetched needs the table.
+        bob = Registrar(port, "bob")
+        assert bob.send(bob.authorization(challenge, "builder")).startswith("SIP/2.0 500")
+    finally:
+        sql(f"RENAME TABLE {TABLE}_away TO {TABLE}")

@@ -35,6 +35,7 @@ public enum AuthModule {
             .init("user_column", .string), .init("domain_column", .string), .init("password_column", .string),
             .init("password_column_2", .string), .init("calculate_ha1", .integer, range: 0...1),
             .init("use_domain", .integer, range: 0...1), .init("db_connections", .integer, range: 1...64),
+            .init("credentials_cache", .integer, range: 0...86_400, unit: "seconds"),
             .ignored("load_credentials", "no subscriber column is copied into AVPs yet"),
             .ignored("skip_version_check", "the subscriber table's version is not checked"),
         ], functions: [

@@ -40,6 +40,11 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
     private let userColumn, domainColumn, passwordColumn, passwordColumn2: String
     private let useDomain: Bool
     private let timeout: UInt64
+    /// auth_db's `credentials_cache` (a ringsip modparam, seconds; 0, the default, keeps none): how long a
+    /// subscriber row fetched on this shard is used again without a query. A changed password takes effect
+    /// after at most that long.
+    private let cacheLifetime: UInt64
+    private var cache: [String: (secret: String, until: UInt64)] = [:]
 
     private struct Held {
         var bytes: [UInt8]
@@ -70,6 +75,7 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
         passwordColumn2 = name("password_column_2", "ha1b")
         useDomain = configuration.integer("auth_db", "use_domain", default: 0) == 1
         timeout = UInt64(configuration.asyncTimeout ?? 2000)
+        cacheLifetime = UInt64(configuration.integer("auth_db", "credentials_cache", default: 0)) * 1000
         if let url = DatabaseModule.url(of: "auth_db", in: configuration),
            var settings = try? DatabaseRunner.Configuration(url: url) {
             settings.connections = configuration.integer("auth_db", "db_connections", default: 4)
@@ -103,9 +109,20 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
 
     func prefetch(_ message: SIPMessage, bytes: UnsafeRawBufferPointer, source: SocketAddress, socketIndex: Int,
                   on shard: Shard) -> Bool {
+        // Whatever the last request left is not this one's.
+        current = nil
+        staleNow = false
         guard let runner, let table = Self.tables.withLock({ $0.first }),
               let (digest, _) = Self.credentials(in: message, proxy: false, realm: nil)
                 ?? Self.credentials(in: message, proxy: true, realm: nil) else { return false }
+        if cacheLifetime > 0, let hit = cache[Self.cacheKey(digest, table)] {
+            if hit.until > shard.now {
+                // Routed now, with the row fetched earlier.
+                current = Fetched(table: table, username: digest.username, realm: digest.realm, outcome: .found(hit.secret))
+                return false
+            }
+            cache[Self.cacheKey(digest, table)] = nil
+        }
         // A retransmission of a request already held: the held copy will be answered.
         let key = message.string(message.callID ?? .absent) + "\u{0}\(message.cseq?.number ?? 0)\u{0}"
             + message.string(message.methodName) + "\u{0}\(source.hostString):\(source.port)"
@@ -144,6 +161,12 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
         }
         held[token]?.fetched.outcome = outcome
         held[token]?.done = true
+        if cacheLifetime > 0, case .found(let secret) = outcome, let fetched = held[token]?.fetched {
+            if cache.count >= 100_000 { cache = cache.filter { $0.value.until > shard.now } }
+            if cache.count < 100_000 {
+                cache[fetched.username + "\u{0}" + fetched.realm + "\u{0}" + fetched.table] = (secret, shard.now + cacheLifetime)
+            }
+        }
         // Routed at the end of the turn, from the loop: never inside the runner's delivery.
         context.continueNextTurn(for: self, value: token)
     }
@@ -158,6 +181,10 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
             staleNow = false
         }
         request.bytes.withUnsafeBytes { context.routeHeld?($0, request.source, request.socketIndex) }
+    }
+
+    static func cacheKey(_ digest: DigestCredentials, _ table: String) -> String {
+        digest.username + "\u{0}" + digest.realm + "\u{0}" + table
     }
 
     /// Accepts a nonce count only when it is higher than any seen for the nonce on this shard.
