@@ -9,7 +9,7 @@ extension ScriptCompiler {
         "fu", "fU", "fd", "tu", "tU", "td", "ci", "cs", "rm", "rs", "rr", "si", "sp", "Ri", "Rp", "pr", "ua", "ml", "mb",
         "hdr", "rc", "retcode", "time", "Ts", "from", "to", "proto", "src_ip", "T_reply_code", "T_branch_idx", "T_ruri",
         "branch", "ct", "cT", "cl", "rb", "ft", "tt", "fn", "tn", "ou", "oU", "od", "rv", "msg.type", "msg.is_request",
-        "err.class", "err.level", "err.info", "err.rcode", "err.rreason", "socket_in", "au", "ar", "an", "adu",
+        "err.class", "err.level", "err.info", "err.rcode", "err.rreason", "socket_in", "au", "aU", "ar", "an", "adu",
     ]
 
     public func read(_ variable: PseudoVariable) throws(CompileError) -> Evaluate {
@@ -195,7 +195,12 @@ extension ScriptCompiler {
         },
         // The Digest credentials the request carries (Authorization, else Proxy-Authorization): user, realm, nonce,
         // and the uri they were computed for.
-        "au": { context in credentials(context).map { text(context, $0.username) } ?? .null },
+        // $aU the whole username, $au its user part (before an '@'), as OpenSIPS.
+        "aU": { context in credentials(context).map { text(context, $0.username) } ?? .null },
+        "au": { context in
+            credentials(context).map { text(context, String($0.username.split(separator: "@", maxSplits: 1).first ?? "")) }
+                ?? .null
+        },
         "ar": { context in credentials(context).map { text(context, $0.realm) } ?? .null },
         "an": { context in credentials(context).map { text(context, $0.nonce) } ?? .null },
         "adu": { context in credentials(context).map { text(context, $0.uri) } ?? .null },

@@ -26,7 +26,9 @@ class Phone:
                  regint: int = 600, extra_account: str = ""):
         self.user = user
         self.aor = f"sip:{user}@example.com"
-        sip_port, self.control_port = h.free_udp_ports(1)[0], free_tcp_port()
+        # baresip listens for SIP on UDP and TCP at once: the port must be free for both.
+        sip_port = free_port_for_udp_and_tcp()
+        self.control_port = free_tcp_port(avoid=sip_port)
         self.sip_port = sip_port
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config").write_text(
@@ -121,7 +123,24 @@ class Phone:
                              f"log: {self.proc.stdout()[-2000:]}")
 
 
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((h.LOOPBACK, 0))
-        return s.getsockname()[1]
+def free_tcp_port(avoid: int = 0) -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((h.LOOPBACK, 0))
+            port = s.getsockname()[1]
+        if port != avoid:
+            return port
+
+
+def free_port_for_udp_and_tcp() -> int:
+    """A port both a UDP and a TCP socket can bind now (a UDP-free port may still be a TCP connection's)."""
+    while True:
+        port = free_tcp_port()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+                 socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                udp.bind((h.LOOPBACK, port))
+                tcp.bind((h.LOOPBACK, port))
+            return port
+        except OSError:
+            continue

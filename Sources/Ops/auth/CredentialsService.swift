@@ -45,6 +45,7 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
     /// after at most that long.
     private let cacheLifetime: UInt64
     private var cache: [String: (secret: String, until: UInt64)] = [:]
+    private var nextCacheSweep: UInt64 = 0
 
     private struct Held {
         var bytes: [UInt8]
@@ -115,6 +116,10 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
         guard let runner, let table = Self.tables.withLock({ $0.first }),
               let (digest, _) = Self.credentials(in: message, proxy: false, realm: nil)
                 ?? Self.credentials(in: message, proxy: true, realm: nil) else { return false }
+        // A retransmission of a request already held: the held copy will be answered.
+        let key = message.string(message.callID ?? .absent) + "\u{0}\(message.cseq?.number ?? 0)\u{0}"
+            + message.string(message.methodName) + "\u{0}\(source.hostString):\(source.port)"
+        if heldKeys.contains(key) { return true }
         if cacheLifetime > 0, let hit = cache[Self.cacheKey(digest, table)] {
             if hit.until > shard.now {
                 // Routed now, with the row fetched earlier.
@@ -123,10 +128,6 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
             }
             cache[Self.cacheKey(digest, table)] = nil
         }
-        // A retransmission of a request already held: the held copy will be answered.
-        let key = message.string(message.callID ?? .absent) + "\u{0}\(message.cseq?.number ?? 0)\u{0}"
-            + message.string(message.methodName) + "\u{0}\(source.hostString):\(source.port)"
-        if heldKeys.contains(key) { return true }
         // Too long to escape (kilobytes of username): not fetched; authorize answers -5.
         guard let user = quoted(digest.username, runner), let realm = quoted(digest.realm, runner) else { return false }
         var query = "SELECT \(digest.username.contains("@") ? passwordColumn2 : passwordColumn) FROM \(table) WHERE "
@@ -162,7 +163,10 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
         held[token]?.fetched.outcome = outcome
         held[token]?.done = true
         if cacheLifetime > 0, case .found(let secret) = outcome, let fetched = held[token]?.fetched {
-            if cache.count >= 100_000 { cache = cache.filter { $0.value.until > shard.now } }
+            if cache.count >= 100_000 && shard.now >= nextCacheSweep {
+                cache = cache.filter { $0.value.until > shard.now }
+                nextCacheSweep = shard.now + 1000
+            }
             if cache.count < 100_000 {
                 cache[fetched.username + "\u{0}" + fetched.realm + "\u{0}" + fetched.table] = (secret, shard.now + cacheLifetime)
             }

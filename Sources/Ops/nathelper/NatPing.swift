@@ -23,6 +23,12 @@ final class NatPingService: ShardService {
     let method: String
     private var serial = 0
     private(set) var sent = 0
+    /// This interval's pings not sent yet: sent a batch a turn, so they never take every send slot at once.
+    private var pending: [(destination: SocketAddress, contact: String, socket: Int, options: Bool)] = []
+    private var pendingNext = 0
+    static let batch = 256
+    /// Payload of the timer that sends the next batch (slot 1; slot 0 is the interval's).
+    private var batchPayload: UInt64 { OpsPacking.timerPayload(.natPing, slot: 1, generation: 0) }
 
     init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
         self.context = context
@@ -51,25 +57,46 @@ final class NatPingService: ShardService {
 
     func timerFired(payload: UInt64, on shard: Shard) -> Bool {
         guard OpsPacking.component(ofTimer: payload) == .natPing else { return false }
-        if let location = context.services.lazy.compactMap({ $0 as? LocationService }).first { ping(location) }
-        _ = shard.schedule(after: interval, payload: payload)
+        if payload == batchPayload {
+            sendBatch()
+            return true
+        }
+        if let location = context.services.lazy.compactMap({ $0 as? LocationService }).first { collect(location) }
+        sendBatch()
+        if shard.schedule(after: interval, payload: payload) == nil {
+            context.log.write(level: -1, "ringsipd: nathelper: the timer wheel is full; keep-alive pings stop")
+        }
         return true
     }
 
     func stopping(on shard: Shard) {}
 
-    private func ping(_ location: LocationService) {
+    /// This interval's pings: the live bindings of the AORs this shard owns (NATed ones only with ping_nated_only).
+    private func collect(_ location: LocationService) {
+        pending.removeAll(keepingCapacity: true)
+        pendingNext = 0
         let now = shard.now
         for (key, bindings) in location.table.records where location.owner(ofAOR: key) == shard.index {
             for binding in bindings where binding.expires > now && (!natedOnly || !binding.received.isEmpty) {
                 guard let destination = Self.destination(binding) else { continue }
-                if let flag = sipPingFlag, binding.branchFlags & flag != 0 {
-                    sendOptions(to: destination, contact: binding.contact, socket: binding.socket)
-                } else {
-                    send(Array("\r\n\r\n".utf8), to: destination, socket: binding.socket)
-                }
+                let options = sipPingFlag.map { binding.branchFlags & $0 != 0 } ?? false
+                pending.append((destination, binding.contact, binding.socket, options))
             }
         }
+    }
+
+    private func sendBatch() {
+        let end = min(pendingNext + Self.batch, pending.count)
+        while pendingNext < end {
+            let ping = pending[pendingNext]
+            pendingNext += 1
+            if ping.options {
+                sendOptions(to: ping.destination, contact: ping.contact, socket: ping.socket)
+            } else {
+                send(Array("\r\n\r\n".utf8), to: ping.destination, socket: ping.socket)
+            }
+        }
+        if pendingNext < pending.count { _ = shard.schedule(after: 1, payload: batchPayload) }
     }
 
     /// The received address (`sip:IP:port`), else the Contact's host and port, when numeric.
@@ -98,7 +125,10 @@ final class NatPingService: ShardService {
     }
 
     private func send(_ bytes: [UInt8], to destination: SocketAddress, socket: Int) {
-        guard let index = shard.socketIndex(for: destination, preferring: socket), let out = shard.makeDatagram() else { return }
+        guard let index = shard.socketIndex(for: destination, preferring: socket), let out = shard.makeDatagram() else {
+            shard.counters.dropped += 1
+            return
+        }
         guard bytes.count <= out.buffer.count else {
             shard.discard(out)
             return

@@ -60,7 +60,7 @@ public enum NathelperModule {
             let contact = firstContact(message)
             if bits & 1 != 0, let contact, isPrivateIPv4(message.string(contact.host)) { return 1 }
             if let via = message.topVia {
-                let host = message.string(via.host)
+                let host = message.string(via.host).trimming("[]")
                 if bits & 2 != 0, host != source.hostString { return 1 }
                 if bits & 4 != 0, isPrivateIPv4(host) { return 1 }
                 if bits & 16 != 0, Int(via.port ?? 5060) != Int(source.port) { return 1 }
@@ -89,9 +89,12 @@ public enum NathelperModule {
             || (parts[0] == 100 && (64...127).contains(parts[1]))
     }
 
+    /// Unique local addresses, fc00::/7: a first group of four hex digits starting fc or fd.
     static func isPrivateIPv6(_ host: String) -> Bool {
         let bare = host.trimming("[]").lowercased()
-        return bare.contains(":") && (bare.hasPrefix("fc") || bare.hasPrefix("fd"))
+        guard let first = bare.split(separator: ":", omittingEmptySubsequences: false).first, first.count == 4,
+              first.allSatisfy(\.isHexDigit) else { return false }
+        return first.hasPrefix("fc") || first.hasPrefix("fd")
     }
 
     static func sdpConnectionIsPrivate(_ message: SIPMessage) -> Bool {
@@ -133,7 +136,6 @@ public enum NathelperModule {
         var values = message.values(ofHeaderAt: index)
         guard let value = values.next(), let address = try? SIPNameAddr.parse(message.bytes, value),
               address.uri.host.isPresent else { return -1 }
-        let whole = message.string(message.header(at: index).value)
         let valueStart = Int(value.start), valueEnd = Int(value.end)
         let bytes = Array(message.bytes)
         func text(_ from: Int, _ to: Int) -> String { String(decoding: bytes[from..<to], as: UTF8.self) }
@@ -152,9 +154,8 @@ public enum NathelperModule {
             }
             rewritten = text(valueStart, hostStart) + "\(host):\(source.port)" + text(hostEnd, valueEnd)
         }
-        // Other Contacts of the same header (rare outside REGISTER) stay as they were.
-        let rest = whole.count > valueEnd - Int(message.header(at: index).value.start)
-            ? String(whole.dropFirst(valueEnd - Int(message.header(at: index).value.start))) : ""
+        // Other Contacts of the same header (rare outside REGISTER) stay as they were: the bytes after this value.
+        let rest = text(valueEnd, Int(message.header(at: index).value.end))
         var line = "Contact: " + rewritten + rest + "\r\n"
         let appended = line.withUTF8 { context.appendHeaderLine(UnsafeRawBufferPointer($0)) }
         guard appended else { return -1 }
