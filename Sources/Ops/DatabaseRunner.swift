@@ -227,6 +227,14 @@ public final class DatabaseRunner {
     /// backslashes are still escaped). Writes a NUL after the result.
     /// - Returns: the escaped length (without the NUL), or nil when `out` is smaller than
     ///   `2 * bytes.count + 1` or the input is not valid in the connection's character set.
+    /// `text` as a quoted SQL string literal (`'…'`, escaped as `escape` does, through `scratch`); nil when it does
+    /// not fit `scratch` or is not valid in the connection's character set.
+    public func literal(_ text: String, scratch: UnsafeMutableRawBufferPointer) -> String? {
+        var text = text
+        guard let length = text.withUTF8({ escape(UnsafeRawBufferPointer($0), into: scratch) }) else { return nil }
+        return "'" + String(decoding: UnsafeRawBufferPointer(rebasing: scratch[0..<length]), as: UTF8.self) + "'"
+    }
+
     public func escape(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Int? {
         guard out.count >= 2 * bytes.count + 1, let to = out.baseAddress?.assumingMemoryBound(to: CChar.self)
         else { return nil }

@@ -13,6 +13,15 @@ extension ScriptContext {
         appendHeader(line)
     }
 
+    /// `replyToRequest` with a constant reason and header lines as text.
+    public func replyToRequest(status: Int, reason: StaticString, headers: String) -> Bool {
+        var headers = headers
+        return headers.withUTF8 { lines in
+            replyToRequest(status: status, reason: UnsafeRawBufferPointer(start: reason.utf8Start, count: reason.utf8CodeUnitCount),
+                           extraHeaders: UnsafeRawBufferPointer(lines))
+        }
+    }
+
     /// Answers the request being routed as `send_reply` does: through its transaction when there is one, else
     /// statelessly. `extraHeaders` (whole CRLF-terminated lines) follow the script's `append_to_reply` lines.
     public func replyToRequest(status: Int, reason: UnsafeRawBufferPointer,

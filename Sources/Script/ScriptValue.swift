@@ -109,6 +109,12 @@ public final class Arena {
         return UnsafeRawBufferPointer(space)
     }
 
+    /// A copy of `text`'s UTF-8 in the arena: for values modules keep as Strings (a registered Contact).
+    public func copy(_ text: String) -> UnsafeRawBufferPointer? {
+        var text = text
+        return text.withUTF8 { copy(UnsafeRawBufferPointer($0)) }
+    }
+
     /// Starts text that is appended piece by piece at the arena's end; finish with `end(_:)`.
     /// Nothing else may allocate from the arena in between.
     @inline(__always)

@@ -80,7 +80,7 @@ public enum AuthModule {
             guard let text = compiler.constantText(argument) else {
                 throw compiler.error("\(call.name)'s qop is a constant: \"auth\", \"\" (or 1 / 0)", at: argument.location)
             }
-            qopAuth = text == "1" || text.split(separator: ",").contains { $0.trimmingSpaces == "auth" }
+            qopAuth = text == "1" || text.split(separator: ",").contains { String($0).trimming(" \t") == "auth" }
         }
         let issuer = issuer(compiler.configuration)
         guard let service = compiler.serviceIndex(of: "auth_db") else {
@@ -101,7 +101,7 @@ public enum AuthModule {
             if credentials?.current != nil && credentials?.staleNow == true { line += ", stale=true" }
             line += "\r\n"
             let reason: StaticString = proxy ? "Proxy Authentication Required" : "Unauthorized"
-            return RegistrarModule.reply(context, status, reason, line) ? 1 : -1
+            return context.replyToRequest(status: status, reason: reason, headers: line) ? 1 : -1
         }
     }
 

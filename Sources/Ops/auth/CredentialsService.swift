@@ -129,7 +129,8 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
             cache[Self.cacheKey(digest, table)] = nil
         }
         // Too long to escape (kilobytes of username): not fetched; authorize answers -5.
-        guard let user = quoted(digest.username, runner), let realm = quoted(digest.realm, runner) else { return false }
+        guard let user = runner.literal(digest.username, scratch: escapeBuffer),
+              let realm = runner.literal(digest.realm, scratch: escapeBuffer) else { return false }
         var query = "SELECT \(digest.username.contains("@") ? passwordColumn2 : passwordColumn) FROM \(table) WHERE "
             + "\(userColumn) = \(user)"
         if useDomain { query += " AND \(domainColumn) = \(realm)" }
@@ -202,12 +203,6 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
         }
         counts[nonce] = count
         return true
-    }
-
-    private func quoted(_ text: String, _ runner: DatabaseRunner) -> String? {
-        var text = text
-        guard let escaped = text.withUTF8({ runner.escape(UnsafeRawBufferPointer($0), into: escapeBuffer) }) else { return nil }
-        return "'" + String(decoding: UnsafeRawBufferPointer(rebasing: escapeBuffer[0..<escaped]), as: UTF8.self) + "'"
     }
 
     // MARK: - ShardService

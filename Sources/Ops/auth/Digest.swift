@@ -69,12 +69,3 @@ struct NonceIssuer: Sendable {
         return String(repeating: "0", count: 8 - digits.count) + digits
     }
 }
-
-extension Substring {
-    var trimmingSpaces: Substring {
-        var s = self
-        while let c = s.first, c == " " || c == "\t" { s.removeFirst() }
-        while let c = s.last, c == " " || c == "\t" { s.removeLast() }
-        return s
-    }
-}

@@ -22,7 +22,6 @@ final class NatPingService: ShardService {
     let from: String
     let method: String
     private var serial = 0
-    private(set) var sent = 0
     /// This interval's pings not sent yet: sent a batch a turn, so they never take every send slot at once.
     private var pending: [(destination: SocketAddress, contact: String, socket: Int, options: Bool)] = []
     private var pendingNext = 0
@@ -135,6 +134,5 @@ final class NatPingService: ShardService {
         }
         bytes.withUnsafeBytes { out.buffer.copyMemory(from: $0) }
         shard.send(out, length: bytes.count, to: destination, socketIndex: index)
-        sent += 1
     }
 }

@@ -123,8 +123,7 @@ public enum NathelperModule {
     /// `sip:IP:port` of the request's source, in the arena.
     static func sourceURI(_ context: ScriptContext) -> UnsafeRawBufferPointer? {
         let source = context.source
-        var text = "sip:" + (source.isIPv6 ? "[\(source.hostString)]" : source.hostString) + ":\(source.port)"
-        return text.withUTF8 { context.arena.copy(UnsafeRawBufferPointer($0)) }
+        return context.arena.copy("sip:" + (source.isIPv6 ? "[\(source.hostString)]" : source.hostString) + ":\(source.port)")
     }
 
     /// Replaces the first Contact with one whose URI's host and port are the source's (`fix_nated_contact`), or

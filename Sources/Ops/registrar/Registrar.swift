@@ -108,15 +108,15 @@ public enum RegistrarModule {
             guard let aor = aor(from: argument, default: { $0.currentRequestURI }, table: table, service, context) else {
                 return -3
             }
-            let bindings = service.table.bindings(of: aor, now: context.shard.now)
+            let bindings = service.table.live(of: aor, now: context.shard.now)
             guard let first = bindings.first else { return -1 }
             guard route(context, to: first) else { return -3 }
             if appendBranches {
                 // The Route set belongs to the whole request, not to a branch: only bindings reached through the
                 // same Path as the first are forked to.
                 for binding in bindings.dropFirst() where binding.path == first.path {
-                    guard let uri = copy(binding.contact, context) else { return -3 }
-                    let destination = binding.received.isEmpty ? firstPathURI(binding.path, context) : copy(binding.received, context)
+                    guard let uri = context.arena.copy(binding.contact) else { return -3 }
+                    let destination = binding.received.isEmpty ? firstPathURI(binding.path, context) : context.arena.copy(binding.received)
                     if !context.appendDestination(uri: uri, destination: destination) { break }
                 }
             }
@@ -127,11 +127,11 @@ public enum RegistrarModule {
     /// Points the Request-URI branch at a binding: its Contact as the Request-URI, `$du` at where it registered
     /// from (NAT) or at its first Path hop, its Path as the Route set, its branch flags.
     static func route(_ context: ScriptContext, to binding: Binding) -> Bool {
-        guard let uri = copy(binding.contact, context) else { return false }
+        guard let uri = context.arena.copy(binding.contact) else { return false }
         context.requestURI = uri
         context.branchFlags = binding.branchFlags
         if !binding.received.isEmpty {
-            context.destinationURI = copy(binding.received, context)
+            context.destinationURI = context.arena.copy(binding.received)
         }
         if !binding.path.isEmpty {
             // RFC 3327 §5: the Path becomes the Route set, ahead of any Route the request still carries.
@@ -169,12 +169,7 @@ public enum RegistrarModule {
         if let open = first.firstIndex(of: "<"), let close = first.firstIndex(of: ">"), open < close {
             first = String(first[first.index(after: open)..<close])
         }
-        return copy(first, context)
-    }
-
-    static func copy(_ text: String, _ context: ScriptContext) -> UnsafeRawBufferPointer? {
-        var text = text
-        return text.withUTF8 { context.arena.copy(UnsafeRawBufferPointer($0)) }
+        return context.arena.copy(first)
     }
 
     // MARK: - registered, remove
@@ -189,7 +184,7 @@ public enum RegistrarModule {
                 context.hasMessage && context.message.method == .register ? toURI(context) : context.currentRequestURI
             }
             guard let aor = aor(from: argument, default: fallback, table: table, service, context) else { return -1 }
-            return service.table.bindings(of: aor, now: context.shard.now).isEmpty ? -1 : 1
+            return service.table.live(of: aor, now: context.shard.now).isEmpty ? -1 : 1
         }
     }
 

@@ -91,7 +91,7 @@ extension RegistrarModule {
             case .applied:
                 guard settings.reply else { return 1 }
                 let lines = okHeaders(service.table.bindings(of: aor, now: context.shard.now), request, context, settings)
-                return reply(context, 200, "OK", lines) ? 1 : -1
+                return context.replyToRequest(status: 200, reason: "OK", headers: lines) ? 1 : -1
             }
         }
     }
@@ -202,17 +202,8 @@ extension RegistrarModule {
 
     static func refuse(_ context: ScriptContext, _ settings: SaveSettings, _ status: Int, _ reason: StaticString,
                        _ header: String? = nil) -> Int {
-        if settings.reply { _ = reply(context, status, reason, header ?? "") }
+        if settings.reply { _ = context.replyToRequest(status: status, reason: reason, headers: header ?? "") }
         return -1
-    }
-
-    static func reply(_ context: ScriptContext, _ status: Int, _ reason: StaticString, _ headers: String) -> Bool {
-        var headers = headers
-        return headers.withUTF8 { lines in
-            context.replyToRequest(status: status,
-                                   reason: UnsafeRawBufferPointer(start: reason.utf8Start, count: reason.utf8CodeUnitCount),
-                                   extraHeaders: UnsafeRawBufferPointer(lines))
-        }
     }
 
     /// A non-negative decimal (an Expires value); values past 2^31-1 are taken as 2^31-1 (§20.19 allows larger

@@ -132,6 +132,11 @@ public final class LocationTable {
         return all.filter { $0.expires > now }
     }
 
+    /// The same, as a view that copies nothing: what `lookup` reads for every call.
+    public func live(of aor: String, now: UInt64) -> LazyFilterSequence<[Binding]> {
+        (records[aor] ?? []).lazy.filter { $0.expires > now }
+    }
+
     /// Applies a REGISTER as RFC 3261 §10.3 steps 6–8 say. All or nothing: a request refused changes nothing.
     public func apply(_ request: RegisterRequest, now: UInt64) -> RegisterOutcome {
         let before = records[request.aor] ?? []

@@ -144,11 +144,9 @@ final class UsrlocWriter: DatabaseRunnerDelegate {
         }
     }
 
+    /// Every field fits `escapeBuffer`, so this never fails for want of room.
     private func quoted(_ text: String) -> String {
-        var text = text
-        let escaped = text.withUTF8 { runner.escape(UnsafeRawBufferPointer($0), into: escapeBuffer) }
-        guard let escaped else { return "''" }
-        return "'" + String(decoding: UnsafeRawBufferPointer(rebasing: escapeBuffer[0..<escaped]), as: UTF8.self) + "'"
+        runner.literal(text, scratch: escapeBuffer) ?? "''"
     }
 
     private func submit(_ query: String) {
