@@ -5,6 +5,7 @@ JSON: commands in, responses and events out)."""
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import socket
 import time
@@ -26,9 +27,25 @@ class Phone:
                  regint: int = 600, extra_account: str = ""):
         self.user = user
         self.aor = f"sip:{user}@example.com"
-        # baresip listens for SIP on UDP and TCP at once: the port must be free for both.
+        self.buffer = b""
+        self.events: list[dict] = []
+        # A port found free can still be taken before baresip binds it: start again on other ports (twice at most).
+        for attempt in range(3):
+            try:
+                self._start(procs, folder, proxy_port, answer, regint, extra_account)
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                procs.stop(self.proc)
+
+    def _start(self, procs: h.ProcGroup, folder: Path, proxy_port: int, answer: str, regint: int,
+               extra_account: str) -> None:
+        user = self.user
+        # baresip listens for SIP on UDP and TCP at once: the port must be free for both, and outside the
+        # kernel's ephemeral range, where any new connection may take it meanwhile.
         sip_port = free_port_for_udp_and_tcp()
-        self.control_port = free_tcp_port(avoid=sip_port)
+        self.control_port = free_port_for_udp_and_tcp(avoid=sip_port)
         self.sip_port = sip_port
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config").write_text(
@@ -47,8 +64,6 @@ class Phone:
         (folder / "contacts").write_text("")
         self.proc = procs.start(f"baresip-{user}", ["baresip", "-f", str(folder)])
         self.control = self._connect()
-        self.buffer = b""
-        self.events: list[dict] = []
 
     def _connect(self) -> socket.socket:
         deadline = time.monotonic() + 10
@@ -123,19 +138,12 @@ class Phone:
                              f"log: {self.proc.stdout()[-2000:]}")
 
 
-def free_tcp_port(avoid: int = 0) -> int:
+def free_port_for_udp_and_tcp(avoid: int = 0) -> int:
+    """A port below the ephemeral range (32768 up) that both a UDP and a TCP socket can bind now."""
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((h.LOOPBACK, 0))
-            port = s.getsockname()[1]
-        if port != avoid:
-            return port
-
-
-def free_port_for_udp_and_tcp() -> int:
-    """A port both a UDP and a TCP socket can bind now (a UDP-free port may still be a TCP connection's)."""
-    while True:
-        port = free_tcp_port()
+        port = random.randrange(20000, 32000)
+        if port == avoid:
+            continue
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
                  socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
