@@ -33,6 +33,13 @@ public struct ShardCounters: Sendable, Equatable {
     public var mailBacklogged = 0
     /// Bindings in this shard's copy of the location table (kept by the registrar above, when it is loaded).
     public var registrations = 0
+    /// Accounting rows (acc's db backend): written to MariaDB, waiting in memory now, spilled to the shard's file,
+    /// replayed from it, and refused by the server (kept in the rejected file).
+    public var accWritten = 0
+    public var accQueued = 0
+    public var accSpilled = 0
+    public var accReplayed = 0
+    public var accFailed = 0
 
     public init() {}
 
@@ -57,6 +64,11 @@ public struct ShardCounters: Sendable, Equatable {
         sum.tableFull += b.tableFull
         sum.mailBacklogged += b.mailBacklogged
         sum.registrations = max(sum.registrations, b.registrations)
+        sum.accWritten += b.accWritten
+        sum.accQueued += b.accQueued
+        sum.accSpilled += b.accSpilled
+        sum.accReplayed += b.accReplayed
+        sum.accFailed += b.accFailed
         return sum
     }
 
@@ -67,6 +79,7 @@ public struct ShardCounters: Sendable, Equatable {
             + "transactions=\(transactions) malformed_replies=\(malformedReplies) async=\(asyncInFlight) "
             + "send_slots=\(sendSlotsInUse) oversized=\(oversized) overloads=\(overloads) shed=\(shed) "
             + "timeouts=\(timeouts) table_full=\(tableFull) mail_backlogged=\(mailBacklogged) "
-            + "registrations=\(registrations)"
+            + "registrations=\(registrations) acc_written=\(accWritten) acc_queued=\(accQueued) "
+            + "acc_spilled=\(accSpilled) acc_replayed=\(accReplayed) acc_failed=\(accFailed)"
     }
 }

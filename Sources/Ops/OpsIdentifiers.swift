@@ -23,6 +23,10 @@ public enum OpsComponent: UInt8, Sendable {
     case credentials = 9
     /// nathelper's `NatPingService`: its keep-alive interval.
     case natPing = 10
+    /// acc's `AccWriter`: its MariaDB pool.
+    case accounting = 11
+    /// acc's `AccWriter`: its tick (spill flush, replay).
+    case accountingTick = 12
 }
 
 /// How Ops packs its operation ids and timer payloads.

@@ -39,6 +39,13 @@ extension ScriptCompiler {
                 }
             }
             return { context in context.variables[slot] = evaluate(context) }
+        case "acc_extra":
+            let slot = try accExtraSlot(target)
+            return { context in
+                let newValue = evaluate(context)
+                context.avps.remove(slot, all: true)
+                if !newValue.isNull && !context.avps.push(slot, newValue) { context.fail("too many $avp values for one message") }
+            }
         case "avp":
             guard let name = target.argument, !name.isEmpty else { throw error("$avp needs a name: $avp(name)", at: target.location) }
             let slot = avpSlot(name)

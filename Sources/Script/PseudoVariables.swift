@@ -26,6 +26,21 @@ extension ScriptCompiler {
         }
     }
 
+    /// acc's `$acc_extra(tag)`: one value kept with the transaction like an `$avp` (under a name no script can
+    /// write), so the report of its answer reads it.
+    func accExtraSlot(_ v: PseudoVariable) throws(CompileError) -> Int {
+        guard configuration.loadedModules.contains("acc") else {
+            throw error("$acc_extra needs loadmodule \"acc.so\"", at: v.location)
+        }
+        guard let name = v.argument, !name.isEmpty, v.index == nil else {
+            throw error("$acc_extra needs a tag: $acc_extra(tag)", at: v.location)
+        }
+        return avpSlot(ScriptCompiler.accExtraPrefix + name)
+    }
+
+    /// The `$avp` name `$acc_extra(tag)` keeps its value under: the prefix, then the tag.
+    public static let accExtraPrefix = "\u{1}acc_extra:"
+
     private func noArgument(_ variable: PseudoVariable) throws(CompileError) {
         if variable.argument != nil { throw error("$\(variable.name) takes no argument", at: variable.location) }
         if variable.index != nil { throw error("$\(variable.name) takes no index", at: variable.location) }
@@ -40,6 +55,9 @@ extension ScriptCompiler {
             guard let name = v.argument, !name.isEmpty else { throw error("$var needs a name: $var(name)", at: v.location) }
             let slot = variableSlot(name)
             return { context in context.variables[slot] }
+        case "acc_extra":
+            let slot = try accExtraSlot(v)
+            return { context in context.avps.value(slot) }
         case "avp":
             guard let name = v.argument, !name.isEmpty else { throw error("$avp needs a name: $avp(name)", at: v.location) }
             let slot = avpSlot(name)

@@ -23,6 +23,8 @@ public final class ScriptCompiler {
     /// Writers of operation outputs that are not `$avp`s (`outputTarget`), in target order.
     private var outputWriters: [OutputWriter] = []
     private var flagBits: [String: Int] = [:]
+    /// What modules report when a transaction is answered (their `prepare` adds them).
+    public var answerReporters: [AnswerReporter] = []
     private var numberedFlags: [Int: SourceLocation] = [:]
     private var calls: [Int: Set<Int>] = [:]
     private var currentRouteIndex = 0
@@ -127,6 +129,9 @@ public final class ScriptCompiler {
             routeIndexByKey[key] = index
         }
         routes.bodies = Array(repeating: { _ in }, count: source.routes.count)
+        for name in configuration.loadedModules.sorted() {
+            try library.modules[name]?.prepare?(self)
+        }
         for (index, route) in source.routes.enumerated() {
             currentRouteKind = route.kind
             currentRouteIndex = index
@@ -143,7 +148,7 @@ public final class ScriptCompiler {
         }
         try checkRouteCalls()
         return CompiledScript(routes: routes, source: source, variableCount: variableSlots.count,
-                              outputWriters: outputWriters)
+                              outputWriters: outputWriters, answerReporters: answerReporters)
     }
 
     static func key(_ kind: RouteKind, _ name: String) -> String {
@@ -524,6 +529,7 @@ public struct CompiledScript {
     public let source: ScriptSource
     public let variableCount: Int
     let outputWriters: [OutputWriter]
+    let answerReporters: [AnswerReporter]
 
     /// The index of the route of this kind and name, if the script defines it.
     public func index(_ kind: RouteKind, _ name: String = "") -> Int? {

@@ -93,7 +93,8 @@ public struct ScriptConfiguration: Sendable {
                     checked.value = .integer(flag ? 1 : 0)
                 }
                 switch (declared.type, checked.value) {
-                case (.string, .string), (.string, .word): break
+                case (.string, .string), (.string, .word), (.flag, .string), (.flag, .word): break
+                case (.flag, .integer(let n)) where (0..<64).contains(n): break
                 case (.integer, .integer(let n)):
                     try checkRange(n, declared, checked)
                 case (.integer, .string(let text)) where Int(text) != nil:
@@ -118,7 +119,6 @@ public struct ScriptConfiguration: Sendable {
 
     /// Modules scripts load that ringsip does not have, and what to do instead.
     static let missingModuleAdvice: [String: String] = [
-        "acc": "ringsip has no accounting module yet: log the call with xlog",
         "dialog": "ringsip keeps no dialog state yet",
         "rtpproxy": "ringsip does not drive media relays yet", "rtpengine": "ringsip does not drive media relays yet",
         "uac": "ringsip has no uac functions (uac_replace_from, uac_auth) yet",

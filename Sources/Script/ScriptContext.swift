@@ -136,6 +136,9 @@ public final class ScriptContext {
     public var flags: UInt64 = 0
     /// Branch flags of the Request-URI branch (`setbflag`).
     public var branchFlags: UInt64 = 0
+    /// What a module asked to be reported of this message's transaction when it is answered (acc's
+    /// `do_accounting`): opaque here, kept with the transaction like the flags.
+    public var reports: UInt32 = 0
 
     // Edits to the request, applied when it is forwarded.
     /// A new Request-URI (`$ru`, `$rU`, … assignments, strict-routing in `loose_route`).
@@ -214,6 +217,7 @@ public final class ScriptContext {
         avps.removeAll()
         flags = 0
         branchFlags = 0
+        reports = 0
         requestURI = nil
         destinationURI = nil
         recordRoute = false

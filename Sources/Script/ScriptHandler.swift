@@ -25,6 +25,11 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     private var dueReplyHead = 0
     /// Services that fetch before a request's route (`RequestPrefetching`), made when the shard starts.
     private var prefetchers: [any RequestPrefetching] = []
+    /// Answered transactions waiting for their reports at the end of the loop turn (`transactionAnswered`).
+    var pendingAnswers: [PendingAnswer] = []
+    /// The reason phrases and To tags of `pendingAnswers`, back to back.
+    var answerBytes: [UInt8] = []
+    let answerMessage = SIPMessage()
 
     public init(program: ScriptProgram, shard: Int = 0) {
         configuration = program.configuration
@@ -70,6 +75,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             transactions = nil
         }
         transactions?.user = self
+        transactions?.reportsAnswers = !script.answerReporters.isEmpty
         dueReplies.reserveCapacity(256)
     }
 
@@ -203,7 +209,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
 
     /// Begins a route on the transaction's request as received, parsed again into `transactionMessage` (the
     /// caller restores `context.message` after the route); false when it no longer parses.
-    private func beginOnRequest(of handle: TransactionHandle, _ transactions: TransactionManager,
+    func beginOnRequest(of handle: TransactionHandle, _ transactions: TransactionManager,
                                 on shard: Shard) -> Bool {
         let (bytes, source, socket) = transactions.request(handle)
         context.begin(shard: shard, source: source, socketIndex: socket, hasMessage: true)
@@ -309,10 +315,16 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
             runFailureRoute(payload, on: shard)
         } else if payload >> 56 == Self.replyMarker >> 56 {
             runDueReply(on: shard)
+        } else if payload >> 56 == Self.answerMarker >> 56 {
+            reportAnswers(on: shard)
         } else if payload >> 56 == Self.serviceMarker >> 56 {
             let index = Int(payload & 0xFFFF)
-            guard index < context.services.count, let service = context.services[index] as? any RequestPrefetching else { return }
-            service.fetched(value: value, on: shard)
+            guard index < context.services.count else { return }
+            if let service = context.services[index] as? any RequestPrefetching {
+                service.fetched(value: value, on: shard)
+            } else if let service = context.services[index] as? any NextTurnContinuing {
+                service.nextTurn(value: value, on: shard)
+            }
         }
     }
 

@@ -66,8 +66,16 @@ public struct ScriptFunction: Sendable {
 public enum ModuleParameterType: Sendable, Equatable, CustomStringConvertible {
     case integer
     case string
+    /// A flag by number or name (OpenSIPS 1.x–2.1 acc's `db_flag`, "string/integer" in its docs).
+    case flag
 
-    public var description: String { self == .integer ? "an integer" : "a string" }
+    public var description: String {
+        switch self {
+        case .integer: "an integer"
+        case .string: "a string"
+        case .flag: "a flag number or name"
+        }
+    }
 }
 
 /// Why a module parameter's value cannot be used (the checker adds file:line:col).
@@ -125,6 +133,9 @@ public struct ScriptModule: Sendable {
     /// Set for a module ringsip accepts but does not implement (an MI transport before MI exists): why. Loading
     /// it and every modparam of it is a warning naming it, never an error.
     public var acceptedOnly: String?
+    /// Runs once per compile, before any route, when the module is loaded: what the module compiles without a
+    /// call site (acc's flag modparams and extra fields, `ScriptCompiler.answerReporters`).
+    public var prepare: (@Sendable (ScriptCompiler) throws(CompileError) -> Void)?
 
     public init(name: String, parameters: [ModuleParameterDeclaration] = [], functions: [ScriptFunction] = [],
                 asyncOperations: [AsyncOperationDefinition] = [], service: ShardServiceFactory? = nil) {

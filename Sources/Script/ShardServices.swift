@@ -27,6 +27,13 @@ public protocol RequestPrefetching: ShardService {
     func fetched(value: Int, on shard: Shard)
 }
 
+/// A service that continues its own work at a turn boundary (`ScriptContext.continueNextTurn(for:value:)`): what
+/// it cannot do inside a completion it handles (acc's writer submits its next batch there, as a runner's delegate
+/// must not submit).
+public protocol NextTurnContinuing: ShardService {
+    func nextTurn(value: Int, on shard: Shard)
+}
+
 extension ShardService {
     public func mailArrived(from sender: Int, _ bytes: UnsafeRawBufferPointer, on shard: Shard) {}
 }
@@ -41,8 +48,9 @@ extension ScriptContext {
         index < services.count ? services[index] : nil
     }
 
-    /// Calls `service.fetched(value:on:)` at the end of this loop turn, from the shard's loop.
-    public func continueNextTurn(for service: any RequestPrefetching, value: Int) {
+    /// Calls `service.fetched(value:on:)` (a `RequestPrefetching` service) or `nextTurn(value:on:)` (a
+    /// `NextTurnContinuing` one) at the end of this loop turn, from the shard's loop.
+    public func continueNextTurn(for service: any ShardService, value: Int) {
         guard let index = services.firstIndex(where: { $0 === service }) else { return }
         shard.continueNextTurn(payload: ScriptHandler.serviceMarker | UInt64(index), value: value)
     }

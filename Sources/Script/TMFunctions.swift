@@ -317,7 +317,7 @@ extension ScriptContext {
     /// route's until `endRoute`.
     func saveAVPs(to handle: TransactionHandle) {
         // The flags travel with the $avp values: every later route of the transaction sees both.
-        transactions?.storeFlags(handle, flags: flags, branchFlags: branchFlags)
+        transactions?.storeFlags(handle, flags: flags, branchFlags: branchFlags, reports: reports)
         // Nothing to give: no values, none taken from the transaction that the route might have removed, and none
         // kept midway (an async() in a branch_route saves before the route that called t_relay ends).
         guard let manager = transactions, avps.count > 0 || routeAVPs != nil || manager.hasAVPs(handle) else { return }
@@ -336,6 +336,7 @@ extension ScriptContext {
         if let kept = transactions?.flags(handle) {
             flags = kept.flags
             branchFlags = kept.branchFlags
+            reports = kept.reports
         }
         guard let block = transactions?.takeAVPs(handle) else { return }
         routeAVPs = block

@@ -208,6 +208,9 @@ public struct ProxyTransaction {
     /// runs for it sees them, as in OpenSIPS.
     var scriptFlags: UInt64 = 0
     var scriptBranchFlags: UInt64 = 0
+    /// What the script asked to be reported of this transaction (acc's `do_accounting`): opaque to TM, kept and
+    /// given back with the flags.
+    var scriptReports: UInt32 = 0
     /// The script's state while the transaction waits for an async operation (its edits to the request),
     /// restored when the resume route runs. Set while suspended.
     var suspension: StoredMessage?

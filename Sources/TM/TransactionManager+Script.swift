@@ -96,16 +96,17 @@ extension TransactionManager {
 
     /// Whether the transaction keeps `$avp` values.
     /// The script's flags kept with the transaction, for the next route that runs for it.
-    public func storeFlags(_ handle: TransactionHandle, flags: UInt64, branchFlags: UInt64) {
+    public func storeFlags(_ handle: TransactionHandle, flags: UInt64, branchFlags: UInt64, reports: UInt32) {
         guard table.contains(handle) else { return }
         table[handle].scriptFlags = flags
         table[handle].scriptBranchFlags = branchFlags
+        table[handle].scriptReports = reports
     }
 
     /// The flags `storeFlags` kept (zero for a transaction that is gone).
-    public func flags(_ handle: TransactionHandle) -> (flags: UInt64, branchFlags: UInt64) {
-        guard table.contains(handle) else { return (0, 0) }
-        return (table[handle].scriptFlags, table[handle].scriptBranchFlags)
+    public func flags(_ handle: TransactionHandle) -> (flags: UInt64, branchFlags: UInt64, reports: UInt32) {
+        guard table.contains(handle) else { return (0, 0, 0) }
+        return (table[handle].scriptFlags, table[handle].scriptBranchFlags, table[handle].scriptReports)
     }
 
     public func hasAVPs(_ handle: TransactionHandle) -> Bool {

@@ -21,6 +21,12 @@ public protocol TransactionUser: AnyObject {
     /// took it). False when it could not keep it: the response is relayed without its routes.
     func replyRouteDue(_ response: SIPMessage, route: Int, transaction: TransactionHandle, branch: Int,
                        manager: TransactionManager, on shard: any ShardIO) -> Bool
+
+    /// `transaction` sent its first final response upstream (`response`: as sent, relayed or our own), when
+    /// `reportsAnswers` is set. The user copies what it needs and acts from the shard's loop, never inside this
+    /// call; the transaction is still live then (a final starts Timer G/J/L, which outlive the loop turn).
+    func transactionAnswered(_ transaction: TransactionHandle, status: Int, response: UnsafeRawBufferPointer,
+                             manager: TransactionManager, on shard: any ShardIO)
 }
 
 /// One shard's transactions (RFC 3261 §16–17): creates server transactions for requests the script
@@ -39,6 +45,8 @@ public final class TransactionManager {
     let relay: SIPRelay
     /// tm's `auto_100trying`: whether a new INVITE transaction answers 100 Trying by itself (RFC 3261 §16.2).
     public var sendsTrying = true
+    /// Whether `TransactionUser.transactionAnswered` is called (a module that reports answers, acc, is loaded).
+    public var reportsAnswers = false
     public weak var user: (any TransactionUser)?
     /// Parses stored messages (requests to build ACK/CANCEL from, responses to forward).
     let scratch = SIPMessage()
@@ -362,6 +370,9 @@ public final class TransactionManager {
             return
         }
         let now = shard.now
+        if reportsAnswers && status >= 200 && table[handle].finalSent == 0 {
+            user?.transactionAnswered(handle, status: status, response: response.bytes, manager: self, on: shard)
+        }
         if status >= 200 && status > table[handle].finalSent { table[handle].finalSent = status }
         let actions = table[handle].inviteServer != nil
             ? table[handle].inviteServer!.sendResponse(code: status, now: now)

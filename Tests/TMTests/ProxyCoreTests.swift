@@ -78,6 +78,9 @@ final class ScenarioUser: TransactionUser {
         due.append(transaction)
     }
 
+    func transactionAnswered(_ transaction: TransactionHandle, status: Int, response: UnsafeRawBufferPointer,
+                             manager: TransactionManager, on shard: any ShardIO) {}
+
     func runDue(_ manager: TransactionManager, on io: any ShardIO) {
         sentBeforeDue = (io as! VirtualShard).sent
         for (response, transaction, branch) in dueReplies {

@@ -1,0 +1,265 @@
+import Engine
+import SIP
+import Script
+
+/// OpenSIPS' acc module: a record for each answered transaction the script marks, to the log and to MariaDB.
+///
+/// - Marking, 2.2+ style: `do_accounting("log|db", "missed|failed", table)`, undone by `drop_accounting`; 1.x–2.1
+///   style: the flag modparams (`log_flag`, `db_flag`, `log_missed_flag`, `db_missed_flag`,
+///   `failed_transaction_flag`) named by number or name, tested on the transaction's flags when it is answered.
+/// - When: the transaction's first final response upstream (relayed or ours). A 2xx (or any final with `failed`)
+///   makes an `acc` record; a final of 300 or more with `missed` makes a `missed_calls` one. What the failure
+///   route sets counts: the record is made when the answer finally goes up. CANCELs only with `report_cancels`.
+/// - Extra fields: 2.2+ `extra_fields` ("db: tag->column; tag2") filled by `$acc_extra(tag)`; 1.x–2.1
+///   `log_extra`/`db_extra` ("name=$pv; …"), read on the request when it is answered.
+/// - The record is built at the end of the loop turn in which the answer went up (`AnswerReporter`), never inside
+///   TM's reply handling, and written by the shard's `AccService`: the log at once, MariaDB through a queue that
+///   never blocks the shard and never loses a record (`AccWriter`).
+/// Not built: `cdr` (needs dialogs), the aaa backend, multi-leg fields: each is a start-up error naming it.
+public enum AccModule {
+    public static var module: ScriptModule {
+        var module = ScriptModule(name: "acc", parameters: [
+            .init("db_url", .string, validate: DatabaseModule.resolveURL),
+            .init("db_table_acc", .string), .init("db_table_missed_calls", .string),
+            .init("acc_method_column", .string), .init("acc_from_tag_column", .string),
+            .init("acc_to_tag_column", .string), .init("acc_callid_column", .string),
+            .init("acc_sip_code_column", .string), .init("acc_sip_reason_column", .string),
+            .init("acc_time_column", .string),
+            .init("log_level", .integer, range: -3...4), .init("report_cancels", .integer, range: 0...1),
+            .init("extra_fields", .string), .init("log_extra", .string), .init("db_extra", .string),
+            .init("log_flag", .flag), .init("log_missed_flag", .flag), .init("db_flag", .flag),
+            .init("db_missed_flag", .flag), .init("failed_transaction_flag", .flag),
+            // ringsip's own: where records wait while MariaDB cannot take them, and how many wait in memory first.
+            .init("spill_dir", .string), .init("queue_size", .integer, range: 1...10_000_000),
+            .init("db_connections", .integer, range: 1...16),
+            .ignored("log_facility", "records go to ringsipd's log (stderr), which has no syslog facility"),
+            .ignored("early_media", "a provisional response is never accounted"),
+            .ignored("report_ack", "ACKs are routed statelessly and not accounted"),
+            .ignored("detect_direction", "From and To are taken as the request has them"),
+            .ignored("acc_created_avp_name", "CDRs (the cdr flag) are not built"),
+            .ignored("multi_leg_info", "multi-leg accounting is not built"),
+            .ignored("multi_leg_bye_info", "multi-leg accounting is not built"),
+            .ignored("leg_fields", "multi-leg accounting is not built"),
+            .ignored("log_extra_bye", "CDRs (the cdr flag) are not built"),
+            .ignored("db_extra_bye", "CDRs (the cdr flag) are not built"),
+            .ignored("db_table_avp", "AVP accounting is not built"),
+            .ignored("aaa_url", "the aaa backend is not built: account to db or log"),
+            .ignored("aaa_extra", "the aaa backend is not built: account to db or log"),
+            .ignored("aaa_flag", "the aaa backend is not built: account to db or log"),
+            .ignored("aaa_missed_flag", "the aaa backend is not built: account to db or log"),
+            .ignored("service_type", "the aaa backend is not built: account to db or log"),
+        ], functions: [
+            ScriptFunction("do_accounting", module: "acc", arguments: 1...3) { call, compiler throws(CompileError) in
+                try doAccounting(call, compiler)
+            },
+            ScriptFunction("drop_accounting", module: "acc", arguments: 0...2) { call, compiler throws(CompileError) in
+                try dropAccounting(call, compiler)
+            },
+            ScriptFunction("acc_log_request", module: "acc", arguments: 1...1, allowedIn: [.request, .failure, .branch]) {
+                call, compiler throws(CompileError) in
+                try accountNow(call, compiler, backend: .log)
+            },
+            ScriptFunction("acc_db_request", module: "acc", arguments: 2...2, allowedIn: [.request, .failure, .branch]) {
+                call, compiler throws(CompileError) in
+                try accountNow(call, compiler, backend: .db)
+            },
+        ], service: { context, shard, configuration in AccService(context: context, shard: shard, configuration: configuration) })
+        module.prepare = { compiler throws(CompileError) in try prepare(compiler) }
+        return module
+    }
+
+    // MARK: - Marking
+
+    static func doAccounting(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        let marks = try requests(call, compiler, backendsRequired: true)
+        let tableSlot = compiler.avpSlot(named: tableAVP)
+        let table = try call.arguments.count > 2 ? tableName(call.arguments[2], call, compiler) : nil
+        if table != nil && marks & AccMarks.account(.db) == 0 {
+            compiler.warn("do_accounting: a table is used by the db backend only", at: call.location)
+        }
+        return { context in
+            context.reports |= marks
+            if let table {
+                context.avps.remove(tableSlot, all: true)
+                _ = context.avps.push(tableSlot, .text(table))
+            }
+            return 1
+        }
+    }
+
+    static func dropAccounting(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
+        guard !call.arguments.isEmpty else { return { context in context.reports = 0; return 1 } }
+        var marks = try requests(call, compiler, backendsRequired: false)
+        // drop_accounting("db") drops every kind of db record; with flags only those kinds.
+        if call.arguments.count == 1 {
+            for backend in AccBackend.allCases where marks & AccMarks.account(backend) != 0 {
+                marks |= AccMarks.missed(backend) | AccMarks.failed(backend)
+            }
+        }
+        let dropped = marks
+        return { context in context.reports &= ~dropped; return 1 }
+    }
+
+    /// The marks `do_accounting(type, flags)` sets. Constant arguments only: the marks are checked at start-up.
+    private static func requests(_ call: FunctionCall, _ compiler: ScriptCompiler, backendsRequired: Bool)
+        throws(CompileError) -> UInt32 {
+        guard let types = compiler.constantText(call.arguments[0]) else {
+            throw compiler.error("\(call.name): the backends must be constant text (\"log|db\")", at: call.location)
+        }
+        var backends: [AccBackend] = []
+        for name in types.split(separator: "|").map({ $0.trimmingCharacters(in: " \t").lowercased() }) where !name.isEmpty {
+            switch name {
+            case "log": backends.append(.log)
+            case "db": backends.append(.db)
+            case "aaa", "evi", "diameter":
+                throw compiler.error("\(call.name): the \(name) backend is not built in ringsip: account to db or log",
+                                     at: call.location)
+            default: throw compiler.error("\(call.name): unknown backend '\(name)' (log, db)", at: call.location)
+            }
+        }
+        if backends.isEmpty && backendsRequired {
+            throw compiler.error("\(call.name) needs a backend: \"log\", \"db\" or \"log|db\"", at: call.location)
+        }
+        var marks: UInt32 = 0
+        for backend in backends { marks |= AccMarks.account(backend) }
+        guard call.arguments.count > 1 else { return marks }
+        guard let flags = compiler.constantText(call.arguments[1]) else {
+            throw compiler.error("\(call.name): the flags must be constant text (\"missed|failed\")", at: call.location)
+        }
+        for name in flags.split(separator: "|").map({ $0.trimmingCharacters(in: " \t").lowercased() }) where !name.isEmpty {
+            for backend in backends {
+                switch name {
+                case "missed": marks |= AccMarks.missed(backend)
+                case "failed": marks |= AccMarks.failed(backend)
+                case "cdr":
+                    throw compiler.error("\(call.name): 'cdr' needs the dialog module, which ringsip does not have yet; "
+                        + "account the INVITE and the BYE instead (do_accounting on each)", at: call.location)
+                default:
+                    throw compiler.error("\(call.name): unknown flag '\(name)' (missed, failed, cdr)", at: call.location)
+                }
+            }
+        }
+        return marks
+    }
+
+    private static func tableName(_ argument: Expression?, _ call: FunctionCall, _ compiler: ScriptCompiler)
+        throws(CompileError) -> UnsafeRawBufferPointer? {
+        guard let text = compiler.constantText(argument), !text.isEmpty else {
+            throw compiler.error("\(call.name): the table must be a constant name", at: call.location)
+        }
+        guard text.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+            throw compiler.error("\(call.name): '\(text)' is not a table name", at: call.location)
+        }
+        return permanentBytes(text)
+    }
+
+    /// `acc_log_request(comment)`, `acc_db_request(comment, table)`: a record of the request now, its code and
+    /// reason from the comment ("403 Forbidden"; a comment without a code is accounted as 0).
+    static func accountNow(_ call: FunctionCall, _ compiler: ScriptCompiler, backend: AccBackend) throws(CompileError)
+        -> CompiledCall {
+        let comment = try compiler.value(call.arguments[0]!)
+        let table = backend == .db ? try tableName(call.arguments[1], call, compiler).map { String(decoding: $0, as: UTF8.self) } : nil
+        if backend == .db && DatabaseModule.url(of: "acc", in: compiler.configuration) == nil {
+            throw compiler.error("\(call.name) needs modparam(\"acc\", \"db_url\", \"mysql://…\")", at: call.location)
+        }
+        guard let index = compiler.serviceIndex(of: "acc") else { return { _ in -1 } }
+        let extras = try AccExtras.compile(compiler)
+        return { context in
+            guard let service = context.service(index) as? AccService else { return -1 }
+            let text = comment(context).string ?? ""
+            let digits = text.prefix(3)
+            let code = digits.count == 3 ? Int(digits) ?? 0 : 0
+            let reason = code == 0 ? text : String(text.dropFirst(3).drop(while: { $0 == " " }))
+            let message = context.message
+            let toTag = message.to.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
+            var record = AccRecord.of(message, kind: .request, code: code, reason: reason, toTag: toTag,
+                                      unixMilliseconds: AccRecord.wallClockMilliseconds())
+            record.extras = extras.values(for: backend, context)
+            switch backend {
+            case .log: service.log(record)
+            case .db: service.store(record, table: table ?? service.accTable)
+            }
+            return 1
+        }
+    }
+
+    // MARK: - Reporting answers
+
+    /// The hidden `$avp` that carries do_accounting's table to the report.
+    static let tableAVP = "\u{1}acc_table"
+
+    /// Resolves the flag modparams and extra fields once, and adds the reporter that turns an answered transaction
+    /// into records.
+    static func prepare(_ compiler: ScriptCompiler) throws(CompileError) {
+        let configuration = compiler.configuration
+        var flagMarks: [(bit: UInt64, marks: UInt32)] = []
+        let flagParameters: [(String, UInt32)] = [
+            ("log_flag", AccMarks.account(.log)), ("log_missed_flag", AccMarks.missed(.log)),
+            ("db_flag", AccMarks.account(.db)), ("db_missed_flag", AccMarks.missed(.db)),
+            ("failed_transaction_flag", AccMarks.failed(.log) | AccMarks.failed(.db)),
+        ]
+        for (name, marks) in flagParameters {
+            guard let parameter = compiler.source.parameters.last(where: { $0.module == "acc" && $0.name == name }) else {
+                continue
+            }
+            let expression: Expression
+            switch parameter.value {
+            case .integer(let n): expression = .integer(n, location: parameter.valueLocation)
+            case .string(let text), .word(let text): expression = .identifier(text, location: parameter.valueLocation)
+            }
+            flagMarks.append((1 << UInt64(try compiler.flagBit(expression, at: parameter.valueLocation)), marks))
+        }
+        let wantsDB = flagMarks.contains { $0.marks & (AccMarks.account(.db) | AccMarks.missed(.db)) != 0 }
+        if wantsDB && DatabaseModule.url(of: "acc", in: configuration) == nil {
+            let at = compiler.source.parameters.first { $0.module == "acc" }?.location
+                ?? SourceLocation(file: "", line: 1, column: 1)
+            throw compiler.error("acc: db_flag needs modparam(\"acc\", \"db_url\", \"mysql://…\")", at: at)
+        }
+        let extras = try AccExtras.compile(compiler)
+        let tableSlot = compiler.avpSlot(named: tableAVP)
+        let reportCancels = configuration.integer("acc", "report_cancels", default: 0) == 1
+        guard let index = compiler.serviceIndex(of: "acc") else { return }
+        var anyFlag: UInt64 = 0
+        for entry in flagMarks { anyFlag |= entry.bit }
+        let marksOfFlags = flagMarks
+        compiler.answerReporters.append(AnswerReporter(flags: anyFlag) { context, answer in
+            var marks = context.reports
+            for entry in marksOfFlags where context.flags & entry.bit != 0 { marks |= entry.marks }
+            guard marks != 0, let service = context.service(index) as? AccService else { return }
+            let message = context.message
+            if message.method == .cancel && !reportCancels { return }
+            let toTag = answer.toTag.count > 0 ? String(decoding: answer.toTag, as: UTF8.self)
+                : message.to.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
+            let reason = String(decoding: answer.reason, as: UTF8.self)
+            let table = context.avps.value(tableSlot).string
+            for backend in AccBackend.allCases {
+                var kinds: [AccRecord.Kind] = []
+                if marks & AccMarks.account(backend) != 0
+                    && (answer.status < 300 || marks & AccMarks.failed(backend) != 0) { kinds.append(.transaction) }
+                if answer.status >= 300 && marks & AccMarks.missed(backend) != 0 { kinds.append(.missed) }
+                for kind in kinds {
+                    var record = AccRecord.of(message, kind: kind, code: answer.status, reason: reason, toTag: toTag,
+                                              unixMilliseconds: answer.unixMilliseconds)
+                    record.extras = extras.values(for: backend, context)
+                    switch backend {
+                    case .log: service.log(record)
+                    case .db: service.store(record, table: kind == .missed ? service.missedTable : table ?? service.accTable)
+                    }
+                }
+            }
+        })
+    }
+}
+
+enum AccBackend: Int, CaseIterable {
+    case log = 0
+    case db = 1
+}
+
+/// What acc reports of a transaction, as bits of `ScriptContext.reports`: per backend b, bit b accounts it,
+/// bit 4+b its missed call, bit 8+b its failure.
+enum AccMarks {
+    static func account(_ backend: AccBackend) -> UInt32 { 1 << UInt32(backend.rawValue) }
+    static func missed(_ backend: AccBackend) -> UInt32 { 1 << UInt32(4 + backend.rawValue) }
+    static func failed(_ backend: AccBackend) -> UInt32 { 1 << UInt32(8 + backend.rawValue) }
+}

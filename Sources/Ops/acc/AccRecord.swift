@@ -1,0 +1,160 @@
+import Glibc
+import SIP
+import Script
+
+/// One accounting record: OpenSIPS' fixed fields, and the extra fields of its backend.
+struct AccRecord: Equatable {
+    enum Kind {
+        /// An answered transaction (the `acc` table; "transaction answered" in the log).
+        case transaction
+        /// A call that ended with a negative final (the `missed_calls` table; "call missed").
+        case missed
+        /// acc_log_request / acc_db_request ("request accounted").
+        case request
+    }
+
+    var kind: Kind
+    var method: String
+    var fromTag: String
+    var toTag: String
+    var callID: String
+    var code: Int
+    var reason: String
+    var unixMilliseconds: Int64
+    /// Name (log name or column) and value; nil for a field that had no value.
+    var extras: [(name: String, value: String?)] = []
+
+    static func == (a: AccRecord, b: AccRecord) -> Bool {
+        a.kind == b.kind && a.method == b.method && a.fromTag == b.fromTag && a.toTag == b.toTag && a.callID == b.callID
+            && a.code == b.code && a.reason == b.reason && a.unixMilliseconds == b.unixMilliseconds
+            && a.extras.map(\.name) == b.extras.map(\.name) && a.extras.map(\.value) == b.extras.map(\.value)
+    }
+
+    /// The request's fixed fields (method, From tag, Call-ID) with the answer's.
+    static func of(_ request: SIPMessage, kind: Kind, code: Int, reason: String, toTag: String,
+                   unixMilliseconds: Int64) -> AccRecord {
+        AccRecord(kind: kind, method: text(request.bytes, request.methodName),
+                  fromTag: request.from.map { text(request.bytes, $0.tag) } ?? "",
+                  toTag: toTag, callID: request.callID.map { text(request.bytes, $0) } ?? "",
+                  code: code, reason: reason, unixMilliseconds: unixMilliseconds)
+    }
+
+    static func text(_ bytes: UnsafeRawBufferPointer, _ span: SIPSpan) -> String {
+        guard span.isPresent, span.end > span.start else { return "" }
+        return String(decoding: bytes[Int(span.start)..<Int(span.end)], as: UTF8.self)
+    }
+
+    static func wallClockMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+
+    /// The log line, in OpenSIPS' form: `ACC: transaction answered: timestamp=…;method=…;from_tag=…;to_tag=…;
+    /// call_id=…;code=…;reason=…`, then `name=value` for each extra field.
+    var logLine: String {
+        let what = switch kind {
+        case .transaction: "transaction answered"
+        case .missed: "call missed"
+        case .request: "request accounted"
+        }
+        var line = "ACC: \(what): timestamp=\(unixMilliseconds / 1000);method=\(method);from_tag=\(fromTag);"
+            + "to_tag=\(toTag);call_id=\(callID);code=\(code);reason=\(reason)"
+        for (name, value) in extras { line += ";\(name)=\(value ?? "")" }
+        return line
+    }
+}
+
+/// The extra fields of each backend, compiled once: 2.2+ `extra_fields` ("db: tag->column; tag2"), each read from
+/// `$acc_extra(tag)`; 1.x–2.1 `log_extra`/`db_extra` ("name=$pv; …"), each a pseudo-variable read on the request.
+struct AccExtras {
+    private var fields: [AccBackend: [(name: String, value: ScriptCompiler.Evaluate)]] = [:]
+
+    static func compile(_ compiler: ScriptCompiler) throws(CompileError) -> AccExtras {
+        var extras = AccExtras()
+        for parameter in compiler.source.parameters where parameter.module == "acc" {
+            guard case .string(let text) = parameter.value else { continue }
+            switch parameter.name {
+            case "extra_fields": try extras.addTagged(text, parameter, compiler)
+            case "log_extra": try extras.addVariables(text, backend: .log, parameter, compiler)
+            case "db_extra": try extras.addVariables(text, backend: .db, parameter, compiler)
+            default: continue
+            }
+        }
+        return extras
+    }
+
+    func values(for backend: AccBackend, _ context: ScriptContext) -> [(name: String, value: String?)] {
+        guard let fields = fields[backend] else { return [] }
+        return fields.map { ($0.name, $0.value(context).string) }
+    }
+
+    /// "db: a->col_a; col_b", several backends in one value ("db: a->col_a; log: a") or one a modparam; without a
+    /// backend the fields are for every backend.
+    private mutating func addTagged(_ text: String, _ parameter: ModuleParameter, _ compiler: ScriptCompiler) throws(CompileError) {
+        var backends = AccBackend.allCases
+        for part in text.split(separator: ";") {
+            var item = part
+            let arrow = item.indices.first { item[$0] == "-" && item[item.index(after: $0)...].first == ">" }
+            if let colon = item.firstIndex(of: ":"), arrow.map({ colon < $0 }) ?? true {
+                let name = item[..<colon].trimmingCharacters(in: " \t").lowercased()
+                switch name {
+                case "log": backends = [.log]
+                case "db": backends = [.db]
+                case "aaa", "evi":
+                    compiler.warn("acc: extra_fields for \(name) are not used: the \(name) backend is not built",
+                                  at: parameter.valueLocation)
+                    backends = []
+                default:
+                    throw compiler.error("acc: extra_fields backend '\(name)' is unknown (log, db)", at: parameter.valueLocation)
+                }
+                item = item[item.index(after: colon)...]
+            }
+            var tag = item.trimmingCharacters(in: " \t"), name = tag
+            if let dash = item.indices.first(where: { item[$0] == "-" && item[item.index(after: $0)...].first == ">" }) {
+                tag = item[..<dash].trimmingCharacters(in: " \t")
+                name = item[item.index(dash, offsetBy: 2)...].trimmingCharacters(in: " \t")
+            }
+            guard !tag.isEmpty else { continue }
+            try checkName(name, backends, parameter, compiler)
+            let slot = compiler.avpSlot(named: ScriptCompiler.accExtraPrefix + tag)
+            for backend in backends {
+                fields[backend, default: []].append((name, { context in context.avps.value(slot) }))
+            }
+        }
+    }
+
+    /// "caller=$fU; src=$si; x=$avp(y)".
+    private mutating func addVariables(_ text: String, backend: AccBackend, _ parameter: ModuleParameter,
+                                       _ compiler: ScriptCompiler) throws(CompileError) {
+        for item in text.split(separator: ";") {
+            let pair = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: " \t") }
+            guard pair.count == 2, !pair[0].isEmpty else {
+                if item.trimmingCharacters(in: " \t").isEmpty { continue }
+                throw compiler.error("acc: \(parameter.name) items read 'name=$pv': '\(item)'", at: parameter.valueLocation)
+            }
+            try checkName(pair[0], [backend], parameter, compiler)
+            guard pair[1].hasPrefix("$"), pair[1].count > 1 else {
+                throw compiler.error("acc: \(parameter.name): '\(pair[0])' needs a $variable", at: parameter.valueLocation)
+            }
+            var name = String(pair[1].dropFirst())
+            var argument: String?
+            if let open = name.firstIndex(of: "("), name.hasSuffix(")") {
+                argument = String(name[name.index(after: open)..<name.index(before: name.endIndex)])
+                name = String(name[..<open])
+            }
+            let variable = PseudoVariable(name: name, argument: argument, index: nil, transformations: [],
+                                          location: parameter.valueLocation)
+            fields[backend, default: []].append((pair[0], try compiler.read(variable)))
+        }
+    }
+
+    /// A db extra becomes a column name in the INSERT: it must be a plain identifier.
+    private func checkName(_ name: String, _ backends: [AccBackend], _ parameter: ModuleParameter,
+                           _ compiler: ScriptCompiler) throws(CompileError) {
+        guard backends.contains(.db) else { return }
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+            throw compiler.error("acc: '\(name)' is not a column name", at: parameter.valueLocation)
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import Engine
+import Script
+
+/// One shard's accounting: log records are written at once; db records become rows for the shard's `AccWriter`.
+final class AccService: ShardService, NextTurnContinuing {
+    unowned let context: ScriptContext
+    unowned let shard: Shard
+    let logLevel: Int
+    let accTable: String
+    let missedTable: String
+    /// method, from_tag, to_tag, callid, sip_code, sip_reason, time (the acc_*_column modparams).
+    let columns: [String]
+    let writer: AccWriter?
+
+    init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
+        self.context = context
+        self.shard = shard
+        logLevel = configuration.integer("acc", "log_level", default: 2)
+        func name(_ parameter: String, _ fallback: String) -> String {
+            if case .string(let text)? = configuration.moduleParameters["acc"]?[parameter], !text.isEmpty { return text }
+            return fallback
+        }
+        accTable = name("db_table_acc", "acc")
+        missedTable = name("db_table_missed_calls", "missed_calls")
+        columns = [name("acc_method_column", "method"), name("acc_from_tag_column", "from_tag"),
+                   name("acc_to_tag_column", "to_tag"), name("acc_callid_column", "callid"),
+                   name("acc_sip_code_column", "sip_code"), name("acc_sip_reason_column", "sip_reason"),
+                   name("acc_time_column", "time")]
+        if let url = DatabaseModule.url(of: "acc", in: configuration) {
+            var directory = "/var/spool/ringsip/acc"
+            if case .string(let text)? = configuration.moduleParameters["acc"]?["spill_dir"], !text.isEmpty { directory = text }
+            writer = AccWriter(context: context, shard: shard, url: url, spillDirectory: directory,
+                               queueSize: configuration.integer("acc", "queue_size", default: 10_000),
+                               connections: configuration.integer("acc", "db_connections", default: 2))
+        } else {
+            writer = nil
+        }
+        writer?.service = self
+    }
+
+    func log(_ record: AccRecord) {
+        context.log.write(level: logLevel, record.logLine)
+    }
+
+    /// Queues the record's row for `table` (nothing is written when acc has no db_url: the check refuses db
+    /// accounting without one).
+    func store(_ record: AccRecord, table: String) {
+        guard let writer else { return }
+        var names = columns
+        var values = [writer.quoted(record.method), writer.quoted(record.fromTag), writer.quoted(record.toTag),
+                      writer.quoted(record.callID), String(record.code), writer.quoted(record.reason),
+                      "FROM_UNIXTIME(\(record.unixMilliseconds / 1000))"]
+        for (name, value) in record.extras {
+            names.append(name)
+            values.append(value.map { writer.quoted($0) } ?? "NULL")
+        }
+        writer.append(head: "INSERT INTO \(table) (\(names.joined(separator: ", "))) VALUES ",
+                      values: "(" + values.joined(separator: ", ") + ")")
+    }
+
+    func nextTurn(value: Int, on shard: Shard) { writer?.pump() }
+
+    func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool {
+        guard let writer, OpsPacking.component(of: id) == .accounting else { return false }
+        writer.runner.operationCompleted(id, result: result, flags: flags)
+        return true
+    }
+
+    func timerFired(payload: UInt64, on shard: Shard) -> Bool {
+        guard let writer else { return false }
+        switch OpsPacking.component(ofTimer: payload) {
+        case .accounting?: writer.runner.timerFired(payload: payload)
+        case .accountingTick?: writer.tick()
+        default: return false
+        }
+        return true
+    }
+
+    func stopping(on shard: Shard) { writer?.stop() }
+}

@@ -1,0 +1,304 @@
+import Engine
+import Glibc
+import Script
+
+/// Writes one shard's accounting rows to MariaDB without ever blocking the shard or losing a row.
+///
+/// - Rows wait in memory, in order, and go out as multi-row INSERTs (up to `batchRows` consecutive rows of one
+///   table) on the shard's own small pool, one batch per connection at a time: the more rows wait, the larger
+///   the batches, so a slow database costs round trips, not rows.
+/// - More than `queueSize` rows waiting (MariaDB down or slower than the calls): the rest are appended to the
+///   shard's spill file (`AccSpill`), and so is every later row until the file has been replayed, which keeps
+///   the order. The tick (every 250 ms) flushes the file and, while the database answers, replays it batch by
+///   batch, each batch's end offset remembered once it is written; while it does not, one replay batch a second
+///   probes it. A restart replays what the last run left.
+/// - A batch that fails for the connection (lost, refused, timed out) goes back to the front of the queue. A
+///   batch the server refuses (an unknown column, a bad value) is split and retried row by row; a row it still
+///   refuses is appended to `acc-<shard>.rejected` (same form as the spill file) and counted, never dropped
+///   silently.
+/// - At stop, rows in memory and in flight are spilled: the next start writes them.
+/// At-least-once: a batch whose connection died after the server committed it, but before the answer arrived, is
+/// written again (the window is one round trip; the acc tables have no natural key to make a retry idempotent).
+final class AccWriter: DatabaseRunnerDelegate {
+    struct Row {
+        var head: String
+        var values: String
+        /// Retried alone after the server refused its batch.
+        var alone = false
+    }
+
+    unowned let context: ScriptContext
+    unowned let shard: Shard
+    unowned var service: AccService!
+    private(set) var runner: DatabaseRunner!
+    let queueSize: Int
+    let connections: Int
+    static let batchRows = 200
+    static let tickMilliseconds: UInt64 = 250
+    /// Long, so a slow database is waited for rather than written twice: a batch that times out is retried.
+    static let queryTimeoutMilliseconds: UInt64 = 30_000
+
+    private var queue: [Row] = []
+    private var queueHead = 0
+    private var inFlight: [UInt64: [Row]] = [:]
+    /// The replay batch in flight (at most one) and the file offset it ends at.
+    private var replayToken: UInt64?
+    private var replayEnd = 0
+    private var replayRows = 0
+    private var replayAlone = 0
+    private var nextToken: UInt64 = 1
+    private var healthy = true
+    /// While not healthy: when the next probe batch may go, and how long the one after waits (doubling to 5 s).
+    private var retryAt: UInt64 = 0
+    private var backoff: UInt64 = 250
+    private var pumpScheduled = false
+    private let spill: AccSpill?
+    private var rejected: Int32 = -1
+    private var failures = 0
+    private let escapeBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * 65_536 + 1, alignment: 8)
+
+    init?(context: ScriptContext, shard: Shard, url: String, spillDirectory: String, queueSize: Int, connections: Int) {
+        guard var settings = try? DatabaseRunner.Configuration(url: url) else { return nil }
+        settings.connections = connections
+        settings.queueCapacity = connections
+        settings.component = .accounting
+        self.context = context
+        self.shard = shard
+        self.queueSize = queueSize
+        self.connections = connections
+        switch AccSpill.open(directory: spillDirectory, shard: shard.index) {
+        case .success(let file): spill = file
+        case .failure(let problem):
+            spill = nil
+            context.log.write(level: -1, "ringsipd: acc: \(problem.reason): rows MariaDB cannot take wait in memory only")
+        }
+        runner = DatabaseRunner(shard: shard, configuration: settings, delegate: self)
+        queue.reserveCapacity(min(queueSize, 4096))
+        if let spill, spill.hasRows {
+            context.log.write(level: 2, "ringsipd: acc: replaying accounting rows left in \(spill.path)")
+        }
+        _ = shard.schedule(after: Self.tickMilliseconds, payload: OpsPacking.timerPayload(.accountingTick, slot: 0, generation: 0))
+    }
+
+    deinit {
+        escapeBuffer.deallocate()
+        if rejected >= 0 { close(rejected) }
+    }
+
+    /// `text` as a SQL string literal. Every field of a datagram fits the escape buffer.
+    func quoted(_ text: String) -> String {
+        runner.literal(text, scratch: escapeBuffer) ?? "''"
+    }
+
+    private var waiting: Int { queue.count - queueHead }
+
+    func append(head: String, values: String) {
+        if let spill, spill.hasRows || waiting >= queueSize {
+            spill.append(head: head, values: values)
+            shard.counters.accSpilled += 1
+        } else {
+            queue.append(Row(head: head, values: values))
+        }
+        shard.counters.accQueued = waiting
+        schedulePump()
+    }
+
+    private func schedulePump() {
+        guard !pumpScheduled else { return }
+        pumpScheduled = true
+        context.continueNextTurn(for: service, value: 0)
+    }
+
+    /// Sends batches while a connection is free: the memory queue first, then (once it is empty) the spill file.
+    func pump() {
+        pumpScheduled = false
+        while inFlight.count + (replayToken == nil ? 0 : 1) < connections && waiting > 0 && mayProbe {
+            var rows = [queue[queueHead]]
+            queueHead += 1
+            while !rows[0].alone && rows.count < Self.batchRows && waiting > 0 && !queue[queueHead].alone
+                    && queue[queueHead].head == rows[0].head {
+                rows.append(queue[queueHead])
+                queueHead += 1
+            }
+            if queueHead > 4096 && queueHead * 2 > queue.count {
+                queue.removeFirst(queueHead)
+                queueHead = 0
+            }
+            guard submit(rows) else { break }
+        }
+        shard.counters.accQueued = waiting
+        if waiting == 0 && inFlight.isEmpty && replayToken == nil { replay() }
+    }
+
+    /// Healthy: send freely. Not: one probe at a time, after the back-off.
+    private var mayProbe: Bool {
+        healthy || (inFlight.isEmpty && replayToken == nil && shard.now >= retryAt)
+    }
+
+    private func failedTransiently() {
+        if healthy { backoff = Self.tickMilliseconds } else { backoff = min(backoff * 2, 5000) }
+        healthy = false
+        retryAt = shard.now + backoff
+    }
+
+    private func replay() {
+        guard let spill, spill.hasRows, mayProbe else { return }
+        let lines = spill.read(limit: replayAlone > 0 ? 1 : Self.batchRows)
+        guard let first = lines.first else { return }
+        if first.head.isEmpty {
+            spill.replayed(through: first.end)
+            return
+        }
+        let rows = lines.prefix { $0.head == first.head }
+        let token = nextToken
+        nextToken += 1
+        // Recorded before the submission: a query that fails as it starts is reported inside `submit`.
+        replayToken = token
+        replayEnd = rows.last!.end
+        replayRows = rows.count
+        if replayAlone > 0 { replayAlone -= 1 }
+        if !send(rows.map { Row(head: $0.head, values: $0.values) }, token: token) { replayToken = nil }
+    }
+
+    private func submit(_ rows: [Row]) -> Bool {
+        let token = nextToken
+        nextToken += 1
+        // Recorded before the submission: a query that fails as it starts is reported inside `submit`.
+        inFlight[token] = rows
+        guard send(rows, token: token) else {
+            inFlight[token] = nil
+            requeue(rows)
+            return false
+        }
+        return true
+    }
+
+    private func send(_ rows: [Row], token: UInt64) -> Bool {
+        var statement = rows[0].head
+        for (i, row) in rows.enumerated() {
+            if i > 0 { statement += ", " }
+            statement += row.values
+        }
+        let outcome = statement.withUTF8 {
+            runner.submit(query: UnsafeRawBufferPointer($0), timeoutMilliseconds: Self.queryTimeoutMilliseconds, token: token)
+        }
+        if case .rejected = outcome { return false }
+        return true
+    }
+
+    func queryCompleted(token: UInt64, _ completion: borrowing DatabaseCompletion, on shard: Shard) {
+        let refused = completion.code == .failed && Self.isRefusal(completion.errorNumber)
+        let reason = completion.code == .failed ? String(decoding: completion.message, as: UTF8.self) : "\(completion.code)"
+        if token == replayToken {
+            replayToken = nil
+            completedReplay(succeeded: completion.code == .completed, refused: refused, reason: reason)
+        } else if let rows = inFlight.removeValue(forKey: token) {
+            if completion.code == .completed {
+                healthy = true
+                shard.counters.accWritten += rows.count
+            } else if refused {
+                refuse(rows, reason: reason)
+            } else {
+                failedTransiently()
+                report("\(reason); the rows wait and are retried")
+                requeue(rows)
+            }
+        }
+        shard.counters.accQueued = waiting
+        schedulePump()
+    }
+
+    /// Puts rows back at the front of the queue (over the slots already taken from it).
+    private func requeue(_ rows: [Row]) {
+        queue.replaceSubrange(0..<queueHead, with: rows)
+        queueHead = 0
+    }
+
+    private func completedReplay(succeeded: Bool, refused: Bool, reason: String) {
+        guard let spill else { return }
+        if succeeded {
+            healthy = true
+            spill.replayed(through: replayEnd)
+            shard.counters.accReplayed += replayRows
+            shard.counters.accWritten += replayRows
+        } else if refused && replayRows > 1 {
+            // One row of the batch is refused: go on one row at a time through this batch.
+            replayAlone = replayRows
+        } else if refused {
+            shard.counters.accFailed += 1
+            if let line = spill.read(limit: 1).first { keepRejected(line.head, line.values) }
+            spill.replayed(through: replayEnd)
+            report("\(reason); the row is kept in the rejected file")
+        } else {
+            failedTransiently()
+            report("\(reason); the spilled rows are replayed when MariaDB answers")
+        }
+    }
+
+    /// A refused batch of several rows is retried row by row; a single refused row goes to the rejected file.
+    private func refuse(_ rows: [Row], reason: String) {
+        if rows.count > 1 {
+            requeue(rows.map { row in
+                var alone = row
+                alone.alone = true
+                return alone
+            })
+            return
+        }
+        shard.counters.accFailed += 1
+        keepRejected(rows[0].head, rows[0].values)
+        report("\(reason); the row is kept in the rejected file")
+    }
+
+    /// Whether the server refused the statement itself (an unknown column or table, a bad value): retrying cannot
+    /// mend it. Transient, and retried: every client-side error (2000–2999: the connection), a server shutting
+    /// down or out of connections, lock waits and deadlocks, a read-only node (a Galera fail-over), a killed query.
+    static func isRefusal(_ number: UInt32) -> Bool {
+        guard number > 0 && number < 2000 else { return false }
+        return ![1040, 1042, 1043, 1053, 1077, 1078, 1079, 1080, 1152, 1153, 1154, 1155, 1156, 1157, 1158, 1159,
+                 1160, 1161, 1203, 1205, 1213, 1290, 1317, 1836, 1927, 4031].contains(number)
+    }
+
+    private func keepRejected(_ head: String, _ values: String) {
+        guard let spill else { return }
+        if rejected < 0 {
+            let path = String(spill.path.dropLast(".spill".count)) + ".rejected"
+            rejected = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+            guard rejected >= 0 else { return }
+        }
+        let line = head + "\t" + values + "\n"
+        _ = line.withCString { write(rejected, $0, strlen($0)) }
+    }
+
+    func tick() {
+        if let failure = spill?.flush() { report("the spill file cannot be written (\(failure)); its rows stay in memory") }
+        if waiting == 0 && inFlight.isEmpty && replayToken == nil { replay() } else if waiting > 0 { pump() }
+        _ = shard.schedule(after: Self.tickMilliseconds, payload: OpsPacking.timerPayload(.accountingTick, slot: 0, generation: 0))
+    }
+
+    /// Spills what is in memory or in flight, so the next start writes it.
+    func stop() {
+        if let spill {
+            var held: [Row] = []
+            for token in inFlight.keys.sorted() { held += inFlight[token]! }
+            held += queue[queueHead...]
+            for row in held { spill.append(head: row.head, values: row.values) }
+            shard.counters.accSpilled += held.count
+            spill.flush()
+        } else if waiting + inFlight.count > 0 {
+            context.log.write(level: -1, "ringsipd: acc: \(waiting) accounting rows were not written (no spill_dir)")
+        }
+        inFlight.removeAll()
+        queue.removeAll()
+        queueHead = 0
+        runner.shutdown()
+    }
+
+    /// Logs the first failure and then every 1000th.
+    private func report(_ reason: String) {
+        failures += 1
+        if failures == 1 || failures % 1000 == 0 {
+            context.log.write(level: -1, "ringsipd: acc: a write to MariaDB failed (\(failures) so far): \(reason)")
+        }
+    }
+}

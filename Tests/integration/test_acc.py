@@ -1,0 +1,273 @@
+"""acc: records of answered transactions in MariaDB (OpenSIPS' acc and missed_calls tables) and in the log.
+
+- sipp calls through the proxy on two shards: one acc row per INVITE and per BYE, exactly, with the call's
+  Call-ID, tags, code and time, and an extra field from $acc_extra; one log line each;
+- busy calls with do_accounting("db", "missed"): missed_calls rows with 486 and nothing in acc; the 2.x style
+  (db_flag / db_missed_flag set with setflag, db_extra from a pseudo-variable) does the same;
+- MariaDB stopped in the middle of a load (a private server the test starts, stops and starts again): the
+  rows wait in memory, spill to the file, and are replayed once the server is back: none lost, none doubled;
+- rows the server refuses (an unknown column) are kept in the rejected file and counted, and the daemon goes on.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import harness as h
+import pytest
+from conftest import describe, start_script
+from test_async import DB_URL, need_mariadb
+from test_permissions import sql
+from test_registrar_db import query
+
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+
+ACC = f"ringsip_acc_{os.getpid()}"
+MISSED = f"ringsip_missed_{os.getpid()}"
+
+# OpenSIPS 3.x's acc and missed_calls tables, with one extra column.
+ACC_COLUMNS = """id INT UNSIGNED AUTO_INCREMENT PRIMARY KEY, method CHAR(16) NOT NULL DEFAULT '',
+    from_tag CHAR(64) NOT NULL DEFAULT '', to_tag CHAR(64) NOT NULL DEFAULT '', callid CHAR(64) NOT NULL DEFAULT '',
+    sip_code CHAR(3) NOT NULL DEFAULT '', sip_reason CHAR(32) NOT NULL DEFAULT '', time DATETIME NOT NULL,
+    duration INT UNSIGNED NOT NULL DEFAULT 0, ms_duration INT UNSIGNED NOT NULL DEFAULT 0,
+    setuptime INT UNSIGNED NOT NULL DEFAULT 0, created DATETIME DEFAULT NULL, caller CHAR(64) DEFAULT NULL"""
+MISSED_COLUMNS = """id INT UNSIGNED AUTO_INCREMENT PRIMARY KEY, method CHAR(16) NOT NULL DEFAULT '',
+    from_tag CHAR(64) NOT NULL DEFAULT '', to_tag CHAR(64) NOT NULL DEFAULT '', callid CHAR(64) NOT NULL DEFAULT '',
+    sip_code CHAR(3) NOT NULL DEFAULT '', sip_reason CHAR(32) NOT NULL DEFAULT '', time DATETIME NOT NULL,
+    setuptime INT UNSIGNED NOT NULL DEFAULT 0, created DATETIME DEFAULT NULL, caller CHAR(64) DEFAULT NULL"""
+
+SCRIPT = """
+log_level = 3
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "sipmsgops.so"
+loadmodule "acc.so"
+modparam("tm", "fr_inv_timeout", 5)
+modparam("acc", "db_url", "{url}")
+modparam("acc", "db_table_acc", "{acc}")
+modparam("acc", "db_table_missed_calls", "{missed}")
+modparam("acc", "spill_dir", "{spill}")
+modparam("acc", "queue_size", {queue})
+{extra}
+route {{
+    {mark}
+    if (!t_relay("udp:127.0.0.1:{uas}")) {{ sl_send_reply(500, "Server Unreachable"); }}
+}}
+"""
+
+MARK_3X = """if (is_method("INVITE|BYE")) {
+        do_accounting("db|log", "missed");
+        $acc_extra(who) = $fU;
+    }"""
+EXTRA_3X = 'modparam("acc", "extra_fields", "db: who->caller; log: who->caller")'
+
+MARK_2X = """if (is_method("INVITE|BYE")) { setflag(ACC_DO); setflag(ACC_MISSED); }"""
+EXTRA_2X = """modparam("acc", "db_flag", "ACC_DO")
+modparam("acc", "db_missed_flag", "ACC_MISSED")
+modparam("acc", "db_extra", "caller=$fU")"""
+
+
+def tables(extra_column: str = "caller"):
+    sql(f"DROP TABLE IF EXISTS {ACC}, {MISSED}")
+    sql(f"CREATE TABLE {ACC} ({ACC_COLUMNS.replace('caller', extra_column)})")
+    sql(f"CREATE TABLE {MISSED} ({MISSED_COLUMNS.replace('caller', extra_column)})")
+
+
+def script(tmp: Path, uas: int, mark: str, extra: str, url: str = DB_URL, queue: int = 10000) -> Path:
+    path = tmp / "acc.cfg"
+    path.write_text(SCRIPT.format(url=url, acc=ACC, missed=MISSED, spill=tmp / "spill", queue=queue, extra=extra,
+                                  mark=mark, uas=uas))
+    return path
+
+
+def rows(table: str, port: int = 3306) -> list[tuple]:
+    if port == 3306:
+        return query(f"SELECT method, sip_code, sip_reason, callid, from_tag, to_tag, caller, "
+                     f"ABS(TIMESTAMPDIFF(SECOND, time, NOW())) < 120 FROM {table} ORDER BY id")
+    done = subprocess.run(["mariadb", "-h127.0.0.1", f"-P{port}", "-uany", "ringsip", "-N", "-B", "-e",
+                           f"SELECT method, sip_code, callid FROM {table} ORDER BY id"],
+                          check=True, capture_output=True, text=True, timeout=30)
+    return [tuple(line.split("\t")) for line in done.stdout.splitlines()]
+
+
+def wait_rows(table: str, count: int, seconds: float = 10, port: int = 3306) -> list[tuple]:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = rows(table, port)
+        if len(got) >= count or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def counters(procs, daemon) -> dict:
+    assert procs.stop(daemon) == 0, daemon.stderr()[-2000:]
+    total = {}
+    for row in h.counter_rows(daemon):
+        for key, value in row.items():
+            if key.startswith("acc_") and isinstance(value, int):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+@pytest.fixture
+def acc_tables():
+    need_mariadb()
+    tables()
+    yield
+    sql(f"DROP TABLE IF EXISTS {ACC}, {MISSED}")
+
+
+def test_every_invite_and_bye_is_one_acc_row_and_one_log_line(procs, ringsipd, sipp, acc_tables):
+    uas, proxy = h.free_udp_ports(2)
+    h.start_uas(procs, uas)
+    daemon = start_script(procs, ringsipd, script(procs.workdir, uas, MARK_3X, EXTRA_3X), proxy, shards=2)
+    res = h.run_uacs(procs, proxy, rate=100, calls=300, timeout=40)
+    assert res.failed == 0 and res.successful == 300, describe(res)
+    got = wait_rows(ACC, 600)
+    assert len(got) == 600, got[-5:]
+    assert sorted({r[0] for r in got}) == ["BYE", "INVITE"]
+    assert all(r[1] == "200" and r[2] == "OK" and r[6] == "sipp" and r[7] == "1" for r in got), got[:3]
+    invites = {r[3]: r for r in got if r[0] == "INVITE"}
+    byes = {r[3]: r for r in got if r[0] == "BYE"}
+    assert len(invites) == 300 and invites.keys() == byes.keys()
+    # The INVITE's To tag is the callee's (from its 200); every From tag is the caller's.
+    assert all(r[4] and r[5] for r in invites.values())
+    assert rows(MISSED) == []
+    log = [l for l in daemon.stderr().splitlines() if "ACC: transaction answered:" in l]
+    assert len(log) == 600 and all(";caller=sipp" in l and ";code=200;" in l for l in log), log[:2]
+    total = counters(procs, daemon)
+    assert total["acc_written"] == 600 and total["acc_spilled"] == 0 and total["acc_failed"] == 0, total
+
+
+@pytest.mark.parametrize("style", ["3.x", "2.x"])
+def test_busy_calls_are_missed_calls_not_acc_rows(procs, ringsipd, sipp, acc_tables, style):
+    uas, proxy = h.free_udp_ports(2)
+    h.start_uas(procs, uas, scenario=SCENARIOS / "tm" / "uas-busy.xml")
+    mark, extra = (MARK_3X, EXTRA_3X) if style == "3.x" else (MARK_2X, EXTRA_2X)
+    daemon = start_script(procs, ringsipd, script(procs.workdir, uas, mark, extra), proxy)
+    res = h.run_uacs(procs, proxy, rate=50, calls=40, timeout=30, scenario=SCENARIOS / "tm" / "uac-busy.xml")
+    assert res.successful == 40, describe(res)
+    got = wait_rows(MISSED, 40)
+    assert len(got) == 40 and all(r[0] == "INVITE" and r[1] == "486" and r[2] == "Busy Here" and r[6] == "sipp"
+                                  for r in got), got[:3]
+    assert len({r[3] for r in got}) == 40
+    time.sleep(0.5)
+    assert rows(ACC) == []
+    procs.stop(daemon)
+
+
+def test_a_failed_flag_accounts_the_failure_in_acc_too(procs, ringsipd, sipp, acc_tables):
+    uas, proxy = h.free_udp_ports(2)
+    h.start_uas(procs, uas, scenario=SCENARIOS / "tm" / "uas-busy.xml")
+    mark = 'if (is_method("INVITE")) { do_accounting("db", "failed"); }'
+    daemon = start_script(procs, ringsipd, script(procs.workdir, uas, mark, ""), proxy)
+    res = h.run_uacs(procs, proxy, rate=50, calls=10, timeout=30, scenario=SCENARIOS / "tm" / "uac-busy.xml")
+    assert res.successful == 10, describe(res)
+    got = wait_rows(ACC, 10)
+    assert len(got) == 10 and all(r[1] == "486" and r[6] == "NULL" for r in got), got[:3]
+    assert rows(MISSED) == []
+    procs.stop(daemon)
+
+
+class PrivateMariaDB:
+    """A MariaDB server of the test's own (its data directory under the test's workdir, no grant tables), so the
+    test can stop it in the middle of a load and start it again without touching the shared one."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir / "mariadb"
+        self.port = free_tcp_port()
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir()
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.dir / 'data'}", "--user=root",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                       check=True, capture_output=True, timeout=120)
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["mariadbd", "--no-defaults", f"--datadir={self.dir / 'data'}", f"--socket={self.dir / 'sock'}",
+             f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root", "--skip-grant-tables",
+             f"--pid-file={self.dir / 'pid'}", f"--log-error={self.dir / 'err.log'}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert h.wait_until(lambda: self.sql("SELECT 1", check=False) == 0, 30), (self.dir / "err.log").read_text()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+    def sql(self, statement: str, check: bool = True) -> int:
+        done = subprocess.run(["mariadb", "-h127.0.0.1", f"-P{self.port}", "-uany", "-e", statement],
+                              capture_output=True, timeout=30)
+        if check:
+            assert done.returncode == 0, done.stderr
+        return done.returncode
+
+
+def free_tcp_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rows_spill_while_mariadb_is_stopped_and_are_replayed_none_lost_none_doubled(procs, ringsipd, sipp):
+    need_mariadb()
+    if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
+        pytest.skip("mariadbd is not installed: run `make test-deps`")
+    server = PrivateMariaDB(procs.workdir)
+    server.start()
+    try:
+        server.sql("CREATE DATABASE ringsip")
+        server.sql(f"CREATE TABLE ringsip.{ACC} ({ACC_COLUMNS})")
+        server.sql(f"CREATE TABLE ringsip.{MISSED} ({MISSED_COLUMNS})")
+        uas, proxy = h.free_udp_ports(2)
+        h.start_uas(procs, uas)
+        url = f"mysql://any:any@127.0.0.1:{server.port}/ringsip"
+        # A small memory queue, so the outage spills to the file.
+        daemon = start_script(procs, ringsipd, script(procs.workdir, uas, MARK_3X, EXTRA_3X, url=url, queue=50),
+                              proxy, shards=2)
+        stopped = []
+
+        def outage():
+            time.sleep(1.5)
+            server.stop()
+            stopped.append(time.monotonic())
+
+        import threading
+        cut = threading.Thread(target=outage)
+        cut.start()
+        res = h.run_uacs(procs, proxy, rate=100, calls=500, timeout=60)
+        cut.join()
+        assert res.failed == 0 and res.successful == 500, describe(res)
+        spill = procs.workdir / "spill"
+        assert sum(f.stat().st_size for f in spill.glob("acc-*.spill")) > 0, "nothing was spilled"
+        server.start()
+        got = wait_rows(ACC, 1000, seconds=30, port=server.port)
+        assert len(got) == 1000, f"{len(got)} rows"
+        assert len({(r[0], r[2]) for r in got}) == 1000, "a row was written twice"
+        total = counters(procs, daemon)
+        assert total["acc_spilled"] > 0 and total["acc_replayed"] > 0 and total["acc_failed"] == 0, total
+        assert total["acc_written"] == 1000, total
+    finally:
+        server.stop()
+
+
+def test_rows_the_server_refuses_are_kept_and_counted(procs, ringsipd, sipp, acc_tables):
+    tables(extra_column="someone_else")
+    uas, proxy = h.free_udp_ports(2)
+    h.start_uas(procs, uas)
+    daemon = start_script(procs, ringsipd, script(procs.workdir, uas, MARK_3X, EXTRA_3X), proxy)
+    res = h.run_uacs(procs, proxy, rate=50, calls=20, timeout=30)
+    assert res.successful == 20, describe(res)
+    rejected = procs.workdir / "spill" / "acc-0.rejected"
+    assert h.wait_until(lambda: rejected.exists() and len(rejected.read_text().splitlines()) == 40, 10)
+    line = rejected.read_text().splitlines()[0]
+    assert line.startswith(f"INSERT INTO {ACC} (method, from_tag, to_tag, callid, sip_code, sip_reason, time, caller) VALUES \t(")
+    total = counters(procs, daemon)
+    assert total["acc_failed"] == 40 and total["acc_written"] == 0, total
+    assert "Unknown column 'caller'" in daemon.stderr()
