@@ -103,6 +103,11 @@ SCENARIO_SPECS = {s.name: s for s in (
              "first REGISTER to 200", backend="mysql", setup_sql="setup.sql", delayed_backend=False,
              targets=("ringsip", "kamailio"),
              why_not="no OpenSIPS install here to check an opensips.cfg against"),
+    # The `stateful` work plus accounting of every INVITE and BYE to a MariaDB acc table.
+    Scenario("acc", "stateful + an acc row in MariaDB per INVITE and per BYE", 5, None, "uas.xml", "INVITE to 200",
+             shm_mb=2048, backend="mysql", setup_sql="setup.sql", delayed_backend=False,
+             targets=("ringsip", "kamailio"),
+             why_not="no OpenSIPS install here to check an opensips.cfg against"),
 )}
 DB_URL = "mysql://ringsip:ringsip@127.0.0.1:3306/ringsip"
 # Kamailio modules Debian does not package, built from its source package (scripts/ensure-kamailio-http-async).

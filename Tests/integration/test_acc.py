@@ -271,3 +271,64 @@ def test_rows_the_server_refuses_are_kept_and_counted(procs, ringsipd, sipp, acc
     total = counters(procs, daemon)
     assert total["acc_failed"] == 40 and total["acc_written"] == 0, total
     assert "Unknown column 'caller'" in daemon.stderr()
+
+
+@pytest.mark.parametrize("line, message", [
+    ('do_accounting("aaa");', "the aaa backend is not built in ringsip"),
+    ('do_accounting("db", "cdr");', "'cdr' needs the dialog module"),
+    ('do_accounting("db", "sometimes");', "unknown flag 'sometimes'"),
+    ('do_accounting("syslog");', "unknown backend 'syslog'"),
+    ('$acc_extra(x) = $fU; do_accounting("log");', None),
+])
+def test_the_check_names_what_acc_cannot_do(ringsipd, tmp_path, line, message):
+    path = tmp_path / "check.cfg"
+    path.write_text('loadmodule "tm.so"\nloadmodule "acc.so"\nmodparam("acc", "log_facility", "LOG_LOCAL0")\n'
+                    f'route {{\n    {line}\n    t_relay("udp:127.0.0.1:9");\n}}\n')
+    done = subprocess.run([ringsipd, "--check-config", "-f", path], capture_output=True, text=True, timeout=30)
+    if message is None:
+        assert done.returncode == 0, done.stderr
+        assert "parameter 'log_facility' of module 'acc' is accepted but has no effect" in done.stderr
+    else:
+        assert done.returncode != 0 and message in done.stderr and "check.cfg:5:" in done.stderr, done.stderr
+
+
+def test_db_accounting_without_a_db_url_fails_the_check(ringsipd, tmp_path):
+    path = tmp_path / "nodb.cfg"
+    path.write_text('loadmodule "tm.so"\nloadmodule "acc.so"\nmodparam("acc", "db_flag", 2)\n'
+                    'route {\n    setflag(2);\n    t_relay("udp:127.0.0.1:9");\n}\n')
+    done = subprocess.run([ringsipd, "--check-config", "-f", path], capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "db_flag needs modparam(\"acc\", \"db_url\"" in done.stderr, done.stderr
+    path.write_text('loadmodule "tm.so"\nloadmodule "acc.so"\n'
+                    'route {\n    do_accounting("db");\n    t_relay("udp:127.0.0.1:9");\n}\n')
+    done = subprocess.run([ringsipd, "--check-config", "-f", path], capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "nodb.cfg:4:" in done.stderr and "needs modparam(\"acc\", \"db_url\"" in done.stderr
+
+
+def test_rows_spilled_before_a_stop_are_written_by_the_next_start(procs, ringsipd, sipp):
+    need_mariadb()
+    if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
+        pytest.skip("mariadbd is not installed: run `make test-deps`")
+    server = PrivateMariaDB(procs.workdir)
+    server.start()
+    try:
+        server.sql("CREATE DATABASE ringsip")
+        server.sql(f"CREATE TABLE ringsip.{ACC} ({ACC_COLUMNS})")
+        server.stop()
+        uas, proxy = h.free_udp_ports(2)
+        h.start_uas(procs, uas)
+        url = f"mysql://any:any@127.0.0.1:{server.port}/ringsip"
+        path = script(procs.workdir, uas, MARK_3X, EXTRA_3X, url=url)
+        daemon = start_script(procs, ringsipd, path, proxy)
+        res = h.run_uacs(procs, proxy, rate=100, calls=100, timeout=30)
+        assert res.successful == 100, describe(res)
+        total = counters(procs, daemon)
+        assert total["acc_written"] == 0 and total["acc_spilled"] == 200, total
+        server.start()
+        daemon = start_script(procs, ringsipd, path, proxy)
+        got = wait_rows(ACC, 200, seconds=30, port=server.port)
+        assert len(got) == 200 and len(set(got)) == 200, f"{len(got)} rows, {len(set(got))} distinct"
+        total = counters(procs, daemon)
+        assert total["acc_replayed"] == 200 and total["acc_written"] == 200, total
+        assert not any(f.stat().st_size for f in (procs.workdir / "spill").glob("acc-*.spill"))
+    finally:
+        server.stop()

@@ -72,6 +72,11 @@ public enum AccModule {
 
     static func doAccounting(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
         let marks = try requests(call, compiler, backendsRequired: true)
+        if marks & (AccMarks.account(.db) | AccMarks.missed(.db)) != 0
+            && DatabaseModule.url(of: "acc", in: compiler.configuration) == nil {
+            throw compiler.error("do_accounting(\"db\") needs modparam(\"acc\", \"db_url\", \"mysql://…\")",
+                                 at: call.location)
+        }
         let tableSlot = compiler.avpSlot(named: tableAVP)
         let table = try call.arguments.count > 2 ? tableName(call.arguments[2], call, compiler) : nil
         if table != nil && marks & AccMarks.account(.db) == 0 {

@@ -48,7 +48,8 @@ final class AccSpill {
         var status = stat()
         fileSize = fstat(fd, &status) == 0 ? Int(status.st_size) : 0
         replayed = 0
-        if let text = Self.readSmallFile(offsetPath), let offset = Int(Substring(text).trimmingCharacters(in: " \t\r\n")),
+        // "\n\r", not "\r\n": written together those two are one Character, which a lone "\n" does not match.
+        if let text = Self.readSmallFile(offsetPath), let offset = Int(Substring(text).trimmingCharacters(in: "\n\r \t")),
            offset >= 0 && offset <= fileSize {
             replayed = offset
         }
