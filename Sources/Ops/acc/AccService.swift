@@ -11,6 +11,10 @@ final class AccService: ShardService, NextTurnContinuing {
     /// method, from_tag, to_tag, callid, sip_code, sip_reason, time (the acc_*_column modparams).
     let columns: [String]
     let writer: AccWriter?
+    private var row: [UInt8] = []
+    private var head = ""
+    private var headTable = ""
+    private var headExtras: [String] = [""]
 
     init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
         self.context = context
@@ -43,19 +47,31 @@ final class AccService: ShardService, NextTurnContinuing {
     }
 
     /// Queues the record's row for `table` (nothing is written when acc has no db_url: the check refuses db
-    /// accounting without one).
+    /// accounting without one). The values are escaped straight into one reused buffer, and the statement head is
+    /// built again only when the table or the extra columns change.
     func store(_ record: AccRecord, table: String) {
         guard let writer else { return }
-        var names = columns
-        var values = [writer.quoted(record.method), writer.quoted(record.fromTag), writer.quoted(record.toTag),
-                      writer.quoted(record.callID), String(record.code), writer.quoted(record.reason),
-                      "FROM_UNIXTIME(\(record.unixMilliseconds / 1000))"]
-        for (name, value) in record.extras {
-            names.append(name)
-            values.append(value.map { writer.quoted($0) } ?? "NULL")
+        if table != headTable || !record.extras.elementsEqual(headExtras, by: { $0.name == $1 }) {
+            headTable = table
+            headExtras = record.extras.map(\.name)
+            head = "INSERT INTO \(table) (\((columns + headExtras).joined(separator: ", "))) VALUES "
         }
-        writer.append(head: "INSERT INTO \(table) (\(names.joined(separator: ", "))) VALUES ",
-                      values: "(" + values.joined(separator: ", ") + ")")
+        row.removeAll(keepingCapacity: true)
+        row.append(UInt8(ascii: "("))
+        for text in [record.method, record.fromTag, record.toTag, record.callID] {
+            writer.appendQuoted(text, to: &row)
+            row.append(UInt8(ascii: ","))
+        }
+        row.append(contentsOf: String(record.code).utf8)
+        row.append(UInt8(ascii: ","))
+        writer.appendQuoted(record.reason, to: &row)
+        row.append(contentsOf: ",FROM_UNIXTIME(\(record.unixMilliseconds / 1000))".utf8)
+        for (_, value) in record.extras {
+            row.append(UInt8(ascii: ","))
+            if let value { writer.appendQuoted(value, to: &row) } else { row.append(contentsOf: "NULL".utf8) }
+        }
+        row.append(UInt8(ascii: ")"))
+        writer.append(head: head, values: String(decoding: row, as: UTF8.self))
     }
 
     func nextTurn(value: Int, on shard: Shard) { writer?.pump() }

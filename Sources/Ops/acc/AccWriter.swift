@@ -85,9 +85,15 @@ final class AccWriter: DatabaseRunnerDelegate {
         if rejected >= 0 { close(rejected) }
     }
 
-    /// `text` as a SQL string literal. Every field of a datagram fits the escape buffer.
-    func quoted(_ text: String) -> String {
-        runner.literal(text, scratch: escapeBuffer) ?? "''"
+    /// Appends `text` as a SQL string literal ('…', escaped by the connector). Every field of a datagram fits the
+    /// escape buffer; one that does not (an extra field from a long `$avp`) is written as ''.
+    func appendQuoted(_ text: String, to row: inout [UInt8]) {
+        var text = text
+        row.append(UInt8(ascii: "'"))
+        if let length = text.withUTF8({ runner.escape(UnsafeRawBufferPointer($0), into: escapeBuffer) }) {
+            row.append(contentsOf: UnsafeRawBufferPointer(rebasing: escapeBuffer[0..<length]))
+        }
+        row.append(UInt8(ascii: "'"))
     }
 
     private var waiting: Int { queue.count - queueHead }
@@ -175,6 +181,7 @@ final class AccWriter: DatabaseRunnerDelegate {
 
     private func send(_ rows: [Row], token: UInt64) -> Bool {
         var statement = rows[0].head
+        statement.reserveCapacity(rows.reduce(statement.utf8.count) { $0 + $1.values.utf8.count + 2 })
         for (i, row) in rows.enumerated() {
             if i > 0 { statement += ", " }
             statement += row.values
