@@ -124,6 +124,7 @@ extension ScriptLibrary {
         for module in AuthModule.modules { library.register(module) }
         library.register(NathelperModule.module)
         library.register(AccModule.module)
+        library.register(DialogModule.module)
         library.register(DialplanModule.module)
         library.register(HTTPModule.module)
         library.register(RadiusModule.module)

@@ -27,6 +27,8 @@ public enum OpsComponent: UInt8, Sendable {
     case accounting = 11
     /// acc's `AccWriter`: its tick (spill flush, replay).
     case accountingTick = 12
+    /// dialog's `DialogService`: dialog timeouts and the linger of ended dialogs.
+    case dialog = 13
 }
 
 /// How Ops packs its operation ids and timer payloads.

@@ -43,6 +43,15 @@ enum CoreFunctions {
                 ScriptFunction("loose_route", module: "rr", arguments: 0...0, allowedIn: .requestLike) { _, _ in
                     { context in LooseRouting.run(context) }
                 },
+                // add_rr_param(";name=value"): carried inside the Record-Route we add (after ";lr").
+                ScriptFunction("add_rr_param", module: "rr", arguments: 1...1, allowedIn: .requestLike) { call, compiler throws(CompileError) in
+                    let parameter = try compiler.value(call.arguments[0]!)
+                    return { context in
+                        guard case .text(let text) = parameter(context), text.count > 0 else { return -1 }
+                        context.addRecordRouteParameter(text)
+                        return 1
+                    }
+                },
             ]),
             ScriptModule(name: "maxfwd", parameters: [.init("max_limit", .integer)], functions: [
                 ScriptFunction("mf_process_maxfwd_header", module: "maxfwd", arguments: 1...1, allowedIn: .requestLike,

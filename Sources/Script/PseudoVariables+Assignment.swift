@@ -111,6 +111,18 @@ extension ScriptCompiler {
                 }
             }
         default:
+            if let variable = library.variables[target.name] {
+                guard configuration.loadedModules.contains(variable.module) else {
+                    throw error("$\(target.name) needs loadmodule \"\(variable.module).so\"", at: target.location)
+                }
+                guard let write = variable.write else {
+                    throw error("cannot assign to $\(target.name): it is read-only", at: target.location)
+                }
+                if op != .assign {
+                    throw error("$\(target.name) takes a plain assignment (=)", at: target.location)
+                }
+                return try write(target, self, evaluate)
+            }
             if ScriptCompiler.readOnlyVariables.contains(target.name) || ScriptCompiler.messageFields[target.name] != nil {
                 throw error("cannot assign to $\(target.name): it is read-only", at: target.location)
             }

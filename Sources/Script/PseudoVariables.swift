@@ -159,6 +159,12 @@ extension ScriptCompiler {
             return field
         }
         if v.name == "socket_in" { return try socketRead(v) }
+        if let variable = library.variables[v.name] {
+            guard configuration.loadedModules.contains(variable.module) else {
+                throw error("$\(v.name) needs loadmodule \"\(variable.module).so\"", at: v.location)
+            }
+            return try variable.read(v, self)
+        }
         guard let field = ScriptCompiler.messageFields[v.name] else {
             let known = Array(ScriptCompiler.messageFields.keys) + Array(ScriptCompiler.errorFields.keys)
                 + ["var", "avp", "hdr", "rc", "retcode", "time", "Ts", "socket_in", "param", "branch"]

@@ -119,7 +119,6 @@ public struct ScriptConfiguration: Sendable {
 
     /// Modules scripts load that ringsip does not have, and what to do instead.
     static let missingModuleAdvice: [String: String] = [
-        "dialog": "ringsip keeps no dialog state yet",
         "rtpproxy": "ringsip does not drive media relays yet", "rtpengine": "ringsip does not drive media relays yet",
         "uac": "ringsip has no uac functions (uac_replace_from, uac_auth) yet",
         "dispatcher": "ringsip has no dispatcher yet: use t_relay to a fixed next hop, append_branch to fork",

@@ -46,4 +46,15 @@ extension ScriptContext {
         if sent { handled = true }
         return sent
     }
+
+    /// Appends `parameter` (";name=value", the ";" added when missing) to the Record-Route we add.
+    public func addRecordRouteParameter(_ parameter: UnsafeRawBufferPointer) {
+        var text = arena.begin()
+        if let kept = recordRouteParameters { arena.append(&text, kept) }
+        if parameter.first != UInt8(ascii: ";") { arena.append(&text, semicolon) }
+        arena.append(&text, parameter)
+        recordRouteParameters = arena.end(text)
+    }
 }
+
+nonisolated(unsafe) private let semicolon = permanentBytes(";")

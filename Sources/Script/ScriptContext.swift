@@ -146,6 +146,8 @@ public final class ScriptContext {
     /// `$du`: where to send, overriding Route and Request-URI.
     public var destinationURI: UnsafeRawBufferPointer?
     public var recordRoute = false
+    /// Parameters the Record-Route we add carries after `;lr` (`add_rr_param`, dialog's `did`), in the arena.
+    public var recordRouteParameters: UnsafeRawBufferPointer?
     public var forceRport = false
     public var popRoute = false
     public var maxForwardsWhenAbsent = 70
@@ -221,6 +223,7 @@ public final class ScriptContext {
         requestURI = nil
         destinationURI = nil
         recordRoute = false
+        recordRouteParameters = nil
         forceRport = false
         popRoute = false
         maxForwardsWhenAbsent = 70

@@ -25,6 +25,8 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     private var dueReplyHead = 0
     /// Services that fetch before a request's route (`RequestPrefetching`), made when the shard starts.
     private var prefetchers: [any RequestPrefetching] = []
+    /// Services that keep requests' state on one shard (`RequestOwning`), made when the shard starts.
+    private var owners: [any RequestOwning] = []
     /// Answered transactions waiting for their reports at the end of the loop turn (`transactionAnswered`).
     var pendingAnswers: [PendingAnswer] = []
     /// The reason phrases and To tags of `pendingAnswers`, back to back.
@@ -99,6 +101,11 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
                                         arrivedOn: datagram.socketIndex, headers: overloadedRetryAfter, on: shard)
                 shard.counters.shed += 1
                 return .done
+            }
+            for service in owners {
+                if let target = service.owner(of: message, lent: datagram.lender != nil, on: shard), datagram.lender == nil {
+                    return .handOff(toShard: target)
+                }
             }
             for service in prefetchers where service.prefetch(message, bytes: datagram.bytes, source: datagram.source,
                                                               socketIndex: datagram.socketIndex, on: shard) {
@@ -491,6 +498,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     public func started(on shard: Shard) {
         context.services = serviceFactories.map { $0(context, shard, configuration) }
         prefetchers = context.services.compactMap { $0 as? any RequestPrefetching }
+        owners = context.services.compactMap { $0 as? any RequestOwning }
         context.routeHeld = { [unowned self] bytes, source, socketIndex in
             self.routeHeldRequest(bytes, source: source, socketIndex: socketIndex)
         }

@@ -136,6 +136,8 @@ public struct ScriptModule: Sendable {
     /// Runs once per compile, before any route, when the module is loaded: what the module compiles without a
     /// call site (acc's flag modparams and extra fields, `ScriptCompiler.answerReporters`).
     public var prepare: (@Sendable (ScriptCompiler) throws(CompileError) -> Void)?
+    /// Pseudo-variables the module provides (`$DLG_status`, `$dlg_val(name)`): usable when it is loaded.
+    public var variables: [ModuleVariable] = []
 
     public init(name: String, parameters: [ModuleParameterDeclaration] = [], functions: [ScriptFunction] = [],
                 asyncOperations: [AsyncOperationDefinition] = [], service: ShardServiceFactory? = nil) {
@@ -154,11 +156,30 @@ public struct ScriptModule: Sendable {
     }
 }
 
+/// A pseudo-variable a module provides: how to read it, and (when it may be assigned) how to write it.
+public struct ModuleVariable: Sendable {
+    public typealias Read = @Sendable (PseudoVariable, ScriptCompiler) throws(CompileError) -> ScriptCompiler.Evaluate
+    public typealias Write = @Sendable (PseudoVariable, ScriptCompiler, @escaping ScriptCompiler.Evaluate)
+        throws(CompileError) -> ScriptCompiler.Execute
+    public var name: String
+    public var module: String
+    public var read: Read
+    public var write: Write?
+
+    public init(_ name: String, module: String, read: @escaping Read, write: Write? = nil) {
+        self.name = name
+        self.module = module
+        self.read = read
+        self.write = write
+    }
+}
+
 /// Every module this build of ringsip provides.
 public struct ScriptLibrary: Sendable {
     public private(set) var modules: [String: ScriptModule] = [:]
     public private(set) var functions: [String: ScriptFunction] = [:]
     public private(set) var asyncOperations: [String: AsyncOperationDefinition] = [:]
+    public private(set) var variables: [String: ModuleVariable] = [:]
     /// Per-shard services by module, in registration order: a call site finds its module's by index.
     public private(set) var services: [(module: String, factory: ShardServiceFactory)] = []
 
@@ -172,12 +193,14 @@ public struct ScriptLibrary: Sendable {
             merged.parameters += module.parameters
             merged.functions += module.functions
             merged.asyncOperations += module.asyncOperations
+            merged.variables += module.variables
             modules[module.name] = merged
         } else {
             modules[module.name] = module
         }
         for function in module.functions { functions[function.name] = function }
         for operation in module.asyncOperations { asyncOperations[operation.name] = operation }
+        for variable in module.variables { variables[variable.name] = variable }
         if let factory = module.service, serviceIndex(of: module.name) == nil { services.append((module.name, factory)) }
     }
 

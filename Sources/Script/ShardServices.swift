@@ -27,6 +27,15 @@ public protocol RequestPrefetching: ShardService {
     func fetched(value: Int, on shard: Shard)
 }
 
+/// A service that keeps state on one shard for a family of requests (dialog: a call's dialog lives on the shard
+/// that created it), offered every request TM did not absorb before its main route (and before prefetching).
+public protocol RequestOwning: ShardService {
+    /// The shard `message` belongs to when that is another one: the datagram is handed there whole, in O(1), and
+    /// routed there from the start. Nil to route it here, where the service may record what the request means to
+    /// it (an ACK confirms a dialog, a BYE ends it). `lent`: it was handed here already, so it is routed here.
+    func owner(of message: SIPMessage, lent: Bool, on shard: Shard) -> Int?
+}
+
 /// A service that continues its own work at a turn boundary (`ScriptContext.continueNextTurn(for:value:)`): what
 /// it cannot do inside a completion it handles (acc's writer submits its next batch there, as a runner's delegate
 /// must not submit).

@@ -363,8 +363,16 @@ extension ScriptContext {
         edits.maxForwardsWhenAbsent = maxForwardsWhenAbsent
         edits.appendedHeaders = appendedHeaders
         if routeSet != nil { edits.removedKinds.insert(.route) }
-        let recordRouteLine = recordRoute
+        var recordRouteLine = recordRoute
             ? relay.recordRouteLine(toward: destination, arrivedOn: socketIndex, on: shard) : nil
+        if let line = recordRouteLine, let parameters = recordRouteParameters, line.count > 3 {
+            // The line ends ">\r\n": the parameters go inside the brackets, after ";lr".
+            var with = arena.begin()
+            arena.append(&with, UnsafeRawBufferPointer(rebasing: line[0..<(line.count - 3)]))
+            arena.append(&with, parameters)
+            arena.append(&with, UnsafeRawBufferPointer(rebasing: line[(line.count - 3)...]))
+            recordRouteLine = arena.end(with)
+        }
         switch (recordRouteLine, routeSet) {
         case (nil, nil): break
         case (let line?, nil): edits.insertedHeaders = line

@@ -181,8 +181,8 @@ import Engine
     }
 
     @Test func aMissingModuleSaysWhatToDoInstead() {
-        #expect(Self.error("loadmodule \"dialog.so\"\nroute { exit; }\n").hasPrefix(
-            "test.cfg:1:1: error: module 'dialog' is not provided by ringsip: ringsip keeps no dialog state yet"))
+        #expect(Self.error("loadmodule \"rtpproxy.so\"\nroute { exit; }\n").hasPrefix(
+            "test.cfg:1:1: error: module 'rtpproxy' is not provided by ringsip: ringsip does not drive media relays yet"))
         // No distant guess: 'xcap' is not 'exec'.
         let xcap = Self.error("loadmodule \"xcap.so\"\nroute { exit; }\n")
         #expect(xcap.hasPrefix("test.cfg:1:1: error: module 'xcap' is not provided by ringsip; it provides: "))

@@ -275,7 +275,7 @@ def test_rows_the_server_refuses_are_kept_and_counted(procs, ringsipd, sipp, acc
 
 @pytest.mark.parametrize("line, message", [
     ('do_accounting("aaa");', "the aaa backend is not built in ringsip"),
-    ('do_accounting("db", "cdr");', "'cdr' needs the dialog module"),
+    ('do_accounting("log", "cdr");', "'cdr' needs loadmodule \"dialog.so\""),
     ('do_accounting("db", "sometimes");', "unknown flag 'sometimes'"),
     ('do_accounting("syslog");', "unknown backend 'syslog'"),
     ('$acc_extra(x) = $fU; do_accounting("log");', None),

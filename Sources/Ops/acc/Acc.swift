@@ -98,7 +98,7 @@ public enum AccModule {
         // drop_accounting("db") drops every kind of db record; with flags only those kinds.
         if call.arguments.count == 1 {
             for backend in AccBackend.allCases where marks & AccMarks.account(backend) != 0 {
-                marks |= AccMarks.missed(backend) | AccMarks.failed(backend)
+                marks |= AccMarks.missed(backend) | AccMarks.failed(backend) | AccMarks.cdr(backend)
             }
         }
         let dropped = marks
@@ -137,8 +137,11 @@ public enum AccModule {
                 case "missed": marks |= AccMarks.missed(backend)
                 case "failed": marks |= AccMarks.failed(backend)
                 case "cdr":
-                    throw compiler.error("\(call.name): 'cdr' needs the dialog module, which ringsip does not have yet; "
-                        + "account the INVITE and the BYE instead (do_accounting on each)", at: call.location)
+                    guard compiler.configuration.loadedModules.contains("dialog") else {
+                        throw compiler.error("\(call.name): 'cdr' needs loadmodule \"dialog.so\" (and create_dialog())",
+                                             at: call.location)
+                    }
+                    marks |= AccMarks.cdr(backend)
                 default:
                     throw compiler.error("\(call.name): unknown flag '\(name)' (missed, failed, cdr)", at: call.location)
                 }
@@ -237,6 +240,21 @@ public enum AccModule {
                 : message.to.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
             let reason = String(decoding: answer.reason, as: UTF8.self)
             let table = context.avps.value(tableSlot).string
+            var cdrBackends: [AccBackend] = []
+            if message.method == .invite && answer.status < 300 && !message.hasToTag {
+                cdrBackends = AccBackend.allCases.filter { marks & AccMarks.cdr($0) != 0 }
+            }
+            if !cdrBackends.isEmpty, let dialogs = context.services.lazy.compactMap({ $0 as? DialogService }).first,
+               let callID = message.callID {
+                var record = AccRecord.of(message, kind: .transaction, code: answer.status, reason: reason, toTag: toTag,
+                                          unixMilliseconds: answer.unixMilliseconds)
+                // One CDR a dialog: its extras are the INVITE's, for the first backend that keeps a CDR.
+                record.extras = extras.values(for: cdrBackends[0], context)
+                if dialogs.attachCDR(callID: AccRecord.text(message.bytes, callID), callerTag: record.fromTag, record,
+                                     backends: cdrBackends) {
+                    for backend in cdrBackends { marks &= ~AccMarks.account(backend) }
+                }
+            }
             for backend in AccBackend.allCases {
                 var kinds: [AccRecord.Kind] = []
                 if marks & AccMarks.account(backend) != 0
@@ -267,4 +285,6 @@ enum AccMarks {
     static func account(_ backend: AccBackend) -> UInt32 { 1 << UInt32(backend.rawValue) }
     static func missed(_ backend: AccBackend) -> UInt32 { 1 << UInt32(4 + backend.rawValue) }
     static func failed(_ backend: AccBackend) -> UInt32 { 1 << UInt32(8 + backend.rawValue) }
+    /// The INVITE's record waits for its dialog's end, as a CDR with the call's duration.
+    static func cdr(_ backend: AccBackend) -> UInt32 { 1 << UInt32(12 + backend.rawValue) }
 }

@@ -23,11 +23,22 @@ struct AccRecord: Equatable {
     var unixMilliseconds: Int64
     /// Name (log name or column) and value; nil for a field that had no value.
     var extras: [(name: String, value: String?)] = []
+    /// A CDR (the cdr flag: the INVITE's record, written when its dialog ends) carries the call's times; then
+    /// `unixMilliseconds` is when the call was answered.
+    var cdr: CDR?
+
+    struct CDR: Equatable {
+        var durationMilliseconds: Int64
+        /// From the INVITE to its 2xx.
+        var setupMilliseconds: Int64
+        var createdUnixMilliseconds: Int64
+    }
 
     static func == (a: AccRecord, b: AccRecord) -> Bool {
         a.kind == b.kind && a.method == b.method && a.fromTag == b.fromTag && a.toTag == b.toTag && a.callID == b.callID
             && a.code == b.code && a.reason == b.reason && a.unixMilliseconds == b.unixMilliseconds
             && a.extras.map(\.name) == b.extras.map(\.name) && a.extras.map(\.value) == b.extras.map(\.value)
+            && a.cdr == b.cdr
     }
 
     /// The request's fixed fields (method, From tag, Call-ID) with the answer's.
@@ -59,7 +70,12 @@ struct AccRecord: Equatable {
         case .request: "request accounted"
         }
         var line = "ACC: \(what): timestamp=\(unixMilliseconds / 1000);method=\(method);from_tag=\(fromTag);"
-            + "to_tag=\(toTag);call_id=\(callID);code=\(code);reason=\(reason)"
+        if let cdr {
+            line = "ACC: call ended: created=\(cdr.createdUnixMilliseconds / 1000);call_start_time=\(unixMilliseconds / 1000);"
+                + "duration=\(cdr.durationMilliseconds / 1000);ms_duration=\(cdr.durationMilliseconds);"
+                + "setuptime=\(cdr.setupMilliseconds / 1000);method=\(method);from_tag=\(fromTag);"
+        }
+        line += "to_tag=\(toTag);call_id=\(callID);code=\(code);reason=\(reason)"
         for (name, value) in extras { line += ";\(name)=\(value ?? "")" }
         return line
     }

@@ -15,6 +15,7 @@ final class AccService: ShardService, NextTurnContinuing {
     private var head = ""
     private var headTable = ""
     private var headExtras: [String] = [""]
+    private var headCDR = false
 
     init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
         self.context = context
@@ -51,10 +52,13 @@ final class AccService: ShardService, NextTurnContinuing {
     /// built again only when the table or the extra columns change.
     func store(_ record: AccRecord, table: String) {
         guard let writer else { return }
-        if table != headTable || !record.extras.elementsEqual(headExtras, by: { $0.name == $1 }) {
+        if table != headTable || (record.cdr != nil) != headCDR
+            || !record.extras.elementsEqual(headExtras, by: { $0.name == $1 }) {
             headTable = table
+            headCDR = record.cdr != nil
             headExtras = record.extras.map(\.name)
-            head = "INSERT INTO \(table) (\((columns + headExtras).joined(separator: ", "))) VALUES "
+            let cdrColumns = headCDR ? ["duration", "ms_duration", "setuptime", "created"] : []
+            head = "INSERT INTO \(table) (\((columns + cdrColumns + headExtras).joined(separator: ", "))) VALUES "
         }
         row.removeAll(keepingCapacity: true)
         row.append(UInt8(ascii: "("))
@@ -66,6 +70,10 @@ final class AccService: ShardService, NextTurnContinuing {
         row.append(UInt8(ascii: ","))
         writer.appendQuoted(record.reason, to: &row)
         row.append(contentsOf: ",FROM_UNIXTIME(\(record.unixMilliseconds / 1000))".utf8)
+        if let cdr = record.cdr {
+            row.append(contentsOf: (",\(cdr.durationMilliseconds / 1000),\(cdr.durationMilliseconds),"
+                + "\(cdr.setupMilliseconds / 1000),FROM_UNIXTIME(\(cdr.createdUnixMilliseconds / 1000))").utf8)
+        }
         for (_, value) in record.extras {
             row.append(UInt8(ascii: ","))
             if let value { writer.appendQuoted(value, to: &row) } else { row.append(contentsOf: "NULL".utf8) }

@@ -1,0 +1,312 @@
+import Engine
+import SIP
+import Script
+
+/// One shard's dialogs, and where every other shard's are.
+///
+/// Design: a dialog lives on the shard that created it (where its INVITE's transaction lives), and every request of
+/// the dialog is routed there. An in-dialog request names the shard itself when it carries our Route with the
+/// `did` parameter create_dialog added to the Record-Route; a request without it (a UA that ignores Record-Route)
+/// is found by its Call-ID, which every shard knows the owner of: the owner mails "Call-ID → shard" to the others
+/// when it creates a dialog, and mails its removal when the dialog is freed. A request that arrives elsewhere is
+/// handed to the owner whole, in O(1), before any route runs (`RequestOwning`), so the dialog's state, values and
+/// profiles are only ever touched by one thread. Profile sizes count every shard's dialogs: each change is mailed
+/// to the others as a +1/−1, so `get_profile_size` reads a local number.
+///
+/// Not kept: dialogs survive nothing but the process (no `db_mode`), and a lapsed dialog ends without the BYEs
+/// OpenSIPS' "B" flag sends (it is ended, accounted and freed).
+final class DialogService: ShardService, RequestOwning {
+    unowned let context: ScriptContext
+    unowned let shard: Shard
+    let table: DialogTable
+    let defaultTimeout: Int
+    /// Call-ID → shard of the dialogs other shards own.
+    private var directory: [String: Int] = [:]
+    /// Profile key → dialogs in it, on every shard; and profile name → dialogs in it with any value.
+    private(set) var profileSizes: [String: Int] = [:]
+    private(set) var profileNameSizes: [String: Int] = [:]
+    /// The dialog the request being routed belongs to, and that request's `messageSerial`.
+    private var matched: (serial: UInt64, slot: Int32)?
+    /// How long an ended dialog stays readable (so its BYE's route and retransmissions see it) before it is freed.
+    static let lingerMilliseconds: UInt64 = 5_000
+    static let timerSlotBits = 32
+
+    init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
+        self.context = context
+        self.shard = shard
+        defaultTimeout = configuration.integer("dialog", "default_timeout", default: 43_200)
+        table = DialogTable(capacity: configuration.integer("dialog", "max_dialogs", default: 1_000_000))
+    }
+
+    // MARK: - Which shard a request belongs to
+
+    func owner(of message: SIPMessage, lent: Bool, on shard: Shard) -> Int? {
+        guard message.hasToTag, let callIDSpan = message.callID else { return nil }
+        var local: Int32?
+        if let id = routeDialogID(message) {
+            if id.shard != shard.index { return lent ? nil : (id.shard < shard.shardCount ? id.shard : nil) }
+            local = table.slot(of: id)
+        }
+        let callID = AccRecord.text(message.bytes, callIDSpan)
+        if local == nil {
+            let fromTag = message.from.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
+            let toTag = message.to.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
+            local = table.find(callID: callID, fromTag: fromTag, toTag: toTag)
+        }
+        guard let slot = local else {
+            if !lent, let owner = directory[callID], owner != shard.index { return owner }
+            return nil
+        }
+        // Routed here: the request's meaning to its dialog, before the route sees `$DLG_status`.
+        matched = (context.messageSerial &+ 1, slot)
+        switch message.method {
+        case .ack:
+            if table[slot].state == .confirmedUnacknowledged { table[slot].state = .confirmed }
+        case .bye:
+            end(slot, .bye)
+        default:
+            break
+        }
+        return nil
+    }
+
+    /// The `did` of the first Route header, when it is one of ours.
+    private func routeDialogID(_ message: SIPMessage) -> DialogID? {
+        guard let index = message.firstIndex(of: .route) else { return nil }
+        let field = message.header(at: index)
+        let value = UnsafeRawBufferPointer(rebasing: message.bytes[Int(field.value.start)..<Int(field.value.end)])
+        let text = String(decoding: value, as: UTF8.self)
+        guard let range = text.firstRange(of: ";did=") else { return nil }
+        let rest = text[range.upperBound...]
+        return DialogID(rest.prefix { $0 != ";" && $0 != ">" && $0 != "," && $0 != " " })
+    }
+
+    // MARK: - The request's dialog
+
+    /// The dialog of the request being routed: matched before its route, or created by it.
+    func current() -> Int32? {
+        guard let matched, matched.serial == context.messageSerial, table.dialogs.indices.contains(Int(matched.slot)),
+              table[matched.slot].live else { return nil }
+        return matched.slot
+    }
+
+    /// create_dialog(): a dialog for the initial INVITE being routed (the same one when called again), its `did`
+    /// in our Record-Route, its Call-ID mailed to the other shards. Nil when the shard holds its maximum.
+    func create(flags: String) -> Int32? {
+        if let slot = current() { return slot }
+        let message = context.message
+        guard message.isRequest, message.method == .invite, !message.hasToTag, let callIDSpan = message.callID else {
+            return nil
+        }
+        let callID = AccRecord.text(message.bytes, callIDSpan)
+        let callerTag = message.from.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
+        guard let slot = table.create(callID: callID, callerTag: callerTag, timeoutSeconds: defaultTimeout,
+                                      now: shard.now, unixMilliseconds: AccRecord.wallClockMilliseconds()) else {
+            context.log.write(level: -1, "ringsipd: dialog: the shard holds \(table.capacity) dialogs; no more")
+            return nil
+        }
+        matched = (context.messageSerial, slot)
+        arm(slot, after: UInt64(defaultTimeout) * 1000)
+        context.reports |= DialogModule.reportBit
+        context.addRecordRouteParameter(context.arena.copy(";did=" + id(of: slot).text) ?? .init(start: nil, count: 0))
+        broadcast(.owner(callID: callID, shard: shard.index))
+        return slot
+    }
+
+    func id(of slot: Int32) -> DialogID { DialogID(shard: shard.index, slot: slot, generation: table[slot].generation) }
+
+    // MARK: - Answers and ends
+
+    /// The INVITE's answer: a 2xx confirms the dialog, a negative final ends it.
+    func answered(callID: String, callerTag: String, status: Int, toTag: String, unixMilliseconds: Int64) {
+        guard let slot = table.find(callID: callID, fromTag: callerTag, toTag: ""),
+              table[slot].state.rawValue < DialogState.confirmedUnacknowledged.rawValue else { return }
+        if status < 300 {
+            table.confirm(slot, calleeTag: toTag, now: shard.now, unixMilliseconds: unixMilliseconds)
+        } else {
+            end(slot, .rejected)
+        }
+    }
+
+    /// Attaches acc's CDR to the INVITE's dialog; false when the INVITE has none.
+    func attachCDR(callID: String, callerTag: String, _ record: AccRecord, backends: [AccBackend]) -> Bool {
+        guard let slot = table.find(callID: callID, fromTag: callerTag, toTag: "") else { return false }
+        table[slot].cdr = record
+        table[slot].cdrBackends = backends
+        return true
+    }
+
+    /// Ends the dialog: its CDR is written (when it was answered), its profiles released; it is freed after the
+    /// linger.
+    func end(_ slot: Int32, _ reason: DialogEnd) {
+        guard table.end(slot) else { return }
+        let dialog = table[slot]
+        for key in dialog.profiles { changeProfile(key, by: -1, mail: true) }
+        table[slot].profiles = []
+        if reason != .rejected, var record = dialog.cdr, dialog.startedAt > 0,
+           let acc = context.services.lazy.compactMap({ $0 as? AccService }).first {
+            let now = AccRecord.wallClockMilliseconds()
+            let lasted = max(0, now - dialog.startedUnixMilliseconds)
+            record.cdr = AccRecord.CDR(durationMilliseconds: lasted,
+                                       setupMilliseconds: max(0, dialog.startedUnixMilliseconds - dialog.createdUnixMilliseconds),
+                                       createdUnixMilliseconds: dialog.createdUnixMilliseconds)
+            record.unixMilliseconds = dialog.startedUnixMilliseconds
+            for backend in dialog.cdrBackends {
+                switch backend {
+                case .log: acc.log(record)
+                case .db: acc.store(record, table: acc.accTable)
+                }
+            }
+        }
+        if reason == .timeout {
+            context.log.write(level: 2, "ringsipd: dialog \(dialog.callID) lapsed after \(dialog.timeoutSeconds) s; ended")
+        }
+        arm(slot, after: Self.lingerMilliseconds)
+    }
+
+    private func arm(_ slot: Int32, after milliseconds: UInt64) {
+        if let timer = table[slot].timer { shard.cancel(timer) }
+        table[slot].timer = shard.schedule(after: milliseconds, payload: OpsPacking.timerPayload(
+            .dialog, slot: Int(slot), generation: table[slot].generation))
+    }
+
+    /// `$DLG_timeout = n`: the dialog lapses n seconds from now.
+    func setTimeout(_ slot: Int32, seconds: Int) {
+        guard table[slot].state != .deleted else { return }
+        table[slot].timeoutSeconds = seconds
+        arm(slot, after: UInt64(max(seconds, 0)) * 1000)
+    }
+
+    func remainingTimeout(_ slot: Int32) -> Int {
+        let dialog = table[slot]
+        let deadline = dialog.createdAt + UInt64(dialog.timeoutSeconds) * 1000
+        return deadline > shard.now ? Int((deadline - shard.now + 999) / 1000) : 0
+    }
+
+    // MARK: - Profiles
+
+    func setProfile(_ slot: Int32, key: String) {
+        guard table[slot].state != .deleted, !table[slot].profiles.contains(key) else { return }
+        table[slot].profiles.append(key)
+        changeProfile(key, by: 1, mail: true)
+    }
+
+    func unsetProfile(_ slot: Int32, key: String) -> Bool {
+        guard let index = table[slot].profiles.firstIndex(of: key) else { return false }
+        table[slot].profiles.remove(at: index)
+        changeProfile(key, by: -1, mail: true)
+        return true
+    }
+
+    private func changeProfile(_ key: String, by delta: Int, mail: Bool) {
+        profileSizes[key, default: 0] += delta
+        if profileSizes[key] == 0 { profileSizes[key] = nil }
+        let name = DialogProfiles.name(of: key)
+        profileNameSizes[name, default: 0] += delta
+        if profileNameSizes[name] == 0 { profileNameSizes[name] = nil }
+        if mail { broadcast(.profile(key: key, delta: Int32(delta))) }
+    }
+
+    // MARK: - Mail between shards
+
+    private func broadcast(_ mail: DialogMail) {
+        guard shard.shardCount > 1 else { return }
+        let bytes = mail.encoded()
+        guard bytes.count <= shard.largestMail else { return }
+        for target in 0..<shard.shardCount where target != shard.index {
+            bytes.withUnsafeBytes { context.mail($0, from: self, to: target) }
+        }
+    }
+
+    func mailArrived(from sender: Int, _ bytes: UnsafeRawBufferPointer, on shard: Shard) {
+        switch DialogMail.decode(bytes) {
+        case .owner(let callID, let owner)?: directory[callID] = owner
+        case .gone(let callID)?: if directory[callID] == sender { directory[callID] = nil }
+        case .profile(let key, let delta)?: changeProfile(key, by: Int(delta), mail: false)
+        case nil: context.log.write(level: -1, "ringsipd: dialog: a record from shard \(sender) did not decode; ignored")
+        }
+    }
+
+    // MARK: - ShardService
+
+    func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool { false }
+
+    func timerFired(payload: UInt64, on shard: Shard) -> Bool {
+        guard OpsPacking.component(ofTimer: payload) == .dialog else { return false }
+        let slot = Int32(truncatingIfNeeded: payload & 0xFFFF_FFFF)
+        let generation = UInt16(truncatingIfNeeded: payload >> 32)
+        guard table.dialogs.indices.contains(Int(slot)), table[slot].live, table[slot].generation == generation else {
+            return true
+        }
+        table[slot].timer = nil
+        if table[slot].state == .deleted {
+            broadcast(.gone(callID: table[slot].callID))
+            table.remove(slot)
+        } else {
+            end(slot, .timeout)
+        }
+        return true
+    }
+
+    func stopping(on shard: Shard) {}
+}
+
+/// Profile keys: the name, and the value after a separator no script value holds.
+enum DialogProfiles {
+    static func key(_ name: String, _ value: String?) -> String { name + "\u{1}" + (value ?? "") }
+    static func name(of key: String) -> String { String(key.prefix { $0 != "\u{1}" }) }
+}
+
+/// What a dialog service mails the other shards.
+enum DialogMail: Equatable {
+    /// This shard owns the dialog with this Call-ID.
+    case owner(callID: String, shard: Int)
+    /// The dialog with this Call-ID was freed.
+    case gone(callID: String)
+    /// A profile key gained or lost a dialog.
+    case profile(key: String, delta: Int32)
+
+    /// Kind u8, then each string as length u16 + bytes, integers little-endian.
+    func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        func text(_ s: String) {
+            let bytes = Array(s.utf8.prefix(65_535))
+            out += [UInt8(bytes.count & 0xFF), UInt8(bytes.count >> 8)] + bytes
+        }
+        switch self {
+        case .owner(let callID, let shard): out.append(1); text(callID); out.append(UInt8(truncatingIfNeeded: shard))
+        case .gone(let callID): out.append(2); text(callID)
+        case .profile(let key, let delta):
+            out.append(3); text(key)
+            withUnsafeBytes(of: delta.littleEndian) { out += $0 }
+        }
+        return out
+    }
+
+    static func decode(_ bytes: UnsafeRawBufferPointer) -> DialogMail? {
+        var at = 1
+        func text() -> String? {
+            guard at + 2 <= bytes.count else { return nil }
+            let count = Int(bytes[at]) | Int(bytes[at + 1]) << 8
+            at += 2
+            guard at + count <= bytes.count else { return nil }
+            defer { at += count }
+            return String(decoding: bytes[at..<(at + count)], as: UTF8.self)
+        }
+        guard let kind = bytes.first else { return nil }
+        switch kind {
+        case 1:
+            guard let callID = text(), at < bytes.count else { return nil }
+            return .owner(callID: callID, shard: Int(bytes[at]))
+        case 2:
+            return text().map { .gone(callID: $0) }
+        case 3:
+            guard let key = text(), at + 4 <= bytes.count else { return nil }
+            var delta: Int32 = 0
+            withUnsafeMutableBytes(of: &delta) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[at..<(at + 4)])) }
+            return .profile(key: key, delta: Int32(littleEndian: delta))
+        default:
+            return nil
+        }
+    }
+}
