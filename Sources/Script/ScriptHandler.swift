@@ -18,7 +18,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     let serviceFactories: [ShardServiceFactory]
     let configuration: ScriptConfiguration
     /// Where the response being handled came from, for the reply routes the manager calls back into.
-    private var responseSource = SocketAddress(ipv4: (0, 0, 0, 0), port: 0)
+    var responseSource = SocketAddress(ipv4: (0, 0, 0, 0), port: 0)
     private var responseSocket = 0
     /// Responses whose reply routes run at the end of the loop turn (`replyRouteDue`), oldest at `dueReplyHead`.
     private var dueReplies: [DueReply] = []

@@ -13,6 +13,9 @@ public struct TransactionAnswer {
     public let toTag: UnsafeRawBufferPointer
     /// Wall-clock time the response was sent, in milliseconds since the epoch.
     public let unixMilliseconds: Int64
+    /// The URI of the response's first Contact (empty without one), and where a relayed response came from.
+    public let contact: UnsafeRawBufferPointer
+    public let source: SocketAddress
 }
 
 /// What a module compiled to report answered transactions: it is called, on the transaction's request (its
@@ -34,6 +37,8 @@ struct PendingAnswer {
     var reason: Range<Int>
     var toTag: Range<Int>
     var unixMilliseconds: Int64
+    var contact: Range<Int>
+    var source: SocketAddress
 }
 
 extension ScriptHandler {
@@ -44,16 +49,21 @@ extension ScriptHandler {
     /// the loop turn, with every other answer of the turn.
     public func transactionAnswered(_ transaction: TransactionHandle, status: Int, response: UnsafeRawBufferPointer,
                                     manager: TransactionManager, on shard: any ShardIO) {
-        var reason = 0..<0, toTag = 0..<0
+        var reason = 0..<0, toTag = 0..<0, contact = 0..<0
         if (try? answerMessage.parse(response)) != nil {
             reason = keep(answerMessage.reasonPhrase, of: response)
             if let to = answerMessage.to { toTag = keep(to.tag, of: response) }
+            var contacts = answerMessage.values(of: .contact)
+            if let value = contacts.next(), let address = try? SIPNameAddr.parse(response, value) {
+                contact = keep(address.uri.span, of: response)
+            }
         }
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         if pendingAnswers.isEmpty { context.shard.continueNextTurn(payload: Self.answerMarker, value: 0) }
         pendingAnswers.append(PendingAnswer(transaction: transaction, status: status, reason: reason, toTag: toTag,
-                                            unixMilliseconds: Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000))
+                                            unixMilliseconds: Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000,
+                                            contact: contact, source: responseSource))
     }
 
     private func keep(_ span: SIPSpan, of bytes: UnsafeRawBufferPointer) -> Range<Int> {
@@ -80,7 +90,9 @@ extension ScriptHandler {
             answerBytes.withUnsafeBytes { bytes in
                 let answer = TransactionAnswer(status: pending.status, reason: UnsafeRawBufferPointer(rebasing: bytes[pending.reason]),
                                                toTag: UnsafeRawBufferPointer(rebasing: bytes[pending.toTag]),
-                                               unixMilliseconds: pending.unixMilliseconds)
+                                               unixMilliseconds: pending.unixMilliseconds,
+                                               contact: UnsafeRawBufferPointer(rebasing: bytes[pending.contact]),
+                                               source: pending.source)
                 for reporter in script.answerReporters { reporter.report(context, answer) }
             }
             context.saveAVPs(to: pending.transaction)

@@ -52,7 +52,7 @@ route {{
             sl_send_reply(486, "Too Many Calls");
             exit;
         }}
-        if (!create_dialog()) {{
+        if (!create_dialog("{flags}")) {{
             sl_send_reply(500, "No Dialog");
             exit;
         }}
@@ -66,9 +66,9 @@ route {{
 """
 
 
-def script(tmp, timeout: int = 3600, relay: str = "t_relay();"):
+def script(tmp, timeout: int = 3600, relay: str = "t_relay();", flags: str = ""):
     path = tmp / "dialog.cfg"
-    path.write_text(SCRIPT.format(timeout=timeout, url=DB_URL, acc=ACC, spill=tmp / "spill", relay=relay))
+    path.write_text(SCRIPT.format(timeout=timeout, url=DB_URL, acc=ACC, spill=tmp / "spill", relay=relay, flags=flags))
     return path
 
 
@@ -191,12 +191,22 @@ def test_a_callers_third_call_is_refused_until_one_ends_whichever_shard_holds_th
     procs.stop(daemon)
 
 
-def test_a_dialog_that_lapses_ends_and_writes_its_cdr(procs, ringsipd, acc_tables):
+def test_a_dialog_that_lapses_sends_bye_both_ways_and_writes_its_cdr(procs, ringsipd, acc_tables):
     port = h.free_udp_ports(1)[0]
-    daemon = start_script(procs, ringsipd, script(procs.workdir, timeout=1), port)
+    daemon = start_script(procs, ringsipd, script(procs.workdir, timeout=1, flags="B"), port)
     call = Call(port, 1)
     assert call.invite() == "SIP/2.0 200 OK"
     call.ack()
+    # create_dialog("B"): each end gets a BYE as the other end would send it.
+    to_caller = recv_until(call.caller, "BYE", 5)
+    cport = call.caller.getsockname()[1]
+    assert to_caller.startswith(f"BYE sip:alice@127.0.0.1:{cport} SIP/2.0\r\n"), to_caller
+    assert "From: <sip:bob@127.0.0.1>;tag=to1\r\n" in to_caller and "To: <sip:alice@127.0.0.1>;tag=from1\r\n" in to_caller
+    assert f"Call-ID: {call.call_id}\r\n" in to_caller and "CSeq: 1 BYE\r\n" in to_caller, to_caller
+    to_callee = recv_until(call.callee, "BYE", 5)
+    assert to_callee.startswith("BYE sip:callee@127.0.0.1 SIP/2.0\r\n"), to_callee
+    assert "From: <sip:alice@127.0.0.1>;tag=from1\r\n" in to_callee and "To: <sip:bob@127.0.0.1>;tag=to1\r\n" in to_callee
+    assert "CSeq: 2 BYE\r\n" in to_callee, to_callee
     got = wait_rows(ACC, 1, seconds=5)
     assert len(got) == 1
     (callid, method, code, duration, ms, setup, created), = cdrs()

@@ -141,10 +141,6 @@ public enum DialogModule {
 
     static func createDialog(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
         let flags = call.arguments.isEmpty ? "" : compiler.constantText(call.arguments[0]) ?? ""
-        if flags.contains("B") {
-            compiler.warn("create_dialog: the B flag is accepted but a lapsed dialog is ended without sending BYEs",
-                          at: call.location)
-        }
         if flags.contains("P") || flags.contains("R") {
             compiler.warn("create_dialog: the P and R flags are accepted but dialogs are not pinged", at: call.location)
         }
@@ -245,7 +241,8 @@ public enum DialogModule {
             service.answered(callID: AccRecord.text(message.bytes, callID),
                              callerTag: message.from.map { AccRecord.text(message.bytes, $0.tag) } ?? "",
                              status: answer.status, toTag: String(decoding: answer.toTag, as: UTF8.self),
-                             unixMilliseconds: answer.unixMilliseconds)
+                             unixMilliseconds: answer.unixMilliseconds,
+                             contact: String(decoding: answer.contact, as: UTF8.self), source: answer.source)
         })
     }
 }

@@ -13,8 +13,8 @@ import Script
 /// profiles are only ever touched by one thread. Profile sizes count every shard's dialogs: each change is mailed
 /// to the others as a +1/−1, so `get_profile_size` reads a local number.
 ///
-/// Not kept: dialogs survive nothing but the process (no `db_mode`), and a lapsed dialog ends without the BYEs
-/// OpenSIPS' "B" flag sends (it is ended, accounted and freed).
+/// Not kept: dialogs survive nothing but the process (no `db_mode`). A lapsed dialog created with "B" sends one BYE
+/// to each end (`sendByes`), without retransmissions.
 final class DialogService: ShardService, RequestOwning {
     unowned let context: ScriptContext
     unowned let shard: Shard
@@ -59,6 +59,14 @@ final class DialogService: ShardService, RequestOwning {
         }
         // Routed here: the request's meaning to its dialog, before the route sees `$DLG_status`.
         matched = (context.messageSerial &+ 1, slot)
+        if let cseq = message.cseq?.number {
+            let fromTag = message.from.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
+            if fromTag == table[slot].callerTag {
+                table[slot].callerCSeq = max(table[slot].callerCSeq, cseq)
+            } else {
+                table[slot].calleeCSeq = max(table[slot].calleeCSeq, cseq)
+            }
+        }
         switch message.method {
         case .ack:
             if table[slot].state == .confirmedUnacknowledged { table[slot].state = .confirmed }
@@ -106,6 +114,16 @@ final class DialogService: ShardService, RequestOwning {
             return nil
         }
         matched = (context.messageSerial, slot)
+        table[slot].byeOnTimeout = flags.contains("B")
+        table[slot].fromURI = message.from.map { AccRecord.text(message.bytes, $0.uri.span) } ?? ""
+        table[slot].toURI = message.to.map { AccRecord.text(message.bytes, $0.uri.span) } ?? ""
+        var contacts = message.values(of: .contact)
+        if let value = contacts.next(), let address = try? SIPNameAddr.parse(message.bytes, value) {
+            table[slot].callerContact = AccRecord.text(message.bytes, address.uri.span)
+        }
+        table[slot].callerAddress = context.source
+        table[slot].socket = context.socketIndex
+        table[slot].callerCSeq = message.cseq?.number ?? 1
         arm(slot, after: UInt64(defaultTimeout) * 1000)
         context.reports |= DialogModule.reportBit
         context.addRecordRouteParameter(context.arena.copy(";did=" + id(of: slot).text) ?? .init(start: nil, count: 0))
@@ -118,11 +136,14 @@ final class DialogService: ShardService, RequestOwning {
     // MARK: - Answers and ends
 
     /// The INVITE's answer: a 2xx confirms the dialog, a negative final ends it.
-    func answered(callID: String, callerTag: String, status: Int, toTag: String, unixMilliseconds: Int64) {
+    func answered(callID: String, callerTag: String, status: Int, toTag: String, unixMilliseconds: Int64,
+                  contact: String, source: SocketAddress) {
         guard let slot = table.find(callID: callID, fromTag: callerTag, toTag: ""),
               table[slot].state.rawValue < DialogState.confirmedUnacknowledged.rawValue else { return }
         if status < 300 {
             table.confirm(slot, calleeTag: toTag, now: shard.now, unixMilliseconds: unixMilliseconds)
+            table[slot].calleeContact = contact
+            table[slot].calleeAddress = source.port == 0 ? nil : source
         } else {
             end(slot, .rejected)
         }
@@ -160,8 +181,47 @@ final class DialogService: ShardService, RequestOwning {
         }
         if reason == .timeout {
             context.log.write(level: 2, "ringsipd: dialog \(dialog.callID) lapsed after \(dialog.timeoutSeconds) s; ended")
+            if dialog.byeOnTimeout && dialog.startedAt > 0 { sendByes(dialog) }
         }
         arm(slot, after: Self.lingerMilliseconds)
+    }
+
+    /// create_dialog("B"): BYE to each end, as the other end would send it — to its Contact, at the address its
+    /// messages came from, with the tags the other way round and a CSeq above the one it last saw from the other
+    /// end. Sent once, statelessly (the Via branch marks it as ours, so the 200s are dropped before any route); a
+    /// Route set beyond this proxy is not kept, so the ends must be its neighbours.
+    private func sendByes(_ dialog: Dialog) {
+        if let address = dialog.callerAddress, !dialog.callerContact.isEmpty {
+            sendBye(to: address, uri: dialog.callerContact, from: dialog.toURI, fromTag: dialog.calleeTag,
+                    to: dialog.fromURI, toTag: dialog.callerTag, cseq: dialog.calleeCSeq &+ 1, dialog)
+        }
+        if let address = dialog.calleeAddress, !dialog.calleeContact.isEmpty {
+            sendBye(to: address, uri: dialog.calleeContact, from: dialog.fromURI, fromTag: dialog.callerTag,
+                    to: dialog.toURI, toTag: dialog.calleeTag, cseq: dialog.callerCSeq &+ 1, dialog)
+        }
+    }
+
+    private var byeSerial = 0
+
+    private func sendBye(to destination: SocketAddress, uri: String, from: String, fromTag: String, to: String,
+                         toTag: String, cseq: UInt32, _ dialog: Dialog) {
+        guard dialog.socket < shard.localAddresses.count,
+              let index = shard.socketIndex(for: destination, preferring: dialog.socket), let out = shard.makeDatagram()
+        else { return }
+        byeSerial += 1
+        let local = shard.localAddresses[dialog.socket]
+        let host = local.isIPv6 ? "[\(local.hostString)]" : local.hostString
+        let request = Array(("BYE \(uri) SIP/2.0\r\n"
+            + "Via: SIP/2.0/UDP \(host):\(local.port);branch=\(ScriptHandler.ownRequestBranchPrefix)-dlg-\(shard.index)-\(byeSerial)\r\n"
+            + "From: <\(from)>;tag=\(fromTag)\r\nTo: <\(to)>;tag=\(toTag)\r\nCall-ID: \(dialog.callID)\r\n"
+            + "CSeq: \(cseq) BYE\r\nMax-Forwards: 70\r\nReason: SIP;cause=408;text=\"Dialog Timeout\"\r\n"
+            + "Content-Length: 0\r\n\r\n").utf8)
+        guard request.count <= out.buffer.count else {
+            shard.discard(out)
+            return
+        }
+        request.withUnsafeBytes { out.buffer.copyMemory(from: $0) }
+        shard.send(out, length: request.count, to: destination, socketIndex: index)
     }
 
     private func arm(_ slot: Int32, after milliseconds: UInt64) {

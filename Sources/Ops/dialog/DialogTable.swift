@@ -40,6 +40,18 @@ struct Dialog {
     /// acc's CDR, filled in from the INVITE when it was answered; written when the dialog ends.
     var cdr: AccRecord?
     var cdrBackends: [AccBackend] = []
+    /// create_dialog's "B": a lapsed dialog sends BYE to both ends. What the BYEs need: each end's Contact and
+    /// address, the From and To URIs, and the highest CSeq each end has used.
+    var byeOnTimeout = false
+    var fromURI = ""
+    var toURI = ""
+    var callerContact = ""
+    var callerAddress: SocketAddress?
+    var socket = 0
+    var calleeContact = ""
+    var calleeAddress: SocketAddress?
+    var callerCSeq: UInt32 = 0
+    var calleeCSeq: UInt32 = 0
 }
 
 /// A dialog's name outside its shard: shard, slot, generation. As the `did` parameter of the Record-Route we add,
