@@ -29,6 +29,8 @@ public enum OpsComponent: UInt8, Sendable {
     case accountingTick = 12
     /// dialog's `DialogService`: dialog timeouts and the linger of ended dialogs.
     case dialog = 13
+    /// acc's aaa backend: its RADIUS client (`AccRadius`).
+    case accountingRadius = 14
 }
 
 /// How Ops packs its operation ids and timer payloads.

@@ -274,7 +274,8 @@ def test_rows_the_server_refuses_are_kept_and_counted(procs, ringsipd, sipp, acc
 
 
 @pytest.mark.parametrize("line, message", [
-    ('do_accounting("aaa");', "the aaa backend is not built in ringsip"),
+    ('do_accounting("aaa");', "the aaa backend needs loadmodule \"aaa_radius.so\""),
+    ('do_accounting("evi");', "the evi backend is not built in ringsip"),
     ('do_accounting("log", "cdr");', "'cdr' needs loadmodule \"dialog.so\""),
     ('do_accounting("db", "sometimes");', "unknown flag 'sometimes'"),
     ('do_accounting("syslog");', "unknown backend 'syslog'"),
@@ -332,3 +333,64 @@ def test_rows_spilled_before_a_stop_are_written_by_the_next_start(procs, ringsip
         assert not any(f.stat().st_size for f in (procs.workdir / "spill").glob("acc-*.spill"))
     finally:
         server.stop()
+
+
+RADIUS_ACC_SCRIPT = """
+log_level = 3
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+loadmodule "aaa_radius.so"
+loadmodule "acc.so"
+modparam("aaa_radius", "secret", "testing123")
+modparam("aaa_radius", "acct_server", "udp:127.0.0.1:{acct}")
+modparam("acc", "aaa_url", "radius:/etc/radiusclient-ng/radiusclient.conf")
+modparam("acc", "service_type", 15)
+modparam("acc", "extra_fields", "aaa: who->User-Name; to->Called-Station-Id")
+modparam("acc", "spill_dir", "{spill}")
+route {{
+    if (is_method("INVITE|BYE")) {{
+        do_accounting("aaa", "failed");
+        $acc_extra(who) = $fU;
+        $acc_extra(to) = $tu;
+    }}
+    t_relay("udp:127.0.0.1:{uas}");
+}}
+"""
+
+
+def test_radius_accounting_reaches_freeradius_start_and_stop_for_every_call(procs, ringsipd, sipp, tmp_path):
+    from test_async import FREERADIUS_SETUP
+    if not Path("/usr/sbin/freeradius").exists():
+        pytest.skip("freeradius is not installed: run `make test-deps`")
+    ports = h.free_udp_ports(5)
+    # The server's log directory (where its detail module writes each Accounting-Request) under the test's own.
+    setup = FREERADIUS_SETUP.replace(
+        "exec freeradius", 'mkdir -p "$DIR/log"\n'
+        'sed -i -E "s|^([[:space:]]*)logdir = .*|\\1logdir = $DIR/log|" "$DIR/raddb/radiusd.conf"\nexec freeradius')
+    server = procs.start("freeradius", ["sh", "-c", setup, "sh", str(tmp_path), *map(str, ports)])
+    assert h.wait_until(lambda: "Ready to process requests" in server.stdout() or not server.alive(), 15), \
+        server.stdout()[-2000:]
+    uas, proxy = h.free_udp_ports(2)
+    h.start_uas(procs, uas)
+    path = tmp_path / "radius-acc.cfg"
+    path.write_text(RADIUS_ACC_SCRIPT.format(acct=ports[1], spill=tmp_path / "spill", uas=uas))
+    daemon = start_script(procs, ringsipd, path, proxy, shards=2)
+    res = h.run_uacs(procs, proxy, rate=20, calls=20, timeout=30)
+    assert res.successful == 20, describe(res)
+
+    def records() -> list[str]:
+        text = "".join(f.read_text(errors="replace") for f in (tmp_path / "log" / "radacct").rglob("detail-*"))
+        return [r for r in text.split("\n\n") if "Acct-Session-Id" in r]
+    assert h.wait_until(lambda: len(records()) >= 40, 10), records()[-2:]
+    got = records()
+    assert len(got) == 40
+    starts = [r for r in got if "Acct-Status-Type = Start" in r]
+    stops = [r for r in got if "Acct-Status-Type = Stop" in r]
+    assert len(starts) == 20 and len(stops) == 20
+    # Service-Type 15 is "IAPP-Register" in FreeRADIUS' dictionary.
+    assert all('User-Name = "sipp"' in r and "Service-Type = IAPP-Register" in r and "Called-Station-Id" in r for r in got), got[0]
+    session = lambda r: r.split('Acct-Session-Id = "', 1)[1].split('"', 1)[0]
+    assert {session(r) for r in starts} == {session(r) for r in stops} and len({session(r) for r in starts}) == 20
+    total = counters(procs, daemon)
+    assert total["acc_written"] == 40 and total["acc_failed"] == 0, total

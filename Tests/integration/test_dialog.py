@@ -35,8 +35,8 @@ modparam("acc", "db_table_acc", "{acc}")
 modparam("acc", "spill_dir", "{spill}")
 route {{
     if (has_totag()) {{
-        if (is_method("BYE")) {{
-            xlog("L_NOTICE", "BYE of $ci: status=$DLG_status who=$dlg_val(who) dir=$DLG_dir\\n");
+        if (is_method("BYE|INVITE")) {{
+            xlog("L_NOTICE", "$rm of $ci: status=$DLG_status who=$dlg_val(who) dir=$DLG_dir\\n");
         }}
         # sipp's built-in UAC sends its BYE to the proxy's own address (it ignores Record-Route).
         if (!loose_route() && uri == myself) {{
@@ -88,12 +88,14 @@ class Call:
         self.call_id = f"dlg-{n}-{time.monotonic_ns()}@test"
         self.record_route = ""
 
-    def invite(self) -> str:
-        """Sends the INVITE; the final status line the caller gets (the callee answers 200 if it is reached)."""
+    def invite(self, answer: str = "200 OK") -> str:
+        """Sends the INVITE; the final status line the caller gets (the callee answers `answer` if it is reached;
+        a 1xx answer returns at once, the call left ringing)."""
         cport = self.caller.getsockname()[1]
+        self.branch = f"z9hG4bK-inv{self.n}-{time.monotonic_ns()}"
         self.caller.sendto((
             f"INVITE sip:bob@127.0.0.1:{self.callee_port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{cport};branch=z9hG4bK-inv{self.n}-{time.monotonic_ns()};rport\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{cport};branch={self.branch};rport\r\n"
             f"From: <sip:{self.user}@127.0.0.1>;tag=from{self.n}\r\nTo: <sip:bob@127.0.0.1>\r\n"
             f"Call-ID: {self.call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{self.user}@127.0.0.1:{cport}>\r\n"
             "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), (h.LOOPBACK, self.port))
@@ -103,9 +105,36 @@ class Call:
         except (socket.timeout, TimeoutError):
             request = None
         if request:
+            self.invite_at_callee = request
             self.record_route = next((l for l in request.split("\r\n") if l.lower().startswith("record-route:")), "")
-            self.callee.sendto(response_to(request, "200 OK", f"to{self.n}").encode(), (h.LOOPBACK, self.port))
+            self.callee.sendto(response_to(request, answer, f"to{self.n}").encode(), (h.LOOPBACK, self.port))
+            if answer.startswith("1"):
+                return recv_until(self.caller, answer.split()[0], 3).split("\r\n", 1)[0]
         return self.final()
+
+    def cancel(self) -> str:
+        """CANCELs the ringing INVITE: the callee answers the CANCEL 200 and the INVITE 487; the caller's final."""
+        cport = self.caller.getsockname()[1]
+        self.caller.sendto((
+            f"CANCEL sip:bob@127.0.0.1:{self.callee_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{cport};branch={self.branch};rport\r\n"
+            f"From: <sip:{self.user}@127.0.0.1>;tag=from{self.n}\r\nTo: <sip:bob@127.0.0.1>\r\n"
+            f"Call-ID: {self.call_id}\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(),
+            (h.LOOPBACK, self.port))
+        cancel = recv_until(self.callee, "CANCEL", 3)
+        self.callee.sendto(response_to(cancel, "200 OK", f"to{self.n}").encode(), (h.LOOPBACK, self.port))
+        self.callee.sendto(response_to(self.invite_at_callee, "487 Request Terminated", f"to{self.n}").encode(),
+                           (h.LOOPBACK, self.port))
+        return recv_until(self.caller, "487", 3).split("\r\n", 1)[0]
+
+    def reinvite(self, cseq: int) -> str:
+        """A re-INVITE from a fresh socket, answered 200 by the callee; the status line it gets back."""
+        s = self.in_dialog("INVITE", cseq, route=False)
+        request = recv_until(self.callee, "INVITE", 3)
+        self.callee.sendto(response_to(request, "200 OK", f"to{self.n}").encode(), (h.LOOPBACK, self.port))
+        line = recv_until(s, "200", 3).split("\r\n", 1)[0]
+        s.close()
+        return line
 
     def final(self) -> str:
         end = time.monotonic() + 5
@@ -134,8 +163,8 @@ class Call:
         self.in_dialog("ACK", 1, route).close()
         recv_until(self.callee, "ACK", 3)
 
-    def bye(self, route: bool = False) -> str:
-        s = self.in_dialog("BYE", 2, route)
+    def bye(self, route: bool = False, cseq: int = 2) -> str:
+        s = self.in_dialog("BYE", cseq, route)
         request = recv_until(self.callee, "BYE", 3)
         self.callee.sendto(response_to(request, "200 OK", f"to{self.n}").encode(), (h.LOOPBACK, self.port))
         s.settimeout(3)
@@ -230,4 +259,30 @@ def test_sipp_calls_each_write_one_cdr(procs, ringsipd, sipp, acc_tables):
     got = wait_rows(ACC, 40)
     assert len(got) == 40 and len({r[3] for r in got}) == 40
     assert all(400 <= int(r[4]) <= 2000 for r in cdrs()), cdrs()[:3]
+    procs.stop(daemon)
+
+
+def test_a_reinvite_keeps_the_dialog_and_a_cancelled_call_frees_its_profile_without_a_cdr(procs, ringsipd, acc_tables):
+    port = h.free_udp_ports(1)[0]
+    daemon = start_script(procs, ringsipd, script(procs.workdir), port, shards=2)
+    call = Call(port, 1)
+    assert call.invite() == "SIP/2.0 200 OK"
+    call.ack()
+    assert call.reinvite(cseq=2) == "SIP/2.0 200 OK"
+    assert f"INVITE of {call.call_id}: status=4 who=alice dir=downstream" in daemon.stderr()
+    assert call.bye(cseq=3) == "SIP/2.0 200 OK"
+    assert len(wait_rows(ACC, 1)) == 1
+    # Two ringing calls fill alice's profile; CANCEL both: the profile is free again and no CDR is written.
+    ringing = [Call(port, n) for n in (2, 3)]
+    for c in ringing:
+        assert c.invite(answer="180 Ringing") == "SIP/2.0 180 Ringing"
+    time.sleep(0.2)
+    assert Call(port, 4).invite() == "SIP/2.0 486 Too Many Calls"
+    for c in ringing:
+        assert c.cancel() == "SIP/2.0 487 Request Terminated"
+    time.sleep(0.2)
+    for n in (5, 6):
+        assert Call(port, n).invite() == "SIP/2.0 200 OK"
+    time.sleep(0.5)
+    assert len(cdrs()) == 1
     procs.stop(daemon)

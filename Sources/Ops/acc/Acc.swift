@@ -29,6 +29,8 @@ public enum AccModule {
             .init("extra_fields", .string), .init("log_extra", .string), .init("db_extra", .string),
             .init("log_flag", .flag), .init("log_missed_flag", .flag), .init("db_flag", .flag),
             .init("db_missed_flag", .flag), .init("failed_transaction_flag", .flag),
+            .init("aaa_flag", .flag), .init("aaa_missed_flag", .flag), .init("aaa_extra", .string),
+            .init("service_type", .integer),
             // ringsip's own: where records wait while MariaDB cannot take them, and how many wait in memory first.
             .init("spill_dir", .string), .init("queue_size", .integer, range: 1...10_000_000),
             .init("db_connections", .integer, range: 1...16),
@@ -43,11 +45,7 @@ public enum AccModule {
             .ignored("log_extra_bye", "CDRs (the cdr flag) are not built"),
             .ignored("db_extra_bye", "CDRs (the cdr flag) are not built"),
             .ignored("db_table_avp", "AVP accounting is not built"),
-            .ignored("aaa_url", "the aaa backend is not built: account to db or log"),
-            .ignored("aaa_extra", "the aaa backend is not built: account to db or log"),
-            .ignored("aaa_flag", "the aaa backend is not built: account to db or log"),
-            .ignored("aaa_missed_flag", "the aaa backend is not built: account to db or log"),
-            .ignored("service_type", "the aaa backend is not built: account to db or log"),
+            .ignored("aaa_url", "the server and secret are aaa_radius' acct_server and secret (no radiusclient.conf)"),
         ], functions: [
             ScriptFunction("do_accounting", module: "acc", arguments: 1...3) { call, compiler throws(CompileError) in
                 try doAccounting(call, compiler)
@@ -62,6 +60,10 @@ public enum AccModule {
             ScriptFunction("acc_db_request", module: "acc", arguments: 2...2, allowedIn: [.request, .failure, .branch]) {
                 call, compiler throws(CompileError) in
                 try accountNow(call, compiler, backend: .db)
+            },
+            ScriptFunction("acc_aaa_request", module: "acc", arguments: 1...1, allowedIn: [.request, .failure, .branch]) {
+                call, compiler throws(CompileError) in
+                try accountNow(call, compiler, backend: .aaa)
             },
         ], service: { context, shard, configuration in AccService(context: context, shard: shard, configuration: configuration) })
         module.prepare = { compiler throws(CompileError) in try prepare(compiler) }
@@ -116,10 +118,16 @@ public enum AccModule {
             switch name {
             case "log": backends.append(.log)
             case "db": backends.append(.db)
-            case "aaa", "evi", "diameter":
+            case "aaa":
+                guard case .string? = compiler.configuration.moduleParameters["aaa_radius"]?["secret"] else {
+                    throw compiler.error("\(call.name): the aaa backend needs loadmodule \"aaa_radius.so\" with its "
+                        + "\"acct_server\" and \"secret\"", at: call.location)
+                }
+                backends.append(.aaa)
+            case "evi", "diameter":
                 throw compiler.error("\(call.name): the \(name) backend is not built in ringsip: account to db or log",
                                      at: call.location)
-            default: throw compiler.error("\(call.name): unknown backend '\(name)' (log, db)", at: call.location)
+            default: throw compiler.error("\(call.name): unknown backend '\(name)' (log, db, aaa)", at: call.location)
             }
         }
         if backends.isEmpty && backendsRequired {
@@ -183,10 +191,7 @@ public enum AccModule {
             var record = AccRecord.of(message, kind: .request, code: code, reason: reason, toTag: toTag,
                                       unixMilliseconds: AccRecord.wallClockMilliseconds())
             record.extras = extras.values(for: backend, context)
-            switch backend {
-            case .log: service.log(record)
-            case .db: service.store(record, table: table ?? service.accTable)
-            }
+            service.write(record, to: backend, table: table)
             return 1
         }
     }
@@ -204,7 +209,8 @@ public enum AccModule {
         let flagParameters: [(String, UInt32)] = [
             ("log_flag", AccMarks.account(.log)), ("log_missed_flag", AccMarks.missed(.log)),
             ("db_flag", AccMarks.account(.db)), ("db_missed_flag", AccMarks.missed(.db)),
-            ("failed_transaction_flag", AccMarks.failed(.log) | AccMarks.failed(.db)),
+            ("aaa_flag", AccMarks.account(.aaa)), ("aaa_missed_flag", AccMarks.missed(.aaa)),
+            ("failed_transaction_flag", AccMarks.failed(.log) | AccMarks.failed(.db) | AccMarks.failed(.aaa)),
         ]
         for (name, marks) in flagParameters {
             guard let parameter = compiler.source.parameters.last(where: { $0.module == "acc" && $0.name == name }) else {
@@ -222,6 +228,13 @@ public enum AccModule {
             let at = compiler.source.parameters.first { $0.module == "acc" }?.location
                 ?? SourceLocation(file: "", line: 1, column: 1)
             throw compiler.error("acc: db_flag needs modparam(\"acc\", \"db_url\", \"mysql://…\")", at: at)
+        }
+        let wantsAAA = flagMarks.contains { $0.marks & (AccMarks.account(.aaa) | AccMarks.missed(.aaa)) != 0 }
+        if wantsAAA, configuration.moduleParameters["aaa_radius"]?["secret"] == nil {
+            let at = compiler.source.parameters.first { $0.module == "acc" }?.location
+                ?? SourceLocation(file: "", line: 1, column: 1)
+            throw compiler.error("acc: aaa_flag needs loadmodule \"aaa_radius.so\" with its \"acct_server\" and \"secret\"",
+                                 at: at)
         }
         let extras = try AccExtras.compile(compiler)
         let tableSlot = compiler.avpSlot(named: tableAVP)
@@ -264,10 +277,7 @@ public enum AccModule {
                     var record = AccRecord.of(message, kind: kind, code: answer.status, reason: reason, toTag: toTag,
                                               unixMilliseconds: answer.unixMilliseconds)
                     record.extras = extras.values(for: backend, context)
-                    switch backend {
-                    case .log: service.log(record)
-                    case .db: service.store(record, table: kind == .missed ? service.missedTable : table ?? service.accTable)
-                    }
+                    service.write(record, to: backend, table: kind == .missed ? service.missedTable : table)
                 }
             }
         })
@@ -277,6 +287,8 @@ public enum AccModule {
 enum AccBackend: Int, CaseIterable {
     case log = 0
     case db = 1
+    /// RADIUS accounting through aaa_radius' acct_server (`AccRadius`).
+    case aaa = 2
 }
 
 /// What acc reports of a transaction, as bits of `ScriptContext.reports`: per backend b, bit b accounts it,

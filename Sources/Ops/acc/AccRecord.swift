@@ -94,6 +94,7 @@ struct AccExtras {
             case "extra_fields": try extras.addTagged(text, parameter, compiler)
             case "log_extra": try extras.addVariables(text, backend: .log, parameter, compiler)
             case "db_extra": try extras.addVariables(text, backend: .db, parameter, compiler)
+            case "aaa_extra": try extras.addVariables(text, backend: .aaa, parameter, compiler)
             default: continue
             }
         }
@@ -106,9 +107,9 @@ struct AccExtras {
     }
 
     /// "db: a->col_a; col_b", several backends in one value ("db: a->col_a; log: a") or one a modparam; without a
-    /// backend the fields are for every backend.
+    /// backend the fields are for log and db.
     private mutating func addTagged(_ text: String, _ parameter: ModuleParameter, _ compiler: ScriptCompiler) throws(CompileError) {
-        var backends = AccBackend.allCases
+        var backends: [AccBackend] = [.log, .db]
         for part in text.split(separator: ";") {
             var item = part
             let arrow = item.indices.first { item[$0] == "-" && item[item.index(after: $0)...].first == ">" }
@@ -117,12 +118,13 @@ struct AccExtras {
                 switch name {
                 case "log": backends = [.log]
                 case "db": backends = [.db]
-                case "aaa", "evi":
+                case "aaa": backends = [.aaa]
+                case "evi":
                     compiler.warn("acc: extra_fields for \(name) are not used: the \(name) backend is not built",
                                   at: parameter.valueLocation)
                     backends = []
                 default:
-                    throw compiler.error("acc: extra_fields backend '\(name)' is unknown (log, db)", at: parameter.valueLocation)
+                    throw compiler.error("acc: extra_fields backend '\(name)' is unknown (log, db, aaa)", at: parameter.valueLocation)
                 }
                 item = item[item.index(after: colon)...]
             }
@@ -168,6 +170,10 @@ struct AccExtras {
     /// A db extra becomes a column name in the INSERT: it must be a plain identifier.
     private func checkName(_ name: String, _ backends: [AccBackend], _ parameter: ModuleParameter,
                            _ compiler: ScriptCompiler) throws(CompileError) {
+        if backends.contains(.aaa) && AccRadius.attributeType(name) == nil {
+            let known = RadiusModule.dictionary.keys.sorted().joined(separator: ", ")
+            throw compiler.error("acc: '\(name)' is not a RADIUS attribute ringsip knows (\(known))", at: parameter.valueLocation)
+        }
         guard backends.contains(.db) else { return }
         guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
             throw compiler.error("acc: '\(name)' is not a column name", at: parameter.valueLocation)

@@ -11,6 +11,8 @@ final class AccService: ShardService, NextTurnContinuing {
     /// method, from_tag, to_tag, callid, sip_code, sip_reason, time (the acc_*_column modparams).
     let columns: [String]
     let writer: AccWriter?
+    /// The aaa backend, when aaa_radius is configured.
+    private(set) var radius: AccRadius?
     private var row: [UInt8] = []
     private var head = ""
     private var headTable = ""
@@ -41,6 +43,19 @@ final class AccService: ShardService, NextTurnContinuing {
             writer = nil
         }
         writer?.service = self
+        var spillDirectory = "/var/spool/ringsip/acc"
+        if case .string(let text)? = configuration.moduleParameters["acc"]?["spill_dir"], !text.isEmpty { spillDirectory = text }
+        radius = AccRadius(context: context, shard: shard, configuration: configuration,
+                           queueSize: configuration.integer("acc", "queue_size", default: 10_000), spillDirectory: spillDirectory)
+    }
+
+    /// A record to one backend (`table`: the db table, when not acc's default).
+    func write(_ record: AccRecord, to backend: AccBackend, table: String?) {
+        switch backend {
+        case .log: log(record)
+        case .db: store(record, table: table ?? accTable)
+        case .aaa: radius?.send(record)
+        }
     }
 
     func log(_ record: AccRecord) {
@@ -85,20 +100,28 @@ final class AccService: ShardService, NextTurnContinuing {
     func nextTurn(value: Int, on shard: Shard) { writer?.pump() }
 
     func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool {
-        guard let writer, OpsPacking.component(of: id) == .accounting else { return false }
-        writer.runner.operationCompleted(id, result: result, flags: flags)
-        return true
-    }
-
-    func timerFired(payload: UInt64, on shard: Shard) -> Bool {
-        guard let writer else { return false }
-        switch OpsPacking.component(ofTimer: payload) {
-        case .accounting?: writer.runner.timerFired(payload: payload)
-        case .accountingTick?: writer.tick()
+        switch OpsPacking.component(of: id) {
+        case .accounting?: writer?.runner.operationCompleted(id, result: result, flags: flags)
+        case .accountingRadius?: radius?.runner.operationCompleted(id, result: result, flags: flags)
         default: return false
         }
         return true
     }
 
-    func stopping(on shard: Shard) { writer?.stop() }
+    func timerFired(payload: UInt64, on shard: Shard) -> Bool {
+        switch OpsPacking.component(ofTimer: payload) {
+        case .accounting?: writer?.runner.timerFired(payload: payload)
+        case .accountingTick?:
+            writer?.tick()
+            radius?.tick()
+        case .accountingRadius?: radius?.runner.timerFired(payload: payload)
+        default: return false
+        }
+        return true
+    }
+
+    func stopping(on shard: Shard) {
+        writer?.stop()
+        radius?.stop()
+    }
 }

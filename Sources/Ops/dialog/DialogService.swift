@@ -172,12 +172,7 @@ final class DialogService: ShardService, RequestOwning {
                                        setupMilliseconds: max(0, dialog.startedUnixMilliseconds - dialog.createdUnixMilliseconds),
                                        createdUnixMilliseconds: dialog.createdUnixMilliseconds)
             record.unixMilliseconds = dialog.startedUnixMilliseconds
-            for backend in dialog.cdrBackends {
-                switch backend {
-                case .log: acc.log(record)
-                case .db: acc.store(record, table: acc.accTable)
-                }
-            }
+            for backend in dialog.cdrBackends { acc.write(record, to: backend, table: nil) }
         }
         if reason == .timeout {
             context.log.write(level: 2, "ringsipd: dialog \(dialog.callID) lapsed after \(dialog.timeoutSeconds) s; ended")
