@@ -12,6 +12,7 @@
 import os
 import shutil
 import signal
+import sys
 import subprocess
 import time
 from pathlib import Path
@@ -394,3 +395,52 @@ def test_radius_accounting_reaches_freeradius_start_and_stop_for_every_call(proc
     assert {session(r) for r in starts} == {session(r) for r in stops} and len({session(r) for r in starts}) == 20
     total = counters(procs, daemon)
     assert total["acc_written"] == 40 and total["acc_failed"] == 0, total
+
+
+SLOW_PROXY = r"""
+import asyncio, sys
+listen, target, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+
+async def pipe(reader, writer, slow):
+    try:
+        while data := await reader.read(65536):
+            if slow:
+                await asyncio.sleep(delay)
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+async def serve(client_reader, client_writer):
+    server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target)
+    await asyncio.gather(pipe(client_reader, server_writer, True), pipe(server_reader, client_writer, False))
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", listen)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def test_a_database_that_takes_100_ms_a_statement_costs_no_call_and_no_row(procs, ringsipd, sipp, acc_tables):
+    """MariaDB behind a relay that holds every client packet 100 ms: each shard's two connections then carry ten
+    statements a second, so rows wait and go out in larger batches; the calls stay clean and every row arrives."""
+    slow = free_tcp_port()
+    relay = procs.start("slowdb", [sys.executable, "-c", SLOW_PROXY,
+                                   str(slow), "3306", "0.1"])
+    assert h.wait_until(lambda: "ready" in relay.stdout() or not relay.alive(), 10), relay.stderr()
+    uas, proxy = h.free_udp_ports(2)
+    h.start_uas(procs, uas)
+    url = DB_URL.replace("127.0.0.1:3306", f"127.0.0.1:{slow}")
+    daemon = start_script(procs, ringsipd, script(procs.workdir, uas, MARK_3X, EXTRA_3X, url=url), proxy, shards=2)
+    res = h.run_uacs(procs, proxy, rate=400, calls=4000, timeout=60)
+    assert res.failed == 0 and res.successful == 4000 and res.retransmissions == 0, describe(res)
+    got = wait_rows(ACC, 8000, seconds=30)
+    assert len(got) == 8000 and len({(r[0], r[3]) for r in got}) == 8000
+    total = counters(procs, daemon)
+    assert total["acc_written"] == 8000 and total["acc_failed"] == 0, total

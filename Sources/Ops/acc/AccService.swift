@@ -111,6 +111,7 @@ final class AccService: ShardService, NextTurnContinuing {
     func timerFired(payload: UInt64, on shard: Shard) -> Bool {
         switch OpsPacking.component(ofTimer: payload) {
         case .accounting?: writer?.runner.timerFired(payload: payload)
+        case .accountingTick? where payload & 0xFFFF_FFFF == 1: writer?.flushDue()
         case .accountingTick?:
             writer?.tick()
             radius?.tick()

@@ -6,7 +6,7 @@ import Script
 ///
 /// - Rows wait in memory, in order, and go out as multi-row INSERTs (up to `batchRows` consecutive rows of one
 ///   table) on the shard's own small pool, one batch per connection at a time: the more rows wait, the larger
-///   the batches, so a slow database costs round trips, not rows.
+///   the batches, so a slow database costs round trips, not rows; fewer rows than a batch wait up to 50 ms for more.
 /// - More than `queueSize` rows waiting (MariaDB down or slower than the calls): the rest are appended to the
 ///   shard's spill file (`AccSpill`), and so is every later row until the file has been replayed, which keeps
 ///   the order. The tick (every 250 ms) flushes the file and, while the database answers, replays it batch by
@@ -106,7 +106,25 @@ final class AccWriter: DatabaseRunnerDelegate {
             queue.append(Row(head: head, values: values))
         }
         shard.counters.accQueued = waiting
-        schedulePump()
+        if waiting >= Self.batchRows { schedulePump() } else { armFlush() }
+    }
+
+    /// Fewer rows than a batch wait at most this long for more, so a busy shard sends a few large INSERTs a second
+    /// rather than one per answer (a round trip and a connector call each).
+    static let lingerMilliseconds: UInt64 = 50
+    private var flushArmed = false
+
+    private func armFlush() {
+        guard !flushArmed else { return }
+        flushArmed = true
+        _ = shard.schedule(after: Self.lingerMilliseconds,
+                           payload: OpsPacking.timerPayload(.accountingTick, slot: 1, generation: 0))
+    }
+
+    /// The linger is over: what waits goes, full batch or not.
+    func flushDue() {
+        flushArmed = false
+        pump(partial: true)
     }
 
     private func schedulePump() {
@@ -115,10 +133,12 @@ final class AccWriter: DatabaseRunnerDelegate {
         context.continueNextTurn(for: service, value: 0)
     }
 
-    /// Sends batches while a connection is free: the memory queue first, then (once it is empty) the spill file.
-    func pump() {
+    /// Sends batches while a connection is free — full ones, and with `partial` whatever waits — the memory queue
+    /// first, then (once it is empty) the spill file.
+    func pump(partial: Bool = false) {
         pumpScheduled = false
-        while inFlight.count + (replayToken == nil ? 0 : 1) < connections && waiting > 0 && mayProbe {
+        while inFlight.count + (replayToken == nil ? 0 : 1) < connections && waiting > 0 && mayProbe
+                && (partial || waiting >= Self.batchRows) {
             var rows = [queue[queueHead]]
             queueHead += 1
             while !rows[0].alone && rows.count < Self.batchRows && waiting > 0 && !queue[queueHead].alone
@@ -133,6 +153,7 @@ final class AccWriter: DatabaseRunnerDelegate {
             guard submit(rows) else { break }
         }
         shard.counters.accQueued = waiting
+        if waiting > 0 { armFlush() }
         if waiting == 0 && inFlight.isEmpty && replayToken == nil { replay() }
     }
 
@@ -279,7 +300,7 @@ final class AccWriter: DatabaseRunnerDelegate {
 
     func tick() {
         if let failure = spill?.flush() { report("the spill file cannot be written (\(failure)); its rows stay in memory") }
-        if waiting == 0 && inFlight.isEmpty && replayToken == nil { replay() } else if waiting > 0 { pump() }
+        if waiting == 0 && inFlight.isEmpty && replayToken == nil { replay() } else if waiting > 0 { pump(partial: true) }
         _ = shard.schedule(after: Self.tickMilliseconds, payload: OpsPacking.timerPayload(.accountingTick, slot: 0, generation: 0))
     }
 
