@@ -31,6 +31,8 @@ public enum OpsComponent: UInt8, Sendable {
     case dialog = 13
     /// acc's aaa backend: its RADIUS client (`AccRadius`).
     case accountingRadius = 14
+    /// dialog's `DialogWriter`: its MariaDB pool (db_mode).
+    case dialogDatabase = 15
 }
 
 /// How Ops packs its operation ids and timer payloads.

@@ -51,4 +51,29 @@ import Testing
         }
         #expect(DialogProfiles.name(of: DialogProfiles.key("caller", "alice")) == "caller")
     }
+
+    @Test func varsKeepValuesAndThePendingCDRThroughTheTable() {
+        var dialog = Dialog(callID: "c@h", callerTag: "a")
+        dialog.values = ["who": "alice", "odd:name": "x\ny;z"]
+        dialog.createdUnixMilliseconds = 1_700_000_000_000
+        dialog.startedUnixMilliseconds = 1_700_000_002_000
+        var cdr = AccRecord(kind: .transaction, method: "INVITE", fromTag: "a", toTag: "b", callID: "c@h", code: 200,
+                            reason: "OK", unixMilliseconds: 0)
+        cdr.extras = [("caller", "alice"), ("none", nil)]
+        dialog.cdr = cdr
+        dialog.cdrBackends = [.db, .aaa]
+        let text = DialogDatabase.encodeVars(dialog)
+
+        var back = Dialog(callID: "c@h", callerTag: "a")
+        back.startedUnixMilliseconds = 1_700_000_002_000
+        DialogDatabase.decodeVars(text, into: &back)
+        #expect(back.values == dialog.values)
+        #expect(back.cdrBackends == [.db, .aaa])
+        #expect(back.createdUnixMilliseconds == 1_700_000_000_000)
+        #expect(back.cdr?.toTag == "b" && back.cdr?.extras.map(\.value) == ["alice", nil])
+        // Damaged text restores nothing rather than something wrong.
+        var damaged = Dialog(callID: "c@h", callerTag: "a")
+        DialogDatabase.decodeVars(String(text.dropLast(3)), into: &damaged)
+        #expect(damaged.values.isEmpty && damaged.cdr == nil)
+    }
 }

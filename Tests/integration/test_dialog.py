@@ -10,6 +10,7 @@ requests come from fresh source ports (so the kernel spreads them over both shar
 - sipp calls with a 500 ms pause: exactly one CDR a call, ms_duration near 500.
 """
 
+import os
 import socket
 import time
 
@@ -286,3 +287,57 @@ def test_a_reinvite_keeps_the_dialog_and_a_cancelled_call_frees_its_profile_with
     time.sleep(0.5)
     assert len(cdrs()) == 1
     procs.stop(daemon)
+
+
+DIALOG_TABLE = f"ringsip_dialog_{os.getpid()}"
+# OpenSIPS 3.x's dialog table.
+DIALOG_COLUMNS = """dlg_id BIGINT(10) UNSIGNED PRIMARY KEY NOT NULL, callid CHAR(255) NOT NULL, from_uri CHAR(255) NOT NULL,
+    from_tag CHAR(64) NOT NULL, to_uri CHAR(255) NOT NULL, to_tag CHAR(64) NOT NULL,
+    mangled_from_uri CHAR(255) DEFAULT NULL, mangled_to_uri CHAR(255) DEFAULT NULL, caller_cseq CHAR(11) NOT NULL,
+    callee_cseq CHAR(11) NOT NULL, caller_ping_cseq INT(11) UNSIGNED NOT NULL, callee_ping_cseq INT(11) UNSIGNED NOT NULL,
+    caller_route_set TEXT(512), callee_route_set TEXT(512), caller_contact CHAR(255), callee_contact CHAR(255),
+    caller_sock CHAR(64) NOT NULL, callee_sock CHAR(64) NOT NULL, state INT(10) UNSIGNED NOT NULL,
+    start_time INT(10) UNSIGNED NOT NULL, timeout INT(10) UNSIGNED NOT NULL, vars BLOB(4096) DEFAULT NULL,
+    profiles TEXT(512) DEFAULT NULL, script_flags CHAR(255) DEFAULT NULL, module_flags INT(10) UNSIGNED DEFAULT 0 NOT NULL,
+    flags INT(10) UNSIGNED DEFAULT 0 NOT NULL, rt_on_answer CHAR(64) DEFAULT NULL, rt_on_timeout CHAR(64) DEFAULT NULL,
+    rt_on_hangup CHAR(64) DEFAULT NULL"""
+
+
+def test_calls_under_way_survive_a_restart_with_db_mode(procs, ringsipd, acc_tables):
+    from test_permissions import sql
+    sql(f"DROP TABLE IF EXISTS {DIALOG_TABLE}")
+    sql(f"CREATE TABLE {DIALOG_TABLE} ({DIALOG_COLUMNS})")
+    try:
+        port = h.free_udp_ports(1)[0]
+        path = script(procs.workdir)
+        text = path.read_text().replace('loadmodule "acc.so"\n', 'loadmodule "acc.so"\nmodparam("dialog", "db_mode", 1)\n'
+                                        f'modparam("dialog", "db_url", "{DB_URL}")\n'
+                                        f'modparam("dialog", "table_name", "{DIALOG_TABLE}")\n')
+        path.write_text(text)
+        daemon = start_script(procs, ringsipd, path, port, shards=2)
+        first, second = Call(port, 1), Call(port, 2)
+        for call in (first, second):
+            assert call.invite() == "SIP/2.0 200 OK"
+            call.ack()
+        table = lambda: query(f"SELECT callid, state, from_tag, to_tag FROM {DIALOG_TABLE} ORDER BY callid")
+        assert h.wait_until(lambda: [r[1] for r in table()] == ["4", "4"], 5), table()
+        procs.stop(daemon)
+        started = time.monotonic()
+
+        daemon = start_script(procs, ringsipd, path, port, shards=2)
+        assert h.wait_until(lambda: "took over" in daemon.stderr(), 5), daemon.stderr()
+        time.sleep(0.3)
+        # alice's profile came back with her two calls, on both shards.
+        for n in range(3, 7):
+            assert Call(port, n).invite() == "SIP/2.0 486 Too Many Calls"
+        # The first call's BYE (its Route names the old process's dialog: found by Call-ID) ends the restored dialog.
+        assert first.bye(route=True) == "SIP/2.0 200 OK"
+        assert f"BYE of {first.call_id}: status=5 who=alice dir=downstream" in daemon.stderr()
+        got = wait_rows(ACC, 1)
+        assert len(got) == 1
+        (callid, method, code, duration, ms, setup, created), = cdrs()
+        assert callid == first.call_id and int(ms) >= (time.monotonic() - started) * 1000 - 200, ms
+        assert h.wait_until(lambda: [r[0] for r in table()] == [second.call_id], 5), table()
+        procs.stop(daemon)
+    finally:
+        sql(f"DROP TABLE IF EXISTS {DIALOG_TABLE}")

@@ -16,10 +16,9 @@ public enum DialogModule {
             .init("profiles_with_value", .string), .init("profiles_no_value", .string),
             .init("max_dialogs", .integer, range: 1...10_000_000),
             .ignored("dlg_match_mode", "requests are matched by the did of our Route, else by Call-ID and tags"),
-            .ignored("db_mode", "dialogs are kept in memory only: a restart ends them"),
-            .ignored("db_url", "dialogs are kept in memory only: a restart ends them"),
-            .ignored("db_update_period", "dialogs are kept in memory only"),
-            .ignored("table_name", "dialogs are kept in memory only"),
+            .init("db_mode", .integer, range: 0...3), .init("db_url", .string, validate: DatabaseModule.resolveURL),
+            .init("table_name", .string),
+            .ignored("db_update_period", "rows are written when a dialog changes, not on a period"),
             .ignored("dlg_flag", "1.x's flag is not read: call create_dialog()"),
             .ignored("timeout_avp", "set $DLG_timeout instead"),
             .ignored("options_ping_interval", "dialogs are not pinged"),
@@ -102,6 +101,7 @@ public enum DialogModule {
                 return { context in
                     guard let service = context.service(index) as? DialogService, let slot = service.current() else { return }
                     service.table[slot].values[name] = value(context).string
+                    service.persist(slot)
                 }
             }),
         ]
@@ -233,6 +233,7 @@ public enum DialogModule {
 
     /// The INVITE's answer reaches its dialog (reporters run at the end of the loop turn, on the request).
     static func prepare(_ compiler: ScriptCompiler) throws(CompileError) {
+        try DialogDatabase.load(compiler)
         let index = try serviceIndex(compiler)
         compiler.answerReporters.append(AnswerReporter(flags: 0) { context, answer in
             guard context.reports & reportBit != 0, context.message.method == .invite,

@@ -1,3 +1,4 @@
+import Glibc
 import Engine
 import SIP
 import Script
@@ -5,15 +6,17 @@ import Script
 /// One shard's dialogs, and where every other shard's are.
 ///
 /// Design: a dialog lives on the shard that created it (where its INVITE's transaction lives), and every request of
-/// the dialog is routed there. An in-dialog request names the shard itself when it carries our Route with the
-/// `did` parameter create_dialog added to the Record-Route; a request without it (a UA that ignores Record-Route)
-/// is found by its Call-ID, which every shard knows the owner of: the owner mails "Call-ID → shard" to the others
-/// when it creates a dialog, and mails its removal when the dialog is freed. A request that arrives elsewhere is
-/// handed to the owner whole, in O(1), before any route runs (`RequestOwning`), so the dialog's state, values and
-/// profiles are only ever touched by one thread. Profile sizes count every shard's dialogs: each change is mailed
+/// the dialog is routed there. Every shard knows which shard owns each Call-ID: the owner mails "Call-ID → shard" to
+/// the others when it creates a dialog, and its removal when the dialog is freed. The `did` create_dialog adds to our
+/// Record-Route (shard.slot.generation) finds the dialog on its shard without a search when the request comes back
+/// with its Route, checked against the Call-ID (a did from before a restart may name another call's slot); it
+/// decides the shard only for a Call-ID no shard has announced. A request that arrives elsewhere is handed to the
+/// owner whole, in O(1), before any route runs (`RequestOwning`), so the dialog's state, values and profiles are
+/// only ever touched by one thread. Profile sizes count every shard's dialogs: each change is mailed
 /// to the others as a +1/−1, so `get_profile_size` reads a local number.
 ///
-/// Not kept: dialogs survive nothing but the process (no `db_mode`). A lapsed dialog created with "B" sends one BYE
+/// Persistence: with `db_mode` confirmed dialogs are kept in the `dialog` table and a restart takes them over
+/// (`DialogDatabase`); without it they live as long as the process. A lapsed dialog created with "B" sends one BYE
 /// to each end (`sendByes`), without retransmissions.
 final class DialogService: ShardService, RequestOwning {
     unowned let context: ScriptContext
@@ -31,11 +34,69 @@ final class DialogService: ShardService, RequestOwning {
     static let lingerMilliseconds: UInt64 = 5_000
     static let timerSlotBits = 32
 
+    /// db_mode: the writer of this shard's dialogs (`DialogDatabase`).
+    let writer: DialogWriter?
+    let socketName: String
+    /// Timer slot that announces the dialogs restored at start to the other shards (mail cannot go before every
+    /// shard's services exist).
+    static let announceSlot = Int(Int32.max)
+    private var restored: [Int32] = []
+
     init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
         self.context = context
         self.shard = shard
         defaultTimeout = configuration.integer("dialog", "default_timeout", default: 43_200)
         table = DialogTable(capacity: configuration.integer("dialog", "max_dialogs", default: 1_000_000))
+        writer = DialogDatabase.mode(configuration) != 0 ? DialogWriter(context: context, shard: shard) : nil
+        let local = shard.localAddresses.first
+        socketName = local.map { "udp:" + ($0.isIPv6 ? "[\($0.hostString)]" : $0.hostString) + ":\($0.port)" } ?? ""
+        if writer != nil { restore() }
+    }
+
+    /// The rows read at start-up whose Call-ID hashes to this shard become its dialogs.
+    private func restore() {
+        guard let rows = DialogDatabase.loaded.withLock({ $0?.rows }) else { return }
+        let wallNow = Int64(time(nil))
+        for row in rows {
+            guard row.count >= 17, let callID = row[1], let start = row[13].flatMap({ Int64($0) }),
+                  let deadline = row[14].flatMap({ Int64($0) }), deadline > wallNow else { continue }
+            var hasher = FNV1a64()
+            for byte in callID.utf8 { hasher.combine(byte: byte) }
+            guard Int(hasher.value % UInt64(shard.shardCount)) == shard.index,
+                  let slot = table.create(callID: callID, callerTag: row[3] ?? "", timeoutSeconds: Int(deadline - wallNow),
+                                          now: shard.now, unixMilliseconds: start * 1000) else { continue }
+            var dialog = table[slot]
+            dialog.state = row[12] == "4" ? .confirmed : .confirmedUnacknowledged
+            dialog.fromURI = row[2] ?? ""
+            dialog.toURI = row[4] ?? ""
+            dialog.calleeTag = row[5] ?? ""
+            dialog.callerCSeq = row[6].flatMap { UInt32($0) } ?? 0
+            dialog.calleeCSeq = row[7].flatMap { UInt32($0) } ?? 0
+            dialog.callerContact = row[8] ?? ""
+            dialog.calleeContact = row[9] ?? ""
+            dialog.callerAddress = NatPingService.address(ofContact: dialog.callerContact)
+            dialog.calleeAddress = NatPingService.address(ofContact: dialog.calleeContact)
+            dialog.startedUnixMilliseconds = start * 1000
+            dialog.startedAt = shard.now &- UInt64(max(0, wallNow - start)) * 1000
+            dialog.createdUnixMilliseconds = start * 1000
+            DialogDatabase.decodeVars(row[15] ?? "", into: &dialog)
+            dialog.byeOnTimeout = true
+            dialog.profiles = (row[16] ?? "").split(separator: "\n").map(String.init)
+            table[slot] = dialog
+            for key in dialog.profiles { changeProfile(key, by: 1, mail: false) }
+            arm(slot, after: UInt64(deadline - wallNow) * 1000)
+            restored.append(slot)
+        }
+        if !restored.isEmpty {
+            context.log.write(level: 2, "ringsipd: dialog: shard \(shard.index) took over \(restored.count) dialogs from the table")
+            _ = shard.schedule(after: 0, payload: OpsPacking.timerPayload(.dialog, slot: Self.announceSlot, generation: 0))
+        }
+    }
+
+    /// db_mode: writes a confirmed dialog's row (an unconfirmed one is written when its INVITE is answered).
+    func persist(_ slot: Int32) {
+        guard let writer, table[slot].state == .confirmedUnacknowledged || table[slot].state == .confirmed else { return }
+        writer.write(table[slot], socket: socketName)
     }
 
     // MARK: - Which shard a request belongs to
@@ -43,18 +104,23 @@ final class DialogService: ShardService, RequestOwning {
     func owner(of message: SIPMessage, lent: Bool, on shard: Shard) -> Int? {
         guard message.hasToTag, let callIDSpan = message.callID else { return nil }
         var local: Int32?
-        if let id = routeDialogID(message) {
-            if id.shard != shard.index { return lent ? nil : (id.shard < shard.shardCount ? id.shard : nil) }
-            local = table.slot(of: id)
-        }
         let callID = AccRecord.text(message.bytes, callIDSpan)
+        let routeID = routeDialogID(message)
+        if let id = routeID, id.shard == shard.index {
+            // A did from before a restart may name a slot another call holds now: the Call-ID must agree.
+            local = table.slot(of: id).flatMap { table[$0].callID == callID ? $0 : nil }
+        }
         if local == nil {
             let fromTag = message.from.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
             let toTag = message.to.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
             local = table.find(callID: callID, fromTag: fromTag, toTag: toTag)
         }
         guard let slot = local else {
-            if !lent, let owner = directory[callID], owner != shard.index { return owner }
+            // The Call-ID's owner, as its mail said, is the authority (a did may be from before a restart); a did
+            // alone is followed only for a Call-ID no shard has announced. A datagram lent once is routed here.
+            guard !lent else { return nil }
+            if let owner = directory[callID] { return owner != shard.index ? owner : nil }
+            if let id = routeID, id.shard != shard.index, id.shard < shard.shardCount { return id.shard }
             return nil
         }
         // Routed here: the request's meaning to its dialog, before the route sees `$DLG_status`.
@@ -69,7 +135,10 @@ final class DialogService: ShardService, RequestOwning {
         }
         switch message.method {
         case .ack:
-            if table[slot].state == .confirmedUnacknowledged { table[slot].state = .confirmed }
+            if table[slot].state == .confirmedUnacknowledged {
+                table[slot].state = .confirmed
+                persist(slot)
+            }
         case .bye:
             end(slot, .bye)
         default:
@@ -144,6 +213,7 @@ final class DialogService: ShardService, RequestOwning {
             table.confirm(slot, calleeTag: toTag, now: shard.now, unixMilliseconds: unixMilliseconds)
             table[slot].calleeContact = contact
             table[slot].calleeAddress = source.port == 0 ? nil : source
+            persist(slot)
         } else {
             end(slot, .rejected)
         }
@@ -160,8 +230,10 @@ final class DialogService: ShardService, RequestOwning {
     /// Ends the dialog: its CDR is written (when it was answered), its profiles released; it is freed after the
     /// linger.
     func end(_ slot: Int32, _ reason: DialogEnd) {
+        let wasConfirmed = table[slot].state == .confirmedUnacknowledged || table[slot].state == .confirmed
         guard table.end(slot) else { return }
         let dialog = table[slot]
+        if wasConfirmed { writer?.delete(callID: dialog.callID, callerTag: dialog.callerTag) }
         for key in dialog.profiles { changeProfile(key, by: -1, mail: true) }
         table[slot].profiles = []
         if reason != .rejected, var record = dialog.cdr, dialog.startedAt > 0,
@@ -230,6 +302,7 @@ final class DialogService: ShardService, RequestOwning {
         guard table[slot].state != .deleted else { return }
         table[slot].timeoutSeconds = seconds
         arm(slot, after: UInt64(max(seconds, 0)) * 1000)
+        persist(slot)
     }
 
     func remainingTimeout(_ slot: Int32) -> Int {
@@ -244,12 +317,14 @@ final class DialogService: ShardService, RequestOwning {
         guard table[slot].state != .deleted, !table[slot].profiles.contains(key) else { return }
         table[slot].profiles.append(key)
         changeProfile(key, by: 1, mail: true)
+        persist(slot)
     }
 
     func unsetProfile(_ slot: Int32, key: String) -> Bool {
         guard let index = table[slot].profiles.firstIndex(of: key) else { return false }
         table[slot].profiles.remove(at: index)
         changeProfile(key, by: -1, mail: true)
+        persist(slot)
         return true
     }
 
@@ -284,10 +359,26 @@ final class DialogService: ShardService, RequestOwning {
 
     // MARK: - ShardService
 
-    func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool { false }
+    func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool {
+        guard let writer, OpsPacking.component(of: id) == .dialogDatabase else { return false }
+        writer.runner.operationCompleted(id, result: result, flags: flags)
+        return true
+    }
 
     func timerFired(payload: UInt64, on shard: Shard) -> Bool {
+        if OpsPacking.component(ofTimer: payload) == .dialogDatabase, let writer {
+            writer.runner.timerFired(payload: payload)
+            return true
+        }
         guard OpsPacking.component(ofTimer: payload) == .dialog else { return false }
+        if Int(payload & 0xFFFF_FFFF) == Self.announceSlot {
+            for slot in restored where table[slot].live {
+                broadcast(.owner(callID: table[slot].callID, shard: shard.index))
+                for key in table[slot].profiles { broadcast(.profile(key: key, delta: 1)) }
+            }
+            restored = []
+            return true
+        }
         let slot = Int32(truncatingIfNeeded: payload & 0xFFFF_FFFF)
         let generation = UInt16(truncatingIfNeeded: payload >> 32)
         guard table.dialogs.indices.contains(Int(slot)), table[slot].live, table[slot].generation == generation else {
@@ -303,7 +394,7 @@ final class DialogService: ShardService, RequestOwning {
         return true
     }
 
-    func stopping(on shard: Shard) {}
+    func stopping(on shard: Shard) { writer?.runner.shutdown() }
 }
 
 /// Profile keys: the name, and the value after a separator no script value holds.

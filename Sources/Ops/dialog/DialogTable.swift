@@ -96,7 +96,9 @@ final class DialogTable {
         } else {
             guard dialogs.count < capacity else { return nil }
             slot = Int32(dialogs.count)
-            dialogs.append(Dialog())
+            // A new slot's generations start anywhere, so a did from an earlier run of the daemon rarely names a
+            // live dialog (and the Call-ID is checked when it does).
+            dialogs.append(Dialog(generation: UInt16.random(in: 0...UInt16.max)))
         }
         let generation = dialogs[Int(slot)].generation &+ 1
         dialogs[Int(slot)] = Dialog(generation: generation, live: true, callID: callID, callerTag: callerTag,

@@ -100,7 +100,12 @@ final class NatPingService: ShardService {
 
     /// The received address (`sip:IP:port`), else the Contact's host and port, when numeric.
     static func destination(_ binding: Binding) -> SocketAddress? {
-        var text = binding.received.isEmpty ? binding.contact : binding.received
+        address(ofContact: binding.received.isEmpty ? binding.contact : binding.received)
+    }
+
+    /// A SIP URI's host and port as an address, when the host is numeric (no DNS here).
+    static func address(ofContact contact: String) -> SocketAddress? {
+        var text = contact
         return text.withUTF8 { raw -> SocketAddress? in
             let bytes = UnsafeRawBufferPointer(raw)
             guard let uri = try? SIPURI.parse(bytes, 0, bytes.count), uri.host.isPresent else { return nil }
