@@ -27,6 +27,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     private var prefetchers: [any RequestPrefetching] = []
     /// Services that keep requests' state on one shard (`RequestOwning`), made when the shard starts.
     private var owners: [any RequestOwning] = []
+    private var routeObservers: [any MainRouteObserving] = []
     /// Answered transactions waiting for their reports at the end of the loop turn (`transactionAnswered`).
     var pendingAnswers: [PendingAnswer] = []
     /// The reason phrases and To tags of `pendingAnswers`, back to back.
@@ -143,6 +144,10 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         // error_route first: it may answer, and its $avp changes belong to the transaction too.
         if context.runtimeError != nil { reportRuntimeError() }
         let handle = context.transaction
+        if !routeObservers.isEmpty {
+            let live = handle.flatMap { transactions?.isLive($0) == true ? $0 : nil }
+            for observer in routeObservers { observer.mainRouteEnded(transaction: live, on: shard) }
+        }
         // $avp values belong to the transaction from here on: its later routes see them.
         if let transactions, let handle, transactions.isLive(handle) { context.saveAVPs(to: handle) }
         context.endRoute()
@@ -159,6 +164,8 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         context.message = message
         guard (try? message.parse(bytes)) != nil, (try? message.validate()) != nil, message.isRequest else { return }
         if let transactions, transactions.absorb(message, from: source, arrivedOn: socketIndex, on: shard) { return }
+        // Its owner was decided when it arrived; what it means to the owning service is recorded again for this route.
+        for service in owners { _ = service.owner(of: message, lent: true, on: shard) }
         runMainRoute(mainRoute, source: source, socketIndex: socketIndex, on: shard)
     }
 
@@ -499,6 +506,7 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         context.services = serviceFactories.map { $0(context, shard, configuration) }
         prefetchers = context.services.compactMap { $0 as? any RequestPrefetching }
         owners = context.services.compactMap { $0 as? any RequestOwning }
+        routeObservers = context.services.compactMap { $0 as? any MainRouteObserving }
         context.routeHeld = { [unowned self] bytes, source, socketIndex in
             self.routeHeldRequest(bytes, source: source, socketIndex: socketIndex)
         }

@@ -1,4 +1,5 @@
 import Engine
+import TM
 import SIP
 
 /// Per-shard machinery a module brings along (an exec runner, later an HTTP client or a database pool):
@@ -34,6 +35,13 @@ public protocol RequestOwning: ShardService {
     /// routed there from the start. Nil to route it here, where the service may record what the request means to
     /// it (an ACK confirms a dialog, a BYE ends it). `lent`: it was handed here already, so it is routed here.
     func owner(of message: SIPMessage, lent: Bool, on shard: Shard) -> Int?
+}
+
+/// A service told when a request's main route has ended (dialog: a dialog created by a route that left no
+/// transaction — a stateless reply — will never see an answer, and ends there).
+public protocol MainRouteObserving: ShardService {
+    /// `transaction`: the request's live transaction, if the route left one.
+    func mainRouteEnded(transaction: TransactionHandle?, on shard: Shard)
 }
 
 /// A service that continues its own work at a turn boundary (`ScriptContext.continueNextTurn(for:value:)`): what

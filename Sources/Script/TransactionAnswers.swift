@@ -82,7 +82,12 @@ extension ScriptHandler {
             pendingAnswers.removeAll(keepingCapacity: true)
             answerBytes.removeAll(keepingCapacity: true)
         }
-        for pending in pendingAnswers where transactions.isLive(pending.transaction) {
+        for pending in pendingAnswers {
+            guard transactions.isLive(pending.transaction) else {
+                context.log.write(level: -1, "ringsipd: a transaction ended in the turn it was answered (tm's wt_timer "
+                    + "0?): what modules report of its answer (accounting, dialog) is lost")
+                continue
+            }
             let kept = transactions.flags(pending.transaction)
             guard kept.reports != 0 || script.answerReporters.contains(where: { $0.flags & kept.flags != 0 }),
                   beginOnRequest(of: pending.transaction, transactions, on: shard) else { continue }

@@ -80,4 +80,23 @@ import Testing
         #expect(!AccWriter.isRefusal(1205))  // lock wait timeout
         #expect(!AccWriter.isRefusal(0))
     }
+
+    @Test func aRowThatMayBeWrittenIsRetriedInAFormThatWritesItOnce() {
+        let values = "('INVITE','a\\'b, c','',NULL,200,FROM_UNIXTIME(1700000000),'x(y')"
+        #expect(AccStatements.fields(of: values)
+                == ["'INVITE'", "'a\\'b, c'", "''", "NULL", "200", "FROM_UNIXTIME(1700000000)", "'x(y'"])
+        let guarded = AccStatements.guarded(head: "INSERT INTO acc (method, who) VALUES ", values: "('BYE', NULL)")
+        #expect(guarded == "INSERT INTO acc (method, who) SELECT 'BYE', NULL FROM DUAL WHERE NOT EXISTS "
+                + "(SELECT 1 FROM acc WHERE method <=> 'BYE' AND who <=> NULL)")
+        #expect(AccStatements.guarded(head: "INSERT INTO acc (a, b) VALUES ", values: "('only one')") == nil)
+        #expect(AccStatements.fields(of: "('unclosed)") == nil)
+    }
+
+    @Test func aSpilledRowThatMayBeWrittenKeepsItsMark() {
+        let spill = Self.open(Self.directory())
+        spill.append(head: "H ", values: "(1)", uncertain: true)
+        spill.append(head: "H ", values: "(2)")
+        #expect(spill.read(limit: 10).map(\.uncertain) == [true, false])
+        #expect(spill.read(limit: 10).map(\.head) == ["H ", "H "])
+    }
 }

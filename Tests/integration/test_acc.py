@@ -248,7 +248,7 @@ def test_rows_spill_while_mariadb_is_stopped_and_are_replayed_none_lost_none_dou
         spill = procs.workdir / "spill"
         assert sum(f.stat().st_size for f in spill.glob("acc-*.spill")) > 0, "nothing was spilled"
         server.start()
-        got = wait_rows(ACC, 1000, seconds=30, port=server.port)
+        got = wait_rows(ACC, 1000, seconds=45, port=server.port)
         assert len(got) == 1000, f"{len(got)} rows"
         assert len({(r[0], r[2]) for r in got}) == 1000, "a row was written twice"
         total = counters(procs, daemon)

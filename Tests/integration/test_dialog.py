@@ -60,6 +60,10 @@ route {{
         set_dlg_profile("caller", "$fU");
         $dlg_val(who) = $fU;
         do_accounting("db|log", "cdr");
+        if ($rU == "refuse") {{
+            sl_send_reply(403, "Refused");
+            exit;
+        }}
         record_route();
     }}
     {relay}
@@ -82,8 +86,8 @@ def udp() -> socket.socket:
 class Call:
     """A caller and a callee (Python sockets) with one call through the proxy at `port`."""
 
-    def __init__(self, port: int, n: int, caller_user: str = "alice"):
-        self.port, self.n, self.user = port, n, caller_user
+    def __init__(self, port: int, n: int, caller_user: str = "alice", callee_user: str = "bob"):
+        self.port, self.n, self.user, self.callee_user = port, n, caller_user, callee_user
         self.caller, self.callee = udp(), udp()
         self.callee_port = self.callee.getsockname()[1]
         self.call_id = f"dlg-{n}-{time.monotonic_ns()}@test"
@@ -95,7 +99,7 @@ class Call:
         cport = self.caller.getsockname()[1]
         self.branch = f"z9hG4bK-inv{self.n}-{time.monotonic_ns()}"
         self.caller.sendto((
-            f"INVITE sip:bob@127.0.0.1:{self.callee_port} SIP/2.0\r\n"
+            f"INVITE sip:{self.callee_user}@127.0.0.1:{self.callee_port} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{cport};branch={self.branch};rport\r\n"
             f"From: <sip:{self.user}@127.0.0.1>;tag=from{self.n}\r\nTo: <sip:bob@127.0.0.1>\r\n"
             f"Call-ID: {self.call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{self.user}@127.0.0.1:{cport}>\r\n"
@@ -341,3 +345,14 @@ def test_calls_under_way_survive_a_restart_with_db_mode(procs, ringsipd, acc_tab
         procs.stop(daemon)
     finally:
         sql(f"DROP TABLE IF EXISTS {DIALOG_TABLE}")
+
+
+def test_a_dialog_answered_statelessly_ends_with_its_route_and_frees_its_profile(procs, ringsipd, acc_tables):
+    port = h.free_udp_ports(1)[0]
+    daemon = start_script(procs, ringsipd, script(procs.workdir), port, shards=2)
+    for n in range(1, 4):
+        assert Call(port, n, callee_user="refuse").invite() == "SIP/2.0 403 Refused"
+    time.sleep(0.2)
+    for n in range(4, 6):
+        assert Call(port, n).invite() == "SIP/2.0 200 OK"
+    procs.stop(daemon)

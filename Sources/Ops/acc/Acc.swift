@@ -95,7 +95,7 @@ public enum AccModule {
     }
 
     static func dropAccounting(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
-        guard !call.arguments.isEmpty else { return { context in context.reports = 0; return 1 } }
+        guard !call.arguments.isEmpty else { return { context in context.reports &= ~AccMarks.every; return 1 } }
         var marks = try requests(call, compiler, backendsRequired: false)
         // drop_accounting("db") drops every kind of db record; with flags only those kinds.
         if call.arguments.count == 1 {
@@ -299,4 +299,6 @@ enum AccMarks {
     static func failed(_ backend: AccBackend) -> UInt32 { 1 << UInt32(8 + backend.rawValue) }
     /// The INVITE's record waits for its dialog's end, as a CDR with the call's duration.
     static func cdr(_ backend: AccBackend) -> UInt32 { 1 << UInt32(12 + backend.rawValue) }
+    /// Every bit acc uses (the others belong to other modules: dialog's is bit 31).
+    static let every: UInt32 = 0xFFFF
 }

@@ -14,6 +14,8 @@ final class AccSpill {
     struct Line {
         var head: String
         var values: String
+        /// Written with a leading '?': the row may be in the table already (`AccStatements.guarded`).
+        var uncertain = false
         /// File offset just after this line: where replay stands once it is written.
         var end: Int
     }
@@ -63,7 +65,8 @@ final class AccSpill {
     /// Rows not yet replayed, in the file or waiting to be written to it.
     var hasRows: Bool { replayed < fileSize || !buffer.isEmpty }
 
-    func append(head: String, values: String) {
+    func append(head: String, values: String, uncertain: Bool = false) {
+        if uncertain { buffer.append(UInt8(ascii: "?")) }
         buffer.append(contentsOf: head.utf8)
         buffer.append(UInt8(ascii: "\t"))
         buffer.append(contentsOf: values.utf8)
@@ -106,14 +109,19 @@ final class AccSpill {
         for i in 0..<got where chunk[i] == UInt8(ascii: "\n") {
             let line = chunk[start..<i]
             if let tab = line.firstIndex(of: UInt8(ascii: "\t")) {
-                lines.append(Line(head: String(decoding: chunk[start..<tab], as: UTF8.self),
-                                  values: String(decoding: chunk[(tab + 1)..<i], as: UTF8.self), end: replayed + i + 1))
+                let uncertain = chunk[start] == UInt8(ascii: "?")
+                lines.append(Line(head: String(decoding: chunk[(start + (uncertain ? 1 : 0))..<tab], as: UTF8.self),
+                                  values: String(decoding: chunk[(tab + 1)..<i], as: UTF8.self), uncertain: uncertain,
+                                  end: replayed + i + 1))
             }
             start = i + 1
             if lines.count == limit { break }
         }
         // A line longer than the 1 MiB read (no newline in it) cannot be a row this writer made: skip past it.
-        if lines.isEmpty && start == 0 && got == want { lines.append(Line(head: "", values: "", end: replayed + got)) }
+        // A shorter read without a newline is a row still being written (a flush cut short): it waits.
+        if lines.isEmpty && start == 0 && got == want && want == 1 << 20 {
+            lines.append(Line(head: "", values: "", end: replayed + got))
+        }
         return lines
     }
 

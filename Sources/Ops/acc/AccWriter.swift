@@ -25,6 +25,9 @@ final class AccWriter: DatabaseRunnerDelegate {
         var values: String
         /// Retried alone after the server refused its batch.
         var alone = false
+        /// Its batch lost its connection (or timed out) mid-statement, so it may be in the table already: it goes
+        /// alone, in the form that writes nothing when an equal row is there (`AccStatements.guarded`).
+        var uncertain = false
     }
 
     unowned let context: ScriptContext
@@ -45,6 +48,9 @@ final class AccWriter: DatabaseRunnerDelegate {
     private var replayToken: UInt64?
     private var replayEnd = 0
     private var replayRows = 0
+    /// A replay batch lost its connection: the rows up to this offset may be written already, and are replayed one
+    /// at a time, guarded.
+    private var replayUncertainThrough = 0
     private var replayAlone = 0
     private var nextToken: UInt64 = 1
     private var healthy = true
@@ -100,7 +106,7 @@ final class AccWriter: DatabaseRunnerDelegate {
 
     func append(head: String, values: String) {
         if let spill, spill.hasRows || waiting >= queueSize {
-            spill.append(head: head, values: values)
+            spill.append(head: head, values: values, uncertain: false)
             shard.counters.accSpilled += 1
         } else {
             queue.append(Row(head: head, values: values))
@@ -138,7 +144,7 @@ final class AccWriter: DatabaseRunnerDelegate {
     func pump(partial: Bool = false) {
         pumpScheduled = false
         while inFlight.count + (replayToken == nil ? 0 : 1) < connections && waiting > 0 && mayProbe
-                && (partial || waiting >= Self.batchRows) {
+                && (partial || waiting >= Self.batchRows || queue[queueHead].alone) {
             var rows = [queue[queueHead]]
             queueHead += 1
             while !rows[0].alone && rows.count < Self.batchRows && waiting > 0 && !queue[queueHead].alone
@@ -170,13 +176,15 @@ final class AccWriter: DatabaseRunnerDelegate {
 
     private func replay() {
         guard let spill, spill.hasRows, mayProbe else { return }
-        let lines = spill.read(limit: replayAlone > 0 ? 1 : Self.batchRows)
+        let uncertain = spill.replayed < replayUncertainThrough
+        let lines = spill.read(limit: replayAlone > 0 || uncertain ? 1 : Self.batchRows)
         guard let first = lines.first else { return }
         if first.head.isEmpty {
             spill.replayed(through: first.end)
             return
         }
-        let rows = lines.prefix { $0.head == first.head }
+        // An uncertain row (in flight at a stop, or its replay batch lost its connection) goes alone, guarded.
+        let rows = first.uncertain || uncertain ? [first] : Array(lines.prefix { $0.head == first.head && !$0.uncertain })
         let token = nextToken
         nextToken += 1
         // Recorded before the submission: a query that fails as it starts is reported inside `submit`.
@@ -184,7 +192,9 @@ final class AccWriter: DatabaseRunnerDelegate {
         replayEnd = rows.last!.end
         replayRows = rows.count
         if replayAlone > 0 { replayAlone -= 1 }
-        if !send(rows.map { Row(head: $0.head, values: $0.values) }, token: token) { replayToken = nil }
+        let sent = rows.map { Row(head: $0.head, values: $0.values, alone: uncertain || $0.uncertain,
+                                  uncertain: uncertain || $0.uncertain) }
+        if !send(sent, token: token) { replayToken = nil }
     }
 
     private func submit(_ rows: [Row]) -> Bool {
@@ -201,6 +211,13 @@ final class AccWriter: DatabaseRunnerDelegate {
     }
 
     private func send(_ rows: [Row], token: UInt64) -> Bool {
+        if rows.count == 1, rows[0].uncertain, var guarded = AccStatements.guarded(head: rows[0].head, values: rows[0].values) {
+            let outcome = guarded.withUTF8 {
+                runner.submit(query: UnsafeRawBufferPointer($0), timeoutMilliseconds: Self.queryTimeoutMilliseconds, token: token)
+            }
+            if case .rejected = outcome { return false }
+            return true
+        }
         var statement = rows[0].head
         statement.reserveCapacity(rows.reduce(statement.utf8.count) { $0 + $1.values.utf8.count + 2 })
         for (i, row) in rows.enumerated() {
@@ -229,7 +246,12 @@ final class AccWriter: DatabaseRunnerDelegate {
             } else {
                 failedTransiently()
                 report("\(reason); the rows wait and are retried")
-                requeue(rows)
+                requeue(rows.map { row in
+                    var again = row
+                    again.alone = true
+                    again.uncertain = true
+                    return again
+                })
             }
         }
         shard.counters.accQueued = waiting
@@ -247,6 +269,8 @@ final class AccWriter: DatabaseRunnerDelegate {
         if succeeded {
             healthy = true
             spill.replayed(through: replayEnd)
+            // The file emptied starts again at offset 0: no earlier offset is uncertain any more.
+            if !spill.hasRows { replayUncertainThrough = 0 }
             shard.counters.accReplayed += replayRows
             shard.counters.accWritten += replayRows
         } else if refused && replayRows > 1 {
@@ -259,6 +283,7 @@ final class AccWriter: DatabaseRunnerDelegate {
             report("\(reason); the row is kept in the rejected file")
         } else {
             failedTransiently()
+            replayUncertainThrough = max(replayUncertainThrough, replayEnd)
             report("\(reason); the spilled rows are replayed when MariaDB answers")
         }
     }
@@ -278,21 +303,23 @@ final class AccWriter: DatabaseRunnerDelegate {
         report("\(reason); the row is kept in the rejected file")
     }
 
-    /// Whether the server refused the statement itself (an unknown column or table, a bad value): retrying cannot
-    /// mend it. Transient, and retried: every client-side error (2000–2999: the connection), a server shutting
+    /// Whether the server refused the statement itself (an unknown column or table, a bad value, a batch over
+    /// `max_allowed_packet`): retrying it whole cannot mend it (it is split, then kept row by row). Transient, and retried: every client-side error (2000–2999: the connection), a server shutting
     /// down or out of connections, lock waits and deadlocks, a read-only node (a Galera fail-over), a killed query.
     static func isRefusal(_ number: UInt32) -> Bool {
         guard number > 0 && number < 2000 else { return false }
-        return ![1040, 1042, 1043, 1053, 1077, 1078, 1079, 1080, 1152, 1153, 1154, 1155, 1156, 1157, 1158, 1159,
+        return ![1040, 1042, 1043, 1053, 1077, 1078, 1079, 1080, 1152, 1154, 1155, 1156, 1157, 1158, 1159,
                  1160, 1161, 1203, 1205, 1213, 1290, 1317, 1836, 1927, 4031].contains(number)
     }
 
     private func keepRejected(_ head: String, _ values: String) {
-        guard let spill else { return }
-        if rejected < 0 {
+        if rejected < 0, let spill {
             let path = String(spill.path.dropLast(".spill".count)) + ".rejected"
             rejected = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-            guard rejected >= 0 else { return }
+        }
+        guard rejected >= 0 else {
+            context.log.write(level: -1, "ringsipd: acc: a refused row cannot be kept in a file: \(head)\(values)")
+            return
         }
         let line = head + "\t" + values + "\n"
         _ = line.withCString { write(rejected, $0, strlen($0)) }
@@ -308,9 +335,10 @@ final class AccWriter: DatabaseRunnerDelegate {
     func stop() {
         if let spill {
             var held: [Row] = []
-            for token in inFlight.keys.sorted() { held += inFlight[token]! }
+            // In flight: the server may have committed them; the next start writes them guarded.
+            for token in inFlight.keys.sorted() { held += inFlight[token]!.map { var row = $0; row.uncertain = true; return row } }
             held += queue[queueHead...]
-            for row in held { spill.append(head: row.head, values: row.values) }
+            for row in held { spill.append(head: row.head, values: row.values, uncertain: row.uncertain) }
             shard.counters.accSpilled += held.count
             spill.flush()
         } else if waiting + inFlight.count > 0 {

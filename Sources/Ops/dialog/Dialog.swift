@@ -81,10 +81,7 @@ public enum DialogModule {
                 return { context in
                     guard let service = context.service(index) as? DialogService, let slot = service.current(),
                           let seconds = value(context).integerValue else { return }
-                    // Counted from now, as OpenSIPS' $DLG_timeout is.
-                    let elapsed = Int((service.shard.now &- service.table[slot].createdAt) / 1000)
-                    service.setTimeout(slot, seconds: seconds)
-                    service.table[slot].timeoutSeconds = seconds + elapsed
+                    service.setTimeout(slot, seconds: min(max(seconds, 0), Int(Int32.max)))
                 }
             }),
             ModuleVariable("dlg_val", module: "dialog", read: { variable, compiler throws(CompileError) in

@@ -94,7 +94,7 @@ enum DialogDatabase {
         var bytes = Substring(text).utf8[...]
         while !bytes.isEmpty {
             guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")),
-                  let count = Int(String(decoding: bytes[..<colon], as: UTF8.self)) else { return nil }
+                  let count = Int(String(decoding: bytes[..<colon], as: UTF8.self)), count >= 0 else { return nil }
             let start = bytes.index(after: colon)
             guard let end = bytes.index(start, offsetBy: count, limitedBy: bytes.endIndex) else { return nil }
             out.append(String(decoding: bytes[start..<end], as: UTF8.self))

@@ -2,6 +2,7 @@ import Glibc
 import Engine
 import SIP
 import Script
+import TM
 
 /// One shard's dialogs, and where every other shard's are.
 ///
@@ -18,7 +19,7 @@ import Script
 /// Persistence: with `db_mode` confirmed dialogs are kept in the `dialog` table and a restart takes them over
 /// (`DialogDatabase`); without it they live as long as the process. A lapsed dialog created with "B" sends one BYE
 /// to each end (`sendByes`), without retransmissions.
-final class DialogService: ShardService, RequestOwning {
+final class DialogService: ShardService, RequestOwning, MainRouteObserving {
     unowned let context: ScriptContext
     unowned let shard: Shard
     let table: DialogTable
@@ -41,6 +42,8 @@ final class DialogService: ShardService, RequestOwning {
     /// shard's services exist).
     static let announceSlot = Int(Int32.max)
     private var restored: [Int32] = []
+    /// The `messageSerial` of the route that last created a dialog.
+    private var createdSerial: UInt64?
 
     init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
         self.context = context
@@ -58,8 +61,10 @@ final class DialogService: ShardService, RequestOwning {
         guard let rows = DialogDatabase.loaded.withLock({ $0?.rows }) else { return }
         let wallNow = Int64(time(nil))
         for row in rows {
+            // A row another program wrote may hold anything: only times within reach are taken.
             guard row.count >= 17, let callID = row[1], let start = row[13].flatMap({ Int64($0) }),
-                  let deadline = row[14].flatMap({ Int64($0) }), deadline > wallNow else { continue }
+                  let deadline = row[14].flatMap({ Int64($0) }), deadline > wallNow, deadline - wallNow <= Int64(Int32.max),
+                  start >= 0, start <= wallNow else { continue }
             var hasher = FNV1a64()
             for byte in callID.utf8 { hasher.combine(byte: byte) }
             guard Int(hasher.value % UInt64(shard.shardCount)) == shard.index,
@@ -183,6 +188,7 @@ final class DialogService: ShardService, RequestOwning {
             return nil
         }
         matched = (context.messageSerial, slot)
+        createdSerial = context.messageSerial
         table[slot].byeOnTimeout = flags.contains("B")
         table[slot].fromURI = message.from.map { AccRecord.text(message.bytes, $0.uri.span) } ?? ""
         table[slot].toURI = message.to.map { AccRecord.text(message.bytes, $0.uri.span) } ?? ""
@@ -198,6 +204,14 @@ final class DialogService: ShardService, RequestOwning {
         context.addRecordRouteParameter(context.arena.copy(";did=" + id(of: slot).text) ?? .init(start: nil, count: 0))
         broadcast(.owner(callID: callID, shard: shard.index))
         return slot
+    }
+
+    /// A dialog the route created but left without a transaction (answered statelessly, or dropped) never sees an
+    /// answer: it ends now, and its profiles with it.
+    func mainRouteEnded(transaction: TransactionHandle?, on shard: Shard) {
+        guard let created = createdSerial, created == context.messageSerial else { return }
+        createdSerial = nil
+        if transaction == nil, let slot = current() { end(slot, .rejected) }
     }
 
     func id(of slot: Int32) -> DialogID { DialogID(shard: shard.index, slot: slot, generation: table[slot].generation) }
@@ -221,7 +235,9 @@ final class DialogService: ShardService, RequestOwning {
 
     /// Attaches acc's CDR to the INVITE's dialog; false when the INVITE has none.
     func attachCDR(callID: String, callerTag: String, _ record: AccRecord, backends: [AccBackend]) -> Bool {
-        guard let slot = table.find(callID: callID, fromTag: callerTag, toTag: "") else { return false }
+        guard let slot = table.find(callID: callID, fromTag: callerTag, toTag: ""), table[slot].state != .deleted else {
+            return false
+        }
         table[slot].cdr = record
         table[slot].cdrBackends = backends
         return true
@@ -234,7 +250,10 @@ final class DialogService: ShardService, RequestOwning {
         guard table.end(slot) else { return }
         let dialog = table[slot]
         if wasConfirmed { writer?.delete(callID: dialog.callID, callerTag: dialog.callerTag) }
-        for key in dialog.profiles { changeProfile(key, by: -1, mail: true) }
+        // A dialog restored at start and not announced yet never counted on the other shards.
+        let announced = !restored.contains(slot)
+        restored.removeAll { $0 == slot }
+        for key in dialog.profiles { changeProfile(key, by: -1, mail: announced) }
         table[slot].profiles = []
         if reason != .rejected, var record = dialog.cdr, dialog.startedAt > 0,
            let acc = context.services.lazy.compactMap({ $0 as? AccService }).first {
@@ -297,17 +316,19 @@ final class DialogService: ShardService, RequestOwning {
             .dialog, slot: Int(slot), generation: table[slot].generation))
     }
 
-    /// `$DLG_timeout = n`: the dialog lapses n seconds from now.
+    /// `$DLG_timeout = n` (0 … 2^31-1): the dialog lapses n seconds from now (`timeoutSeconds` counts from its
+    /// creation, so the remaining time and the row's deadline follow).
     func setTimeout(_ slot: Int32, seconds: Int) {
         guard table[slot].state != .deleted else { return }
-        table[slot].timeoutSeconds = seconds
-        arm(slot, after: UInt64(max(seconds, 0)) * 1000)
+        let elapsed = Int((shard.now &- table[slot].createdAt) / 1000)
+        table[slot].timeoutSeconds = seconds + elapsed
+        arm(slot, after: UInt64(seconds) * 1000)
         persist(slot)
     }
 
     func remainingTimeout(_ slot: Int32) -> Int {
         let dialog = table[slot]
-        let deadline = dialog.createdAt + UInt64(dialog.timeoutSeconds) * 1000
+        let deadline = dialog.createdAt &+ UInt64(max(dialog.timeoutSeconds, 0)) &* 1000
         return deadline > shard.now ? Int((deadline - shard.now + 999) / 1000) : 0
     }
 
@@ -394,7 +415,16 @@ final class DialogService: ShardService, RequestOwning {
         return true
     }
 
-    func stopping(on shard: Shard) { writer?.runner.shutdown() }
+    func stopping(on shard: Shard) {
+        if writer == nil {
+            let open = table.dialogs.filter { $0.live && $0.state != .deleted && $0.cdr != nil && $0.startedAt > 0 }.count
+            if open > 0 {
+                context.log.write(level: -1, "ringsipd: dialog: \(open) calls under way end with the daemon on shard "
+                    + "\(shard.index); their CDRs are not written (dialog's db_mode keeps them over a restart)")
+            }
+        }
+        writer?.runner.shutdown()
+    }
 }
 
 /// Profile keys: the name, and the value after a separator no script value holds.
