@@ -111,7 +111,7 @@ SCENARIO_SPECS = {s.name: s for s in (
     # The `stateful` work plus a dialog per call and its accounting: ringsip one CDR at the BYE, Kamailio a dialog
     # (dlg_manage) and a row per INVITE and BYE.
     Scenario("dialog-acc", "stateful + dialog + accounting to MariaDB", 5, None, "uas.xml", "INVITE to 200",
-             shm_mb=2048, backend="mysql", setup_sql="setup.sql", delayed_backend=False,
+             shm_mb=2048, backend="mysql", setup_sql="../acc/setup.sql", delayed_backend=False,
              targets=("ringsip", "kamailio"),
              why_not="no OpenSIPS install here to check an opensips.cfg against"),
 )}

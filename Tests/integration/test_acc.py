@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import subprocess
 import time
 from pathlib import Path
@@ -216,7 +217,9 @@ def free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
-def test_rows_spill_while_mariadb_is_stopped_and_are_replayed_none_lost_none_doubled(procs, ringsipd, sipp):
+@pytest.fixture
+def private_mariadb(procs):
+    """A started PrivateMariaDB with the ringsip database and the test's acc tables; stopped at the end."""
     need_mariadb()
     if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
         pytest.skip("mariadbd is not installed: run `make test-deps`")
@@ -226,36 +229,38 @@ def test_rows_spill_while_mariadb_is_stopped_and_are_replayed_none_lost_none_dou
         server.sql("CREATE DATABASE ringsip")
         server.sql(f"CREATE TABLE ringsip.{ACC} ({ACC_COLUMNS})")
         server.sql(f"CREATE TABLE ringsip.{MISSED} ({MISSED_COLUMNS})")
-        uas, proxy = h.free_udp_ports(2)
-        h.start_uas(procs, uas)
-        url = f"mysql://any:any@127.0.0.1:{server.port}/ringsip"
-        # A small memory queue, so the outage spills to the file.
-        daemon = start_script(procs, ringsipd, script(procs.workdir, uas, MARK_3X, EXTRA_3X, url=url, queue=50),
-                              proxy, shards=2)
-        stopped = []
-
-        def outage():
-            time.sleep(1.5)
-            server.stop()
-            stopped.append(time.monotonic())
-
-        import threading
-        cut = threading.Thread(target=outage)
-        cut.start()
-        res = h.run_uacs(procs, proxy, rate=100, calls=500, timeout=60)
-        cut.join()
-        assert res.failed == 0 and res.successful == 500, describe(res)
-        spill = procs.workdir / "spill"
-        assert sum(f.stat().st_size for f in spill.glob("acc-*.spill")) > 0, "nothing was spilled"
-        server.start()
-        got = wait_rows(ACC, 1000, seconds=45, port=server.port)
-        assert len(got) == 1000, f"{len(got)} rows"
-        assert len({(r[0], r[2]) for r in got}) == 1000, "a row was written twice"
-        total = counters(procs, daemon)
-        assert total["acc_spilled"] > 0 and total["acc_replayed"] > 0 and total["acc_failed"] == 0, total
-        assert total["acc_written"] == 1000, total
+        yield server
     finally:
         server.stop()
+
+
+def test_rows_spill_while_mariadb_is_stopped_and_are_replayed_none_lost_none_doubled(procs, ringsipd, sipp,
+                                                                                    private_mariadb):
+    server = private_mariadb
+    uas, proxy = h.free_udp_ports(2)
+    h.start_uas(procs, uas)
+    url = f"mysql://any:any@127.0.0.1:{server.port}/ringsip"
+    # A small memory queue, so the outage spills to the file.
+    daemon = start_script(procs, ringsipd, script(procs.workdir, uas, MARK_3X, EXTRA_3X, url=url, queue=50),
+                          proxy, shards=2)
+    def outage():
+        time.sleep(1.5)
+        server.stop()
+
+    cut = threading.Thread(target=outage)
+    cut.start()
+    res = h.run_uacs(procs, proxy, rate=100, calls=500, timeout=60)
+    cut.join()
+    assert res.failed == 0 and res.successful == 500, describe(res)
+    spill = procs.workdir / "spill"
+    assert sum(f.stat().st_size for f in spill.glob("acc-*.spill")) > 0, "nothing was spilled"
+    server.start()
+    got = wait_rows(ACC, 1000, seconds=45, port=server.port)
+    assert len(got) == 1000, f"{len(got)} rows"
+    assert len({(r[0], r[2]) for r in got}) == 1000, "a row was written twice"
+    total = counters(procs, daemon)
+    assert total["acc_spilled"] > 0 and total["acc_replayed"] > 0 and total["acc_failed"] == 0, total
+    assert total["acc_written"] == 1000, total
 
 
 def test_rows_the_server_refuses_are_kept_and_counted(procs, ringsipd, sipp, acc_tables):
@@ -306,34 +311,25 @@ def test_db_accounting_without_a_db_url_fails_the_check(ringsipd, tmp_path):
     assert done.returncode != 0 and "nodb.cfg:4:" in done.stderr and "needs modparam(\"acc\", \"db_url\"" in done.stderr
 
 
-def test_rows_spilled_before_a_stop_are_written_by_the_next_start(procs, ringsipd, sipp):
-    need_mariadb()
-    if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
-        pytest.skip("mariadbd is not installed: run `make test-deps`")
-    server = PrivateMariaDB(procs.workdir)
+def test_rows_spilled_before_a_stop_are_written_by_the_next_start(procs, ringsipd, sipp, private_mariadb):
+    server = private_mariadb
+    server.stop()
+    uas, proxy = h.free_udp_ports(2)
+    h.start_uas(procs, uas)
+    url = f"mysql://any:any@127.0.0.1:{server.port}/ringsip"
+    path = script(procs.workdir, uas, MARK_3X, EXTRA_3X, url=url)
+    daemon = start_script(procs, ringsipd, path, proxy)
+    res = h.run_uacs(procs, proxy, rate=100, calls=100, timeout=30)
+    assert res.successful == 100, describe(res)
+    total = counters(procs, daemon)
+    assert total["acc_written"] == 0 and total["acc_spilled"] == 200, total
     server.start()
-    try:
-        server.sql("CREATE DATABASE ringsip")
-        server.sql(f"CREATE TABLE ringsip.{ACC} ({ACC_COLUMNS})")
-        server.stop()
-        uas, proxy = h.free_udp_ports(2)
-        h.start_uas(procs, uas)
-        url = f"mysql://any:any@127.0.0.1:{server.port}/ringsip"
-        path = script(procs.workdir, uas, MARK_3X, EXTRA_3X, url=url)
-        daemon = start_script(procs, ringsipd, path, proxy)
-        res = h.run_uacs(procs, proxy, rate=100, calls=100, timeout=30)
-        assert res.successful == 100, describe(res)
-        total = counters(procs, daemon)
-        assert total["acc_written"] == 0 and total["acc_spilled"] == 200, total
-        server.start()
-        daemon = start_script(procs, ringsipd, path, proxy)
-        got = wait_rows(ACC, 200, seconds=30, port=server.port)
-        assert len(got) == 200 and len(set(got)) == 200, f"{len(got)} rows, {len(set(got))} distinct"
-        total = counters(procs, daemon)
-        assert total["acc_replayed"] == 200 and total["acc_written"] == 200, total
-        assert not any(f.stat().st_size for f in (procs.workdir / "spill").glob("acc-*.spill"))
-    finally:
-        server.stop()
+    daemon = start_script(procs, ringsipd, path, proxy)
+    got = wait_rows(ACC, 200, seconds=30, port=server.port)
+    assert len(got) == 200 and len(set(got)) == 200, f"{len(got)} rows, {len(set(got))} distinct"
+    total = counters(procs, daemon)
+    assert total["acc_replayed"] == 200 and total["acc_written"] == 200, total
+    assert not any(f.stat().st_size for f in (procs.workdir / "spill").glob("acc-*.spill"))
 
 
 RADIUS_ACC_SCRIPT = """

@@ -17,8 +17,9 @@ import Script
 ///   refuses is appended to `acc-<shard>.rejected` (same form as the spill file) and counted, never dropped
 ///   silently.
 /// - At stop, rows in memory and in flight are spilled: the next start writes them.
-/// At-least-once: a batch whose connection died after the server committed it, but before the answer arrived, is
-/// written again (the window is one round trip; the acc tables have no natural key to make a retry idempotent).
+/// - Once: a batch whose connection died (or timed out) mid-statement may have been committed; its rows, and rows in
+///   flight at a stop, are sent again one at a time in a form that writes nothing when an equal row is there
+///   (`AccStatements.guarded`), as are replayed rows after a replay batch lost its connection.
 final class AccWriter: DatabaseRunnerDelegate {
     struct Row {
         var head: String

@@ -126,67 +126,40 @@ enum DialogDatabase {
     }
 }
 
-/// One shard's writer of the dialog table: a one-connection pool, so a dialog's writes run in the order made.
-final class DialogWriter: DatabaseRunnerDelegate {
-    unowned let context: ScriptContext
-    private(set) var runner: DatabaseRunner!
+/// One shard's writer of the dialog table (a `SerialWriter`, so a dialog's writes run in the order made).
+final class DialogWriter {
+    let serial: SerialWriter
     let table: String
-    private var failures = 0
-    private let escapeBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * 65_536 + 1, alignment: 8)
+    var runner: DatabaseRunner { serial.runner }
 
     init?(context: ScriptContext, shard: Shard) {
         guard let loaded = DialogDatabase.loaded.withLock({ $0 }),
-              var settings = try? DatabaseRunner.Configuration(url: loaded.url) else { return nil }
-        settings.connections = 1
-        settings.queueCapacity = 65_536
-        settings.component = .dialogDatabase
-        self.context = context
+              let serial = SerialWriter(context: context, shard: shard, url: loaded.url, component: .dialogDatabase,
+                                        failure: "ringsipd: dialog: a write to the \(loaded.table) table failed",
+                                        consequence: "the dialog stays in memory") else { return nil }
+        self.serial = serial
         table = loaded.table
-        runner = DatabaseRunner(shard: shard, configuration: settings, delegate: self)
     }
-
-    deinit { escapeBuffer.deallocate() }
-
-    private func quoted(_ text: String) -> String { runner.literal(text, scratch: escapeBuffer) ?? "''" }
 
     /// The dialog's whole row, replacing what the table had.
     func write(_ dialog: Dialog, socket: String) {
         let id = DialogDatabase.dialogID(callID: dialog.callID, callerTag: dialog.callerTag)
         let wallNow = Int(time(nil))
-        let remaining = dialog.timeoutSeconds - Int((context.shard.now &- dialog.createdAt) / 1000)
+        let remaining = dialog.timeoutSeconds - Int((serial.context.shard.now &- dialog.createdAt) / 1000)
         let profiles = dialog.profiles.joined(separator: "\n")
+        let q = serial.quoted
         let values: [String] = [
-            String(id), quoted(dialog.callID), quoted(dialog.fromURI), quoted(dialog.callerTag), quoted(dialog.toURI),
-            quoted(dialog.calleeTag), quoted(String(dialog.callerCSeq)), quoted(String(dialog.calleeCSeq)),
-            quoted(dialog.callerContact), quoted(dialog.calleeContact), quoted(socket), quoted(socket),
-            String(dialog.state.rawValue), String(dialog.startedUnixMilliseconds / 1000), String(wallNow + max(remaining, 0)),
-            quoted(DialogDatabase.encodeVars(dialog)), quoted(profiles), "0", "0",
+            String(id), q(dialog.callID), q(dialog.fromURI), q(dialog.callerTag), q(dialog.toURI), q(dialog.calleeTag),
+            q(String(dialog.callerCSeq)), q(String(dialog.calleeCSeq)), q(dialog.callerContact), q(dialog.calleeContact),
+            q(socket), q(socket), String(dialog.state.rawValue), String(dialog.startedUnixMilliseconds / 1000),
+            String(wallNow + max(remaining, 0)), q(DialogDatabase.encodeVars(dialog)), q(profiles), "0", "0",
         ]
         // OpenSIPS' schema gives the ping CSeqs no default: they are written (ringsip does not ping).
-        submit("REPLACE INTO \(table) (\(DialogDatabase.columns), caller_ping_cseq, callee_ping_cseq) "
-               + "VALUES (\(values.joined(separator: ", ")))")
+        serial.submit("REPLACE INTO \(table) (\(DialogDatabase.columns), caller_ping_cseq, callee_ping_cseq) "
+                      + "VALUES (\(values.joined(separator: ", ")))")
     }
 
     func delete(callID: String, callerTag: String) {
-        submit("DELETE FROM \(table) WHERE dlg_id = \(DialogDatabase.dialogID(callID: callID, callerTag: callerTag))")
-    }
-
-    private func submit(_ query: String) {
-        var query = query
-        let outcome = query.withUTF8 { runner.submit(query: UnsafeRawBufferPointer($0), timeoutMilliseconds: 10_000, token: 0) }
-        if case .rejected(let code) = outcome { report("refused (\(code))") }
-    }
-
-    func queryCompleted(token: UInt64, _ completion: borrowing DatabaseCompletion, on shard: Shard) {
-        guard completion.code != .completed else { return }
-        report(completion.code == .failed ? String(decoding: completion.message, as: UTF8.self) : "\(completion.code)")
-    }
-
-    private func report(_ reason: String) {
-        failures += 1
-        if failures == 1 || failures % 1000 == 0 {
-            context.log.write(level: -1, "ringsipd: dialog: a write to the \(table) table failed (\(failures) so far): "
-                + "\(reason); the dialog stays in memory")
-        }
+        serial.submit("DELETE FROM \(table) WHERE dlg_id = \(DialogDatabase.dialogID(callID: callID, callerTag: callerTag))")
     }
 }

@@ -88,85 +88,50 @@ enum UsrlocDatabase {
     }
 }
 
-/// One shard's writer of the location tables: a one-connection pool, so an AOR's DELETE and INSERT run in the
-/// order they were made.
-final class UsrlocWriter: DatabaseRunnerDelegate {
-    unowned let context: ScriptContext
-    private(set) var runner: DatabaseRunner!
+/// One shard's writer of the location tables (a `SerialWriter`, so an AOR's DELETE and INSERT run in the order
+/// they were made).
+final class UsrlocWriter {
+    let serial: SerialWriter
     let datetime: [String: Bool]
-    private(set) var failures = 0
-    /// Room for any one field escaped (at most twice its bytes, plus a NUL): no field of a datagram is longer than
-    /// 64 KiB, so escaping never fails for want of room.
-    private let escapeBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * 65_536 + 1, alignment: 8)
+    var runner: DatabaseRunner { serial.runner }
 
     init?(context: ScriptContext, shard: Shard) {
         let tables = UsrlocDatabase.tables.withLock { $0 }
-        guard let url = tables.first?.value.url, var settings = try? DatabaseRunner.Configuration(url: url) else {
-            return nil
-        }
-        settings.connections = 1
-        settings.queueCapacity = 65_536
-        settings.component = .locationDatabase
-        self.context = context
+        guard let url = tables.first?.value.url,
+              let serial = SerialWriter(context: context, shard: shard, url: url, component: .locationDatabase,
+                                        failure: "ringsipd: usrloc: a location write failed",
+                                        consequence: "the bindings stay in memory") else { return nil }
+        self.serial = serial
         datetime = tables.mapValues(\.datetime)
-        runner = DatabaseRunner(shard: shard, configuration: settings, delegate: self)
     }
-
-    deinit { escapeBuffer.deallocate() }
 
     /// Replaces the AOR's rows with `bindings` (none: deletes them).
     func write(table: String, username: String, domain: String?, bindings: [Binding], socketNames: [String], now: UInt64) {
         guard let datetime = datetime[table] else { return }
         // A binding that lapsed since (a request mailed from another shard, applied with its clock) is not written.
         let bindings = bindings.filter { $0.expires > now }
-        let whereDomain = domain.map { "domain = \(quoted($0))" } ?? "(domain IS NULL OR domain = '')"
-        submit("DELETE FROM \(table) WHERE username = \(quoted(username)) AND \(whereDomain)")
+        let whereDomain = domain.map { "domain = \(serial.quoted($0))" } ?? "(domain IS NULL OR domain = '')"
+        serial.submit("DELETE FROM \(table) WHERE username = \(serial.quoted(username)) AND \(whereDomain)")
         guard !bindings.isEmpty else { return }
         let wallNow = Int(time(nil))
         func moment(_ unix: Int) -> String { datetime ? "FROM_UNIXTIME(\(unix))" : "\(unix)" }
         let values = bindings.map { b -> String in
             let expires = wallNow + Int((b.expires &- now) / 1000)
             let q = b.q < 0 ? "-1" : String(Double(b.q) / 1000)
-            let socket = b.socket < socketNames.count ? quoted(socketNames[b.socket]) : "NULL"
-            return "(\(quoted(username)), \(domain.map(quoted) ?? "NULL"), \(quoted(b.contact)), "
-                + "\(b.received.isEmpty ? "NULL" : quoted(b.received)), \(b.path.isEmpty ? "NULL" : quoted(b.path)), "
-                + "\(moment(expires)), \(q), \(quoted(b.callID)), \(b.cseq), FROM_UNIXTIME(\(wallNow)), 0, "
-                + "\(quoted(b.userAgent)), \(socket), \(b.instance.isEmpty ? "NULL" : quoted(b.instance)))"
+            let socket = b.socket < socketNames.count ? serial.quoted(socketNames[b.socket]) : "NULL"
+            return "(\(serial.quoted(username)), \(domain.map(serial.quoted) ?? "NULL"), \(serial.quoted(b.contact)), "
+                + "\(b.received.isEmpty ? "NULL" : serial.quoted(b.received)), \(b.path.isEmpty ? "NULL" : serial.quoted(b.path)), "
+                + "\(moment(expires)), \(q), \(serial.quoted(b.callID)), \(b.cseq), FROM_UNIXTIME(\(wallNow)), 0, "
+                + "\(serial.quoted(b.userAgent)), \(socket), \(b.instance.isEmpty ? "NULL" : serial.quoted(b.instance)))"
         }
-        submit("INSERT INTO \(table) (username, domain, contact, received, path, expires, q, callid, cseq, "
-               + "last_modified, flags, user_agent, socket, sip_instance) VALUES " + values.joined(separator: ", "))
+        serial.submit("INSERT INTO \(table) (username, domain, contact, received, path, expires, q, callid, cseq, "
+                      + "last_modified, flags, user_agent, socket, sip_instance) VALUES " + values.joined(separator: ", "))
     }
 
     /// Deletes the rows that have lapsed, in every table.
     func deleteLapsed() {
         for (table, datetime) in datetime {
-            submit("DELETE FROM \(table) WHERE expires < \(datetime ? "NOW()" : "UNIX_TIMESTAMP()")")
-        }
-    }
-
-    /// Every field fits `escapeBuffer`, so this never fails for want of room.
-    private func quoted(_ text: String) -> String {
-        runner.literal(text, scratch: escapeBuffer) ?? "''"
-    }
-
-    private func submit(_ query: String) {
-        var query = query
-        let outcome = query.withUTF8 { runner.submit(query: UnsafeRawBufferPointer($0), timeoutMilliseconds: 10_000, token: 0) }
-        if case .rejected(let code) = outcome { report("refused (\(code))") }
-    }
-
-    func queryCompleted(token: UInt64, _ completion: borrowing DatabaseCompletion, on shard: Shard) {
-        guard completion.code != .completed else { return }
-        let reason = completion.code == .failed ? String(decoding: completion.message, as: UTF8.self) : "\(completion.code)"
-        report(reason)
-    }
-
-    /// Logs the first failure and then every 1000th, so a database that is down does not flood the log.
-    private func report(_ reason: String) {
-        failures += 1
-        if failures == 1 || failures % 1000 == 0 {
-            context.log.write(level: -1, "ringsipd: usrloc: a location write failed (\(failures) so far): \(reason); "
-                + "the bindings stay in memory")
+            serial.submit("DELETE FROM \(table) WHERE expires < \(datetime ? "NOW()" : "UNIX_TIMESTAMP()")")
         }
     }
 }

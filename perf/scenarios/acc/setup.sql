@@ -1,4 +1,4 @@
--- perf/scenarios/acc: the table both targets account to, in OpenSIPS 3.x's acc form (Kamailio's acc writes the
+-- perf/scenarios/acc and dialog-acc: the table both targets account to, in OpenSIPS 3.x's acc form (Kamailio's acc writes the
 -- first eight columns, which it shares), emptied before each run.
 CREATE TABLE IF NOT EXISTS ringsip_perf_acc (
     id INT UNSIGNED AUTO_INCREMENT PRIMARY KEY, method CHAR(16) NOT NULL DEFAULT '',
