@@ -76,4 +76,15 @@ import Testing
         DialogDatabase.decodeVars(String(text.dropLast(3)), into: &damaged)
         #expect(damaged.values.isEmpty && damaged.cdr == nil)
     }
+
+    @Test func theJSONFormEscapesWhatItQuotes() {
+        var dialog = Dialog(callID: "c\"1", callerTag: "a")
+        dialog.state = .confirmed
+        dialog.values = ["note": "line\nbreak\u{1}"]
+        dialog.profiles = [DialogProfiles.key("caller", "alice"), DialogProfiles.key("inbound", nil)]
+        #expect(DialogJSON.text(dialog, id: "0.1.2", remaining: 30)
+                == #"{"id":"0.1.2","state":4,"callid":"c\"1","from_uri":"","from_tag":"a","to_uri":"","to_tag":"","#
+                + #""created":0,"start":0,"timeout":30,"values":{"note":"line\nbreak\u0001"},"#
+                + #""profiles":[{"name":"caller","value":"alice"},{"name":"inbound"}]}"#)
+    }
 }

@@ -38,6 +38,7 @@ route {{
     if (has_totag()) {{
         if (is_method("BYE|INVITE")) {{
             xlog("L_NOTICE", "$rm of $ci: status=$DLG_status who=$dlg_val(who) dir=$DLG_dir\\n");
+            xlog("L_NOTICE", "json $DLG_json\\n");
         }}
         # sipp's built-in UAC sends its BYE to the proxy's own address (it ignores Record-Route).
         if (!loose_route() && uri == myself) {{
@@ -205,6 +206,8 @@ def test_every_bye_finds_its_dialog_on_either_shard_and_writes_one_cdr(procs, ri
     for call in calls:
         assert f"BYE of {call.call_id}: status=5 who=user{call.n} dir=downstream" in log, log[-2000:]
     assert log.count("ACC: call ended:") == 12
+    assert f'"state":5,"callid":"{calls[0].call_id}","from_uri":"sip:user0@127.0.0.1","from_tag":"from0"' in log
+    assert '"values":{"who":"user0"},"profiles":[]}' in log  # a dialog's profiles are released when it ends
     procs.stop(daemon)
 
 

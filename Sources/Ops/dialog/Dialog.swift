@@ -4,7 +4,7 @@ import Script
 
 /// OpenSIPS' dialog module: `create_dialog([flags])`, `validate_dialog()`, `match_dialog()`, profiles
 /// (`set_dlg_profile`, `unset_dlg_profile`, `is_in_profile`, `get_profile_size` — the call-limit pattern),
-/// `$DLG_status`, `$DLG_lifetime`, `$DLG_timeout` (read and set), `$DLG_dir`, `$DLG_id`, `$dlg_val(name)`.
+/// `$DLG_status`, `$DLG_lifetime`, `$DLG_timeout` (read and set), `$DLG_dir`, `$DLG_id`, `$DLG_json`, `$dlg_val(name)`.
 /// Where dialogs live and how requests find them: `DialogService`.
 public enum DialogModule {
     /// The bit of `ScriptContext.reports` create_dialog sets, so the INVITE's answer reaches the dialog.
@@ -64,6 +64,10 @@ public enum DialogModule {
             },
             dialogVariable("DLG_id") { service, slot, context in
                 context.arena.copy(service.id(of: slot).text).map { .text($0) } ?? .null
+            },
+            dialogVariable("DLG_json") { service, slot, context in
+                context.arena.copy(DialogJSON.text(service.table[slot], id: service.id(of: slot).text,
+                                                   remaining: service.remainingTimeout(slot))).map { .text($0) } ?? .null
             },
             dialogVariable("DLG_dir") { service, slot, context in
                 let message = context.message
