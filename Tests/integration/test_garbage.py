@@ -1,6 +1,7 @@
 """Malformed datagrams mixed into a sipp run: none may fail a call, stop the daemon or keep it from
 exiting 0 on SIGTERM; each one is counted as a parse error or a drop."""
 
+import os
 import random
 import signal
 import socket
@@ -67,17 +68,20 @@ def test_garbage_datagrams_mixed_into_calls_fail_no_call(uas, start_daemon, proc
 
     thread = threading.Thread(target=spray, daemon=True)
     try:
-        res = h.run_uacs(procs, daemon.port, rate=500, calls=2500, timeout=30, on_started=thread.start)
+        # The sanitizer build (make test-asan) is several times slower and sheds part of 500 calls/s as overload
+        # (503): a fifth of the load there, still spread over the spray.
+        rate, calls = (100, 500) if "asan" in os.environ.get("RINGSIPD", "") else (500, 2500)
+        res = h.run_uacs(procs, daemon.port, rate=rate, calls=calls, timeout=30, on_started=thread.start)
         thread.join(10)
     finally:
         sender.close()
     n_bad = len(datagrams)
     assert len(sent) == n_bad
-    assert res.exit_codes == [0] and res.failed == 0 and res.successful == 2500, describe(res)
+    assert res.exit_codes == [0] and res.failed == 0 and res.successful == calls, describe(res)
     assert daemon.proc.alive(), f"daemon died: {daemon.output()[-2000:]}"
 
     t = totals(daemon.request_counters())
-    assert t["received"] >= 6 * 2500 + n_bad, t
+    assert t["received"] >= 6 * calls + n_bad, t
     assert t["parse_errors"] + t["dropped"] >= n_bad, f"{n_bad} invalid datagrams sent, counters {t}: some were forwarded"
 
     # Still relaying after the garbage.
