@@ -117,6 +117,13 @@ enum Syscalls {
         return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
     }
 
+    /// Milliseconds since the epoch on CLOCK_REALTIME: the time records carry (accounting, dialogs).
+    static func realtimeMilliseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+
     static func onlineCPUCount() -> Int {
         max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     }
@@ -153,6 +160,11 @@ extension String {
         while let c = s.last, c.isWhitespace { s.removeLast() }
         return String(s)
     }
+}
+
+/// Wall-clock time for what records it (accounting rows, dialogs): never for deadlines, which are monotonic.
+public enum WallClock {
+    public static func milliseconds() -> Int64 { Syscalls.realtimeMilliseconds() }
 }
 
 /// The shard's clock for code outside Engine that waits on its own (a blocking call a script chose).

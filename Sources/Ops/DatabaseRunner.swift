@@ -146,6 +146,7 @@ public final class DatabaseRunner {
     }
 
     deinit {
+        literalScratch?.deallocate()
         for c in 0..<connectionCount where connections[c].mysql != nil { close(c) }
         for i in 0..<capacity { requests[i].query?.deallocate() }
         connections.deallocate()
@@ -227,12 +228,35 @@ public final class DatabaseRunner {
     /// backslashes are still escaped). Writes a NUL after the result.
     /// - Returns: the escaped length (without the NUL), or nil when `out` is smaller than
     ///   `2 * bytes.count + 1` or the input is not valid in the connection's character set.
-    /// `text` as a quoted SQL string literal (`'…'`, escaped as `escape` does, through `scratch`); nil when it does
-    /// not fit `scratch` or is not valid in the connection's character set.
-    public func literal(_ text: String, scratch: UnsafeMutableRawBufferPointer) -> String? {
+    /// `text` as a quoted SQL string literal (`'…'`, escaped as `escape` does); nil when it is longer than 64 KiB or
+    /// not valid in the connection's character set.
+    public func literal(_ text: String) -> String? {
+        var out: [UInt8] = []
+        guard appendLiteral(text, to: &out) else { return nil }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends `text` as a quoted SQL string literal to `out`; false (nothing appended) when it is longer than
+    /// 64 KiB or not valid in the connection's character set.
+    public func appendLiteral(_ text: String, to out: inout [UInt8]) -> Bool {
         var text = text
-        guard let length = text.withUTF8({ escape(UnsafeRawBufferPointer($0), into: scratch) }) else { return nil }
-        return "'" + String(decoding: UnsafeRawBufferPointer(rebasing: scratch[0..<length]), as: UTF8.self) + "'"
+        let scratch = literalBuffer()
+        guard let length = text.withUTF8({ escape(UnsafeRawBufferPointer($0), into: scratch) }) else { return false }
+        out.append(UInt8(ascii: "'"))
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: scratch[0..<length]))
+        out.append(UInt8(ascii: "'"))
+        return true
+    }
+
+    /// Room for any one field escaped (twice its bytes, plus a NUL): no field of a datagram is longer than 64 KiB.
+    /// Made at the first literal: most runners never quote text.
+    private var literalScratch: UnsafeMutableRawBufferPointer?
+
+    private func literalBuffer() -> UnsafeMutableRawBufferPointer {
+        if let scratch = literalScratch { return scratch }
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * 65_536 + 1, alignment: 8)
+        literalScratch = scratch
+        return scratch
     }
 
     public func escape(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Int? {

@@ -57,13 +57,13 @@ public enum RadiusModule {
                   let open = text.firstIndex(of: "{"), let close = text.lastIndex(of: "}"), equals < open, open < close else {
                 throw compiler.error("aaa_radius sets must read 'name = { Attribute = $pv; … }'", at: location)
             }
-            let name = text[..<equals].trimmingCharacters(in: " \t")
+            let name = text[..<equals].trimming(" \t")
             var entries: [(attribute: String, variable: PseudoVariable)] = []
             for item in text[text.index(after: open)..<close].split(separator: ";") {
                 let pair = item.split(separator: "=", maxSplits: 1)
                 guard pair.count == 2 else { continue }
-                let attribute = pair[0].trimmingCharacters(in: " \t")
-                let spec = pair[1].trimmingCharacters(in: " \t")
+                let attribute = pair[0].trimming(" \t")
+                let spec = pair[1].trimming(" \t")
                 guard spec.hasPrefix("$") else {
                     throw compiler.error("aaa_radius set '\(name)': '\(attribute)' needs a $variable", at: location)
                 }
@@ -317,14 +317,5 @@ final class RadiusService: ShardService, RadiusRunnerDelegate {
     func stopping(on shard: Shard) {
         auth?.shutdown()
         accounting?.shutdown()
-    }
-}
-
-extension Substring {
-    func trimmingCharacters(in set: String) -> String {
-        var s = self
-        while let c = s.first, set.contains(c) { s.removeFirst() }
-        while let c = s.last, set.contains(c) { s.removeLast() }
-        return String(s)
     }
 }

@@ -15,17 +15,22 @@ public protocol ShardService: AnyObject {
     func mailArrived(from sender: Int, _ bytes: UnsafeRawBufferPointer, on shard: Shard)
 }
 
+/// A service that continues its own work at a turn boundary (`ScriptContext.continueNextTurn(for:value:)`): what
+/// it cannot do inside a completion it handles (acc's writer submits its next batch there, as a runner's delegate
+/// must not submit; a prefetching service routes the request it held).
+public protocol NextTurnContinuing: ShardService {
+    func nextTurn(value: Int, on shard: Shard)
+}
+
 /// A service that fetches what a request's route will need before the route starts (auth_db: the stored
 /// credentials of a request that carries some), so the route reads it without waiting and a slow database never
 /// blocks the shard: the request waits, not the shard. The route then runs from its beginning, as if the request
 /// had just arrived.
-public protocol RequestPrefetching: ShardService {
+public protocol RequestPrefetching: NextTurnContinuing {
     /// Offered every new request (not one TM absorbed) before its main route. True when taken: the service
-    /// copied what it needs and routes it later, from `fetched`, through `ScriptContext.routeHeld`.
+    /// copied what it needs and routes it later, from `nextTurn`, through `ScriptContext.routeHeld`.
     func prefetch(_ message: SIPMessage, bytes: UnsafeRawBufferPointer, source: SocketAddress, socketIndex: Int,
                   on shard: Shard) -> Bool
-    /// At the turn boundary `ScriptContext.continueNextTurn(for:value:)` asked for.
-    func fetched(value: Int, on shard: Shard)
 }
 
 /// A service that keeps state on one shard for a family of requests (dialog: a call's dialog lives on the shard
@@ -44,13 +49,6 @@ public protocol MainRouteObserving: ShardService {
     func mainRouteEnded(transaction: TransactionHandle?, on shard: Shard)
 }
 
-/// A service that continues its own work at a turn boundary (`ScriptContext.continueNextTurn(for:value:)`): what
-/// it cannot do inside a completion it handles (acc's writer submits its next batch there, as a runner's delegate
-/// must not submit).
-public protocol NextTurnContinuing: ShardService {
-    func nextTurn(value: Int, on shard: Shard)
-}
-
 extension ShardService {
     public func mailArrived(from sender: Int, _ bytes: UnsafeRawBufferPointer, on shard: Shard) {}
 }
@@ -65,9 +63,8 @@ extension ScriptContext {
         index < services.count ? services[index] : nil
     }
 
-    /// Calls `service.fetched(value:on:)` (a `RequestPrefetching` service) or `nextTurn(value:on:)` (a
-    /// `NextTurnContinuing` one) at the end of this loop turn, from the shard's loop.
-    public func continueNextTurn(for service: any ShardService, value: Int) {
+    /// Calls `service.nextTurn(value:on:)` at the end of this loop turn, from the shard's loop.
+    public func continueNextTurn(for service: any NextTurnContinuing, value: Int) {
         guard let index = services.firstIndex(where: { $0 === service }) else { return }
         shard.continueNextTurn(payload: ScriptHandler.serviceMarker | UInt64(index), value: value)
     }

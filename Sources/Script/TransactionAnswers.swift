@@ -1,5 +1,4 @@
 import Engine
-import Glibc
 import SIP
 import TM
 
@@ -49,6 +48,12 @@ extension ScriptHandler {
     /// the loop turn, with every other answer of the turn.
     public func transactionAnswered(_ transaction: TransactionHandle, status: Int, response: UnsafeRawBufferPointer,
                                     manager: TransactionManager, on shard: any ShardIO) {
+        // A transaction no module marked is not copied (a reply our own route sends is marked by the route's own
+        // values, which reach the transaction when the route ends).
+        let ownRoute = context.routeRunning && context.transaction == transaction
+        let stored = ownRoute ? (flags: context.flags, branchFlags: UInt64(0), reports: context.reports)
+            : manager.flags(transaction)
+        guard stored.reports != 0 || stored.flags & answerFlags != 0 else { return }
         var reason = 0..<0, toTag = 0..<0, contact = 0..<0
         if (try? answerMessage.parse(response)) != nil {
             reason = keep(answerMessage.reasonPhrase, of: response)
@@ -58,11 +63,9 @@ extension ScriptHandler {
                 contact = keep(address.uri.span, of: response)
             }
         }
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
         if pendingAnswers.isEmpty { context.shard.continueNextTurn(payload: Self.answerMarker, value: 0) }
         pendingAnswers.append(PendingAnswer(transaction: transaction, status: status, reason: reason, toTag: toTag,
-                                            unixMilliseconds: Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000,
+                                            unixMilliseconds: WallClock.milliseconds(),
                                             contact: contact, source: responseSource))
     }
 
@@ -88,9 +91,7 @@ extension ScriptHandler {
                     + "0?): what modules report of its answer (accounting, dialog) is lost")
                 continue
             }
-            let kept = transactions.flags(pending.transaction)
-            guard kept.reports != 0 || script.answerReporters.contains(where: { $0.flags & kept.flags != 0 }),
-                  beginOnRequest(of: pending.transaction, transactions, on: shard) else { continue }
+            guard beginOnRequest(of: pending.transaction, transactions, on: shard) else { continue }
             context.restoreAVPs(from: pending.transaction)
             answerBytes.withUnsafeBytes { bytes in
                 let answer = TransactionAnswer(status: pending.status, reason: UnsafeRawBufferPointer(rebasing: bytes[pending.reason]),

@@ -285,7 +285,8 @@ def test_rows_the_server_refuses_are_kept_and_counted(procs, ringsipd, sipp, acc
     ('do_accounting("aaa");', "the aaa backend needs loadmodule \"aaa_radius.so\""),
     ('do_accounting("evi");', "the evi backend is not built in ringsip"),
     ('do_accounting("log", "cdr");', "'cdr' needs loadmodule \"dialog.so\""),
-    ('do_accounting("db", "sometimes");', "unknown flag 'sometimes'"),
+    ('do_accounting("log", "sometimes");', "unknown flag 'sometimes'"),
+    ('acc_aaa_request("200 OK");', "acc_aaa_request needs loadmodule \"aaa_radius.so\""),
     ('do_accounting("syslog");', "unknown backend 'syslog'"),
     ('$acc_extra(x) = $fU; do_accounting("log");', None),
 ])

@@ -74,11 +74,6 @@ public enum AccModule {
 
     static func doAccounting(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {
         let marks = try requests(call, compiler, backendsRequired: true)
-        if marks & (AccMarks.account(.db) | AccMarks.missed(.db)) != 0
-            && DatabaseModule.url(of: "acc", in: compiler.configuration) == nil {
-            throw compiler.error("do_accounting(\"db\") needs modparam(\"acc\", \"db_url\", \"mysql://…\")",
-                                 at: call.location)
-        }
         let tableSlot = compiler.avpSlot(named: tableAVP)
         let table = try call.arguments.count > 2 ? tableName(call.arguments[2], call, compiler) : nil
         if table != nil && marks & AccMarks.account(.db) == 0 {
@@ -114,16 +109,14 @@ public enum AccModule {
             throw compiler.error("\(call.name): the backends must be constant text (\"log|db\")", at: call.location)
         }
         var backends: [AccBackend] = []
-        for name in types.split(separator: "|").map({ $0.trimmingCharacters(in: " \t").lowercased() }) where !name.isEmpty {
+        for name in types.split(separator: "|").map({ $0.trimming(" \t").lowercased() }) where !name.isEmpty {
             switch name {
-            case "log": backends.append(.log)
-            case "db": backends.append(.db)
-            case "aaa":
-                guard case .string? = compiler.configuration.moduleParameters["aaa_radius"]?["secret"] else {
-                    throw compiler.error("\(call.name): the aaa backend needs loadmodule \"aaa_radius.so\" with its "
-                        + "\"acct_server\" and \"secret\"", at: call.location)
+            case "log", "db", "aaa":
+                let backend: AccBackend = name == "log" ? .log : name == "db" ? .db : .aaa
+                if let why = missing(backend, compiler.configuration) {
+                    throw compiler.error("\(call.name): the \(name) backend \(why)", at: call.location)
                 }
-                backends.append(.aaa)
+                backends.append(backend)
             case "evi", "diameter":
                 throw compiler.error("\(call.name): the \(name) backend is not built in ringsip: account to db or log",
                                      at: call.location)
@@ -139,7 +132,7 @@ public enum AccModule {
         guard let flags = compiler.constantText(call.arguments[1]) else {
             throw compiler.error("\(call.name): the flags must be constant text (\"missed|failed\")", at: call.location)
         }
-        for name in flags.split(separator: "|").map({ $0.trimmingCharacters(in: " \t").lowercased() }) where !name.isEmpty {
+        for name in flags.split(separator: "|").map({ $0.trimming(" \t").lowercased() }) where !name.isEmpty {
             for backend in backends {
                 switch name {
                 case "missed": marks |= AccMarks.missed(backend)
@@ -175,8 +168,8 @@ public enum AccModule {
         -> CompiledCall {
         let comment = try compiler.value(call.arguments[0]!)
         let table = backend == .db ? try tableName(call.arguments[1], call, compiler).map { String(decoding: $0, as: UTF8.self) } : nil
-        if backend == .db && DatabaseModule.url(of: "acc", in: compiler.configuration) == nil {
-            throw compiler.error("\(call.name) needs modparam(\"acc\", \"db_url\", \"mysql://…\")", at: call.location)
+        if let why = missing(backend, compiler.configuration) {
+            throw compiler.error("\(call.name) \(why)", at: call.location)
         }
         guard let index = compiler.serviceIndex(of: "acc") else { return { _ in -1 } }
         let extras = try AccExtras.compile(compiler)
@@ -187,12 +180,23 @@ public enum AccModule {
             let code = digits.count == 3 ? Int(digits) ?? 0 : 0
             let reason = code == 0 ? text : String(text.dropFirst(3).drop(while: { $0 == " " }))
             let message = context.message
-            let toTag = message.to.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
+            let toTag = message.toTagText
             var record = AccRecord.of(message, kind: .request, code: code, reason: reason, toTag: toTag,
-                                      unixMilliseconds: AccRecord.wallClockMilliseconds())
+                                      unixMilliseconds: WallClock.milliseconds())
             record.extras = extras.values(for: backend, context)
             service.write(record, to: backend, table: table)
             return 1
+        }
+    }
+
+    /// Why `backend` cannot be used with this configuration (no database or RADIUS server set); nil when it can.
+    static func missing(_ backend: AccBackend, _ configuration: ScriptConfiguration) -> String? {
+        switch backend {
+        case .log: nil
+        case .db: DatabaseModule.url(of: "acc", in: configuration) == nil
+            ? "needs modparam(\"acc\", \"db_url\", \"mysql://…\")" : nil
+        case .aaa: configuration.moduleParameters["aaa_radius"]?["secret"] == nil
+            ? "needs loadmodule \"aaa_radius.so\" with its \"acct_server\" and \"secret\"" : nil
         }
     }
 
@@ -206,15 +210,18 @@ public enum AccModule {
     static func prepare(_ compiler: ScriptCompiler) throws(CompileError) {
         let configuration = compiler.configuration
         var flagMarks: [(bit: UInt64, marks: UInt32)] = []
-        let flagParameters: [(String, UInt32)] = [
-            ("log_flag", AccMarks.account(.log)), ("log_missed_flag", AccMarks.missed(.log)),
-            ("db_flag", AccMarks.account(.db)), ("db_missed_flag", AccMarks.missed(.db)),
-            ("aaa_flag", AccMarks.account(.aaa)), ("aaa_missed_flag", AccMarks.missed(.aaa)),
-            ("failed_transaction_flag", AccMarks.failed(.log) | AccMarks.failed(.db) | AccMarks.failed(.aaa)),
+        let flagParameters: [(String, UInt32, AccBackend?)] = [
+            ("log_flag", AccMarks.account(.log), .log), ("log_missed_flag", AccMarks.missed(.log), .log),
+            ("db_flag", AccMarks.account(.db), .db), ("db_missed_flag", AccMarks.missed(.db), .db),
+            ("aaa_flag", AccMarks.account(.aaa), .aaa), ("aaa_missed_flag", AccMarks.missed(.aaa), .aaa),
+            ("failed_transaction_flag", AccMarks.failed(.log) | AccMarks.failed(.db) | AccMarks.failed(.aaa), nil),
         ]
-        for (name, marks) in flagParameters {
+        for (name, marks, backend) in flagParameters {
             guard let parameter = compiler.source.parameters.last(where: { $0.module == "acc" && $0.name == name }) else {
                 continue
+            }
+            if let backend, let why = missing(backend, configuration) {
+                throw compiler.error("acc: \(name) \(why)", at: parameter.location)
             }
             let expression: Expression
             switch parameter.value {
@@ -223,23 +230,11 @@ public enum AccModule {
             }
             flagMarks.append((1 << UInt64(try compiler.flagBit(expression, at: parameter.valueLocation)), marks))
         }
-        let wantsDB = flagMarks.contains { $0.marks & (AccMarks.account(.db) | AccMarks.missed(.db)) != 0 }
-        if wantsDB && DatabaseModule.url(of: "acc", in: configuration) == nil {
-            let at = compiler.source.parameters.first { $0.module == "acc" }?.location
-                ?? SourceLocation(file: "", line: 1, column: 1)
-            throw compiler.error("acc: db_flag needs modparam(\"acc\", \"db_url\", \"mysql://…\")", at: at)
-        }
-        let wantsAAA = flagMarks.contains { $0.marks & (AccMarks.account(.aaa) | AccMarks.missed(.aaa)) != 0 }
-        if wantsAAA, configuration.moduleParameters["aaa_radius"]?["secret"] == nil {
-            let at = compiler.source.parameters.first { $0.module == "acc" }?.location
-                ?? SourceLocation(file: "", line: 1, column: 1)
-            throw compiler.error("acc: aaa_flag needs loadmodule \"aaa_radius.so\" with its \"acct_server\" and \"secret\"",
-                                 at: at)
-        }
         let extras = try AccExtras.compile(compiler)
         let tableSlot = compiler.avpSlot(named: tableAVP)
         let reportCancels = configuration.integer("acc", "report_cancels", default: 0) == 1
         guard let index = compiler.serviceIndex(of: "acc") else { return }
+        let dialogIndex = compiler.serviceIndex(of: "dialog")
         var anyFlag: UInt64 = 0
         for entry in flagMarks { anyFlag |= entry.bit }
         let marksOfFlags = flagMarks
@@ -250,21 +245,19 @@ public enum AccModule {
             let message = context.message
             if message.method == .cancel && !reportCancels { return }
             let toTag = answer.toTag.count > 0 ? String(decoding: answer.toTag, as: UTF8.self)
-                : message.to.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
+                : message.toTagText
             let reason = String(decoding: answer.reason, as: UTF8.self)
             let table = context.avps.value(tableSlot).string
             var cdrBackends: [AccBackend] = []
             if message.method == .invite && answer.status < 300 && !message.hasToTag {
                 cdrBackends = AccBackend.allCases.filter { marks & AccMarks.cdr($0) != 0 }
             }
-            if !cdrBackends.isEmpty, let dialogs = context.services.lazy.compactMap({ $0 as? DialogService }).first,
-               let callID = message.callID {
+            if !cdrBackends.isEmpty, let dialogs = dialogIndex.flatMap({ context.service($0) as? DialogService }) {
                 var record = AccRecord.of(message, kind: .transaction, code: answer.status, reason: reason, toTag: toTag,
                                           unixMilliseconds: answer.unixMilliseconds)
                 // One CDR a dialog: its extras are the INVITE's, for the first backend that keeps a CDR.
                 record.extras = extras.values(for: cdrBackends[0], context)
-                if dialogs.attachCDR(callID: AccRecord.text(message.bytes, callID), callerTag: record.fromTag, record,
-                                     backends: cdrBackends) {
+                if dialogs.attachCDR(for: message, record, backends: cdrBackends) {
                     for backend in cdrBackends { marks &= ~AccMarks.account(backend) }
                 }
             }

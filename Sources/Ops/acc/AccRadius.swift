@@ -1,5 +1,4 @@
 import Engine
-import Glibc
 import Script
 
 /// acc's aaa backend: each record as a RADIUS Accounting-Request (RFC 2866) to aaa_radius' `acct_server`, through
@@ -19,17 +18,17 @@ final class AccRadius: RadiusRunnerDelegate {
     private(set) var runner: RadiusRunner!
     let serviceType: UInt32?
     let queueSize: Int
-    let lostPath: String
+    let lost: AccSideFile
     static let maxInFlight = 64
     static let timeoutMilliseconds: UInt64 = 5_000
 
+    /// Records waiting, oldest at `waitingHead` (the slots before it are spent; compacted as they grow).
     private var waiting: [(record: AccRecord, attributes: RadiusAttributes)] = []
+    private var waitingHead = 0
     private var inFlight: [UInt64: (record: AccRecord, attributes: RadiusAttributes)] = [:]
     private var nextToken: UInt64 = 1
-    private var healthy = true
-    private var retryAt: UInt64 = 0
-    private var backoff: UInt64 = 250
-    private var failures = 0
+    private var backoff = ProbeBackoff()
+    private var failures = FailureCount()
 
     init?(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration, queueSize: Int, spillDirectory: String) {
         guard case .string(let secret)? = configuration.moduleParameters["aaa_radius"]?["secret"] else { return nil }
@@ -41,7 +40,7 @@ final class AccRadius: RadiusRunnerDelegate {
         self.shard = shard
         self.queueSize = queueSize
         serviceType = configuration.optionalInteger("acc", "service_type").map { UInt32(truncatingIfNeeded: $0) }
-        lostPath = "\(spillDirectory)/acc-\(shard.index).radius-lost"
+        lost = AccSideFile(path: "\(spillDirectory)/acc-\(shard.index).radius-lost")
         var settings = RadiusRunner.Configuration(server: address, secret: secret)
         settings.component = .accountingRadius
         guard let made = try? RadiusRunner(shard: shard, configuration: settings, delegate: self) else { return nil }
@@ -80,7 +79,7 @@ final class AccRadius: RadiusRunnerDelegate {
                 ok = ok && attributes.append(type: known.type, string: value)
             }
         }
-        guard ok, waiting.count < queueSize else {
+        guard ok, waiting.count - waitingHead < queueSize else {
             lose(record, why: ok ? "the queue is full" : "an attribute is longer than 253 bytes")
             return
         }
@@ -89,40 +88,51 @@ final class AccRadius: RadiusRunnerDelegate {
     }
 
     func pump() {
-        while inFlight.count < Self.maxInFlight, !waiting.isEmpty, healthy || (inFlight.isEmpty && shard.now >= retryAt) {
-            let next = waiting.removeFirst()
+        while inFlight.count < Self.maxInFlight, waitingHead < waiting.count,
+              backoff.maySend(now: shard.now, idle: inFlight.isEmpty) {
+            let next = waiting[waitingHead]
+            waitingHead += 1
             let token = nextToken
             nextToken += 1
             inFlight[token] = next
-            switch runner.submitAccounting(attributes: next.attributes, timeoutMilliseconds: Self.timeoutMilliseconds,
-                                           token: token) {
-            case .accepted: continue
-            case .rejected:
+            if case .rejected = runner.submitAccounting(attributes: next.attributes,
+                                                        timeoutMilliseconds: Self.timeoutMilliseconds, token: token) {
                 inFlight[token] = nil
-                waiting.insert(next, at: 0)
-                return
+                waitingHead -= 1
+                break
             }
         }
-        shard.counters.accQueued = waiting.count
+        if waitingHead > 1024 && waitingHead * 2 > waiting.count {
+            waiting.removeFirst(waitingHead)
+            waitingHead = 0
+        }
+        shard.counters.accQueued = waiting.count - waitingHead
+    }
+
+    /// Puts a record back at the front of the queue.
+    private func requeue(_ record: (record: AccRecord, attributes: RadiusAttributes)) {
+        if waitingHead > 0 {
+            waitingHead -= 1
+            waiting[waitingHead] = record
+        } else {
+            waiting.insert(record, at: 0)
+        }
     }
 
     func radiusCompleted(token: UInt64, _ completion: borrowing RadiusCompletion, on shard: Shard) {
         guard let done = inFlight.removeValue(forKey: token) else { return }
         switch completion.code {
         case .accepted:
-            healthy = true
-            backoff = 250
+            backoff.succeeded()
             shard.counters.accWritten += 1
         case .timeout, .identifiersFull:
-            if healthy { backoff = 250 } else { backoff = min(backoff * 2, 5_000) }
-            healthy = false
-            retryAt = shard.now + backoff
-            waiting.insert(done, at: 0)
+            backoff.failed(now: shard.now)
+            requeue(done)
             report("no Accounting-Response from the server; the records wait and are sent again")
         default:
             lose(done.record, why: "the server refused it (\(completion.code))")
         }
-        shard.counters.accQueued = waiting.count
+        shard.counters.accQueued = waiting.count - waitingHead
     }
 
     /// Called on acc's tick: a record waiting out a back-off goes again.
@@ -130,27 +140,27 @@ final class AccRadius: RadiusRunnerDelegate {
 
     /// Records still waiting at a stop are kept as text.
     func stop() {
-        for (record, _) in waiting + inFlight.values { lose(record, why: "the daemon stopped before the server answered") }
+        for (record, _) in waiting[waitingHead...] + inFlight.values {
+            lose(record, why: "the daemon stopped before the server answered")
+        }
         waiting.removeAll()
+        waitingHead = 0
         inFlight.removeAll()
         runner.shutdown()
     }
 
     private func lose(_ record: AccRecord, why: String) {
         shard.counters.accFailed += 1
-        let line = record.logLine + "\n"
-        let fd = open(lostPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-        if fd >= 0 {
-            _ = line.withCString { write(fd, $0, strlen($0)) }
-            close(fd)
+        if lost.append(record.logLine) {
+            report("a RADIUS accounting record was not delivered (\(why)); kept in \(lost.path)")
+        } else {
+            context.log.write(level: -1, "ringsipd: acc: a RADIUS accounting record was not delivered (\(why)): "
+                + record.logLine)
         }
-        report("a RADIUS accounting record was not delivered (\(why)); kept in \(lostPath)")
     }
 
     private func report(_ reason: String) {
-        failures += 1
-        if failures == 1 || failures % 1000 == 0 {
-            context.log.write(level: -1, "ringsipd: acc: \(reason) (\(failures) so far)")
-        }
+        guard failures.add() else { return }
+        context.log.write(level: -1, "ringsipd: acc: \(reason) (\(failures.count) so far)")
     }
 }

@@ -1,4 +1,3 @@
-import Glibc
 import SIP
 import Script
 
@@ -44,21 +43,8 @@ struct AccRecord: Equatable {
     /// The request's fixed fields (method, From tag, Call-ID) with the answer's.
     static func of(_ request: SIPMessage, kind: Kind, code: Int, reason: String, toTag: String,
                    unixMilliseconds: Int64) -> AccRecord {
-        AccRecord(kind: kind, method: text(request.bytes, request.methodName),
-                  fromTag: request.from.map { text(request.bytes, $0.tag) } ?? "",
-                  toTag: toTag, callID: request.callID.map { text(request.bytes, $0) } ?? "",
-                  code: code, reason: reason, unixMilliseconds: unixMilliseconds)
-    }
-
-    static func text(_ bytes: UnsafeRawBufferPointer, _ span: SIPSpan) -> String {
-        guard span.isPresent, span.end > span.start else { return "" }
-        return String(decoding: bytes[Int(span.start)..<Int(span.end)], as: UTF8.self)
-    }
-
-    static func wallClockMilliseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+        AccRecord(kind: kind, method: request.string(request.methodName), fromTag: request.fromTagText, toTag: toTag,
+                  callID: request.callIDText, code: code, reason: reason, unixMilliseconds: unixMilliseconds)
     }
 
     /// The log line, in OpenSIPS' form: `ACC: transaction answered: timestamp=…;method=…;from_tag=…;to_tag=…;
@@ -114,7 +100,7 @@ struct AccExtras {
             var item = part
             let arrow = item.indices.first { item[$0] == "-" && item[item.index(after: $0)...].first == ">" }
             if let colon = item.firstIndex(of: ":"), arrow.map({ colon < $0 }) ?? true {
-                let name = item[..<colon].trimmingCharacters(in: " \t").lowercased()
+                let name = item[..<colon].trimming(" \t").lowercased()
                 switch name {
                 case "log": backends = [.log]
                 case "db": backends = [.db]
@@ -128,10 +114,10 @@ struct AccExtras {
                 }
                 item = item[item.index(after: colon)...]
             }
-            var tag = item.trimmingCharacters(in: " \t"), name = tag
+            var tag = item.trimming(" \t"), name = tag
             if let dash = item.indices.first(where: { item[$0] == "-" && item[item.index(after: $0)...].first == ">" }) {
-                tag = item[..<dash].trimmingCharacters(in: " \t")
-                name = item[item.index(dash, offsetBy: 2)...].trimmingCharacters(in: " \t")
+                tag = item[..<dash].trimming(" \t")
+                name = item[item.index(dash, offsetBy: 2)...].trimming(" \t")
             }
             guard !tag.isEmpty else { continue }
             try checkName(name, backends, parameter, compiler)
@@ -146,9 +132,9 @@ struct AccExtras {
     private mutating func addVariables(_ text: String, backend: AccBackend, _ parameter: ModuleParameter,
                                        _ compiler: ScriptCompiler) throws(CompileError) {
         for item in text.split(separator: ";") {
-            let pair = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: " \t") }
+            let pair = item.split(separator: "=", maxSplits: 1).map { $0.trimming(" \t") }
             guard pair.count == 2, !pair[0].isEmpty else {
-                if item.trimmingCharacters(in: " \t").isEmpty { continue }
+                if item.trimming(" \t").isEmpty { continue }
                 throw compiler.error("acc: \(parameter.name) items read 'name=$pv': '\(item)'", at: parameter.valueLocation)
             }
             try checkName(pair[0], [backend], parameter, compiler)

@@ -12,7 +12,7 @@ final class AccService: ShardService, NextTurnContinuing {
     let columns: [String]
     let writer: AccWriter?
     /// The aaa backend, when aaa_radius is configured.
-    private(set) var radius: AccRadius?
+    let radius: AccRadius?
     private var row: [UInt8] = []
     private var head = ""
     private var headTable = ""
@@ -33,20 +33,16 @@ final class AccService: ShardService, NextTurnContinuing {
                    name("acc_to_tag_column", "to_tag"), name("acc_callid_column", "callid"),
                    name("acc_sip_code_column", "sip_code"), name("acc_sip_reason_column", "sip_reason"),
                    name("acc_time_column", "time")]
-        if let url = DatabaseModule.url(of: "acc", in: configuration) {
-            var directory = "/var/spool/ringsip/acc"
-            if case .string(let text)? = configuration.moduleParameters["acc"]?["spill_dir"], !text.isEmpty { directory = text }
-            writer = AccWriter(context: context, shard: shard, url: url, spillDirectory: directory,
-                               queueSize: configuration.integer("acc", "queue_size", default: 10_000),
-                               connections: configuration.integer("acc", "db_connections", default: 2))
-        } else {
-            writer = nil
-        }
-        writer?.service = self
         var spillDirectory = "/var/spool/ringsip/acc"
         if case .string(let text)? = configuration.moduleParameters["acc"]?["spill_dir"], !text.isEmpty { spillDirectory = text }
-        radius = AccRadius(context: context, shard: shard, configuration: configuration,
-                           queueSize: configuration.integer("acc", "queue_size", default: 10_000), spillDirectory: spillDirectory)
+        let queueSize = configuration.integer("acc", "queue_size", default: 10_000)
+        writer = DatabaseModule.url(of: "acc", in: configuration).flatMap { url in
+            AccWriter(context: context, shard: shard, url: url, spillDirectory: spillDirectory, queueSize: queueSize,
+                      connections: configuration.integer("acc", "db_connections", default: 2))
+        }
+        radius = AccRadius(context: context, shard: shard, configuration: configuration, queueSize: queueSize,
+                           spillDirectory: spillDirectory)
+        writer?.service = self
     }
 
     /// A record to one backend (`table`: the db table, when not acc's default).
@@ -77,10 +73,14 @@ final class AccService: ShardService, NextTurnContinuing {
         }
         row.removeAll(keepingCapacity: true)
         row.append(UInt8(ascii: "("))
-        for text in [record.method, record.fromTag, record.toTag, record.callID] {
-            writer.appendQuoted(text, to: &row)
-            row.append(UInt8(ascii: ","))
-        }
+        writer.appendQuoted(record.method, to: &row)
+        row.append(UInt8(ascii: ","))
+        writer.appendQuoted(record.fromTag, to: &row)
+        row.append(UInt8(ascii: ","))
+        writer.appendQuoted(record.toTag, to: &row)
+        row.append(UInt8(ascii: ","))
+        writer.appendQuoted(record.callID, to: &row)
+        row.append(UInt8(ascii: ","))
         row.append(contentsOf: String(record.code).utf8)
         row.append(UInt8(ascii: ","))
         writer.appendQuoted(record.reason, to: &row)

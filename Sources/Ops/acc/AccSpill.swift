@@ -50,8 +50,7 @@ final class AccSpill {
         var status = stat()
         fileSize = fstat(fd, &status) == 0 ? Int(status.st_size) : 0
         replayed = 0
-        // "\n\r", not "\r\n": written together those two are one Character, which a lone "\n" does not match.
-        if let text = Self.readSmallFile(offsetPath), let offset = Int(Substring(text).trimmingCharacters(in: "\n\r \t")),
+        if let text = Self.readSmallFile(offsetPath), let offset = Int(text.trimming(" \t\r\n")),
            offset >= 0 && offset <= fileSize {
             replayed = offset
         }
@@ -149,5 +148,29 @@ final class AccSpill {
         var bytes = [UInt8](repeating: 0, count: 64)
         let n = bytes.withUnsafeMutableBytes { Glibc.read(file, $0.baseAddress, 64) }
         return n > 0 ? String(decoding: bytes[0..<n], as: UTF8.self) : nil
+    }
+}
+
+/// An append-only text file beside the spill file, one line per record acc could not deliver and keeps for a
+/// person to look at (`acc-<shard>.rejected`: rows the server refused; `acc-<shard>.radius-lost`: RADIUS records
+/// that could not wait). Opened, with its directory, at the first line.
+final class AccSideFile {
+    let path: String
+    private var fd: Int32 = -1
+
+    init(path: String) { self.path = path }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// False when the line could not be written: the caller logs it whole instead.
+    func append(_ line: String) -> Bool {
+        if fd < 0 {
+            let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+            if !directory.isEmpty { _ = mkdir(directory, 0o750) }
+            fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+            guard fd >= 0 else { return false }
+        }
+        let text = line.hasSuffix("\n") ? line : line + "\n"
+        return text.withCString { write(fd, $0, strlen($0)) } > 0
     }
 }

@@ -9,8 +9,8 @@ enum AccStatements {
         let prefix = "INSERT INTO "
         guard head.hasPrefix(prefix), let open = head.firstIndex(of: "("), let close = head.lastIndex(of: ")"),
               open < close else { return nil }
-        let table = head[head.index(head.startIndex, offsetBy: prefix.count)..<open].trimmingCharacters(in: " ")
-        let columns = head[head.index(after: open)..<close].split(separator: ",").map { $0.trimmingCharacters(in: " ") }
+        let table = head[head.index(head.startIndex, offsetBy: prefix.count)..<open].trimming(" ")
+        let columns = head[head.index(after: open)..<close].split(separator: ",").map { $0.trimming(" ") }
         guard let fields = fields(of: values), fields.count == columns.count, !columns.isEmpty else { return nil }
         let conditions = zip(columns, fields).map { "\($0) <=> \($1)" }.joined(separator: " AND ")
         return "INSERT INTO \(table) (\(columns.joined(separator: ", "))) SELECT \(fields.joined(separator: ", ")) "
@@ -37,17 +37,13 @@ enum AccStatements {
                 depth -= 1
                 if depth < 0 { return nil }
             case UInt8(ascii: ",") where depth == 0:
-                fields.append(String(decoding: bytes[start..<i], as: UTF8.self).trimmingCharacters(in: " "))
+                fields.append(String(decoding: bytes[start..<i], as: UTF8.self).trimming(" "))
                 start = i + 1
             default: break
             }
         }
         guard !quoted, depth == 0 else { return nil }
-        fields.append(String(decoding: bytes[start..<(bytes.count - 1)], as: UTF8.self).trimmingCharacters(in: " "))
+        fields.append(String(decoding: bytes[start..<(bytes.count - 1)], as: UTF8.self).trimming(" "))
         return fields
     }
-}
-
-extension String {
-    fileprivate func trimmingCharacters(in set: String) -> String { self[...].trimmingCharacters(in: set) }
 }

@@ -29,6 +29,7 @@ final class AccWriter: DatabaseRunnerDelegate {
         /// Its batch lost its connection (or timed out) mid-statement, so it may be in the table already: it goes
         /// alone, in the form that writes nothing when an equal row is there (`AccStatements.guarded`).
         var uncertain = false
+        var goesAlone: Bool { alone || uncertain }
     }
 
     unowned let context: ScriptContext
@@ -54,15 +55,11 @@ final class AccWriter: DatabaseRunnerDelegate {
     private var replayUncertainThrough = 0
     private var replayAlone = 0
     private var nextToken: UInt64 = 1
-    private var healthy = true
-    /// While not healthy: when the next probe batch may go, and how long the one after waits (doubling to 5 s).
-    private var retryAt: UInt64 = 0
-    private var backoff: UInt64 = 250
+    private var backoff = ProbeBackoff()
     private var pumpScheduled = false
     private let spill: AccSpill?
-    private var rejected: Int32 = -1
-    private var failures = 0
-    private let escapeBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * 65_536 + 1, alignment: 8)
+    private let rejected: AccSideFile?
+    private var failures = FailureCount()
 
     init?(context: ScriptContext, shard: Shard, url: String, spillDirectory: String, queueSize: Int, connections: Int) {
         guard var settings = try? DatabaseRunner.Configuration(url: url) else { return nil }
@@ -79,6 +76,7 @@ final class AccWriter: DatabaseRunnerDelegate {
             spill = nil
             context.log.write(level: -1, "ringsipd: acc: \(problem.reason): rows MariaDB cannot take wait in memory only")
         }
+        rejected = spill.map { AccSideFile(path: String($0.path.dropLast(".spill".count)) + ".rejected") }
         runner = DatabaseRunner(shard: shard, configuration: settings, delegate: self)
         queue.reserveCapacity(min(queueSize, 4096))
         if let spill, spill.hasRows {
@@ -87,20 +85,10 @@ final class AccWriter: DatabaseRunnerDelegate {
         _ = shard.schedule(after: Self.tickMilliseconds, payload: OpsPacking.timerPayload(.accountingTick, slot: 0, generation: 0))
     }
 
-    deinit {
-        escapeBuffer.deallocate()
-        if rejected >= 0 { close(rejected) }
-    }
-
-    /// Appends `text` as a SQL string literal ('…', escaped by the connector). Every field of a datagram fits the
-    /// escape buffer; one that does not (an extra field from a long `$avp`) is written as ''.
+    /// Appends `text` as a SQL string literal ('…', escaped by the connector); one that cannot be escaped (an extra
+    /// field from an `$avp` longer than 64 KiB) is written as ''.
     func appendQuoted(_ text: String, to row: inout [UInt8]) {
-        var text = text
-        row.append(UInt8(ascii: "'"))
-        if let length = text.withUTF8({ runner.escape(UnsafeRawBufferPointer($0), into: escapeBuffer) }) {
-            row.append(contentsOf: UnsafeRawBufferPointer(rebasing: escapeBuffer[0..<length]))
-        }
-        row.append(UInt8(ascii: "'"))
+        if !runner.appendLiteral(text, to: &row) { row.append(contentsOf: "''".utf8) }
     }
 
     private var waiting: Int { queue.count - queueHead }
@@ -145,10 +133,10 @@ final class AccWriter: DatabaseRunnerDelegate {
     func pump(partial: Bool = false) {
         pumpScheduled = false
         while inFlight.count + (replayToken == nil ? 0 : 1) < connections && waiting > 0 && mayProbe
-                && (partial || waiting >= Self.batchRows || queue[queueHead].alone) {
+                && (partial || waiting >= Self.batchRows || queue[queueHead].goesAlone) {
             var rows = [queue[queueHead]]
             queueHead += 1
-            while !rows[0].alone && rows.count < Self.batchRows && waiting > 0 && !queue[queueHead].alone
+            while !rows[0].goesAlone && rows.count < Self.batchRows && waiting > 0 && !queue[queueHead].goesAlone
                     && queue[queueHead].head == rows[0].head {
                 rows.append(queue[queueHead])
                 queueHead += 1
@@ -166,13 +154,7 @@ final class AccWriter: DatabaseRunnerDelegate {
 
     /// Healthy: send freely. Not: one probe at a time, after the back-off.
     private var mayProbe: Bool {
-        healthy || (inFlight.isEmpty && replayToken == nil && shard.now >= retryAt)
-    }
-
-    private func failedTransiently() {
-        if healthy { backoff = Self.tickMilliseconds } else { backoff = min(backoff * 2, 5000) }
-        healthy = false
-        retryAt = shard.now + backoff
+        backoff.maySend(now: shard.now, idle: inFlight.isEmpty && replayToken == nil)
     }
 
     private func replay() {
@@ -193,8 +175,7 @@ final class AccWriter: DatabaseRunnerDelegate {
         replayEnd = rows.last!.end
         replayRows = rows.count
         if replayAlone > 0 { replayAlone -= 1 }
-        let sent = rows.map { Row(head: $0.head, values: $0.values, alone: uncertain || $0.uncertain,
-                                  uncertain: uncertain || $0.uncertain) }
+        let sent = rows.map { Row(head: $0.head, values: $0.values, uncertain: uncertain || $0.uncertain) }
         if !send(sent, token: token) { replayToken = nil }
     }
 
@@ -211,19 +192,19 @@ final class AccWriter: DatabaseRunnerDelegate {
         return true
     }
 
+    /// One batch as one statement: a row that may be written already alone, in the guarded form; else every
+    /// row's values after the shared head.
     private func send(_ rows: [Row], token: UInt64) -> Bool {
-        if rows.count == 1, rows[0].uncertain, var guarded = AccStatements.guarded(head: rows[0].head, values: rows[0].values) {
-            let outcome = guarded.withUTF8 {
-                runner.submit(query: UnsafeRawBufferPointer($0), timeoutMilliseconds: Self.queryTimeoutMilliseconds, token: token)
+        var statement: String
+        if rows.count == 1, rows[0].uncertain, let guarded = AccStatements.guarded(head: rows[0].head, values: rows[0].values) {
+            statement = guarded
+        } else {
+            statement = rows[0].head
+            statement.reserveCapacity(rows.reduce(statement.utf8.count) { $0 + $1.values.utf8.count + 2 })
+            for (i, row) in rows.enumerated() {
+                if i > 0 { statement += ", " }
+                statement += row.values
             }
-            if case .rejected = outcome { return false }
-            return true
-        }
-        var statement = rows[0].head
-        statement.reserveCapacity(rows.reduce(statement.utf8.count) { $0 + $1.values.utf8.count + 2 })
-        for (i, row) in rows.enumerated() {
-            if i > 0 { statement += ", " }
-            statement += row.values
         }
         let outcome = statement.withUTF8 {
             runner.submit(query: UnsafeRawBufferPointer($0), timeoutMilliseconds: Self.queryTimeoutMilliseconds, token: token)
@@ -240,16 +221,15 @@ final class AccWriter: DatabaseRunnerDelegate {
             completedReplay(succeeded: completion.code == .completed, refused: refused, reason: reason)
         } else if let rows = inFlight.removeValue(forKey: token) {
             if completion.code == .completed {
-                healthy = true
+                backoff.succeeded()
                 shard.counters.accWritten += rows.count
             } else if refused {
                 refuse(rows, reason: reason)
             } else {
-                failedTransiently()
+                backoff.failed(now: shard.now)
                 report("\(reason); the rows wait and are retried")
                 requeue(rows.map { row in
                     var again = row
-                    again.alone = true
                     again.uncertain = true
                     return again
                 })
@@ -268,7 +248,7 @@ final class AccWriter: DatabaseRunnerDelegate {
     private func completedReplay(succeeded: Bool, refused: Bool, reason: String) {
         guard let spill else { return }
         if succeeded {
-            healthy = true
+            backoff.succeeded()
             spill.replayed(through: replayEnd)
             // The file emptied starts again at offset 0: no earlier offset is uncertain any more.
             if !spill.hasRows { replayUncertainThrough = 0 }
@@ -283,7 +263,7 @@ final class AccWriter: DatabaseRunnerDelegate {
             spill.replayed(through: replayEnd)
             report("\(reason); the row is kept in the rejected file")
         } else {
-            failedTransiently()
+            backoff.failed(now: shard.now)
             replayUncertainThrough = max(replayUncertainThrough, replayEnd)
             report("\(reason); the spilled rows are replayed when MariaDB answers")
         }
@@ -305,8 +285,9 @@ final class AccWriter: DatabaseRunnerDelegate {
     }
 
     /// Whether the server refused the statement itself (an unknown column or table, a bad value, a batch over
-    /// `max_allowed_packet`): retrying it whole cannot mend it (it is split, then kept row by row). Transient, and retried: every client-side error (2000–2999: the connection), a server shutting
-    /// down or out of connections, lock waits and deadlocks, a read-only node (a Galera fail-over), a killed query.
+    /// `max_allowed_packet`): retrying it whole cannot mend it (it is split, then kept row by row). Transient, and
+    /// retried: every client-side error (2000–2999: the connection), a server shutting down or out of connections,
+    /// lock waits and deadlocks, a read-only node (a Galera fail-over), a killed query.
     static func isRefusal(_ number: UInt32) -> Bool {
         guard number > 0 && number < 2000 else { return false }
         return ![1040, 1042, 1043, 1053, 1077, 1078, 1079, 1080, 1152, 1154, 1155, 1156, 1157, 1158, 1159,
@@ -314,16 +295,9 @@ final class AccWriter: DatabaseRunnerDelegate {
     }
 
     private func keepRejected(_ head: String, _ values: String) {
-        if rejected < 0, let spill {
-            let path = String(spill.path.dropLast(".spill".count)) + ".rejected"
-            rejected = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-        }
-        guard rejected >= 0 else {
+        if rejected?.append(head + "\t" + values) != true {
             context.log.write(level: -1, "ringsipd: acc: a refused row cannot be kept in a file: \(head)\(values)")
-            return
         }
-        let line = head + "\t" + values + "\n"
-        _ = line.withCString { write(rejected, $0, strlen($0)) }
     }
 
     func tick() {
@@ -342,8 +316,9 @@ final class AccWriter: DatabaseRunnerDelegate {
             for row in held { spill.append(head: row.head, values: row.values, uncertain: row.uncertain) }
             shard.counters.accSpilled += held.count
             spill.flush()
-        } else if waiting + inFlight.count > 0 {
-            context.log.write(level: -1, "ringsipd: acc: \(waiting) accounting rows were not written (no spill_dir)")
+        } else if waiting + inFlight.values.reduce(0, { $0 + $1.count }) > 0 {
+            let lost = waiting + inFlight.values.reduce(0) { $0 + $1.count }
+            context.log.write(level: -1, "ringsipd: acc: \(lost) accounting rows were not written (no spill file)")
         }
         inFlight.removeAll()
         queue.removeAll()
@@ -351,11 +326,8 @@ final class AccWriter: DatabaseRunnerDelegate {
         runner.shutdown()
     }
 
-    /// Logs the first failure and then every 1000th.
     private func report(_ reason: String) {
-        failures += 1
-        if failures == 1 || failures % 1000 == 0 {
-            context.log.write(level: -1, "ringsipd: acc: a write to MariaDB failed (\(failures) so far): \(reason)")
-        }
+        guard failures.add() else { return }
+        context.log.write(level: -1, "ringsipd: acc: a write to MariaDB failed (\(failures.count) so far): \(reason)")
     }
 }

@@ -60,7 +60,6 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
     private var heldKeys: Set<String> = []
     private var nextToken = 1
     private var counts: [String: UInt32] = [:]
-    private let escapeBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
 
     init(context: ScriptContext, shard: Shard, configuration: ScriptConfiguration) {
         self.context = context
@@ -84,8 +83,6 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
             runner = DatabaseRunner(shard: shard, configuration: settings, delegate: self)
         }
     }
-
-    deinit { escapeBuffer.deallocate() }
 
     func nextSerial() -> UInt32 {
         serial &+= 1
@@ -128,9 +125,9 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
             }
             cache[Self.cacheKey(digest, table)] = nil
         }
-        // Too long to escape (kilobytes of username): not fetched; authorize answers -5.
-        guard let user = runner.literal(digest.username, scratch: escapeBuffer),
-              let realm = runner.literal(digest.realm, scratch: escapeBuffer) else { return false }
+        // Not escapable (not valid in the connection's character set): not fetched; authorize answers -5.
+        guard let user = runner.literal(digest.username),
+              let realm = runner.literal(digest.realm) else { return false }
         var query = "SELECT \(digest.username.contains("@") ? passwordColumn2 : passwordColumn) FROM \(table) WHERE "
             + "\(userColumn) = \(user)"
         if useDomain { query += " AND \(domainColumn) = \(realm)" }
@@ -176,7 +173,7 @@ final class CredentialsService: RequestPrefetching, DatabaseRunnerDelegate {
         context.continueNextTurn(for: self, value: token)
     }
 
-    func fetched(value token: Int, on shard: Shard) {
+    func nextTurn(value token: Int, on shard: Shard) {
         guard held[token]?.done == true, let request = held.removeValue(forKey: token) else { return }
         heldKeys.remove(request.key)
         current = request.fetched

@@ -71,8 +71,8 @@ public enum DialogModule {
             },
             dialogVariable("DLG_dir") { service, slot, context in
                 let message = context.message
-                let fromTag = message.from.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
-                return .text(fromTag == service.table[slot].callerTag ? downstream : upstream)
+                let fromTag = message.from.map { message.bytes(of: $0.tag) } ?? UnsafeRawBufferPointer(start: nil, count: 0)
+                return .text(service.table[slot].callerTag.utf8.elementsEqual(fromTag) ? downstream : upstream)
             },
             ModuleVariable("DLG_timeout", module: "dialog", read: { variable, compiler throws(CompileError) in
                 let index = try serviceIndex(compiler)
@@ -160,7 +160,7 @@ public enum DialogModule {
                 guard case .string(let text) = value else { continue }
                 for name in text.split(separator: ";") {
                     // 3.x marks a shared profile "name/s": the mark is dropped (profiles are not shared between nodes).
-                    let trimmed = name.trimmingCharacters(in: " \t")
+                    let trimmed = name.trimming(" \t")
                     let bare = String(trimmed.prefix { $0 != "/" })
                     if !bare.isEmpty { known[bare] = withValue }
                 }
@@ -238,13 +238,8 @@ public enum DialogModule {
         let index = try serviceIndex(compiler)
         compiler.answerReporters.append(AnswerReporter(flags: 0) { context, answer in
             guard context.reports & reportBit != 0, context.message.method == .invite,
-                  let service = context.service(index) as? DialogService, let callID = context.message.callID else { return }
-            let message = context.message
-            service.answered(callID: AccRecord.text(message.bytes, callID),
-                             callerTag: message.from.map { AccRecord.text(message.bytes, $0.tag) } ?? "",
-                             status: answer.status, toTag: String(decoding: answer.toTag, as: UTF8.self),
-                             unixMilliseconds: answer.unixMilliseconds,
-                             contact: String(decoding: answer.contact, as: UTF8.self), source: answer.source)
+                  let service = context.service(index) as? DialogService else { return }
+            service.answered(context.message, answer)
         })
     }
 }

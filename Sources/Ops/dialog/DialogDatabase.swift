@@ -130,7 +130,6 @@ enum DialogDatabase {
 final class DialogWriter {
     let serial: SerialWriter
     let table: String
-    var runner: DatabaseRunner { serial.runner }
 
     init?(context: ScriptContext, shard: Shard) {
         guard let loaded = DialogDatabase.loaded.withLock({ $0 }),

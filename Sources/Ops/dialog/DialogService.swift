@@ -42,6 +42,9 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
     /// shard's services exist).
     static let announceSlot = Int(Int32.max)
     private var restored: [Int32] = []
+    /// acc's service on this shard (a CDR is attached only when acc is loaded), found once: the services are made
+    /// after this one's init.
+    private lazy var acc: AccService? = context.services.lazy.compactMap { $0 as? AccService }.first
     /// The `messageSerial` of the route that last created a dialog.
     private var createdSerial: UInt64?
 
@@ -52,7 +55,7 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
         table = DialogTable(capacity: configuration.integer("dialog", "max_dialogs", default: 1_000_000))
         writer = DialogDatabase.mode(configuration) != 0 ? DialogWriter(context: context, shard: shard) : nil
         let local = shard.localAddresses.first
-        socketName = local.map { "udp:" + ($0.isIPv6 ? "[\($0.hostString)]" : $0.hostString) + ":\($0.port)" } ?? ""
+        socketName = local.map { "udp:\($0)" } ?? ""
         if writer != nil { restore() }
     }
 
@@ -108,31 +111,31 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
 
     func owner(of message: SIPMessage, lent: Bool, on shard: Shard) -> Int? {
         guard message.hasToTag, let callIDSpan = message.callID else { return nil }
+        let callIDBytes = message.bytes(of: callIDSpan)
         var local: Int32?
-        let callID = AccRecord.text(message.bytes, callIDSpan)
         let routeID = routeDialogID(message)
         if let id = routeID, id.shard == shard.index {
-            // A did from before a restart may name a slot another call holds now: the Call-ID must agree.
-            local = table.slot(of: id).flatMap { table[$0].callID == callID ? $0 : nil }
+            // A did from before a restart may name a slot another call holds now: the Call-ID must agree. Compared
+            // as bytes: a request that comes back with its Route costs no String.
+            local = table.slot(of: id).flatMap { table[$0].callID.utf8.elementsEqual(callIDBytes) ? $0 : nil }
         }
         if local == nil {
-            let fromTag = message.from.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
-            let toTag = message.to.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
-            local = table.find(callID: callID, fromTag: fromTag, toTag: toTag)
+            let callID = message.string(callIDSpan)
+            local = table.find(callID: callID, fromTag: message.fromTagText, toTag: message.toTagText)
+            if local == nil {
+                // The Call-ID's owner, as its mail said, is the authority (a did may be from before a restart); a did
+                // alone is followed only for a Call-ID no shard has announced. A datagram lent once is routed here.
+                guard !lent else { return nil }
+                if let owner = directory[callID] { return owner != shard.index ? owner : nil }
+                if let id = routeID, id.shard != shard.index, id.shard < shard.shardCount { return id.shard }
+                return nil
+            }
         }
-        guard let slot = local else {
-            // The Call-ID's owner, as its mail said, is the authority (a did may be from before a restart); a did
-            // alone is followed only for a Call-ID no shard has announced. A datagram lent once is routed here.
-            guard !lent else { return nil }
-            if let owner = directory[callID] { return owner != shard.index ? owner : nil }
-            if let id = routeID, id.shard != shard.index, id.shard < shard.shardCount { return id.shard }
-            return nil
-        }
+        guard let slot = local else { return nil }
         // Routed here: the request's meaning to its dialog, before the route sees `$DLG_status`.
         matched = (context.messageSerial &+ 1, slot)
-        if let cseq = message.cseq?.number {
-            let fromTag = message.from.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
-            if fromTag == table[slot].callerTag {
+        if let cseq = message.cseq?.number, let from = message.from {
+            if table[slot].callerTag.utf8.elementsEqual(message.bytes(of: from.tag)) {
                 table[slot].callerCSeq = max(table[slot].callerCSeq, cseq)
             } else {
                 table[slot].calleeCSeq = max(table[slot].calleeCSeq, cseq)
@@ -152,15 +155,19 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
         return nil
     }
 
-    /// The `did` of the first Route header, when it is one of ours.
+    /// The `did` of the first Route header, when it is one of ours (searched in the bytes: the header is not copied).
     private func routeDialogID(_ message: SIPMessage) -> DialogID? {
         guard let index = message.firstIndex(of: .route) else { return nil }
-        let field = message.header(at: index)
-        let value = UnsafeRawBufferPointer(rebasing: message.bytes[Int(field.value.start)..<Int(field.value.end)])
-        let text = String(decoding: value, as: UTF8.self)
-        guard let range = text.firstRange(of: ";did=") else { return nil }
-        let rest = text[range.upperBound...]
-        return DialogID(rest.prefix { $0 != ";" && $0 != ">" && $0 != "," && $0 != " " })
+        let value = message.bytes(of: message.header(at: index).value)
+        let marker = Array(";did=".utf8)
+        guard value.count > marker.count,
+              let at = (0...(value.count - marker.count)).first(where: { i in
+                  marker.indices.allSatisfy { value[i + $0] == marker[$0] }
+              }) else { return nil }
+        let rest = value[(at + marker.count)...]
+        let end = rest.firstIndex { $0 == UInt8(ascii: ";") || $0 == UInt8(ascii: ">") || $0 == UInt8(ascii: ",")
+            || $0 == UInt8(ascii: " ") } ?? rest.endIndex
+        return DialogID(Substring(String(decoding: rest[rest.startIndex..<end], as: UTF8.self)))
     }
 
     // MARK: - The request's dialog
@@ -180,28 +187,27 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
         guard message.isRequest, message.method == .invite, !message.hasToTag, let callIDSpan = message.callID else {
             return nil
         }
-        let callID = AccRecord.text(message.bytes, callIDSpan)
-        let callerTag = message.from.map { AccRecord.text(message.bytes, $0.tag) } ?? ""
-        guard let slot = table.create(callID: callID, callerTag: callerTag, timeoutSeconds: defaultTimeout,
-                                      now: shard.now, unixMilliseconds: AccRecord.wallClockMilliseconds()) else {
+        let callID = message.string(callIDSpan)
+        guard let slot = table.create(callID: callID, callerTag: message.fromTagText, timeoutSeconds: defaultTimeout,
+                                      now: shard.now, unixMilliseconds: WallClock.milliseconds()) else {
             context.log.write(level: -1, "ringsipd: dialog: the shard holds \(table.capacity) dialogs; no more")
             return nil
         }
         matched = (context.messageSerial, slot)
         createdSerial = context.messageSerial
         table[slot].byeOnTimeout = flags.contains("B")
-        table[slot].fromURI = message.from.map { AccRecord.text(message.bytes, $0.uri.span) } ?? ""
-        table[slot].toURI = message.to.map { AccRecord.text(message.bytes, $0.uri.span) } ?? ""
+        table[slot].fromURI = message.from.map { message.string($0.uri.span) } ?? ""
+        table[slot].toURI = message.to.map { message.string($0.uri.span) } ?? ""
         var contacts = message.values(of: .contact)
         if let value = contacts.next(), let address = try? SIPNameAddr.parse(message.bytes, value) {
-            table[slot].callerContact = AccRecord.text(message.bytes, address.uri.span)
+            table[slot].callerContact = message.string(address.uri.span)
         }
         table[slot].callerAddress = context.source
         table[slot].socket = context.socketIndex
         table[slot].callerCSeq = message.cseq?.number ?? 1
         arm(slot, after: UInt64(defaultTimeout) * 1000)
         context.reports |= DialogModule.reportBit
-        context.addRecordRouteParameter(context.arena.copy(";did=" + id(of: slot).text) ?? .init(start: nil, count: 0))
+        if let did = context.arena.copy(";did=" + id(of: slot).text) { context.addRecordRouteParameter(did) }
         broadcast(.owner(callID: callID, shard: shard.index))
         return slot
     }
@@ -218,15 +224,20 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
 
     // MARK: - Answers and ends
 
+    /// The dialog an initial INVITE created (its answer and acc's CDR find it so).
+    private func slot(ofInitial invite: SIPMessage) -> Int32? {
+        table.find(callID: invite.callIDText, fromTag: invite.fromTagText, toTag: "")
+    }
+
     /// The INVITE's answer: a 2xx confirms the dialog, a negative final ends it.
-    func answered(callID: String, callerTag: String, status: Int, toTag: String, unixMilliseconds: Int64,
-                  contact: String, source: SocketAddress) {
-        guard let slot = table.find(callID: callID, fromTag: callerTag, toTag: ""),
+    func answered(_ invite: SIPMessage, _ answer: TransactionAnswer) {
+        guard let slot = slot(ofInitial: invite),
               table[slot].state.rawValue < DialogState.confirmedUnacknowledged.rawValue else { return }
-        if status < 300 {
-            table.confirm(slot, calleeTag: toTag, now: shard.now, unixMilliseconds: unixMilliseconds)
-            table[slot].calleeContact = contact
-            table[slot].calleeAddress = source.port == 0 ? nil : source
+        if answer.status < 300 {
+            table.confirm(slot, calleeTag: String(decoding: answer.toTag, as: UTF8.self), now: shard.now,
+                          unixMilliseconds: answer.unixMilliseconds)
+            table[slot].calleeContact = String(decoding: answer.contact, as: UTF8.self)
+            table[slot].calleeAddress = answer.source.port == 0 ? nil : answer.source
             persist(slot)
         } else {
             end(slot, .rejected)
@@ -234,8 +245,8 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
     }
 
     /// Attaches acc's CDR to the INVITE's dialog; false when the INVITE has none.
-    func attachCDR(callID: String, callerTag: String, _ record: AccRecord, backends: [AccBackend]) -> Bool {
-        guard let slot = table.find(callID: callID, fromTag: callerTag, toTag: ""), table[slot].state != .deleted else {
+    func attachCDR(for invite: SIPMessage, _ record: AccRecord, backends: [AccBackend]) -> Bool {
+        guard let slot = slot(ofInitial: invite), table[slot].state != .deleted else {
             return false
         }
         table[slot].cdr = record
@@ -255,9 +266,8 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
         restored.removeAll { $0 == slot }
         for key in dialog.profiles { changeProfile(key, by: -1, mail: announced) }
         table[slot].profiles = []
-        if reason != .rejected, var record = dialog.cdr, dialog.startedAt > 0,
-           let acc = context.services.lazy.compactMap({ $0 as? AccService }).first {
-            let now = AccRecord.wallClockMilliseconds()
+        if reason != .rejected, var record = dialog.cdr, dialog.startedAt > 0, let acc {
+            let now = WallClock.milliseconds()
             let lasted = max(0, now - dialog.startedUnixMilliseconds)
             record.cdr = AccRecord.CDR(durationMilliseconds: lasted,
                                        setupMilliseconds: max(0, dialog.startedUnixMilliseconds - dialog.createdUnixMilliseconds),
@@ -291,23 +301,14 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
 
     private func sendBye(to destination: SocketAddress, uri: String, from: String, fromTag: String, to: String,
                          toTag: String, cseq: UInt32, _ dialog: Dialog) {
-        guard dialog.socket < shard.localAddresses.count,
-              let index = shard.socketIndex(for: destination, preferring: dialog.socket), let out = shard.makeDatagram()
-        else { return }
+        guard dialog.socket < shard.localAddresses.count else { return }
         byeSerial += 1
         let local = shard.localAddresses[dialog.socket]
-        let host = local.isIPv6 ? "[\(local.hostString)]" : local.hostString
-        let request = Array(("BYE \(uri) SIP/2.0\r\n"
-            + "Via: SIP/2.0/UDP \(host):\(local.port);branch=\(ScriptHandler.ownRequestBranchPrefix)-dlg-\(shard.index)-\(byeSerial)\r\n"
+        shard.sendOwn(Array(("BYE \(uri) SIP/2.0\r\n"
+            + "Via: SIP/2.0/UDP \(local);branch=\(ScriptHandler.ownRequestBranchPrefix)-dlg-\(shard.index)-\(byeSerial)\r\n"
             + "From: <\(from)>;tag=\(fromTag)\r\nTo: <\(to)>;tag=\(toTag)\r\nCall-ID: \(dialog.callID)\r\n"
             + "CSeq: \(cseq) BYE\r\nMax-Forwards: 70\r\nReason: SIP;cause=408;text=\"Dialog Timeout\"\r\n"
-            + "Content-Length: 0\r\n\r\n").utf8)
-        guard request.count <= out.buffer.count else {
-            shard.discard(out)
-            return
-        }
-        request.withUnsafeBytes { out.buffer.copyMemory(from: $0) }
-        shard.send(out, length: request.count, to: destination, socketIndex: index)
+            + "Content-Length: 0\r\n\r\n").utf8), to: destination, preferring: dialog.socket)
     }
 
     private func arm(_ slot: Int32, after milliseconds: UInt64) {
@@ -381,16 +382,11 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
     // MARK: - ShardService
 
     func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool {
-        guard let writer, OpsPacking.component(of: id) == .dialogDatabase else { return false }
-        writer.runner.operationCompleted(id, result: result, flags: flags)
-        return true
+        writer?.serial.operationCompleted(id, result: result, flags: flags) ?? false
     }
 
     func timerFired(payload: UInt64, on shard: Shard) -> Bool {
-        if OpsPacking.component(ofTimer: payload) == .dialogDatabase, let writer {
-            writer.runner.timerFired(payload: payload)
-            return true
-        }
+        if writer?.serial.timerFired(payload: payload) == true { return true }
         guard OpsPacking.component(ofTimer: payload) == .dialog else { return false }
         if Int(payload & 0xFFFF_FFFF) == Self.announceSlot {
             for slot in restored where table[slot].live {
@@ -423,7 +419,7 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
                     + "\(shard.index); their CDRs are not written (dialog's db_mode keeps them over a restart)")
             }
         }
-        writer?.runner.shutdown()
+        writer?.serial.runner.shutdown()
     }
 }
 

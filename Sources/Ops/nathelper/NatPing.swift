@@ -129,15 +129,6 @@ final class NatPingService: ShardService {
     }
 
     private func send(_ bytes: [UInt8], to destination: SocketAddress, socket: Int) {
-        guard let index = shard.socketIndex(for: destination, preferring: socket), let out = shard.makeDatagram() else {
-            shard.counters.dropped += 1
-            return
-        }
-        guard bytes.count <= out.buffer.count else {
-            shard.discard(out)
-            return
-        }
-        bytes.withUnsafeBytes { out.buffer.copyMemory(from: $0) }
-        shard.send(out, length: bytes.count, to: destination, socketIndex: index)
+        if !shard.sendOwn(bytes, to: destination, preferring: socket) { shard.counters.dropped += 1 }
     }
 }

@@ -122,8 +122,7 @@ public enum NathelperModule {
 
     /// `sip:IP:port` of the request's source, in the arena.
     static func sourceURI(_ context: ScriptContext) -> UnsafeRawBufferPointer? {
-        let source = context.source
-        return context.arena.copy("sip:" + (source.isIPv6 ? "[\(source.hostString)]" : source.hostString) + ":\(source.port)")
+        context.arena.copy("sip:\(context.source)")
     }
 
     /// Replaces the first Contact with one whose URI's host and port are the source's (`fix_nated_contact`), or
@@ -160,15 +159,5 @@ public enum NathelperModule {
         guard appended else { return -1 }
         message.removeHeader(at: index)
         return 1
-    }
-}
-
-extension String {
-    /// Without the leading and trailing characters that are in `set`.
-    func trimming(_ set: String) -> String {
-        var s = Substring(self)
-        while let c = s.first, set.contains(c) { s.removeFirst() }
-        while let c = s.last, set.contains(c) { s.removeLast() }
-        return String(s)
     }
 }

@@ -41,7 +41,7 @@ final class LocationService: ShardService {
         useDomain = configuration.integer("usrloc", "use_domain", default: 0) != 0
         sweepInterval = UInt64(max(configuration.integer("usrloc", "timer_interval", default: 60), 1)) * 1000
         socketNames = shard.localAddresses.map { address in
-            "udp:" + (address.isIPv6 ? "[\(address.hostString)]" : address.hostString) + ":\(address.port)"
+            "udp:\(address)"
         }
         writer = UsrlocDatabase.mode(configuration) != 0 ? UsrlocWriter(context: context, shard: shard) : nil
         for (key, bindings) in UsrlocDatabase.bindings(useDomain: useDomain, sockets: socketNames, now: shard.now) {
@@ -173,16 +173,11 @@ final class LocationService: ShardService {
     // MARK: - ShardService
 
     func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) -> Bool {
-        guard let writer, OpsPacking.component(of: id) == .locationDatabase else { return false }
-        writer.runner.operationCompleted(id, result: result, flags: flags)
-        return true
+        writer?.serial.operationCompleted(id, result: result, flags: flags) ?? false
     }
 
     func timerFired(payload: UInt64, on shard: Shard) -> Bool {
-        if OpsPacking.component(ofTimer: payload) == .locationDatabase, let writer {
-            writer.runner.timerFired(payload: payload)
-            return true
-        }
+        if writer?.serial.timerFired(payload: payload) == true { return true }
         guard OpsPacking.component(ofTimer: payload) == .location else { return false }
         table.sweep(now: shard.now)
         if shard.index == 0 { writer?.deleteLapsed() }
@@ -192,6 +187,6 @@ final class LocationService: ShardService {
     }
 
     func stopping(on shard: Shard) {
-        writer?.runner.shutdown()
+        writer?.serial.runner.shutdown()
     }
 }

@@ -93,7 +93,6 @@ enum UsrlocDatabase {
 final class UsrlocWriter {
     let serial: SerialWriter
     let datetime: [String: Bool]
-    var runner: DatabaseRunner { serial.runner }
 
     init?(context: ScriptContext, shard: Shard) {
         let tables = UsrlocDatabase.tables.withLock { $0 }
