@@ -1,12 +1,21 @@
 import Glibc
 
-/// An IPv4 or IPv6 UDP endpoint, stored as the kernel's `sockaddr_storage` so it can be handed to `sendmsg`
-/// without conversion. A value type of fixed size: copying one allocates nothing.
+/// An IPv4 or IPv6 UDP endpoint, stored as the kernel's `sockaddr_in`/`sockaddr_in6` bytes so it can be handed
+/// to `sendmsg` without conversion. A value type of fixed size: copying one allocates nothing.
 public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
-    public private(set) var storage = sockaddr_storage()
+    /// A `sockaddr_in` or a `sockaddr_in6`, in the 28 bytes of the larger: every transaction keeps several
+    /// addresses, and a `sockaddr_storage` (128 bytes) each made up a sixth of a transaction's memory.
+    private var inet = sockaddr_in6()
+
+    /// The address as the socket calls take it.
+    public var storage: sockaddr_storage {
+        var storage = sockaddr_storage()
+        withUnsafeMutableBytes(of: &storage) { out in withUnsafeBytes(of: inet) { out.copyMemory(from: $0) } }
+        return storage
+    }
 
     public init(ipv4 bytes: (UInt8, UInt8, UInt8, UInt8), port: UInt16) {
-        withUnsafeMutableBytes(of: &storage) { raw in
+        withUnsafeMutableBytes(of: &inet) { raw in
             let sin = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self)
             sin.pointee.sin_family = sa_family_t(AF_INET)
             sin.pointee.sin_port = port.bigEndian
@@ -22,13 +31,13 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         let needed = family == AF_INET ? MemoryLayout<sockaddr_in>.size
             : family == AF_INET6 ? MemoryLayout<sockaddr_in6>.size : Int.max
         guard length >= needed else { return nil }
-        withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: raw, count: needed)) }
+        withUnsafeMutableBytes(of: &inet) { $0.copyMemory(from: UnsafeRawBufferPointer(start: raw, count: needed)) }
     }
 
     /// Parses a numeric IPv4 address (`127.0.0.1`) or IPv6 address (`::1`, with or without brackets).
     /// Never resolves a name: that would block the shard. Allocates nothing (it runs per relayed message).
     public init?<Bytes: Collection>(numericHost host: Bytes, port: UInt16) where Bytes.Element == UInt8 {
-        var result = sockaddr_storage()
+        var result = sockaddr_in6()
         let ok = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { text -> Bool in
             var count = 0
             var sawColon = false
@@ -53,14 +62,14 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
             }
         }
         guard ok else { return nil }
-        storage = result
+        inet = result
     }
 
     public init?(numericHost host: String, port: UInt16) {
         self.init(numericHost: Array(host.utf8), port: port)
     }
 
-    public var family: Int32 { Int32(storage.ss_family) }
+    public var family: Int32 { Int32(inet.sin6_family) }
     public var isIPv6: Bool { family == AF_INET6 }
 
     public var length: socklen_t {
@@ -69,14 +78,14 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
 
     public var port: UInt16 {
         get {
-            withUnsafeBytes(of: storage) { raw in
+            withUnsafeBytes(of: inet) { raw in
                 isIPv6 ? UInt16(bigEndian: raw.load(as: sockaddr_in6.self).sin6_port)
                     : UInt16(bigEndian: raw.load(as: sockaddr_in.self).sin_port)
             }
         }
         set {
             let v6 = isIPv6
-            withUnsafeMutableBytes(of: &storage) { raw in
+            withUnsafeMutableBytes(of: &inet) { raw in
                 if v6 {
                     raw.baseAddress!.assumingMemoryBound(to: sockaddr_in6.self).pointee.sin6_port = newValue.bigEndian
                 } else {
@@ -92,7 +101,7 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         var text = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         return withUnsafeMutableBytes(of: &text) { buffer -> Int in
             let dst = buffer.baseAddress!.assumingMemoryBound(to: CChar.self)
-            let ok: Bool = withUnsafeBytes(of: storage) { raw in
+            let ok: Bool = withUnsafeBytes(of: inet) { raw in
                 if isIPv6 {
                     var a = raw.load(as: sockaddr_in6.self).sin6_addr
                     return inet_ntop(AF_INET6, &a, dst, socklen_t(buffer.count)) != nil
@@ -118,8 +127,8 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     /// Whether this address's first `bits` bits equal `network`'s (the same family; ports are not compared).
     public func isIn(_ network: SocketAddress, prefixLength bits: Int) -> Bool {
         guard family == network.family else { return false }
-        return withUnsafeBytes(of: storage) { a in
-            withUnsafeBytes(of: network.storage) { b in
+        return withUnsafeBytes(of: inet) { a in
+            withUnsafeBytes(of: network.inet) { b in
                 // The address bytes: sin_addr at offset 4, sin6_addr at offset 8.
                 var i = isIPv6 ? 8 : 4
                 var remaining = min(bits, isIPv6 ? 128 : 32)
@@ -137,8 +146,8 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     public static func == (lhs: SocketAddress, rhs: SocketAddress) -> Bool {
         guard lhs.family == rhs.family else { return false }
         let n = Int(lhs.length)
-        return withUnsafeBytes(of: lhs.storage) { l in
-            withUnsafeBytes(of: rhs.storage) { r in
+        return withUnsafeBytes(of: lhs.inet) { l in
+            withUnsafeBytes(of: rhs.inet) { r in
                 if lhs.isIPv6 {
                     let a = l.load(as: sockaddr_in6.self), b = r.load(as: sockaddr_in6.self)
                     return a.sin6_port == b.sin6_port

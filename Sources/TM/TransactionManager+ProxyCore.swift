@@ -207,8 +207,7 @@ extension TransactionManager {
         let branch = table[handle].branches[index]
         guard (try? scratch.parse(branch.request.bytes)) != nil, let block = store.allocate(branch.request.count),
               let length = RequestBuilders.writeCancel(request: scratch, into: block.bytes) else { return }
-        table[handle].branches[index].cancelRequest = StoredMessage(block: block.bytes.baseAddress!,
-                                                                    sizeClass: block.sizeClass, count: length)
+        table[handle].branches[index].cancelRequest = store.commit(block, count: length)
         table[handle].branches[index].cancel = NonInviteClientTransaction(settings: table[handle].settings,
                                                                           transport: .unreliable)
         table[handle].branches[index].cancelDone = false
@@ -227,8 +226,7 @@ extension TransactionManager {
                   let length = RequestBuilders.writeAck(request: scratch, response: response, into: block.bytes) else {
                 return
             }
-            table[handle].branches[index].ack = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass,
-                                                              count: length)
+            table[handle].branches[index].ack = store.commit(block, count: length)
         }
         if let ack = table[handle].branches[index].ack { send(ack, to: branch.destination, socket: branch.socket, on: shard) }
     }

@@ -234,7 +234,7 @@ extension TransactionManager {
         guard canHold(handle), table[handle].finalSent < 200, !table[handle].cancelled,
               table[handle].branches.count < Branches.capacity else { return nil }
         let index = table[handle].branches.count
-        _ = table[handle].branches.append(.placeholder())
+        _ = table[handle].branches.append(.placeholder(), store: store)
         table[handle].heldBranches += 1
         return index
     }

@@ -196,13 +196,13 @@ public final class TransactionManager {
             lastRelayTooLarge = true
             return false
         }
-        let forwarded = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: written)
+        let forwarded = store.commit(block, count: written)
         let settings = table[handle].settings
         let isInvite = table[handle].method == .invite
         var new = Branch(request: forwarded, destination: destination, socket: socket)
         new.invite = isInvite ? InviteClientTransaction(settings: settings, transport: .unreliable) : nil
         new.nonInvite = isInvite ? nil : NonInviteClientTransaction(settings: settings, transport: .unreliable)
-        if reserved != nil { table[handle].branches[index] = new } else { _ = table[handle].branches.append(new) }
+        if reserved != nil { table[handle].branches[index] = new } else { _ = table[handle].branches.append(new, store: store) }
         let now = shard.now
         let actions = isInvite ? table[handle].branches[index].invite!.start(now: now)
             : table[handle].branches[index].nonInvite!.start(now: now)
@@ -233,8 +233,7 @@ public final class TransactionManager {
                                             into: block.bytes) else {
             return false
         }
-        let response = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: length)
-        respond(handle, status: status, response: response, on: shard)
+        respond(handle, status: status, response: store.commit(block, count: length), on: shard)
         return true
     }
 
@@ -497,6 +496,7 @@ public final class TransactionManager {
             branch.timers.takeAll { timer in shard?.cancel(timer) }
             branch.cancelTimers.takeAll { timer in shard?.cancel(timer) }
         }
+        entry.branches.releaseStorage(to: store)
     }
 
     /// Releases every transaction (the shard is stopping). `counters.transactions` keeps the number that

@@ -67,6 +67,43 @@ struct SplitMix64: RandomNumberGenerator {
         #expect(table[third] == "c!")
     }
 
+    @Test func churnTouchesTheLiveHighWaterMarkPlusTheReserveAndReusesSlotsOnlyAfterTheReserve() {
+        let table = TransactionTable<Int>(capacity: 100_000, warmReserve: 64)
+        var rng = SplitMix64(state: 7)
+        var live: [TransactionHandle] = []
+        var endedSince: [UInt32: Int] = [:]
+        var ended = 0
+        var highWater = 0
+        for i in 0..<50_000 {
+            if live.count < 300 && (live.isEmpty || rng.next() % 2 == 0) {
+                let handle = table.insert(i, key: UInt64(i))!
+                // A slot used before comes back only once the reserve's other slots have ended after it.
+                if let freedAt = endedSince[handle.slot] { #expect(ended - freedAt >= 63) }
+                live.append(handle)
+                highWater = max(highWater, live.count)
+            } else {
+                let handle = live.remove(at: Int(rng.next() % UInt64(live.count)))
+                table.remove(handle)
+                ended += 1
+                endedSince[handle.slot] = ended
+            }
+        }
+        #expect(table.touched <= highWater + 64)
+        #expect(!table.isFull)
+        _ = table.checkIndex()
+    }
+
+    @Test func aTableAtItsCapacityReusesEveryFreedSlot() {
+        let table = TransactionTable<Int>(capacity: 8, warmReserve: 4)
+        var handles = (0..<8).map { table.insert($0, key: nil)! }
+        #expect(table.isFull && table.insert(8, key: nil) == nil)
+        table.remove(handles[5])
+        let again = table.insert(9, key: nil)!
+        #expect(again.slot == handles[5].slot && again.generation == handles[5].generation + 1)
+        handles[5] = again
+        #expect(table.isFull)
+    }
+
     @Test func generationWrapsPastZero() {
         let table = TransactionTable<Int>(capacity: 1)
         var last = table.insert(0, key: nil)!

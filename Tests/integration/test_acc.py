@@ -107,6 +107,26 @@ def wait_rows(table: str, count: int, seconds: float = 10, port: int = 3306) -> 
         time.sleep(0.1)
 
 
+def unpaired(got: list[tuple]) -> list[tuple]:
+    """The rows of calls that lack their INVITE or their BYE row."""
+    methods = {}
+    for r in got:
+        methods.setdefault(r[2], []).append(r[0])
+    return [(callid, sorted(seen)) for callid, seen in methods.items() if sorted(seen) != ["BYE", "INVITE"]]
+
+
+def describe_spill(spill: Path) -> str:
+    """The spill directory's files: sizes, offsets, and the rows not yet replayed."""
+    parts = []
+    for f in sorted(spill.glob("acc-*")):
+        text = f.read_text(errors="replace")
+        parts.append(f"{f.name}: {len(text)} bytes" + (f" = {text.strip()}" if f.suffix == ".offset" else ""))
+        if f.suffix == ".offset" and text.strip().isdigit():
+            body = (spill / (f.stem + ".spill")).read_text(errors="replace")
+            parts.append(f"unreplayed of {f.stem}: {body[int(text.strip()):][:1500]!r}")
+    return "; ".join(parts) or "no spill files"
+
+
 def counters(procs, daemon) -> dict:
     assert procs.stop(daemon) == 0, daemon.stderr()[-2000:]
     total = {}
@@ -258,7 +278,11 @@ def test_rows_spill_while_mariadb_is_stopped_and_are_replayed_none_lost_none_dou
     assert sum(f.stat().st_size for f in spill.glob("acc-*.spill")) > 0, "nothing was spilled"
     server.start()
     got = wait_rows(ACC, 1000, seconds=45, port=server.port)
-    assert len(got) == 1000, f"{len(got)} rows"
+    if len(got) != 1000:
+        # Once seen (999 of 1000 under the sanitizer build): say whether the row was late or lost.
+        total = counters(procs, daemon)
+        pytest.fail(f"{len(got)} rows; unpaired: {unpaired(got)}; counters {total}; "
+                    f"{describe_spill(spill)}; stderr: {daemon.stderr()[-3000:]}")
     assert len({(r[0], r[2]) for r in got}) == 1000, "a row was written twice"
     total = counters(procs, daemon)
     assert total["acc_spilled"] > 0 and total["acc_replayed"] > 0 and total["acc_failed"] == 0, total
