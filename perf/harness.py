@@ -574,6 +574,18 @@ def counter_rows(proc: Proc) -> list[dict]:
     return rows
 
 
+def shard_received(proc: Proc, shards: int) -> list[int] | None:
+    """SIGUSR1, then each shard's `received=` counter (datagrams it read); None when they do not all come."""
+    before = len(counter_rows(proc))
+    proc.signal(signal.SIGUSR1)
+    if not wait_until(lambda: len(counter_rows(proc)) >= before + shards, 5):
+        return None
+    latest = {}
+    for row in counter_rows(proc)[before:]:
+        latest[row["shard"]] = row.get("received", 0)
+    return [latest.get(i, 0) for i in range(shards)] if len(latest) == shards else None
+
+
 def dump_counters(proc: Proc) -> dict:
     """SIGUSR1, then the shard-0 line it printed (one-shard daemons)."""
     before = len(counter_rows(proc))

@@ -73,23 +73,57 @@ public struct TransactionTimers: Sendable, Equatable {
 ///
 /// A machine keeps its own copy, so `$T_fr_timeout` / `$T_fr_inv_timeout` change one transaction: the
 /// driver sets `settings` on the machine and the new value applies the next time that timer is armed.
+///
+/// Held in 32-bit milliseconds (49 days, past any SIP timer; a larger value is clamped) with `UInt32.max` for
+/// "none": every machine of every transaction keeps a copy, and in `Int`s and `Int?`s the copies were ~400 bytes
+/// of a transaction's memory.
 public struct TimerSettings: Sendable, Equatable {
+    private var t1Milliseconds: UInt32 = 500
+    private var t2Milliseconds: UInt32 = 4000
+    private var t4Milliseconds: UInt32 = 5000
+    private var finalResponseMilliseconds: UInt32 = 30_000
+    private var finalResponseInviteMilliseconds: UInt32 = 120_000
+    private var waitMilliseconds = TimerSettings.none
+
+    private static let none = UInt32.max
+    private static func stored(_ value: Int) -> UInt32 { UInt32(clamping: value) == none ? none - 1 : UInt32(clamping: value) }
+    private static func stored(_ value: Int?) -> UInt32 { value.map { stored($0) } ?? none }
+    private static func read(_ value: UInt32) -> Int? { value == none ? nil : Int(value) }
+
     /// RTT estimate.
-    public var t1 = 500
+    public var t1: Int {
+        get { Int(t1Milliseconds) }
+        set { t1Milliseconds = Self.stored(newValue) }
+    }
     /// Maximum retransmit interval for non-INVITE requests and INVITE responses.
-    public var t2 = 4000
+    public var t2: Int {
+        get { Int(t2Milliseconds) }
+        set { t2Milliseconds = Self.stored(newValue) }
+    }
     /// Maximum time a message stays in the network.
-    public var t4 = 5000
+    public var t4: Int {
+        get { Int(t4Milliseconds) }
+        set { t4Milliseconds = Self.stored(newValue) }
+    }
     /// OpenSIPS `fr_timeout` (default 30 s there too); nil leaves only Timers B and F.
-    public var finalResponseTimeout: Int? = 30_000
+    public var finalResponseTimeout: Int? {
+        get { Self.read(finalResponseMilliseconds) }
+        set { finalResponseMilliseconds = Self.stored(newValue) }
+    }
     /// OpenSIPS `fr_inv_timeout`, which ringsip uses as Timer C. RFC 3261 §16.6 asks for more than
     /// 3 minutes; OpenSIPS users expect 120 s, and their scripts set it per call anyway. Nil: no Timer C.
-    public var finalResponseInviteTimeout: Int? = 120_000
+    public var finalResponseInviteTimeout: Int? {
+        get { Self.read(finalResponseInviteMilliseconds) }
+        set { finalResponseInviteMilliseconds = Self.stored(newValue) }
+    }
     /// OpenSIPS and Kamailio `wt_timer`: how long a completed transaction lingers to absorb retransmissions
     /// (Timers D, J, L and M), 5 s there by default. The RFC values (32 s over UDP) keep every completed
     /// transaction six times longer, which at 2000 calls/s is ~130,000 more live transactions a shard.
     /// Nil (here): the RFC 3261 / RFC 6026 values; the tm module sets OpenSIPS' 5 s unless told otherwise.
-    public var waitTimeout: Int?
+    public var waitTimeout: Int? {
+        get { Self.read(waitMilliseconds) }
+        set { waitMilliseconds = Self.stored(newValue) }
+    }
     /// tm's `restart_fr_on_each_reply`: every provisional after the first restarts Timer C (RFC 3261 §16.7
     /// step 2, and OpenSIPS' default); false lets a callee ringing forever with 180s still time out.
     public var restartsTimerCOnProvisional = true

@@ -24,6 +24,22 @@ import Testing
         #expect(s.timerD(.unreliable) == 64000)
     }
 
+    @Test func valuesKeptIn32BitsRoundTripAndNoneStaysNone() {
+        var s = TimerSettings()
+        s.finalResponseTimeout = nil
+        s.waitTimeout = 0
+        s.finalResponseInviteTimeout = 86_400_000  // a day
+        #expect(s.finalResponseTimeout == nil && s.waitTimeout == 0 && s.finalResponseInviteTimeout == 86_400_000)
+        // Past 32 bits (or negative) is clamped, never read back as "none".
+        s.finalResponseTimeout = Int(UInt32.max) + 5
+        s.t4 = -1
+        #expect(s.finalResponseTimeout == Int(UInt32.max) - 1 && s.t4 == 0)
+        s.waitTimeout = nil
+        #expect(s.timerL == 32000)
+        s.waitTimeout = 5000
+        #expect(s.timerL == 5000 && s.timerJ(.unreliable) == 5000)
+    }
+
     @Test func retransmitIntervalDoublesUntilT2() {
         let s = TimerSettings()
         var interval = s.initialRetransmitInterval
