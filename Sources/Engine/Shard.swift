@@ -368,7 +368,9 @@ public final class Shard {
 
     /// Schedules `handler.timerFired(payload:)` in `milliseconds`; nil when the wheel is full.
     public func schedule(after milliseconds: UInt64, payload: UInt64) -> TimerHandle? {
-        wheel.schedule(at: now + milliseconds, payload: payload)
+        let handle = wheel.schedule(at: now + milliseconds, payload: payload)
+        if handle == nil { counters.timersFull += 1 }
+        return handle
     }
 
     @discardableResult

@@ -29,6 +29,8 @@ public struct ShardCounters: Sendable, Equatable {
     /// because the table was full (503).
     public var timeouts = 0
     public var tableFull = 0
+    /// Timers refused because the shard held `timerCapacity` already.
+    public var timersFull = 0
     /// Mail records that found their queue to another shard full and waited in memory (`Shard.send(mail:)`).
     public var mailBacklogged = 0
     /// Bindings in this shard's copy of the location table (kept by the registrar above, when it is loaded).
@@ -62,6 +64,7 @@ public struct ShardCounters: Sendable, Equatable {
         sum.shed += b.shed
         sum.timeouts += b.timeouts
         sum.tableFull += b.tableFull
+        sum.timersFull += b.timersFull
         sum.mailBacklogged += b.mailBacklogged
         sum.registrations = max(sum.registrations, b.registrations)
         sum.accWritten += b.accWritten
@@ -78,7 +81,7 @@ public struct ShardCounters: Sendable, Equatable {
             + "stale=\(staleCompletions) handoffs=\(handoffs) send_errors=\(sendErrors) enobufs=\(bufferExhaustion) "
             + "transactions=\(transactions) malformed_replies=\(malformedReplies) async=\(asyncInFlight) "
             + "send_slots=\(sendSlotsInUse) oversized=\(oversized) overloads=\(overloads) shed=\(shed) "
-            + "timeouts=\(timeouts) table_full=\(tableFull) mail_backlogged=\(mailBacklogged) "
+            + "timeouts=\(timeouts) table_full=\(tableFull) timers_full=\(timersFull) mail_backlogged=\(mailBacklogged) "
             + "registrations=\(registrations) acc_written=\(accWritten) acc_queued=\(accQueued) "
             + "acc_spilled=\(accSpilled) acc_replayed=\(accReplayed) acc_failed=\(accFailed)"
     }

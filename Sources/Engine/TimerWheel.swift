@@ -1,6 +1,12 @@
 /// A hierarchical timer wheel with 1 ms resolution: six levels of 64 slots (level L slot spans 64^L ms, so
-/// the wheel reaches ~2.2 years), O(1) insert and cancel, and preallocated nodes, so scheduling a timer on the
-/// hot path allocates nothing. Most SIP timers are cancelled before they fire; cancel is an unlink.
+/// the wheel reaches ~2.2 years), O(1) insert and cancel, and nodes that are reused, so scheduling a timer on
+/// the hot path allocates nothing in steady state. Most SIP timers are cancelled before they fire; cancel is an
+/// unlink.
+///
+/// Nodes start at a few thousand and double, up to `capacity`, when the live timers first reach a new high
+/// (nodes are named by index, so moving them is safe). A fixed 65,536 was fewer than a shard's transactions
+/// hold at 4,000 calls/s (two transactions a call, each waiting out its Timer J, K, L or M): the timers that
+/// did not fit were never armed, and those transactions never ended.
 ///
 /// The wheel knows no clock: `advance(to:)` is given `now`, so tests drive it with a virtual clock and the
 /// shard drives it from CLOCK_MONOTONIC with one ring timeout armed at `nextDeadline`.
@@ -28,7 +34,9 @@ public final class TimerWheel {
         var scheduled = false
     }
 
-    private let nodes: UnsafeMutablePointer<Node>
+    private var nodes: UnsafeMutablePointer<Node>
+    /// Nodes allocated so far (`capacity` at most).
+    public private(set) var allocated: Int
     /// Head node index per (level, slot); -1 when empty.
     private let heads: UnsafeMutablePointer<Int32>
     private var occupied: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0)
@@ -38,13 +46,17 @@ public final class TimerWheel {
     /// The time up to which every due timer has fired.
     public private(set) var elapsed: UInt64
 
-    public init(capacity: Int, now: UInt64) {
-        precondition(capacity > 0 && capacity < Int(Int32.max))
+    /// - Parameters:
+    ///   - capacity: the most timers held at once; past it `schedule` refuses.
+    ///   - initial: nodes allocated at start (at most `capacity`).
+    public init(capacity: Int, initial: Int = 4096, now: UInt64) {
+        precondition(capacity > 0 && capacity < Int(Int32.max) && initial > 0)
         self.capacity = capacity
         elapsed = now
-        nodes = .allocate(capacity: capacity)
-        nodes.initialize(repeating: Node(), count: capacity)
-        for i in 0..<capacity { nodes[i].next = i + 1 < capacity ? Int32(i + 1) : -1 }
+        allocated = min(initial, capacity)
+        nodes = .allocate(capacity: allocated)
+        nodes.initialize(repeating: Node(), count: allocated)
+        for i in 0..<allocated { nodes[i].next = i + 1 < allocated ? Int32(i + 1) : -1 }
         freeHead = 0
         heads = .allocate(capacity: TimerWheel.levels * TimerWheel.slotsPerLevel)
         heads.initialize(repeating: -1, count: TimerWheel.levels * TimerWheel.slotsPerLevel)
@@ -58,7 +70,7 @@ public final class TimerWheel {
     /// Schedules `payload` to be passed to `advance`'s handler at `deadline` (ms). A deadline not after
     /// `elapsed` fires on the next advance. Returns nil when all `capacity` nodes are in use.
     public func schedule(at deadline: UInt64, payload: UInt64) -> TimerHandle? {
-        guard freeHead >= 0 else { return nil }
+        if freeHead < 0 && !grow() { return nil }
         let index = freeHead
         freeHead = nodes[Int(index)].next
         let clamped = min(max(deadline, elapsed + 1), elapsed + TimerWheel.maximumDelay)
@@ -70,12 +82,27 @@ public final class TimerWheel {
         return TimerHandle(index: index, generation: nodes[Int(index)].generation)
     }
 
+    /// Doubles the nodes (up to `capacity`), the new ones free. False at `capacity`.
+    private func grow() -> Bool {
+        guard allocated < capacity else { return false }
+        let larger = min(allocated * 2, capacity)
+        let moved = UnsafeMutablePointer<Node>.allocate(capacity: larger)
+        moved.moveInitialize(from: nodes, count: allocated)
+        moved.advanced(by: allocated).initialize(repeating: Node(), count: larger - allocated)
+        for i in allocated..<larger { moved[i].next = i + 1 < larger ? Int32(i + 1) : -1 }
+        nodes.deallocate()
+        nodes = moved
+        freeHead = Int32(allocated)
+        allocated = larger
+        return true
+    }
+
     /// Cancels a pending timer. Returns false if it already fired or was cancelled (its node may since
     /// carry another timer: the generation tells them apart).
     @discardableResult
     public func cancel(_ handle: TimerHandle) -> Bool {
         let i = Int(handle.index)
-        guard i >= 0, i < capacity, nodes[i].scheduled, nodes[i].generation == handle.generation else { return false }
+        guard i >= 0, i < allocated, nodes[i].scheduled, nodes[i].generation == handle.generation else { return false }
         unlink(handle.index)
         release(handle.index)
         return true

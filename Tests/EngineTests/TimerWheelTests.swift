@@ -71,6 +71,30 @@ final class TimerWheelTests: XCTestCase {
         XCTAssertTrue(expected.values.allSatisfy { $0 == 0 })
     }
 
+    func testNodesGrowAsLiveTimersReachANewHighAndEarlierHandlesStayValid() {
+        let wheel = TimerWheel(capacity: 1 << 20, initial: 16, now: 0)
+        var handles: [TimerHandle] = []
+        for i in 0..<10_000 { handles.append(wheel.schedule(at: UInt64(5000 + i % 977), payload: UInt64(i))!) }
+        XCTAssertGreaterThanOrEqual(wheel.allocated, 10_000)
+        // Handles from before the nodes moved still cancel their own timer, and only it.
+        for i in stride(from: 0, to: 10_000, by: 2) { XCTAssertTrue(wheel.cancel(handles[i])) }
+        var fired = 0
+        var last: UInt64 = 0
+        wheel.advance(to: 10_000) { payload in
+            XCTAssertEqual(payload % 2, 1)
+            let deadline = 5000 + payload % 977
+            XCTAssertGreaterThanOrEqual(deadline, last)
+            last = deadline
+            fired += 1
+        }
+        XCTAssertEqual(fired, 5000)
+        XCTAssertEqual(wheel.count, 0)
+        // Reused, not grown again.
+        let allocated = wheel.allocated
+        for i in 0..<10_000 { _ = wheel.schedule(at: UInt64(20_000 + i), payload: 0) }
+        XCTAssertEqual(wheel.allocated, allocated)
+    }
+
     func testFullWheelRefusesInsteadOfGrowing() {
         let wheel = TimerWheel(capacity: 2, now: 0)
         XCTAssertNotNil(wheel.schedule(at: 5, payload: 0))
