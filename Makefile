@@ -21,8 +21,9 @@ DEPS_DEBS := liburing-dev libmariadb-dev libcurl4-openssl-dev pkg-config
 # Kamailio's http_async_client (perf scenario async-rest) is not packaged: scripts/ensure-kamailio-http-async
 # builds it from the Debian source package of the installed kamailio.
 # baresip: a real phone in the registrar tests (driven through its ctrl_tcp module).
+# gcc, libc6-dev: perf/floor (a small C program the perf harness builds on first use; its smoke tests run here).
 TEST_DEBS := sip-tester kamailio kamailio-utils-modules kamailio-mysql-modules procps util-linux linux-perf mariadb-server \
-             freeradius freeradius-utils openssl baresip
+             freeradius freeradius-utils openssl baresip gcc libc6-dev
 PERF_DEBS := linux-perf valgrind
 
 RUN_ARGS     ?= -f etc/ringsip.cfg

@@ -57,9 +57,14 @@ class Scenario:
     why_not: str = ""         # why a target missing from `targets` has none
     setup_sql: str | None = None  # a file in the folder run on the local MariaDB before the targets start
     delayed_backend: bool = True  # each call waits out the back-end's 20 ms (False: a plain lookup, register-auth)
+    floor_args: tuple | None = None  # perf/floor's arguments for this scenario's floor; None: it has none
 
     def config_files(self) -> list[str]:
         return [f"{t}.cfg" for t in self.targets]
+
+    def runs(self, target: str) -> bool:
+        """Whether `target` can run this scenario: a script for it, or (a floor target) a floor."""
+        return target in self.targets or (target in FLOOR_TARGETS and self.floor_args is not None)
 
     @property
     def folder(self) -> Path:
@@ -70,14 +75,15 @@ class Scenario:
 
 
 SCENARIO_SPECS = {s.name: s for s in (
-    Scenario("stateless", "INVITE, 200, ACK, BYE, 200 relayed", 5, None, "uas.xml", "INVITE to 200"),
+    Scenario("stateless", "INVITE, 200, ACK, BYE, 200 relayed", 5, None, "uas.xml", "INVITE to 200",
+             floor_args=()),
     Scenario("register", "REGISTER answered 200 by the target", 1, "uac.xml", None, "REGISTER to 200"),
     Scenario("cancel", "INVITE, 180, CANCEL, 200, 487, ACK relayed", 6, "uac.xml", "uas.xml", "INVITE to 180"),
     # Kamailio keeps a transaction 5 s after its final response (wt_timer): ~40,000 live at 4000 calls/s,
     # which ran its tm out of a 512 MB pool here ("could not allocate shared memory", 500s); 2048 MB is
     # mapped, not touched until used. (ringsipd keeps them 32 s, RFC 6026 Timers L and J, in its own slots.)
     Scenario("stateful", "INVITE, 200, ACK, BYE, 200 relayed in transactions (+ 100 Trying)", 5, None, "uas.xml",
-             "INVITE to 200", shm_mb=2048),
+             "INVITE to 200", shm_mb=2048, floor_args=("--trying",)),
     # The `stateful` work plus a 20 ms back-end call per initial INVITE. Kamailio's async rest is
     # http_async_client (built from Debian's source package); blocking-rest is its blocking http_client_query;
     # its avp_db_query is blocking.
@@ -120,7 +126,11 @@ DB_URL = "mysql://ringsip:ringsip@127.0.0.1:3306/ringsip"
 KAMAILIO_EXTRA_MODULES = Path(os.environ.get("KAMAILIO_MODULES", "/usr/local/lib/ringsip/kamailio"))
 KAMAILIO_MODULE_BUILDERS = {"http_async_client": "scripts/ensure-kamailio-http-async"}
 DELAY_SERVER = PERF / "delay_server.py"
-TARGETS = ("ringsip", "kamailio", "opensips")
+TARGETS = ("ringsip", "kamailio", "opensips", "floor", "floor-ring")
+# perf/floor/floor.c: the least work that moves the same datagrams (see perf/README.md, "The floor"), with
+# recvmmsg/sendmmsg or on io_uring as ringsipd sets it up. Built on first use into perf/out/bin.
+FLOOR_TARGETS = ("floor", "floor-ring")
+FLOOR_SOURCE = PERF / "floor" / "floor.c"
 
 TOKEN = re.compile(r"@([A-Z_]+)@")
 
@@ -668,8 +678,42 @@ def kamailio_module(name: str) -> Path:
     return KAMAILIO_EXTRA_MODULES / f"{name}.so"
 
 
+def floor_path() -> Path:
+    return PERF / "out" / "bin" / "floor"
+
+
+def build_floor() -> str | None:
+    """Builds perf/floor when its binary is missing or older than its source; None, or why it cannot."""
+    binary = floor_path()
+    if binary.exists() and binary.stat().st_mtime >= FLOOR_SOURCE.stat().st_mtime:
+        return None
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        return "no C compiler (cc) to build perf/floor: run `make test-deps`"
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([compiler, "-O2", "-Wall", "-o", str(binary), str(FLOOR_SOURCE), "-luring", "-lpthread"],
+                          capture_output=True, text=True)
+    return None if done.returncode == 0 else f"perf/floor did not build: {done.stderr.strip()[-400:]}"
+
+
+def start_floor(group: ProcGroup, port: int, uas_port: int, workers: int, ring: bool, extra: tuple = ()) -> Proc:
+    """perf/floor on 127.0.0.1:`port` relaying to the UAS, `workers` pinned threads."""
+    why = build_floor()
+    if why:
+        raise RuntimeError(why)
+    argv = [str(floor_path()), str(port), str(uas_port), "--io", "ring" if ring else "mmsg",
+            "--workers", str(workers), *extra]
+    proc = group.start("floor-ring" if ring else "floor", argv)
+    if not wait_until(lambda: udp_port_bound(port) or not proc.alive(), 10) or not proc.alive():
+        raise RuntimeError(f"perf/floor did not start: {proc.stderr().strip()[-800:]}")
+    time.sleep(0.1)
+    return proc
+
+
 def target_available(target: str, scenario: Scenario | None = None) -> str | None:
     """None if `target` can run here (the scenario's script for it, when given), else why not (one line)."""
+    if target in FLOOR_TARGETS:
+        return build_floor()
     if target == "ringsip":
         return None if ringsipd_path().exists() else f"{ringsipd_path()} not found: run `make build`"
     if target == "kamailio":
@@ -773,8 +817,11 @@ def start_target(group: ProcGroup, target: str, scenario: Scenario, port: int, u
     """The target on 127.0.0.1:`port` running the scenario's script for it, `workers` workers
     (ringsipd shards, Kamailio children, OpenSIPS UDP workers), next hop the UAS (if any); `backend`:
     the back-end's template values (start_backend)."""
-    if target not in scenario.targets:
+    if not scenario.runs(target):
         raise RuntimeError(f"{scenario.name} has no {target} script: {scenario.why_not}")
+    if target in FLOOR_TARGETS:
+        return start_floor(group, port, uas_port or 9, workers, ring=target == "floor-ring",
+                           extra=scenario.floor_args)
     values = {"LISTEN": f"{LOOPBACK}:{port}", "UAS": f"{LOOPBACK}:{uas_port or 9}", "WORKERS": workers,
               **(backend or {})}
     if target == "ringsip":

@@ -74,8 +74,8 @@ def need_backend(scenario: str) -> None:
         missing("no MariaDB on 127.0.0.1:3306: run `make test-deps` (scripts/ensure-mariadb)")
 
 
-@pytest.mark.parametrize("scenario,target", [(s, t) for s in SCENARIOS for t in ("ringsip", "kamailio")
-                                             if t in h.SCENARIO_SPECS[s].targets])
+@pytest.mark.parametrize("scenario,target", [(s, t) for s in SCENARIOS for t in ("ringsip", "kamailio", *h.FLOOR_TARGETS)
+                                             if h.SCENARIO_SPECS[s].runs(t)])
 def test_bench_runs_each_scenario_prints_one_result_line_and_leaves_nothing_behind(scenario, target, tmp_path):
     need(target, scenario)
     need_backend(scenario)
@@ -91,6 +91,11 @@ def test_bench_runs_each_scenario_prints_one_result_line_and_leaves_nothing_behi
     assert float(f["cpu_us_per_call"]) > 0 and float(f["cpu_us_per_msg"]) > 0, lines[0]
     assert float(f["peak_rss_mb"]) > 0, lines[0]
     assert f["limit"] == "-", "sipp at 100 calls/s is nowhere near its limit: " + lines[0]
+    if target == "ringsip":
+        # Every datagram of the run was read by one of the two shards.
+        assert sum(int(n) for n in f["shard_msgs"].split("/")) >= calls * h.SCENARIO_SPECS[scenario].messages, lines[0]
+    else:
+        assert f["shard_msgs"] == "na", lines[0]
     if h.SCENARIO_SPECS[scenario].uas_xml is None:
         assert f["uas_cpu_pct"] == "na", "no UAS runs for " + scenario
     if h.SCENARIO_SPECS[scenario].backend and h.SCENARIO_SPECS[scenario].delayed_backend:

@@ -13,9 +13,9 @@ import Script
 ///   batch, each batch's end offset remembered once it is written; while it does not, one replay batch a second
 ///   probes it. A restart replays what the last run left.
 /// - A batch that fails for the connection (lost, refused, timed out) goes back to the front of the queue. A
-///   batch the server refuses (an unknown column, a bad value) is split and retried row by row; a row it still
-///   refuses is appended to `acc-<shard>.rejected` (same form as the spill file) and counted, never dropped
-///   silently.
+///   batch the server refuses (an unknown column, a bad value) is split and retried row by row; a row it refuses
+///   again a second later (a server shutting down once refused a row it took after its restart) is appended to
+///   `acc-<shard>.rejected` (same form as the spill file) and counted, never dropped silently.
 /// - At stop, rows in memory and in flight are spilled: the next start writes them.
 /// - Once: a batch whose connection died (or timed out) mid-statement may have been committed; its rows, and rows in
 ///   flight at a stop, are sent again one at a time in a form that writes nothing when an equal row is there
@@ -29,6 +29,9 @@ final class AccWriter: DatabaseRunnerDelegate {
         /// Its batch lost its connection (or timed out) mid-statement, so it may be in the table already: it goes
         /// alone, in the form that writes nothing when an equal row is there (`AccStatements.guarded`).
         var uncertain = false
+        /// The server refused it alone once: one more try after the back-off before it is kept as rejected (a
+        /// server going down or coming up refuses statements it takes a moment later).
+        var refusedOnce = false
         var goesAlone: Bool { alone || uncertain }
     }
 
@@ -54,6 +57,14 @@ final class AccWriter: DatabaseRunnerDelegate {
     /// at a time, guarded.
     private var replayUncertainThrough = 0
     private var replayAlone = 0
+    /// The spill offset of a replayed row the server refused once, and when it is tried again: refused there
+    /// again, it is rejected.
+    private var replayRefusedAt: Int?
+    private var replayRetryAt: UInt64 = 0
+    /// Rows the server refused once, tried again together at `retryLaterAt`.
+    private var retryLater: [Row] = []
+    private var retryLaterAt: UInt64 = 0
+    static let refusalRetryMilliseconds: UInt64 = 1000
     private var nextToken: UInt64 = 1
     private var backoff = ProbeBackoff()
     private var pumpScheduled = false
@@ -159,6 +170,7 @@ final class AccWriter: DatabaseRunnerDelegate {
 
     private func replay() {
         guard let spill, spill.hasRows, mayProbe else { return }
+        if replayRefusedAt == spill.replayed && shard.now < replayRetryAt { return }
         let uncertain = spill.replayed < replayUncertainThrough
         let lines = spill.read(limit: replayAlone > 0 || uncertain ? 1 : Self.batchRows)
         guard let first = lines.first else { return }
@@ -215,7 +227,8 @@ final class AccWriter: DatabaseRunnerDelegate {
 
     func queryCompleted(token: UInt64, _ completion: borrowing DatabaseCompletion, on shard: Shard) {
         let refused = completion.code == .failed && Self.isRefusal(completion.errorNumber)
-        let reason = completion.code == .failed ? String(decoding: completion.message, as: UTF8.self) : "\(completion.code)"
+        let reason = completion.code == .failed
+            ? "error \(completion.errorNumber): " + String(decoding: completion.message, as: UTF8.self) : "\(completion.code)"
         if token == replayToken {
             replayToken = nil
             completedReplay(succeeded: completion.code == .completed, refused: refused, reason: reason)
@@ -257,11 +270,17 @@ final class AccWriter: DatabaseRunnerDelegate {
         } else if refused && replayRows > 1 {
             // One row of the batch is refused: go on one row at a time through this batch.
             replayAlone = replayRows
+        } else if refused && replayRefusedAt != spill.replayed {
+            replayRefusedAt = spill.replayed
+            replayRetryAt = shard.now + Self.refusalRetryMilliseconds
+            replayAlone = max(replayAlone, 1)
+            context.log.write(level: 1, "ringsipd: acc: MariaDB refused a replayed row (\(reason)); it is tried once more in a second")
         } else if refused {
+            replayRefusedAt = nil
             shard.counters.accFailed += 1
             if let line = spill.read(limit: 1).first { keepRejected(line.head, line.values) }
             spill.replayed(through: replayEnd)
-            report("\(reason); the row is kept in the rejected file")
+            context.log.write(level: -1, "ringsipd: acc: MariaDB refused a row twice (\(reason)): it is kept in \(rejected?.path ?? "no file")")
         } else {
             backoff.failed(now: shard.now)
             replayUncertainThrough = max(replayUncertainThrough, replayEnd)
@@ -269,7 +288,8 @@ final class AccWriter: DatabaseRunnerDelegate {
         }
     }
 
-    /// A refused batch of several rows is retried row by row; a single refused row goes to the rejected file.
+    /// A refused batch of several rows is retried row by row; a single row refused twice (with the back-off
+    /// between) goes to the rejected file.
     private func refuse(_ rows: [Row], reason: String) {
         if rows.count > 1 {
             requeue(rows.map { row in
@@ -279,9 +299,17 @@ final class AccWriter: DatabaseRunnerDelegate {
             })
             return
         }
+        if !rows[0].refusedOnce {
+            var again = rows[0]
+            again.refusedOnce = true
+            if retryLater.isEmpty { retryLaterAt = shard.now + Self.refusalRetryMilliseconds }
+            retryLater.append(again)
+            context.log.write(level: 1, "ringsipd: acc: MariaDB refused a row (\(reason)); it is tried once more in a second")
+            return
+        }
         shard.counters.accFailed += 1
         keepRejected(rows[0].head, rows[0].values)
-        report("\(reason); the row is kept in the rejected file")
+        context.log.write(level: -1, "ringsipd: acc: MariaDB refused a row twice (\(reason)): it is kept in \(rejected?.path ?? "no file")")
     }
 
     /// Whether the server refused the statement itself (an unknown column or table, a bad value, a batch over
@@ -301,6 +329,10 @@ final class AccWriter: DatabaseRunnerDelegate {
     }
 
     func tick() {
+        if !retryLater.isEmpty && shard.now >= retryLaterAt {
+            requeue(retryLater)
+            retryLater.removeAll()
+        }
         if let failure = spill?.flush() { report("the spill file cannot be written (\(failure)); its rows stay in memory") }
         if waiting == 0 && inFlight.isEmpty && replayToken == nil { replay() } else if waiting > 0 { pump(partial: true) }
         _ = shard.schedule(after: Self.tickMilliseconds, payload: OpsPacking.timerPayload(.accountingTick, slot: 0, generation: 0))
@@ -313,14 +345,16 @@ final class AccWriter: DatabaseRunnerDelegate {
             // In flight: the server may have committed them; the next start writes them guarded.
             for token in inFlight.keys.sorted() { held += inFlight[token]!.map { var row = $0; row.uncertain = true; return row } }
             held += queue[queueHead...]
+            held += retryLater
             for row in held { spill.append(head: row.head, values: row.values, uncertain: row.uncertain) }
             shard.counters.accSpilled += held.count
             spill.flush()
-        } else if waiting + inFlight.values.reduce(0, { $0 + $1.count }) > 0 {
-            let lost = waiting + inFlight.values.reduce(0) { $0 + $1.count }
+        } else if waiting + retryLater.count + inFlight.values.reduce(0, { $0 + $1.count }) > 0 {
+            let lost = waiting + retryLater.count + inFlight.values.reduce(0) { $0 + $1.count }
             context.log.write(level: -1, "ringsipd: acc: \(lost) accounting rows were not written (no spill file)")
         }
         inFlight.removeAll()
+        retryLater.removeAll()
         queue.removeAll()
         queueHead = 0
         runner.shutdown()
