@@ -201,7 +201,7 @@ extension DatabaseRunner {
         let number = mysql_errno(connections[c].mysql)
         let lost = Self.isConnectionLost(number)
         let index = Int(connections[c].request)
-        if lost && !requests[index].retried {
+        if lost && !requests[index].retried && configuration.retriesLostQueries {
             requests[index].retried = true
             requests[index].retryAfter = connections[c].serial
             running -= 1

@@ -13,7 +13,8 @@ import Glibc
 /// - A query that times out closes its connection (the server abandons a query whose client is gone) and
 ///   the connection is replaced at once.
 /// - A query that finds its connection dead (`CR_SERVER_GONE_ERROR`, `CR_SERVER_LOST`: the server restarted,
-///   or `wait_timeout` closed it) is retried once, on a connection opened after the failure.
+///   or `wait_timeout` closed it) is retried once, on a connection opened after the failure — unless the
+///   configuration turns that off (`retriesLostQueries`).
 /// - A connection that cannot be opened is retried with exponential back-off
 ///   (`reconnectMinimumMilliseconds` doubling to `reconnectMaximumMilliseconds`).
 ///
@@ -39,6 +40,11 @@ public final class DatabaseRunner {
         /// Whose completions and timers are this runner's: `.database`, or `.secondDatabase` for a second
         /// pool on the same shard.
         public var component = OpsComponent.database
+        /// A query whose connection is lost (`CR_SERVER_LOST`, `CR_SERVER_GONE_ERROR`) runs once more on a fresh
+        /// connection. The server may have run it before the connection went (a MariaDB shutting down finishes
+        /// its statements first), so a writer that must not write twice turns this off and handles the failure
+        /// itself (acc: `AccStatements.guarded`).
+        public var retriesLostQueries = true
 
         public init(url: DatabaseURL) {
             self.url = url

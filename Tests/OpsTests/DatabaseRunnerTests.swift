@@ -1,7 +1,7 @@
 import Engine
 import Foundation
 import Glibc
-import Ops
+@testable import Ops
 import XCTest
 
 final class DatabaseRunnerTests: XCTestCase {
@@ -175,6 +175,20 @@ final class DatabaseRunnerTests: XCTestCase {
         XCTAssertEqual(outcomes.last?.code, .completed, outcomes.last?.message ?? "")
         XCTAssertEqual(outcomes.last?.rows, [["42"]])
         XCTAssertEqual(scenario.noted("connects"), 2)
+    }
+
+    func testAWriterThatMustNotWriteTwiceGetsTheLostConnectionInsteadOfARetry() throws {
+        var configuration = try configuration(connections: 1)
+        configuration.retriesLostQueries = false
+        let (_, outcomes) = try run(2, seconds: 6, configuration: configuration, onCompletion: { harness, outcome in
+            guard outcome.token == 1 else { return }
+            harness.after(1500) { $0.submit("SELECT 42", token: 2) }
+        }) { harness in
+            harness.submit("SET SESSION wait_timeout = 1", token: 1)
+        }
+        XCTAssertEqual(outcomes.count, 2)
+        XCTAssertEqual(outcomes.last?.code, .failed)
+        XCTAssertTrue(DatabaseRunner.isConnectionLost(outcomes.last?.errorNumber ?? 0), "\(outcomes.last?.errorNumber ?? 0)")
     }
 
     func testQueueWaitsWhileTheServerIsDownThenTimesOut() throws {

@@ -77,6 +77,9 @@ final class AccWriter: DatabaseRunnerDelegate {
         settings.connections = connections
         settings.queueCapacity = connections
         settings.component = .accounting
+        // A batch the server committed before the connection went would be written twice: it comes back as a
+        // failure and its rows are retried guarded.
+        settings.retriesLostQueries = false
         self.context = context
         self.shard = shard
         self.queueSize = queueSize
