@@ -584,25 +584,29 @@ def counter_rows(proc: Proc) -> list[dict]:
     return rows
 
 
-def shard_received(proc: Proc, shards: int) -> list[int] | None:
-    """SIGUSR1, then each shard's `received=` counter (datagrams it read); None when they do not all come."""
+def signal_counters(proc: Proc, shards: int = 1) -> list[dict] | None:
+    """SIGUSR1, then the counter rows it printed (one per shard, and a total when there are several); None
+    when `shards` rows do not come within 5 s."""
     before = len(counter_rows(proc))
     proc.signal(signal.SIGUSR1)
     if not wait_until(lambda: len(counter_rows(proc)) >= before + shards, 5):
         return None
-    latest = {}
-    for row in counter_rows(proc)[before:]:
-        latest[row["shard"]] = row.get("received", 0)
-    return [latest.get(i, 0) for i in range(shards)] if len(latest) == shards else None
+    return counter_rows(proc)[before:]
+
+
+def shard_received(proc: Proc, shards: int) -> list[int] | None:
+    """Each shard's `received=` counter (datagrams it read), from SIGUSR1; None when they do not all come."""
+    rows = signal_counters(proc, shards)
+    latest = {row["shard"]: row.get("received", 0) for row in rows or []}
+    return [latest[i] for i in range(shards)] if all(i in latest for i in range(shards)) else None
 
 
 def dump_counters(proc: Proc) -> dict:
     """SIGUSR1, then the shard-0 line it printed (one-shard daemons)."""
-    before = len(counter_rows(proc))
-    proc.signal(signal.SIGUSR1)
-    if not wait_until(lambda: len(counter_rows(proc)) > before, 5):
+    rows = signal_counters(proc)
+    if rows is None:
         raise RuntimeError("ringsipd printed no counters on SIGUSR1")
-    row = counter_rows(proc)[-1]
+    row = rows[-1]
     if "transactions" not in row:
         raise RuntimeError(f"no transactions= in the counters: {row}")
     return row

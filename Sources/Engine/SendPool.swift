@@ -63,7 +63,7 @@ final class SendPool {
     @inline(__always)
     func prepare(_ datagram: OutboundDatagram, length: Int, to destination: SocketAddress) -> UnsafeMutablePointer<msghdr> {
         let i = Int(datagram.slot)
-        addresses[i] = destination.storage
+        destination.write(to: addresses + i)
         vectors[i].iov_len = length
         headers[i].msg_namelen = destination.length
         return headers + i

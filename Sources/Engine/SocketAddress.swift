@@ -7,6 +7,13 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     /// addresses, and a `sockaddr_storage` (128 bytes) each made up a sixth of a transaction's memory.
     private var inet = sockaddr_in6()
 
+    /// Writes the address's `length` bytes where a `msghdr` names them (a send slot's address: the hot path, so
+    /// no 128-byte `sockaddr_storage` is built for it).
+    @inline(__always)
+    public func write(to destination: UnsafeMutableRawPointer) {
+        withUnsafeBytes(of: inet) { destination.copyMemory(from: $0.baseAddress!, byteCount: Int(length)) }
+    }
+
     /// The address as the socket calls take it.
     public var storage: sockaddr_storage {
         var storage = sockaddr_storage()

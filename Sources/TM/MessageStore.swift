@@ -61,7 +61,16 @@ public final class MessageStore {
 
     /// A block of at least `count` bytes to write into; `commit` the length written.
     public func allocate(_ count: Int) -> (bytes: UnsafeMutableRawBufferPointer, sizeClass: UInt8)? {
-        guard let sizeClass = classSizes.firstIndex(where: { $0 >= max(count, 1) }) else { return nil }
+        guard let sizeClass = sizeClass(for: count) else { return nil }
+        return allocate(inClass: sizeClass)
+    }
+
+    /// The smallest class that holds `count` bytes; nil past the largest.
+    private func sizeClass(for count: Int) -> Int? {
+        classSizes.firstIndex { $0 >= max(count, 1) }
+    }
+
+    private func allocate(inClass sizeClass: Int) -> (bytes: UnsafeMutableRawBufferPointer, sizeClass: UInt8) {
         if freeHeads[sizeClass] == nil { grow(sizeClass) }
         let block = freeHeads[sizeClass]!
         freeHeads[sizeClass] = block.load(as: UnsafeMutableRawPointer?.self)
@@ -76,8 +85,8 @@ public final class MessageStore {
     /// need, not what they might have needed.
     public func commit(_ block: (bytes: UnsafeMutableRawBufferPointer, sizeClass: UInt8), count: Int) -> StoredMessage {
         let written = StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: count)
-        guard let tight = classSizes.firstIndex(where: { $0 >= max(count, 1) }), tight < Int(block.sizeClass),
-              let smaller = allocate(count) else { return written }
+        guard let tight = sizeClass(for: count), tight < Int(block.sizeClass) else { return written }
+        let smaller = allocate(inClass: tight)
         if count > 0 { smaller.bytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: block.bytes[0..<count])) }
         release(written)
         return StoredMessage(block: smaller.bytes.baseAddress!, sizeClass: smaller.sizeClass, count: count)

@@ -40,8 +40,6 @@ struct out {
 struct worker {
     int index, fd;
     unsigned long branch;
-    char via[128];
-    size_t via_length;
     struct out outs[2 * BATCH + 1];
 };
 

@@ -29,8 +29,8 @@ final class AccWriter: DatabaseRunnerDelegate {
         /// Its batch lost its connection (or timed out) mid-statement, so it may be in the table already: it goes
         /// alone, in the form that writes nothing when an equal row is there (`AccStatements.guarded`).
         var uncertain = false
-        /// The server refused it alone once: one more try after the back-off before it is kept as rejected (a
-        /// server going down or coming up refuses statements it takes a moment later).
+        /// The server refused it alone once: one more try a second later before it is kept as rejected (a server
+        /// going down or coming up refuses statements it takes a moment later).
         var refusedOnce = false
         var goesAlone: Bool { alone || uncertain }
     }
@@ -57,11 +57,8 @@ final class AccWriter: DatabaseRunnerDelegate {
     /// at a time, guarded.
     private var replayUncertainThrough = 0
     private var replayAlone = 0
-    /// The spill offset of a replayed row the server refused once, and when it is tried again: refused there
-    /// again, it is rejected.
-    private var replayRefusedAt: Int?
-    private var replayRetryAt: UInt64 = 0
-    /// Rows the server refused once, tried again together at `retryLaterAt`.
+    /// Rows the server refused once (from memory or replayed from the file), tried again together at
+    /// `retryLaterAt`.
     private var retryLater: [Row] = []
     private var retryLaterAt: UInt64 = 0
     static let refusalRetryMilliseconds: UInt64 = 1000
@@ -173,7 +170,6 @@ final class AccWriter: DatabaseRunnerDelegate {
 
     private func replay() {
         guard let spill, spill.hasRows, mayProbe else { return }
-        if replayRefusedAt == spill.replayed && shard.now < replayRetryAt { return }
         let uncertain = spill.replayed < replayUncertainThrough
         let lines = spill.read(limit: replayAlone > 0 || uncertain ? 1 : Self.batchRows)
         guard let first = lines.first else { return }
@@ -273,17 +269,14 @@ final class AccWriter: DatabaseRunnerDelegate {
         } else if refused && replayRows > 1 {
             // One row of the batch is refused: go on one row at a time through this batch.
             replayAlone = replayRows
-        } else if refused && replayRefusedAt != spill.replayed {
-            replayRefusedAt = spill.replayed
-            replayRetryAt = shard.now + Self.refusalRetryMilliseconds
-            replayAlone = max(replayAlone, 1)
-            context.log.write(level: 1, "ringsipd: acc: MariaDB refused a replayed row (\(reason)); it is tried once more in a second")
         } else if refused {
-            replayRefusedAt = nil
-            shard.counters.accFailed += 1
-            if let line = spill.read(limit: 1).first { keepRejected(line.head, line.values) }
+            // A single row: it leaves the file and is refused like a row from memory (tried once more, then kept
+            // as rejected; spilled again if the daemon stops first).
+            if let line = spill.read(limit: 1).first {
+                refuse([Row(head: line.head, values: line.values,
+                            uncertain: line.uncertain || spill.replayed < replayUncertainThrough)], reason: reason)
+            }
             spill.replayed(through: replayEnd)
-            context.log.write(level: -1, "ringsipd: acc: MariaDB refused a row twice (\(reason)): it is kept in \(rejected?.path ?? "no file")")
         } else {
             backoff.failed(now: shard.now)
             replayUncertainThrough = max(replayUncertainThrough, replayEnd)
@@ -291,8 +284,9 @@ final class AccWriter: DatabaseRunnerDelegate {
         }
     }
 
-    /// A refused batch of several rows is retried row by row; a single row refused twice (with the back-off
-    /// between) goes to the rejected file.
+    /// A refused batch of several rows is retried row by row; a single row refused twice (a second apart) goes
+    /// to the rejected file. Logged like every failure (the first, then every 1000th): a table that refuses
+    /// every row must not flood the log.
     private func refuse(_ rows: [Row], reason: String) {
         if rows.count > 1 {
             requeue(rows.map { row in
@@ -307,12 +301,12 @@ final class AccWriter: DatabaseRunnerDelegate {
             again.refusedOnce = true
             if retryLater.isEmpty { retryLaterAt = shard.now + Self.refusalRetryMilliseconds }
             retryLater.append(again)
-            context.log.write(level: 1, "ringsipd: acc: MariaDB refused a row (\(reason)); it is tried once more in a second")
+            report("\(reason); the refused row is tried once more in a second")
             return
         }
         shard.counters.accFailed += 1
         keepRejected(rows[0].head, rows[0].values)
-        context.log.write(level: -1, "ringsipd: acc: MariaDB refused a row twice (\(reason)): it is kept in \(rejected?.path ?? "no file")")
+        report("\(reason); refused twice, the row is kept in \(rejected?.path ?? "no file")")
     }
 
     /// Whether the server refused the statement itself (an unknown column or table, a bad value, a batch over
@@ -352,9 +346,9 @@ final class AccWriter: DatabaseRunnerDelegate {
             for row in held { spill.append(head: row.head, values: row.values, uncertain: row.uncertain) }
             shard.counters.accSpilled += held.count
             spill.flush()
-        } else if waiting + retryLater.count + inFlight.values.reduce(0, { $0 + $1.count }) > 0 {
+        } else {
             let lost = waiting + retryLater.count + inFlight.values.reduce(0) { $0 + $1.count }
-            context.log.write(level: -1, "ringsipd: acc: \(lost) accounting rows were not written (no spill file)")
+            if lost > 0 { context.log.write(level: -1, "ringsipd: acc: \(lost) accounting rows were not written (no spill file)") }
         }
         inFlight.removeAll()
         retryLater.removeAll()

@@ -155,19 +155,12 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
         return nil
     }
 
-    /// The `did` of the first Route header, when it is one of ours (searched in the bytes: the header is not copied).
+    /// The `did` URI parameter of the first Route, when it is one of ours.
     private func routeDialogID(_ message: SIPMessage) -> DialogID? {
-        guard let index = message.firstIndex(of: .route) else { return nil }
-        let value = message.bytes(of: message.header(at: index).value)
-        let marker = Array(";did=".utf8)
-        guard value.count > marker.count,
-              let at = (0...(value.count - marker.count)).first(where: { i in
-                  marker.indices.allSatisfy { value[i + $0] == marker[$0] }
-              }) else { return nil }
-        let rest = value[(at + marker.count)...]
-        let end = rest.firstIndex { $0 == UInt8(ascii: ";") || $0 == UInt8(ascii: ">") || $0 == UInt8(ascii: ",")
-            || $0 == UInt8(ascii: " ") } ?? rest.endIndex
-        return DialogID(Substring(String(decoding: rest[rest.startIndex..<end], as: UTF8.self)))
+        var routes = message.values(of: .route)
+        guard let first = routes.next(), let route = try? SIPNameAddr.parse(message.bytes, first),
+              let did = SIPURI.parameter("did", in: route.uri.parameters, of: message.bytes), did.isPresent else { return nil }
+        return DialogID(Substring(message.string(did)))
     }
 
     // MARK: - The request's dialog
