@@ -12,6 +12,8 @@ public struct EngineStartError: Error, CustomStringConvertible {
 /// talks to running shards only through MSG_RING commands sent from its own small control ring.
 public final class Engine: @unchecked Sendable {
     public let listenAddresses: [SocketAddress]
+    /// `listen = tcp:…` addresses: every shard accepts connections on each.
+    public let streamListenAddresses: [SocketAddress]
     public let shardCount: Int
     public let cpus: [Int]?
     public let configuration: ShardConfiguration
@@ -30,14 +32,17 @@ public final class Engine: @unchecked Sendable {
     private let liveShards: UnsafeMutablePointer<Unmanaged<Shard>?>
     /// The addresses actually bound (port 0 in `listenAddresses` becomes the port the kernel picked).
     public private(set) var boundAddresses: [SocketAddress] = []
+    public private(set) var boundStreamAddresses: [SocketAddress] = []
     public private(set) var features: RingFeatures?
     private var socketsByShard: [[Int32]] = []
+    private var listenersByShard: [[Int32]] = []
 
     /// - Parameter cpus: the CPU each shard is pinned to, by shard index; nil pins shard i to CPU i.
-    public init(listen: [SocketAddress], shards: Int, cpus: [Int]?, configuration: ShardConfiguration = .init(),
-                makeHandler: @escaping @Sendable (Int) -> any ShardHandler) {
-        precondition(!listen.isEmpty && shards > 0 && shards <= 255)
+    public init(listen: [SocketAddress], streamListen: [SocketAddress] = [], shards: Int, cpus: [Int]?,
+                configuration: ShardConfiguration = .init(), makeHandler: @escaping @Sendable (Int) -> any ShardHandler) {
+        precondition(!(listen.isEmpty && streamListen.isEmpty) && shards > 0 && shards <= 255)
         listenAddresses = listen
+        streamListenAddresses = streamListen
         shardCount = shards
         self.cpus = cpus
         self.configuration = configuration
@@ -105,11 +110,37 @@ public final class Engine: @unchecked Sendable {
             }
         }
         boundAddresses = bound
+        try bindListeners()
+    }
+
+    private func bindListeners() throws(EngineStartError) {
+        var bound = streamListenAddresses
+        listenersByShard = Array(repeating: [], count: shardCount)
+        if !bound.isEmpty { Syscalls.raiseDescriptorLimit() }
+        for (i, address) in streamListenAddresses.enumerated() {
+            if address.port != 0 && Syscalls.isAddressInUse(address, stream: true) {
+                closeSockets()
+                throw EngineStartError(description: "cannot listen on tcp:\(address): another process is listening there "
+                    + "(is ringsipd already running?)", isAddressProblem: true)
+            }
+            for shard in 0..<shardCount {
+                switch Syscalls.listeningTCPSocket(bound[i], backlog: 1024) {
+                case .success(let fd):
+                    listenersByShard[shard].append(fd)
+                    if shard == 0, let local = Syscalls.localAddress(of: fd) { bound[i] = local }
+                case .failure(let errno):
+                    closeSockets()
+                    throw EngineStartError(description: "cannot listen on tcp:\(address): \(errno)", isAddressProblem: true)
+                }
+            }
+        }
+        boundStreamAddresses = bound
     }
 
     private func closeSockets() {
-        for fds in socketsByShard { for fd in fds { Syscalls.closeDescriptor(fd) } }
+        for fds in socketsByShard + listenersByShard { for fd in fds { Syscalls.closeDescriptor(fd) } }
         socketsByShard = []
+        listenersByShard = []
     }
 
     fileprivate func runShard(_ index: Int) {
@@ -124,6 +155,7 @@ public final class Engine: @unchecked Sendable {
         let shard: Shard
         do {
             shard = try Shard(index: index, sockets: socketsByShard[index], localAddresses: boundAddresses,
+                              listeners: listenersByShard[index], streamAddresses: boundStreamAddresses,
                               directory: directory, configuration: configuration)
         } catch {
             _ = gate.arrive(failure: error.description)

@@ -19,6 +19,26 @@ public struct RelayEdits {
     public init() {}
 }
 
+/// Where a request goes next: an address, and the transport its URI asks for (`;transport=tcp`, `tcp:` in a
+/// script's destination); UDP when nothing says.
+public struct NextHop: Equatable, Sendable {
+    public var address: SocketAddress
+    public var transport: SIPTransport
+
+    public init(address: SocketAddress, transport: SIPTransport = .udp) {
+        self.address = address
+        self.transport = transport
+    }
+
+    /// The transport a URI's `transport` parameter names; UDP without one, or for one ringsip does not carry.
+    public static func transport(of uri: SIPURI, in bytes: UnsafeRawBufferPointer) -> SIPTransport {
+        guard let value = SIPURI.parameter("transport", in: uri.parameters, of: bytes) else { return .udp }
+        let text = UnsafeRawBufferPointer(rebasing: bytes[Int(value.start)..<Int(value.end)])
+        return text.count == 3 && text[0] | 0x20 == UInt8(ascii: "t") && text[1] | 0x20 == UInt8(ascii: "c")
+            && text[2] | 0x20 == UInt8(ascii: "p") ? .tcp : .udp
+    }
+}
+
 /// Who the proxy says it is, from the script's globals: what its Via and Record-Route carry (`advertised_*`,
 /// `as` on a socket), which other names are "myself" (`alias`), and its replies' Server header.
 public struct RelayIdentity: Sendable {
@@ -41,6 +61,9 @@ public struct RelayIdentity: Sendable {
 public final class SIPRelay {
     /// Our sent-by per listen address (`127.0.0.1:5060`, `[::1]:5060`), learned from the shard on first use.
     private var sentBy: [SentBy] = []
+    /// The same for each TCP listen address (`streamListenAddresses`), whose Record-Route says `transport=tcp`.
+    private var streamSentBy: [SentBy] = []
+    private var streamFamilies: [Int32] = []
     private let branch: UnsafeMutableRawBufferPointer
     private let sourceHost: UnsafeMutableRawBufferPointer
     private static let branchPrefix: StaticString = "z9hG4bKrs"
@@ -67,7 +90,7 @@ public final class SIPRelay {
     deinit {
         branch.deallocate()
         sourceHost.deallocate()
-        for entry in sentBy {
+        for entry in sentBy + streamSentBy {
             entry.host.deallocate()
             entry.recordRoute.deallocate()
         }
@@ -84,17 +107,18 @@ public final class SIPRelay {
     /// message that cannot be rebuilt (e.g. Max-Forwards already 0).
     @discardableResult
     public func forwardRequest(_ message: SIPMessage, from source: SocketAddress, arrivedOn socketIndex: Int,
-                               to destination: SocketAddress, edits: RelayEdits, on shard: any ShardIO) -> Bool {
+                               to destination: SocketAddress, transport: SIPTransport = .udp, edits: RelayEdits,
+                               on shard: any ShardIO) -> Bool {
         lastForwardTooLarge = false
-        guard let socket = socketToward(destination, preferring: socketIndex, on: shard),
+        guard let socket = socketToward(destination, transport: transport, preferring: socketIndex, on: shard),
               let out = shard.makeDatagram() else {
             shard.counters.dropped += 1
             return false
         }
         let branchLength = writeBranch(message)
         let branch = UnsafeRawBufferPointer(rebasing: self.branch[0..<branchLength])
-        guard let length = buildRequest(message, from: source, socket: socket, branch: branch, edits: edits,
-                                        into: out.buffer) else {
+        guard let length = buildRequest(message, from: source, socket: socket, toward: destination, branch: branch,
+                                        edits: edits, into: out.buffer) else {
             shard.discard(out)
             shard.counters.dropped += 1
             // Built into a full-size send buffer: a request that does not fit there is too large for UDP.
@@ -108,19 +132,33 @@ public final class SIPRelay {
 
     /// The socket a request to `destination` leaves from; nil when none has its family, or when the
     /// destination is this proxy (sending to ourselves would only come back until Max-Forwards runs out).
-    public func socketToward(_ destination: SocketAddress, preferring socketIndex: Int, on shard: any ShardIO) -> Int? {
+    /// Over TCP: `StreamHandle.toward`, which the shard meets with a connection to the destination.
+    public func socketToward(_ destination: SocketAddress, transport: SIPTransport = .udp, preferring socketIndex: Int,
+                             on shard: any ShardIO) -> Int? {
         learnLocalAddresses(shard)
-        guard !shard.localAddresses.contains(destination) else { return nil }
+        guard !shard.localAddresses.contains(destination), !shard.streamListenAddresses.contains(destination) else {
+            return nil
+        }
+        if transport == .tcp { return StreamHandle.toward }
         return shard.socketIndex(for: destination, preferring: socketIndex)
+    }
+
+    /// Who we say we are on a message leaving from `socket` toward an address of `family`: the socket's
+    /// sent-by, or for TCP a TCP listen address of that family (the first UDP one when there is none, so a
+    /// proxy that only connects out still names an address).
+    private func ourSentBy(socket: Int, family: Int32) -> (sentBy: SentBy, transport: SIPTransport) {
+        guard StreamHandle.isStream(socket) else { return (sentBy[socket], .udp) }
+        if let i = streamFamilies.firstIndex(of: family) ?? streamFamilies.indices.first { return (streamSentBy[i], .tcp) }
+        return (sentBy[0], .tcp)
     }
 
     /// Writes the request as forwarded from `socket` with `branch` in our Via (a transaction's own branch,
     /// or the stateless one) into `buffer`; nil when it cannot be rebuilt or does not fit.
-    public func buildRequest(_ message: SIPMessage, from source: SocketAddress, socket: Int,
+    public func buildRequest(_ message: SIPMessage, from source: SocketAddress, socket: Int, toward destination: SocketAddress,
                              branch: UnsafeRawBufferPointer, edits: RelayEdits,
                              into buffer: UnsafeMutableRawBufferPointer) -> Int? {
         let via = message.topVia!
-        let ours = sentBy[socket]
+        let (ours, transport) = ourSentBy(socket: socket, family: destination.family)
         var options = SIPForwardingOptions()
         options.popRoute = edits.popRoute
         options.requestURI = edits.requestURI
@@ -128,16 +166,20 @@ public final class SIPRelay {
         options.appendedHeaders = edits.appendedHeaders
         options.removedKinds = edits.removedKinds
         options.maxForwardsWhenAbsent = edits.maxForwardsWhenAbsent
-        options.via = .parts(transport: .udp, host: UnsafeRawBufferPointer(ours.host), port: ours.port, branch: branch)
+        options.via = .parts(transport: transport, host: UnsafeRawBufferPointer(ours.host), port: ours.port, branch: branch)
         options.received = receivedHost(message, source)
         if via.hasRport || edits.forceRport { options.rport = source.port }
         return try? message.writeForwardedRequest(into: buffer, options)
     }
 
-    /// The Record-Route line for the listen address a request to `destination` leaves from.
+    /// The Record-Route line for the listen address a request to `destination` leaves from; for a request that
+    /// arrived over TCP, a TCP listen address (with `transport=tcp`), so the dialog's requests come back that way.
     public func recordRouteLine(toward destination: SocketAddress?, arrivedOn socketIndex: Int,
                                 on shard: any ShardIO) -> UnsafeRawBufferPointer {
         learnLocalAddresses(shard)
+        if StreamHandle.isStream(socketIndex) {
+            return UnsafeRawBufferPointer(ourSentBy(socket: socketIndex, family: destination?.family ?? Int32(AF_INET)).sentBy.recordRoute)
+        }
         let socket = destination.flatMap { shard.socketIndex(for: $0, preferring: socketIndex) } ?? socketIndex
         return UnsafeRawBufferPointer(sentBy[socket].recordRoute)
     }
@@ -192,20 +234,25 @@ public final class SIPRelay {
     /// Request-URI (or `requestURI` when the script changed it). Numeric hosts only: resolving a name
     /// would block the shard.
     public func defaultNextHop(_ message: SIPMessage, skippingFirstRoute: Bool,
-                               requestURI: UnsafeRawBufferPointer? = nil) -> SocketAddress? {
+                               requestURI: UnsafeRawBufferPointer? = nil) -> NextHop? {
         var routes = message.values(of: .route)
         if skippingFirstRoute { _ = routes.next() }
         if let span = routes.next() {
             guard let route = try? SIPNameAddr.parse(message.bytes, span) else { return nil }
-            return SIPRelay.address(of: route.uri, in: message.bytes)
+            return SIPRelay.nextHop(of: route.uri, in: message.bytes)
         }
         if let requestURI {
             guard let uri = try? SIPURI.parse(requestURI, 0, requestURI.count) else {
                 return nil
             }
-            return SIPRelay.address(of: uri, in: requestURI)
+            return SIPRelay.nextHop(of: uri, in: requestURI)
         }
-        return message.requestURI.flatMap { SIPRelay.address(of: $0, in: message.bytes) }
+        return message.requestURI.flatMap { SIPRelay.nextHop(of: $0, in: message.bytes) }
+    }
+
+    /// Where a SIP URI points and over which transport.
+    public static func nextHop(of uri: SIPURI, in bytes: UnsafeRawBufferPointer) -> NextHop? {
+        address(of: uri, in: bytes).map { NextHop(address: $0, transport: NextHop.transport(of: uri, in: bytes)) }
     }
 
     /// Where a SIP URI points: its maddr, else its host, at its port or 5060. Numeric hosts only.
@@ -314,32 +361,40 @@ public final class SIPRelay {
     // MARK: - Who we are
 
     private func learnLocalAddresses(_ shard: any ShardIO) {
-        guard sentBy.isEmpty else { return }
-        for address in shard.localAddresses {
-            let advertised = identity.advertisedBySocket.first { $0.address == address }?.advertised ?? identity.advertised
-            var hostText = address.isIPv6 ? "[\(address.hostString)]" : address.hostString
-            var port = address.port
-            if let advertised {
-                otherNames.append((Array(hostText.utf8), address.port))
-                if let host = advertised.host { hostText = host }
-                if let advertisedPort = advertised.port { port = advertisedPort }
-            }
-            let host = UnsafeMutableRawBufferPointer.allocate(byteCount: max(hostText.utf8.count, 1), alignment: 1)
-            host.copyBytes(from: hostText.utf8)
-            let line = Array("Record-Route: <sip:\(hostText):\(port);lr>\r\n".utf8)
-            let recordRoute = UnsafeMutableRawBufferPointer.allocate(byteCount: line.count, alignment: 1)
-            recordRoute.copyBytes(from: line)
-            sentBy.append(SentBy(host: UnsafeMutableRawBufferPointer(rebasing: host[0..<hostText.utf8.count]), port: port,
-                                 recordRoute: recordRoute))
-        }
+        guard sentBy.isEmpty && streamSentBy.isEmpty else { return }
+        sentBy = shard.localAddresses.map { learn($0, transportParameter: "") }
+        streamSentBy = shard.streamListenAddresses.map { learn($0, transportParameter: ";transport=tcp") }
+        streamFamilies = shard.streamListenAddresses.map(\.family)
         otherNames += identity.aliases.map { (Array($0.host.utf8), $0.port) }
+    }
+
+    private func learn(_ address: SocketAddress, transportParameter: String) -> SentBy {
+        let advertised = identity.advertisedBySocket.first { $0.address == address }?.advertised ?? identity.advertised
+        var hostText = address.isIPv6 ? "[\(address.hostString)]" : address.hostString
+        var port = address.port
+        if let advertised {
+            otherNames.append((Array(hostText.utf8), address.port))
+            if let host = advertised.host { hostText = host }
+            if let advertisedPort = advertised.port { port = advertisedPort }
+        }
+        let host = UnsafeMutableRawBufferPointer.allocate(byteCount: max(hostText.utf8.count, 1), alignment: 1)
+        host.copyBytes(from: hostText.utf8)
+        let line = Array("Record-Route: <sip:\(hostText):\(port)\(transportParameter);lr>\r\n".utf8)
+        let recordRoute = UnsafeMutableRawBufferPointer.allocate(byteCount: line.count, alignment: 1)
+        recordRoute.copyBytes(from: line)
+        return SentBy(host: UnsafeMutableRawBufferPointer(rebasing: host[0..<hostText.utf8.count]), port: port,
+                      recordRoute: recordRoute)
     }
 
     /// Whether host:port (port absent = 5060) names one of our listen addresses.
     public func isOurs(_ host: UnsafeRawBufferPointer, port: UInt16?, on shard: any ShardIO) -> Bool {
         learnLocalAddresses(shard)
         let port = port ?? 5060
+        // Two loops, not one over `sentBy + streamSentBy`: that would build an array per message.
         for entry in sentBy where entry.port == port && equalIgnoringBrackets(host, UnsafeRawBufferPointer(entry.host)) {
+            return true
+        }
+        for entry in streamSentBy where entry.port == port && equalIgnoringBrackets(host, UnsafeRawBufferPointer(entry.host)) {
             return true
         }
         for name in otherNames where name.port == nil || name.port == port {
@@ -352,6 +407,7 @@ public final class SIPRelay {
     public func isOurHost(_ host: UnsafeRawBufferPointer, on shard: any ShardIO) -> Bool {
         learnLocalAddresses(shard)
         return sentBy.contains { equalIgnoringBrackets(host, UnsafeRawBufferPointer($0.host)) }
+            || streamSentBy.contains { equalIgnoringBrackets(host, UnsafeRawBufferPointer($0.host)) }
             || otherNames.contains { name in name.host.withUnsafeBytes { equalIgnoringBrackets(host, $0) } }
     }
 }

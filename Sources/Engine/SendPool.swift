@@ -17,6 +17,11 @@ final class SendPool {
     private let generations: UnsafeMutablePointer<UInt16>
     private let freeStack: UnsafeMutablePointer<Int32>
     private var freeCount: Int
+    /// For a slot sent on a TCP connection: the next slot queued on the same connection (-1: none), the bytes
+    /// the kernel has taken so far (a stream send may be partial), and the connection's slot.
+    let streamNext: UnsafeMutablePointer<Int32>
+    let streamSent: UnsafeMutablePointer<Int32>
+    let streamConnection: UnsafeMutablePointer<UInt32>
     var inFlight: Int { capacity - freeCount }
 
     init(capacity: Int, slotBytes: Int) {
@@ -29,6 +34,12 @@ final class SendPool {
         generations = .allocate(capacity: capacity)
         generations.initialize(repeating: 1, count: capacity)
         freeStack = .allocate(capacity: capacity)
+        streamNext = .allocate(capacity: capacity)
+        streamNext.initialize(repeating: -1, count: capacity)
+        streamSent = .allocate(capacity: capacity)
+        streamSent.initialize(repeating: 0, count: capacity)
+        streamConnection = .allocate(capacity: capacity)
+        streamConnection.initialize(repeating: 0, count: capacity)
         for i in 0..<capacity {
             freeStack[i] = Int32(capacity - 1 - i)
             vectors[i] = iovec(iov_base: buffers + i * slotBytes, iov_len: 0)
@@ -48,6 +59,9 @@ final class SendPool {
         addresses.deallocate()
         generations.deallocate()
         freeStack.deallocate()
+        streamNext.deallocate()
+        streamSent.deallocate()
+        streamConnection.deallocate()
     }
 
     @inline(__always)
@@ -68,6 +82,24 @@ final class SendPool {
         headers[i].msg_namelen = destination.length
         return headers + i
     }
+
+    /// Sets a slot up to be written to a stream: `length` bytes, none taken yet, queued on `connection`.
+    func prepareStream(slot: Int32, length: Int, connection: UInt32) {
+        let i = Int(slot)
+        vectors[i].iov_len = length
+        streamSent[i] = 0
+        streamNext[i] = -1
+        streamConnection[i] = connection
+    }
+
+    /// What is left to write of a slot queued on a stream.
+    func unsent(slot: Int32) -> (start: UnsafeMutableRawPointer, count: Int) {
+        let i = Int(slot)
+        let sent = Int(streamSent[i])
+        return (buffers + i * slotBytes + sent, vectors[i].iov_len - sent)
+    }
+
+    func generation(of slot: Int32) -> UInt16 { generations[Int(slot)] }
 
     /// Frees a slot whose completion carries `generation`; false (and nothing freed) when it is stale.
     @inline(__always)

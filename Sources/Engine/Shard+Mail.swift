@@ -83,7 +83,11 @@ extension Shard {
 
     private func readMail(from sender: Int) {
         let queue = directory.mail.queue(from: sender, to: index)
-        let read = queue.read { channel, bytes in handler.mailArrived(from: sender, channel: channel, bytes, on: self) }
+        let read = queue.read { channel, bytes in
+            if !streamMailArrived(from: sender, channel: channel, bytes) {
+                handler.mailArrived(from: sender, channel: channel, bytes, on: self)
+            }
+        }
         // Nothing read, nothing freed: a producer waiting now finds the room its own retry needs.
         if read > 0 && queue.producerWaiting.exchange(false, ordering: .sequentiallyConsistent) {
             post(Tag(kind: .mailRoom, shard: index, generation: 0, slot: 0), result: 0, to: sender)

@@ -13,6 +13,7 @@ public final class Shard {
     let wheel: TimerWheel
     let directory: ShardDirectory
     let sockets: [Int32]
+    let streams: StreamSet
     public let localAddresses: [SocketAddress]
     public var counters = ShardCounters()
     /// Milliseconds on CLOCK_MONOTONIC, read once per loop turn.
@@ -30,7 +31,7 @@ public final class Shard {
     private let receiveHeader: UnsafeMutablePointer<msghdr>
     private var receiveGenerations: [UInt16]
     private var activeReceives = 0
-    private var stopping = false
+    private(set) var stopping = false
     private var stopDeadline = UInt64.max
     private let stopSpec: UnsafeMutablePointer<__kernel_timespec>
     private var wheelArmedAt: UInt64?
@@ -49,10 +50,12 @@ public final class Shard {
 
     /// Creates the shard's ring and buffers. Must run on the shard's own thread: a SINGLE_ISSUER ring belongs
     /// to the thread that creates it, and registering buffers from another thread fails with EEXIST.
-    init(index: Int, sockets: [Int32], localAddresses: [SocketAddress], directory: ShardDirectory,
+    init(index: Int, sockets: [Int32], localAddresses: [SocketAddress], listeners: [Int32] = [],
+         streamAddresses: [SocketAddress] = [], directory: ShardDirectory,
          configuration: ShardConfiguration) throws(RingUnavailable) {
         self.index = index
         self.sockets = sockets
+        streams = StreamSet(listeners: listeners, listenAddresses: streamAddresses, configuration: configuration)
         self.localAddresses = localAddresses
         self.directory = directory
         ring = try Ring(entries: configuration.ringEntries)
@@ -104,6 +107,7 @@ public final class Shard {
         // Opened here: /proc/thread-self names the thread that opens it.
         if load.thresholdPercent > 0 { threadTimes = ThreadTimes() }
         for socket in sockets.indices { armReceive(socket) }
+        startStreams()
         while !(stopping && (drained || now >= stopDeadline)) {
             buffers.publish()
             if mailPending { flushMail() }
@@ -116,7 +120,9 @@ public final class Shard {
             now = Syscalls.monotonicMilliseconds()
             if let threadTimes, load.due(wallNanoseconds: now &* 1_000_000) { sampleLoad(threadTimes) }
             drainCompletions()
-            wheel.advance(to: now) { payload in handler.timerFired(payload: payload, on: self) }
+            wheel.advance(to: now) { payload in
+                if payload == StreamSet.sweepPayload { sweepStreams() } else { handler.timerFired(payload: payload, on: self) }
+            }
             runContinuations()
         }
         if !drained {
@@ -136,7 +142,7 @@ public final class Shard {
     }
 
     /// Every receive cancelled, every send completed, no continuation left: the shard may stop.
-    private var drained: Bool { activeReceives == 0 && sends.inFlight == 0 && continuations.isEmpty }
+    private var drained: Bool { activeReceives == 0 && sends.inFlight == 0 && continuations.isEmpty && streams.quiet }
 
     /// How long a stop waits for the shard to drain before it gives up on what is left (and says so).
     static let stopBoundMilliseconds: UInt64 = 2000
@@ -190,6 +196,10 @@ public final class Shard {
                                        flags: flags, on: self)
         case .mail: mailArrived(from: tag.shard)
         case .mailRoom: mailRoomArrived(at: tag.shard)
+        case .accept: acceptCompleted(tag: tag, result: result, flags: flags)
+        case .streamReceive: streamReceiveCompleted(tag: tag, result: result, flags: flags)
+        case .streamConnect: streamConnectCompleted(tag: tag, result: result)
+        case .streamSend: streamSendCompleted(tag: tag, result: result)
         case nil: counters.staleCompletions += 1
         }
     }
@@ -211,6 +221,7 @@ public final class Shard {
                 io_uring_prep_cancel64(sqe, receiveTag(socket).rawValue, 0)
                 sqe.pointee.user_data = Tag(kind: .timeoutUpdate, shard: index, generation: 0, slot: 0).rawValue
             }
+            stopStreams()
         case .reportCounters:
             counters.sendSlotsInUse = sends.inFlight
             let line = counters.line(label: "shard \(index)") + "\n"
@@ -335,6 +346,10 @@ public final class Shard {
     /// Submitted with the rest of this loop turn's work.
     public func send(_ datagram: OutboundDatagram, length: Int, to destination: SocketAddress, socketIndex: Int) {
         precondition(length <= datagram.buffer.count)
+        if let stream = StreamHandle(socketIndex: socketIndex) {
+            sendOnStream(datagram, length: length, to: destination, handle: stream)
+            return
+        }
         let header = sends.prepare(datagram, length: length, to: destination)
         let sqe = ring.sqe()
         io_uring_prep_sendmsg(sqe, sockets[socketIndex], header, 0)

@@ -42,6 +42,17 @@ public struct ShardCounters: Sendable, Equatable {
     public var accSpilled = 0
     public var accReplayed = 0
     public var accFailed = 0
+    /// TCP: connections open now; accepted and opened (connected) since start; connects that failed or timed
+    /// out; connections closed for idling, for a stream that cannot be framed or a message that took too long,
+    /// and refused at the shard's cap; sends dropped because their connection's queue was full.
+    public var tcpOpen = 0
+    public var tcpAccepted = 0
+    public var tcpConnected = 0
+    public var tcpConnectFailed = 0
+    public var tcpIdleClosed = 0
+    public var tcpBadClosed = 0
+    public var tcpRefused = 0
+    public var tcpQueueFull = 0
 
     public init() {}
 
@@ -72,6 +83,14 @@ public struct ShardCounters: Sendable, Equatable {
         sum.accSpilled += b.accSpilled
         sum.accReplayed += b.accReplayed
         sum.accFailed += b.accFailed
+        sum.tcpOpen += b.tcpOpen
+        sum.tcpAccepted += b.tcpAccepted
+        sum.tcpConnected += b.tcpConnected
+        sum.tcpConnectFailed += b.tcpConnectFailed
+        sum.tcpIdleClosed += b.tcpIdleClosed
+        sum.tcpBadClosed += b.tcpBadClosed
+        sum.tcpRefused += b.tcpRefused
+        sum.tcpQueueFull += b.tcpQueueFull
         return sum
     }
 
@@ -83,6 +102,9 @@ public struct ShardCounters: Sendable, Equatable {
             + "send_slots=\(sendSlotsInUse) oversized=\(oversized) overloads=\(overloads) shed=\(shed) "
             + "timeouts=\(timeouts) table_full=\(tableFull) timers_full=\(timersFull) mail_backlogged=\(mailBacklogged) "
             + "registrations=\(registrations) acc_written=\(accWritten) acc_queued=\(accQueued) "
-            + "acc_spilled=\(accSpilled) acc_replayed=\(accReplayed) acc_failed=\(accFailed)"
+            + "acc_spilled=\(accSpilled) acc_replayed=\(accReplayed) acc_failed=\(accFailed) "
+            + "tcp_open=\(tcpOpen) tcp_accepted=\(tcpAccepted) tcp_connected=\(tcpConnected) "
+            + "tcp_connect_failed=\(tcpConnectFailed) tcp_idle_closed=\(tcpIdleClosed) tcp_bad_closed=\(tcpBadClosed) "
+            + "tcp_refused=\(tcpRefused) tcp_queue_full=\(tcpQueueFull)"
     }
 }

@@ -20,6 +20,19 @@ public protocol ShardIO: AnyObject {
     func discard(_ datagram: OutboundDatagram)
     /// The socket to send to `destination` from (`preferred` when its family matches); nil when none fits.
     func socketIndex(for destination: SocketAddress, preferring preferred: Int) -> Int?
+    /// Addresses the shard accepts TCP connections on.
+    var streamListenAddresses: [SocketAddress] { get }
+}
+
+extension ShardIO {
+    public var streamListenAddresses: [SocketAddress] { [] }
+
+    /// The local address a message arrived on or leaves from: a UDP socket's, or for a TCP connection (or TCP
+    /// toward a destination) the first TCP listen address (the first UDP one when there is none).
+    public func localAddress(ofSocket socketIndex: Int) -> SocketAddress? {
+        if StreamHandle.isStream(socketIndex) { return streamListenAddresses.first ?? localAddresses.first }
+        return socketIndex < localAddresses.count ? localAddresses[socketIndex] : localAddresses.first
+    }
 }
 
 extension Shard: ShardIO {}

@@ -2,7 +2,7 @@ import Glibc
 
 /// An IPv4 or IPv6 UDP endpoint, stored as the kernel's `sockaddr_in`/`sockaddr_in6` bytes so it can be handed
 /// to `sendmsg` without conversion. A value type of fixed size: copying one allocates nothing.
-public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
+public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     /// A `sockaddr_in` or a `sockaddr_in6`, in the 28 bytes of the larger: every transaction keeps several
     /// addresses, and a `sockaddr_storage` (128 bytes) each made up a sixth of a transaction's memory.
     private var inet = sockaddr_in6()
@@ -161,6 +161,19 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
                         && withUnsafeBytes(of: a.sin6_addr) { x in withUnsafeBytes(of: b.sin6_addr) { y in x.elementsEqual(y) } }
                 }
                 return memcmp(l.baseAddress!, r.baseAddress!, min(n, 8)) == 0
+            }
+        }
+    }
+
+    /// What `==` compares: the family, the port and the address (an IPv6 address's flow label and scope are not).
+    public func hash(into hasher: inout Hasher) {
+        withUnsafeBytes(of: inet) { raw in
+            if isIPv6 {
+                let a = raw.load(as: sockaddr_in6.self)
+                hasher.combine(a.sin6_port)
+                withUnsafeBytes(of: a.sin6_addr) { hasher.combine(bytes: $0) }
+            } else {
+                hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: raw[0..<8]))
             }
         }
     }

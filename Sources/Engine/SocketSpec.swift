@@ -17,13 +17,15 @@ public struct SocketSpec: Sendable {
     nonisolated(unsafe) public static var resolvesNames = true
 
     public var addresses: [SocketAddress] = []
+    /// `tcp:…`: connections are accepted on these addresses (else datagrams are received).
+    public var tcp = false
     public var advertised: AdvertisedAddress?
     /// Options accepted without effect, as written (`use_workers 4`).
     public var ignoredOptions: [String] = []
 
     /// Transports OpenSIPS names that ringsip does not serve yet: an error naming them, not "a bad address".
     static let otherTransports: Set<String> = [
-        "tcp", "tls", "sctp", "ws", "wss", "bin", "bins", "hep_udp", "hep_tcp", "hep_tls", "smpp", "msrp", "msrps",
+        "tls", "sctp", "ws", "wss", "bin", "bins", "hep_udp", "hep_tcp", "hep_tls", "smpp", "msrp", "msrps",
         "ipsec",
     ]
     /// Options that take a value, and those that stand alone.
@@ -55,12 +57,13 @@ public struct SocketSpec: Sendable {
         var rest = Substring(main)
         if let colon = rest.firstIndex(of: ":"), !rest.hasPrefix("[") {
             let proto = rest[..<colon].lowercased()
-            if proto == "udp" {
+            if proto == "udp" || proto == "tcp" {
+                spec.tcp = proto == "tcp"
                 rest = rest[rest.index(after: colon)...]
             } else if otherTransports.contains(proto) {
-                return .failure(.init("transport '\(proto)' in '\(text)' is not supported yet: ringsip serves udp only"))
+                return .failure(.init("transport '\(proto)' in '\(text)' is not supported yet: ringsip serves udp and tcp"))
             } else if proto.allSatisfy({ $0.isLetter || $0 == "_" }) && rest[rest.index(after: colon)...].contains(":") {
-                return .failure(.init("unknown transport '\(proto)' in '\(text)' (only udp is supported)"))
+                return .failure(.init("unknown transport '\(proto)' in '\(text)' (udp and tcp are supported)"))
             }
         }
         let host: Substring

@@ -40,7 +40,7 @@ public final class StatelessRelay: ShardHandler {
         }
         var edits = RelayEdits()
         edits.popRoute = relay.topRouteIsOurs(message, on: shard)
-        guard let destination = configuration.forward
+        guard let destination = configuration.forward.map({ NextHop(address: $0) })
             ?? relay.defaultNextHop(message, skippingFirstRoute: edits.popRoute) else {
             if message.method == .ack { shard.counters.dropped += 1 } else {
                 relay.reply(to: message, status: 503, reason: "No numeric next hop", from: datagram.source,
@@ -48,8 +48,8 @@ public final class StatelessRelay: ShardHandler {
             }
             return .done
         }
-        relay.forwardRequest(message, from: datagram.source, arrivedOn: datagram.socketIndex, to: destination,
-                             edits: edits, on: shard)
+        relay.forwardRequest(message, from: datagram.source, arrivedOn: datagram.socketIndex, to: destination.address,
+                             transport: destination.transport, edits: edits, on: shard)
         return .done
     }
 }

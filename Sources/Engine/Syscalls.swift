@@ -37,11 +37,76 @@ enum Syscalls {
         return .success(fd)
     }
 
+    /// A TCP socket listening on `address` with SO_REUSEPORT, one per shard: the kernel spreads new connections
+    /// between the shards' sockets by flow hash, and a connection belongs to the shard that accepted it.
+    static func listeningTCPSocket(_ address: SocketAddress, backlog: Int32) -> Result<Int32, Errno> {
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return .failure(Errno(rawValue: errno)) }
+        var one: Int32 = 1
+        let size = socklen_t(MemoryLayout<Int32>.size)
+        if setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, size) != 0
+            || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, size) != 0 {
+            let error = Errno(rawValue: errno)
+            close(fd)
+            return .failure(error)
+        }
+        if address.isIPv6 { _ = setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, size) }
+        var storage = address.storage
+        let rc = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, address.length) }
+        }
+        guard rc == 0, listen(fd, backlog) == 0 else {
+            let error = Errno(rawValue: errno)
+            close(fd)
+            return .failure(error)
+        }
+        return .success(fd)
+    }
+
+    /// A TCP socket for a connection the shard opens (connected on the ring), or -errno.
+    static func streamSocket(family: Int32) -> Int32 {
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        return fd >= 0 ? fd : -errno
+    }
+
+    /// Sends small segments at once: a SIP message is written whole, and Nagle's delay would hold a 200 OK
+    /// back until the previous segment's ACK.
+    static func disableNagle(_ fd: Int32) {
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), 1 /* TCP_NODELAY */, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// The other end of a connected socket.
+    static func peerAddress(of fd: Int32) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
+        }
+        guard rc == 0 else { return nil }
+        return withUnsafeBytes(of: storage) { SocketAddress(raw: $0.baseAddress!, length: Int(length)) }
+    }
+
+    /// Ends both directions of a connection: its multishot receive completes (0 bytes) and a send in flight fails,
+    /// so the ring lets go of the socket before it is closed.
+    static func shutdownStream(_ fd: Int32) {
+        _ = shutdown(fd, Int32(SHUT_RDWR))
+    }
+
+    /// Raises the soft limit on open descriptors to the hard limit: every TCP connection takes one.
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+
     /// Whether another socket already holds `address`: a plain bind (no SO_REUSEPORT, no SO_REUSEADDR) fails with
     /// EADDRINUSE then. Checked before the shards bind theirs with SO_REUSEPORT, which would otherwise join the
     /// other process's group in silence and split the traffic with it (a second daemon started by mistake).
-    static func isAddressInUse(_ address: SocketAddress) -> Bool {
-        let fd = socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    static func isAddressInUse(_ address: SocketAddress, stream: Bool = false) -> Bool {
+        let type = stream ? Int32(SOCK_STREAM.rawValue) : Int32(SOCK_DGRAM.rawValue)
+        let fd = socket(address.family, type | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var one: Int32 = 1

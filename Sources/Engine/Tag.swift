@@ -52,6 +52,13 @@ public enum TagKind: UInt8, Sendable {
     case mail = 10
     /// MSG_RING payload: this shard's mail queue to shard `shard` has room again after it found it full.
     case mailRoom = 11
+    /// A multishot accept on a TCP listening socket; slot = listener index, generation = the listener's arm count.
+    case accept = 12
+    /// A TCP connection's multishot receive, its connect, and a send of its queue's head. For receive and connect,
+    /// slot and generation are the connection's (`StreamHandle`); for a send, the send slot's.
+    case streamReceive = 13
+    case streamConnect = 14
+    case streamSend = 15
 }
 
 /// Names an operation submitted by a layer above the engine: the caller's slot and its generation, carried in

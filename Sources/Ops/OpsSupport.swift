@@ -58,10 +58,12 @@ struct ProbeBackoff {
 
 extension Shard {
     /// Sends a request a module makes itself (a keep-alive OPTIONS, a dialog's BYE) from the listening socket
-    /// nearest `socket`; false when there is no send slot or socket for it, or it does not fit a datagram.
+    /// nearest `socket`, or on `socket`'s TCP connection; false when there is no send slot or socket for it, or it
+    /// does not fit a datagram.
     @discardableResult
     func sendOwn(_ bytes: [UInt8], to destination: SocketAddress, preferring socket: Int) -> Bool {
-        guard let index = socketIndex(for: destination, preferring: socket), let out = makeDatagram() else { return false }
+        let index = StreamHandle.isStream(socket) ? socket : socketIndex(for: destination, preferring: socket)
+        guard let index, let out = makeDatagram() else { return false }
         guard bytes.count <= out.buffer.count else {
             discard(out)
             return false

@@ -13,6 +13,17 @@ enum AcceptedModules {
             .ignored("udp_send_timeout", "sends go through the ring and never block"),
             .ignored("udp_max_msg_chunks", "ringsip does not fragment"),
         ]))
+        list.append(ScriptModule(name: "proto_tcp", parameters: [
+            .ignored("tcp_port", "a socket without a port uses the 'port' global (5060 by default)"),
+            .ignored("tcp_send_timeout", "sends go through the ring and never block; a connection's queue is bounded"),
+            .ignored("tcp_max_msg_chunks", "a message may arrive in any number of reads within tcp_max_msg_time"),
+            .ignored("tcp_crlf_pingpong", "a CRLF CRLF ping is always answered with a CRLF pong"),
+            .ignored("tcp_crlf_drop", "CRLFs between messages are always dropped"),
+            .ignored("tcp_async", "connects and writes are always asynchronous (on the ring)"),
+            .ignored("tcp_async_max_postponed_chunks", "a connection's queue holds up to 256 messages"),
+            .ignored("tcp_async_local_connect_timeout", "see the tcp_connect_timeout global"),
+            .ignored("tcp_async_local_write_timeout", "writes never block a shard"),
+        ]))
         list.append(.acceptedOnly("statistics", "ringsip's counters are printed on SIGUSR1 and at exit"))
         list.append(.acceptedOnly("db_mysql_ext", "db_mysql is built in"))
         return list

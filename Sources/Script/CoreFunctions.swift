@@ -340,20 +340,20 @@ enum CoreFunctions {
     }
 }
 
-/// Where `forward("…")` sends: `udp:IP:PORT`, `IP:PORT`, `IP`, `[IPv6]:PORT` or a `sip:` URI with a numeric
-/// host. Never a name: resolving one would block the shard.
+/// Where `forward("…")` sends: `udp:IP:PORT`, `tcp:IP:PORT`, `IP:PORT`, `IP`, `[IPv6]:PORT` or a `sip:` URI with
+/// a numeric host (`;transport=tcp` asks for TCP). Never a name: resolving one would block the shard.
 enum Destination {
     /// A function's optional destination argument: a constant checked now, or a value parsed per call.
     struct Argument {
-        let constant: SocketAddress?
+        let constant: NextHop?
         let dynamic: ScriptCompiler.Evaluate?
 
         /// nil: the argument's value is not a usable destination (the call fails); .some(nil): no argument.
-        func resolve(_ context: ScriptContext) -> SocketAddress?? {
+        func resolve(_ context: ScriptContext) -> NextHop?? {
             if let constant { return .some(constant) }
             guard let dynamic else { return .some(nil) }
-            guard case .text(let text) = dynamic(context), let address = Destination.parse(text) else { return nil }
-            return .some(address)
+            guard case .text(let text) = dynamic(context), let hop = Destination.parse(text) else { return nil }
+            return .some(hop)
         }
     }
 
@@ -363,28 +363,37 @@ enum Destination {
         guard let text = compiler.constantText(argument) else {
             return Argument(constant: nil, dynamic: try compiler.value(argument))
         }
-        guard let address = parse(permanentBytes(text)) else {
+        guard let hop = parse(permanentBytes(text)) else {
             throw compiler.error("\(function)(): '\(text)' is not a destination ringsip can use; "
-                + "expected udp:IP:PORT, IP:PORT or sip:IP:PORT with a numeric IP", at: argument.location)
+                + "expected udp:IP:PORT, tcp:IP:PORT, IP:PORT or sip:IP:PORT with a numeric IP", at: argument.location)
         }
-        return Argument(constant: address, dynamic: nil)
+        return Argument(constant: hop, dynamic: nil)
     }
 
-    static func parse(_ text: UnsafeRawBufferPointer) -> SocketAddress? {
+    static func parse(_ text: UnsafeRawBufferPointer) -> NextHop? {
         var bytes = text
+        var transport = SIPTransport.udp
         if bytes.count > 4, bytesEqualIgnoringCase(UnsafeRawBufferPointer(rebasing: bytes[0..<4]), udpPrefix) {
             bytes = UnsafeRawBufferPointer(rebasing: bytes[4...])
+        } else if bytes.count > 4, bytesEqualIgnoringCase(UnsafeRawBufferPointer(rebasing: bytes[0..<4]), tcpPrefix) {
+            bytes = UnsafeRawBufferPointer(rebasing: bytes[4...])
+            transport = .tcp
+        } else if let uri = try? SIPURI.parse(bytes, 0, bytes.count) {
+            transport = NextHop.transport(of: uri, in: bytes)
         }
-        guard let target = HostPort(bytes) else { return nil }
-        return SocketAddress(numericHost: UnsafeRawBufferPointer(rebasing: bytes[target.host]), port: target.port ?? 5060)
+        guard let target = HostPort(bytes),
+              let address = SocketAddress(numericHost: UnsafeRawBufferPointer(rebasing: bytes[target.host]),
+                                          port: target.port ?? 5060) else { return nil }
+        return NextHop(address: address, transport: transport)
     }
 
     nonisolated(unsafe) private static let udpPrefix = permanentBytes("udp:")
+    nonisolated(unsafe) private static let tcpPrefix = permanentBytes("tcp:")
 }
 
 extension ScriptContext {
     /// The next hop when `forward()` names none: `$du`, else the Route set, else the Request-URI.
-    func nextHop() -> SocketAddress? {
+    func nextHop() -> NextHop? {
         if let destinationURI {
             return Destination.parse(destinationURI)
         }
@@ -392,9 +401,10 @@ extension ScriptContext {
     }
 
     /// Sends the request, with every edit the script made, to `destination`.
-    func forward(to destination: SocketAddress) -> Bool {
-        let sent = relay.forwardRequest(message, from: source, arrivedOn: socketIndex, to: destination,
-                                        edits: edits(toward: destination), on: shard)
+    func forward(to destination: NextHop) -> Bool {
+        let sent = relay.forwardRequest(message, from: source, arrivedOn: socketIndex, to: destination.address,
+                                        transport: destination.transport, edits: edits(toward: destination.address),
+                                        on: shard)
         if sent { handled = true }
         // Too large for a datagram: answered 513 rather than lost (an ACK gets no answer).
         if !sent && relay.lastForwardTooLarge && message.method != .ack

@@ -7,8 +7,9 @@ import TM
 /// a 180 and then the 200), so each lives in a block of its own in `ScriptContext.heldWork`, named by its
 /// suspension — not in the transaction's single suspension slot, which request and failure routes use.
 ///
-/// Layout: kind u8 (1 a response, 2 a branch) | forced u8 | socket index u16 | state length u32 | then i32 |
-/// 0 u32 | source (a SocketAddress) | forced destination (a SocketAddress) | state | the response's bytes.
+/// Layout: kind u8 (1 a response, 2 a branch) | forced u8 (0 none, else 1 + its transport) | 0 u16 |
+/// state length u32 | then i32 | 0 u32 | socket index i64 (a TCP connection's handle is 64 bits) |
+/// source (a SocketAddress) | forced destination (a SocketAddress) | state | the response's bytes.
 struct HeldWork {
     enum Kind: UInt8 {
         case reply = 1
@@ -16,14 +17,14 @@ struct HeldWork {
     }
 
     private static let addressSize = MemoryLayout<SocketAddress>.size
-    private static let header = 16 + 2 * addressSize
+    private static let header = 24 + 2 * addressSize
 
     let kind: Kind
     /// Where the response came from (a reply), or the request (a branch): `$si` and friends.
     let source: SocketAddress
     let socketIndex: Int
     /// A branch's destination forced by t_relay's argument; nil: the branch's `$du`/`$ru` decide.
-    let forced: SocketAddress?
+    let forced: NextHop?
     /// A response held by the unnamed onreply_route: the transaction's `t_on_reply` route, which still has to
     /// run on it after the resume route; -1 for none.
     let thenRoute: Int
@@ -33,20 +34,21 @@ struct HeldWork {
     let response: UnsafeRawBufferPointer
 
     /// Copies everything into one block of `store`; nil when it does not fit.
-    static func keep(_ kind: Kind, source: SocketAddress, socketIndex: Int, forced: SocketAddress?, thenRoute: Int,
+    static func keep(_ kind: Kind, source: SocketAddress, socketIndex: Int, forced: NextHop?, thenRoute: Int,
                      state: UnsafeRawBufferPointer, response: UnsafeRawBufferPointer,
                      in store: MessageStore) -> StoredMessage? {
         let count = header + state.count + response.count
         guard let block = store.allocate(count) else { return nil }
         let bytes = block.bytes
         bytes.storeBytes(of: kind.rawValue, toByteOffset: 0, as: UInt8.self)
-        bytes.storeBytes(of: forced == nil ? 0 : 1, toByteOffset: 1, as: UInt8.self)
-        bytes.storeBytes(of: UInt16(truncatingIfNeeded: socketIndex), toByteOffset: 2, as: UInt16.self)
+        bytes.storeBytes(of: forced.map { 1 + $0.transport.rawValue } ?? 0, toByteOffset: 1, as: UInt8.self)
+        bytes.storeBytes(of: UInt16(0), toByteOffset: 2, as: UInt16.self)
         bytes.storeBytes(of: UInt32(state.count), toByteOffset: 4, as: UInt32.self)
         bytes.storeBytes(of: Int32(truncatingIfNeeded: thenRoute), toByteOffset: 8, as: Int32.self)
         bytes.storeBytes(of: UInt32(0), toByteOffset: 12, as: UInt32.self)
-        withUnsafeBytes(of: source) { copy($0, into: bytes, at: 16) }
-        if let forced { withUnsafeBytes(of: forced) { copy($0, into: bytes, at: 16 + addressSize) } }
+        bytes.storeBytes(of: Int64(socketIndex), toByteOffset: 16, as: Int64.self)
+        withUnsafeBytes(of: source) { copy($0, into: bytes, at: 24) }
+        if let forced { withUnsafeBytes(of: forced.address) { copy($0, into: bytes, at: 24 + addressSize) } }
         copy(state, into: bytes, at: header)
         copy(response, into: bytes, at: header + state.count)
         return StoredMessage(block: bytes.baseAddress!, sizeClass: block.sizeClass, count: count)
@@ -57,12 +59,14 @@ struct HeldWork {
         let bytes = kept.bytes
         guard bytes.count >= Self.header, let kind = Kind(rawValue: bytes[0]) else { return nil }
         self.kind = kind
-        socketIndex = Int(bytes.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+        socketIndex = Int(bytes.loadUnaligned(fromByteOffset: 16, as: Int64.self))
         let stateCount = Int(bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
         guard Self.header + stateCount <= bytes.count else { return nil }
         thenRoute = Int(bytes.loadUnaligned(fromByteOffset: 8, as: Int32.self))
-        source = bytes.loadUnaligned(fromByteOffset: 16, as: SocketAddress.self)
-        forced = bytes[1] == 0 ? nil : bytes.loadUnaligned(fromByteOffset: 16 + Self.addressSize, as: SocketAddress.self)
+        source = bytes.loadUnaligned(fromByteOffset: 24, as: SocketAddress.self)
+        forced = bytes[1] == 0 ? nil : NextHop(
+            address: bytes.loadUnaligned(fromByteOffset: 24 + Self.addressSize, as: SocketAddress.self),
+            transport: SIPTransport(rawValue: bytes[1] - 1) ?? .udp)
         state = UnsafeRawBufferPointer(rebasing: bytes[Self.header..<Self.header + stateCount])
         response = UnsafeRawBufferPointer(rebasing: bytes[(Self.header + stateCount)...])
     }

@@ -208,11 +208,12 @@ extension ScriptCompiler {
         "sp": { context in .integer(Int(context.source.port)) },
         "Ri": { context in
             guard let space = context.arena.allocate(64) else { return .null }
-            let n = context.shard.localAddresses[context.socketIndex].writeHost(into: space)
+            guard let local = context.shard.localAddress(ofSocket: context.socketIndex) else { return .null }
+            let n = local.writeHost(into: space)
             return .text(UnsafeRawBufferPointer(rebasing: space[0..<n]))
         },
-        "Rp": { context in .integer(Int(context.shard.localAddresses[context.socketIndex].port)) },
-        "pr": { _ in .text(udpText) },
+        "Rp": { context in context.shard.localAddress(ofSocket: context.socketIndex).map { .integer(Int($0.port)) } ?? .null },
+        "pr": { context in .text(StreamHandle.isStream(context.socketIndex) ? tcpText : udpText) },
         "ua": { context in
             guard let index = context.message.firstIndex(of: .userAgent) else { return .null }
             return .text(context.message.bytes(of: context.message.header(at: index).value))
@@ -321,22 +322,23 @@ extension ScriptCompiler {
         case "", "ip", "advertised_ip":
             let full = field.isEmpty
             return { context in
-                let address = context.shard.localAddresses[context.socketIndex]
-                guard let host = context.arena.allocate(64) else { return .null }
+                guard let address = context.shard.localAddress(ofSocket: context.socketIndex),
+                      let host = context.arena.allocate(64) else { return .null }
                 let hostText = UnsafeRawBufferPointer(rebasing: host[0..<address.writeHost(into: host)])
                 guard full else { return .text(hostText) }
                 let arena = context.arena
                 var text = arena.begin()
-                arena.append(&text, address.isIPv6 ? udpOpenBracket : udpColon)
+                let stream = StreamHandle.isStream(context.socketIndex)
+                arena.append(&text, address.isIPv6 ? (stream ? tcpOpenBracket : udpOpenBracket) : (stream ? tcpColon : udpColon))
                 arena.append(&text, hostText)
                 arena.append(&text, address.isIPv6 ? closeBracketColon : colonOnly)
                 arena.appendDecimal(&text, Int(address.port))
                 return .text(arena.end(text))
             }
         case "port", "advertised_port":
-            return { context in .integer(Int(context.shard.localAddresses[context.socketIndex].port)) }
+            return { context in context.shard.localAddress(ofSocket: context.socketIndex).map { .integer(Int($0.port)) } ?? .null }
         case "proto":
-            return { _ in .text(udpText) }
+            return { context in .text(StreamHandle.isStream(context.socketIndex) ? tcpText : udpText) }
         default:
             throw error("$socket_in(\(field)): expected ip, port, proto, advertised_ip or advertised_port", at: v.location)
         }
@@ -395,6 +397,9 @@ extension ScriptCompiler {
 }
 
 nonisolated(unsafe) private let udpText = permanentBytes("udp")
+nonisolated(unsafe) private let tcpText = permanentBytes("tcp")
+nonisolated(unsafe) private let tcpColon = permanentBytes("tcp:")
+nonisolated(unsafe) private let tcpOpenBracket = permanentBytes("tcp:[")
 nonisolated(unsafe) private let commaSpace = permanentBytes(", ")
 nonisolated(unsafe) private let comma = permanentBytes(",")
 nonisolated(unsafe) private let udpColon = permanentBytes("udp:")

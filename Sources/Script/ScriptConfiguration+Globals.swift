@@ -36,8 +36,10 @@ extension ScriptConfiguration {
         if name == "children" || name.hasSuffix("_workers") || name.hasSuffix("_children") || name.hasPrefix("auto_scaling_") {
             return "ringsip runs one shard per CPU (--shards, --cpus) instead of worker processes"
         }
-        if name.hasPrefix("tcp_") || name.hasPrefix("tls_") || name == "disable_tcp" || name == "disable_tls" {
-            return "ringsip serves UDP only for now"
+        if name.hasPrefix("tls_") || name == "disable_tls" { return "ringsip serves UDP and TCP for now" }
+        if name.hasPrefix("tcp_") || name == "disable_tcp" {
+            return "ringsip's TCP is on each shard's ring (tcp_connection_lifetime, tcp_max_connections, "
+                + "tcp_connect_timeout and tcp_max_msg_time are its knobs)"
         }
         if name.hasPrefix("dns_") { return "ringsip resolves no names yet" }
         if name.hasPrefix("mem_") || name.hasPrefix("shm_") || name.hasPrefix("pkg_") { return "memory is not pooled" }
@@ -51,7 +53,8 @@ extension ScriptConfiguration {
     static let meaningfulGlobals = [
         "listen", "socket", "log_level", "debug", "xlog_level", "async_timeout", "alias", "advertised_address",
         "advertised_port", "server_header", "user_agent_header", "server_signature", "max_while_loops", "port",
-        "db_default_url", "overload_threshold",
+        "db_default_url", "overload_threshold", "tcp_connection_lifetime", "tcp_max_connections", "tcp_connect_timeout",
+        "tcp_max_msg_time",
     ]
 
     mutating func applyGlobals(_ globals: [GlobalSetting], lines: SourceLines) throws(CompileError) {
@@ -94,6 +97,14 @@ extension ScriptConfiguration {
                 asyncTimeout = try integer(setting, 1...3_600_000, "a number of milliseconds from 1 to 3600000")
             case "max_while_loops":
                 maxWhileLoops = try integer(setting, 1...10_000_000, "a number of iterations from 1 to 10000000")
+            case "tcp_connection_lifetime":
+                tcpConnectionLifetime = try integer(setting, 1...86_400, "a number of seconds from 1 to 86400")
+            case "tcp_max_connections":
+                tcpMaxConnections = try integer(setting, 1...10_000_000, "a number of connections from 1 to 10000000")
+            case "tcp_connect_timeout":
+                tcpConnectTimeout = try integer(setting, 1...600_000, "a number of milliseconds from 1 to 600000")
+            case "tcp_max_msg_time":
+                tcpMaxMessageTime = try integer(setting, 1...3_600, "a number of seconds from 1 to 3600")
             case "overload_threshold":
                 overloadPercent = try integer(setting, 0...1000, "a percentage of a core from 1 (0: never shed)")
             case "alias":
@@ -144,8 +155,8 @@ extension ScriptConfiguration {
         for setting in sockets {
             switch SocketSpec.parse(text(setting), defaultPort: defaultPort) {
             case .success(let spec):
-                for address in spec.addresses where !listen.contains(address) {
-                    listen.append(address)
+                for address in spec.addresses where !(spec.tcp ? streamListen : listen).contains(address) {
+                    if spec.tcp { streamListen.append(address) } else { listen.append(address) }
                     if let advertised = spec.advertised { identity.advertisedBySocket.append((address, advertised)) }
                 }
                 for option in spec.ignoredOptions {

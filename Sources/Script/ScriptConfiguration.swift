@@ -4,6 +4,14 @@ import Engine
 /// parameters. Built before the routes are compiled, since functions need to know which modules are loaded.
 public struct ScriptConfiguration: Sendable {
     public var listen: [SocketAddress] = []
+    /// `listen = tcp:…` addresses.
+    public var streamListen: [SocketAddress] = []
+    /// TCP globals: `tcp_connection_lifetime` (s), `tcp_max_connections` (the process's, shared out between the
+    /// shards), `tcp_connect_timeout` (ms), `tcp_max_msg_time` (s); nil: the engine's default.
+    public var tcpConnectionLifetime: Int?
+    public var tcpMaxConnections: Int?
+    public var tcpConnectTimeout: Int?
+    public var tcpMaxMessageTime: Int?
     /// OpenSIPS numbering: -3 alert, -2 critical, -1 error, 1 warning, 2 notice, 3 info, 4 debug.
     public var logLevel = 3
     /// `xlog_level`: xlog()'s own threshold; nil: `logLevel`.
@@ -124,9 +132,8 @@ public struct ScriptConfiguration: Sendable {
         "dispatcher": "ringsip has no dispatcher yet: use t_relay to a fixed next hop, append_branch to fork",
         "drouting": "ringsip has no dynamic routing yet: use t_relay to a fixed next hop",
         "load_balancer": "ringsip has no load balancer yet: use t_relay to a fixed next hop",
-        "proto_tcp": "ringsip serves UDP only for now", "proto_tls": "ringsip serves UDP only for now",
-        "proto_ws": "ringsip serves UDP only for now", "proto_wss": "ringsip serves UDP only for now",
-        "tls_mgm": "ringsip serves UDP only for now",
+        "proto_tls": "ringsip serves UDP and TCP for now", "proto_ws": "ringsip serves UDP and TCP for now",
+        "proto_wss": "ringsip serves UDP and TCP for now", "tls_mgm": "ringsip serves UDP and TCP for now",
         "db_postgres": "ringsip's database driver is db_mysql (MariaDB and MySQL)",
         "db_text": "ringsip's database driver is db_mysql (MariaDB and MySQL)",
         "db_sqlite": "ringsip's database driver is db_mysql (MariaDB and MySQL)",

@@ -65,7 +65,7 @@ public final class ScriptContext {
     /// A held response, parsed again for its resume route.
     let heldReplyMessage = SIPMessage()
     /// t_relay's forced destination while its branch_route runs (an async() there keeps it for the branch).
-    var branchForced: SocketAddress?
+    var branchForced: NextHop?
     /// While the unnamed onreply_route runs for a transaction's response: the transaction's `t_on_reply` route
     /// that runs after it (-1 none). An async() there keeps it, so the held response still goes through it.
     var replyRouteAfter = -1

@@ -342,7 +342,8 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         if again { return }
         if sent, let destination = work.forced ?? context.nextHop() {
             _ = transactions.relay(handle, context.message, from: context.source, arrivedOn: context.socketIndex,
-                                   to: destination, edits: context.edits(toward: destination), into: branch, on: shard)
+                                   to: destination.address, transport: destination.transport,
+                                   edits: context.edits(toward: destination.address), into: branch, on: shard)
         }
         transactions.releaseHeldBranch(handle, branch: branch, on: shard)
     }

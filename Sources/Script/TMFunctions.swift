@@ -174,7 +174,7 @@ enum TMFunctions {
     /// One branch: its branch_route (which may change `$ru`/`$du`, add headers, `drop` it or hold it in
     /// async()), then the client transaction. The route's changes stay with this branch.
     private static func relayBranch(_ context: ScriptContext, _ manager: TransactionManager, _ handle: TransactionHandle,
-                                    uri: UnsafeRawBufferPointer?, du: UnsafeRawBufferPointer?, forced: SocketAddress?,
+                                    uri: UnsafeRawBufferPointer?, du: UnsafeRawBufferPointer?, forced: NextHop?,
                                     routes: CompiledRoutes) -> Bool {
         context.requestURI = uri
         context.destinationURI = du
@@ -200,7 +200,8 @@ enum TMFunctions {
         }
         guard let destination = forced ?? context.nextHop() else { return false }
         return manager.relay(handle, context.message, from: context.source, arrivedOn: context.socketIndex,
-                             to: destination, edits: context.edits(toward: destination), on: context.shard)
+                             to: destination.address, transport: destination.transport,
+                             edits: context.edits(toward: destination.address), on: context.shard)
     }
 
     @Sendable static func appendBranch(_ call: FunctionCall, _ compiler: ScriptCompiler) throws(CompileError) -> CompiledCall {

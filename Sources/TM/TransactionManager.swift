@@ -146,8 +146,8 @@ public final class TransactionManager {
             id: id, request: request, source: source, socket: socket,
             responseDestination: relay.responseDestination(message, from: source, forceRport: forceRport),
             method: message.method,
-            inviteServer: isInvite ? InviteServerTransaction(settings: settings, transport: .unreliable) : nil,
-            nonInviteServer: isInvite ? nil : NonInviteServerTransaction(settings: settings, transport: .unreliable),
+            inviteServer: isInvite ? InviteServerTransaction(settings: settings, transport: transportKind(socket)) : nil,
+            nonInviteServer: isInvite ? nil : NonInviteServerTransaction(settings: settings, transport: transportKind(socket)),
             settings: settings)
         entry.forceRport = forceRport
         entry.requestURIStart = message.requestURIText.start
@@ -167,8 +167,8 @@ public final class TransactionManager {
     /// destination's family, a request that cannot be rebuilt).
     /// `reserved`: the place `holdBranch` kept for this branch (nil: a new place at the end).
     public func relay(_ handle: TransactionHandle, _ message: SIPMessage, from source: SocketAddress,
-                      arrivedOn socketIndex: Int, to destination: SocketAddress, edits: RelayEdits,
-                      into reserved: Int? = nil, on shard: any ShardIO) -> Bool {
+                      arrivedOn socketIndex: Int, to destination: SocketAddress, transport: SIPTransport = .udp,
+                      edits: RelayEdits, into reserved: Int? = nil, on shard: any ShardIO) -> Bool {
         lastRelayTooLarge = false
         // No new branch once a final answer went upstream, or after a 6xx (§16.7 step 5: the search is over).
         // Nor after a CANCEL (OpenSIPS refuses it too): a held branch or a resumed failure route would ring a
@@ -176,14 +176,15 @@ public final class TransactionManager {
         guard table.contains(handle), table[handle].finalSent < 200, !table[handle].cancelled, !hasGlobalFailure(handle),
               reserved.map({ $0 < table[handle].branches.count && table[handle].branches[$0].reserved })
                 ?? (table[handle].branches.count < Branches.capacity),
-              let socket = relay.socketToward(destination, preferring: socketIndex, on: shard) else { return false }
+              let socket = relay.socketToward(destination, transport: transport, preferring: socketIndex, on: shard)
+        else { return false }
         let index = reserved ?? table[handle].branches.count
         let branch = TransactionBranch(shard: UInt8(shardIndex), slot: handle.slot, generation: handle.generation,
                                        branchIndex: UInt8(index))
         let length = branch.encode(key: key, into: branchText)
         let needed = min(message.length + 1024, MessageStore.largest)
         guard let block = store.allocate(needed) else { return false }
-        guard let written = relay.buildRequest(message, from: source, socket: socket,
+        guard let written = relay.buildRequest(message, from: source, socket: socket, toward: destination,
                                                branch: UnsafeRawBufferPointer(rebasing: branchText[0..<length]),
                                                edits: edits, into: block.bytes) else {
             store.release(StoredMessage(block: block.bytes.baseAddress!, sizeClass: block.sizeClass, count: 0))
@@ -200,8 +201,8 @@ public final class TransactionManager {
         let settings = table[handle].settings
         let isInvite = table[handle].method == .invite
         var new = Branch(request: forwarded, destination: destination, socket: socket)
-        new.invite = isInvite ? InviteClientTransaction(settings: settings, transport: .unreliable) : nil
-        new.nonInvite = isInvite ? nil : NonInviteClientTransaction(settings: settings, transport: .unreliable)
+        new.invite = isInvite ? InviteClientTransaction(settings: settings, transport: transportKind(socket)) : nil
+        new.nonInvite = isInvite ? nil : NonInviteClientTransaction(settings: settings, transport: transportKind(socket))
         if reserved != nil { table[handle].branches[index] = new } else { _ = table[handle].branches.append(new, store: store) }
         let now = shard.now
         let actions = isInvite ? table[handle].branches[index].invite!.start(now: now)
@@ -449,6 +450,11 @@ public final class TransactionManager {
         malformedReplies += 1
         shard.counters.malformedReplies += 1
         shard.counters.dropped += 1
+    }
+
+    /// Over TCP the transport retransmits: no Timer A, E or G, and the completed states end at once.
+    private func transportKind(_ socket: Int) -> TransportKind {
+        StreamHandle.isStream(socket) ? .reliable : .unreliable
     }
 
     func send(_ message: StoredMessage, to destination: SocketAddress, socket: Int, on shard: any ShardIO) {

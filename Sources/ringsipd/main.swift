@@ -60,12 +60,20 @@ if settings.checkOnly {
 }
 
 // Listen addresses: the flags when given, else the script's, else the loopback default.
+// A script that listens on TCP only has no UDP socket; with no listen address at all, UDP on loopback.
+let configured = program.configuration
+let streamListen = settings.listen.isEmpty ? configured.streamListen : []
 let listen = !settings.listen.isEmpty ? settings.listen
-    : !program.configuration.listen.isEmpty ? program.configuration.listen
+    : !configured.listen.isEmpty || !streamListen.isEmpty ? configured.listen
     : [SocketAddress(numericHost: "127.0.0.1", port: 5060)!]
 var shardConfiguration = ShardConfiguration()
-shardConfiguration.overloadPercent = program.configuration.overloadPercent
-let engine = Engine(listen: listen, shards: settings.shards, cpus: settings.cpus, configuration: shardConfiguration) { shard in
+shardConfiguration.overloadPercent = configured.overloadPercent
+if let seconds = configured.tcpConnectionLifetime { shardConfiguration.streamIdleMilliseconds = UInt64(seconds) * 1000 }
+if let total = configured.tcpMaxConnections { shardConfiguration.streamConnections = max(1, total / settings.shards) }
+if let ms = configured.tcpConnectTimeout { shardConfiguration.streamConnectMilliseconds = UInt64(ms) }
+if let seconds = configured.tcpMaxMessageTime { shardConfiguration.streamMessageMilliseconds = UInt64(seconds) * 1000 }
+let engine = Engine(listen: listen, streamListen: streamListen, shards: settings.shards, cpus: settings.cpus,
+                    configuration: shardConfiguration) { shard in
     ScriptHandler(program: program, shard: shard)
 }
 do {
@@ -78,7 +86,8 @@ let cpuText = settings.cpus.map { $0.map(String.init).joined(separator: ",") } ?
 log.info("""
     ringsipd started: \(settings.shards) shard(s) pinned to CPUs \(cpuText); \
     io_uring flags \(engine.features.map { "\($0)" } ?? "none"); \
-    listening on \(engine.boundAddresses.map { "udp:\($0)" }.joined(separator: " ")); \
+    listening on \((engine.boundAddresses.map { "udp:\($0)" } + engine.boundStreamAddresses.map { "tcp:\($0)" })
+        .joined(separator: " ")); \
     \(settings.file.map { "script \($0)" } ?? "forwarding to udp:\(settings.forward!)")
     """)
 

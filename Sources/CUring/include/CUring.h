@@ -36,5 +36,6 @@ void CUring_asan_unpoison(const void *address, size_t count);
 // Named here once so Swift reads the same names as the kernel headers.
 static const unsigned char CUring_IOSQE_BUFFER_SELECT = IOSQE_BUFFER_SELECT;
 static const unsigned char CUring_IOSQE_CQE_SKIP_SUCCESS = IOSQE_CQE_SKIP_SUCCESS;
+static const unsigned char CUring_IOSQE_IO_LINK = IOSQE_IO_LINK;
 
 #endif

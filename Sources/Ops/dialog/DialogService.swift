@@ -294,11 +294,11 @@ final class DialogService: ShardService, RequestOwning, MainRouteObserving {
 
     private func sendBye(to destination: SocketAddress, uri: String, from: String, fromTag: String, to: String,
                          toTag: String, cseq: UInt32, _ dialog: Dialog) {
-        guard dialog.socket < shard.localAddresses.count else { return }
+        guard let local = shard.localAddress(ofSocket: dialog.socket) else { return }
         byeSerial += 1
-        let local = shard.localAddresses[dialog.socket]
+        let transport = StreamHandle.isStream(dialog.socket) ? "TCP" : "UDP"
         shard.sendOwn(Array(("BYE \(uri) SIP/2.0\r\n"
-            + "Via: SIP/2.0/UDP \(local);branch=\(ScriptHandler.ownRequestBranchPrefix)-dlg-\(shard.index)-\(byeSerial)\r\n"
+            + "Via: SIP/2.0/\(transport) \(local);branch=\(ScriptHandler.ownRequestBranchPrefix)-dlg-\(shard.index)-\(byeSerial)\r\n"
             + "From: <\(from)>;tag=\(fromTag)\r\nTo: <\(to)>;tag=\(toTag)\r\nCall-ID: \(dialog.callID)\r\n"
             + "CSeq: \(cseq) BYE\r\nMax-Forwards: 70\r\nReason: SIP;cause=408;text=\"Dialog Timeout\"\r\n"
             + "Content-Length: 0\r\n\r\n").utf8), to: destination, preferring: dialog.socket)

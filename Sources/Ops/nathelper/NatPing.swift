@@ -116,12 +116,12 @@ final class NatPingService: ShardService {
     }
 
     private func sendOptions(to destination: SocketAddress, contact: String, socket: Int) {
-        guard socket < shard.localAddresses.count else { return }
+        guard let local = shard.localAddress(ofSocket: socket) else { return }
         serial += 1
-        let local = shard.localAddresses[socket]
         let host = local.isIPv6 ? "[\(local.hostString)]" : local.hostString
+        let transport = StreamHandle.isStream(socket) ? "TCP" : "UDP"
         let request = "\(method) \(contact) SIP/2.0\r\n"
-            + "Via: SIP/2.0/UDP \(host):\(local.port);branch=\(Self.pingBranchPrefix)-\(shard.index)-\(serial)\r\n"
+            + "Via: SIP/2.0/\(transport) \(host):\(local.port);branch=\(Self.pingBranchPrefix)-\(shard.index)-\(serial)\r\n"
             + "From: <\(from)>;tag=\(shard.index)-\(serial)\r\nTo: <\(contact)>\r\n"
             + "Call-ID: natping-\(shard.index)-\(serial)@\(host)\r\nCSeq: 1 \(method)\r\nMax-Forwards: 70\r\n"
             + "Content-Length: 0\r\n\r\n"

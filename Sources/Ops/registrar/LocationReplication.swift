@@ -5,7 +5,7 @@
 ///
 /// Layout: kind u8 | then per kind. Strings are u16 length | UTF-8; numbers little-endian.
 /// - `.bindings`: aor | count u16 | per binding: contact, callID, path, received, userAgent, instance (strings) |
-///   expires u64 | modified u64 | branchFlags u64 | cseq u32 | q i32 | regID i32 | socket u16.
+///   expires u64 | modified u64 | branchFlags u64 | cseq u32 | q i32 | regID i32 | socket u64 (a TCP connection's handle is 64 bits).
 /// - `.register`: a `RegisterRequest` (the fields of `.bindings`' request, then its contacts).
 /// - `.remove`: aor | has contact u8 | contact.
 enum LocationMail {
@@ -34,7 +34,7 @@ enum LocationMail {
                 out.u32(UInt64(b.cseq))
                 out.i32(b.q)
                 out.i32(b.regID)
-                out.u16(b.socket)
+                out.u64(UInt64(bitPattern: Int64(b.socket)))
             }
         case .register(let r, let now):
             out.byte(Kind.register.rawValue)
@@ -42,7 +42,7 @@ enum LocationMail {
             for text in [r.aor, r.callID, r.path, r.received, r.userAgent] { out.string(text) }
             out.byte(r.wildcard ? 1 : 0)
             out.u32(UInt64(r.cseq))
-            out.u16(r.socket)
+            out.u64(UInt64(bitPattern: Int64(r.socket)))
             out.u64(r.branchFlags)
             out.i32(r.maxContacts)
             out.u16(r.contacts.count)
@@ -74,7 +74,7 @@ enum LocationMail {
                 guard let contact = r.string(), let callID = r.string(), let path = r.string(), let received = r.string(),
                       let userAgent = r.string(), let instance = r.string(), let expires = r.u64(),
                       let modified = r.u64(), let flags = r.u64(), let cseq = r.u32(), let q = r.i32(),
-                      let regID = r.i32(), let socket = r.u16() else { return nil }
+                      let regID = r.i32(), let socket = r.u64().map({ Int(Int64(bitPattern: $0)) }) else { return nil }
                 bindings.append(Binding(contact: contact, expires: expires, q: q, callID: callID, cseq: UInt32(cseq),
                                         path: path, received: received, userAgent: userAgent, instance: instance,
                                         regID: regID, socket: socket, branchFlags: flags, modified: modified))
@@ -83,7 +83,7 @@ enum LocationMail {
         case .register:
             guard let now = r.u64(), let aor = r.string(), let callID = r.string(), let path = r.string(),
                   let received = r.string(), let userAgent = r.string(), let wildcard = r.byte(), let cseq = r.u32(),
-                  let socket = r.u16(), let flags = r.u64(), let maxContacts = r.i32(), let count = r.u16() else { return nil }
+                  let socket = r.u64().map({ Int(Int64(bitPattern: $0)) }), let flags = r.u64(), let maxContacts = r.i32(), let count = r.u16() else { return nil }
             var contacts: [ContactRequest] = []
             for _ in 0..<count {
                 guard let contact = r.string(), let instance = r.string(), let expires = r.i32(), let q = r.i32(),

@@ -1,0 +1,437 @@
+import CUring
+import Glibc
+import SIP
+
+/// SIP over TCP on the ring (RFC 3261 §18): a multishot accept per listening socket, a multishot receive per
+/// connection into the shard's provided buffers, messages framed by Content-Length and handed to the handler in
+/// place when a read holds them whole, and writes queued per connection, one in flight, continued when partial.
+///
+/// A connection belongs to the shard that accepted or opened it. A message the handler sends to another shard's
+/// connection, or one it hands to another shard, goes by mail (a copy): the owner writes it.
+extension Shard {
+    /// Mail channels the engine keeps for itself: a stream message lent to another shard, and bytes for another
+    /// shard's connection. Record: socketIndex 8 | address 28 | bytes.
+    static let streamMessageChannel: UInt16 = 0xFFF0
+    static let streamSendChannel: UInt16 = 0xFFF1
+    private static let mailHeaderBytes = 8 + 28
+
+    /// Addresses this shard accepts TCP connections on.
+    public var streamListenAddresses: [SocketAddress] { streams.listenAddresses }
+
+    // MARK: - Accept
+
+    func startStreams() {
+        for listener in streams.listeners.indices { armAccept(listener) }
+    }
+
+    private func acceptTag(_ listener: Int) -> Tag {
+        Tag(kind: .accept, shard: index, generation: streams.acceptGenerations[listener], slot: UInt32(listener))
+    }
+
+    private func armAccept(_ listener: Int) {
+        streams.acceptGenerations[listener] &+= 1
+        let sqe = ring.sqe()
+        io_uring_prep_multishot_accept(sqe, streams.listeners[listener], nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+        sqe.pointee.user_data = acceptTag(listener).rawValue
+        streams.activeAccepts += 1
+    }
+
+    func acceptCompleted(tag: Tag, result: Int32, flags: UInt32) {
+        let listener = Int(tag.slot)
+        guard listener < streams.listeners.count, tag.generation == streams.acceptGenerations[listener] else {
+            if result >= 0 { Syscalls.closeDescriptor(result) }
+            counters.staleCompletions += 1
+            return
+        }
+        if result >= 0 { accepted(fd: result) } else if result != -ECANCELED { counters.tcpRefused += 1 }
+        if flags & IORING_CQE_F_MORE == 0 {
+            streams.activeAccepts -= 1
+            if !stopping { armAccept(listener) }
+        }
+    }
+
+    private func accepted(fd: Int32) {
+        guard !stopping, let peer = Syscalls.peerAddress(of: fd),
+              let slot = streams.table.add(fd: fd, peer: peer, state: .open, now: now) else {
+            Syscalls.closeDescriptor(fd)
+            counters.tcpRefused += 1
+            return
+        }
+        Syscalls.disableNagle(fd)
+        counters.tcpAccepted += 1
+        counters.tcpOpen = streams.table.live
+        armStreamReceive(slot)
+        armSweep()
+    }
+
+    // MARK: - Receive and framing
+
+    private func armStreamReceive(_ slot: UInt32) {
+        let sqe = ring.sqe()
+        io_uring_prep_recv_multishot(sqe, streams.table[slot].fd, nil, 0, 0)
+        sqe.pointee.flags |= CUring_IOSQE_BUFFER_SELECT
+        sqe.pointee.buf_group = buffers.groupID
+        sqe.pointee.user_data = Tag(kind: .streamReceive, shard: index, generation: streams.table[slot].generation,
+                                    slot: slot).rawValue
+        streams.table[slot].receiveArmed = true
+    }
+
+    func streamReceiveCompleted(tag: Tag, result: Int32, flags: UInt32) {
+        let slot = tag.slot
+        let bufferID: UInt16? = flags & IORING_CQE_F_BUFFER != 0
+            ? UInt16(truncatingIfNeeded: flags >> IORING_CQE_BUFFER_SHIFT) : nil
+        guard Int(slot) < streams.table.slots.count, streams.table[slot].generation == tag.generation else {
+            if let bufferID { buffers.recycle(ReceivedBuffer(id: bufferID)) }
+            counters.staleCompletions += 1
+            return
+        }
+        let more = flags & IORING_CQE_F_MORE != 0
+        if !more { streams.table[slot].receiveArmed = false }
+        if let bufferID {
+            if result > 0 && streams.table[slot].state == .open {
+                counters.received += 1
+                streams.table[slot].lastActivity = now
+                let bytes = UnsafeRawBufferPointer(start: buffers.address(of: bufferID), count: Int(result))
+                streamBytesArrived(slot, bytes)
+            }
+            buffers.recycle(ReceivedBuffer(id: bufferID))
+        } else if result == -ENOBUFS {
+            counters.bufferExhaustion += 1
+        } else if result <= 0 {
+            // 0: the peer closed its side; below 0: the connection failed (or was shut down here).
+            closeStream(slot)
+        }
+        if !more {
+            if streams.table[slot].state == .open { armStreamReceive(slot) } else { finishCloseIfQuiet(slot) }
+        }
+    }
+
+    /// Frames what arrived: whole messages are handled where they lie, a message's beginning is kept until the
+    /// rest comes (the only copy a stream costs, and only when a message spans reads).
+    private func streamBytesArrived(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
+        guard streams.table[slot].partialCount > 0 else {
+            guard let used = frameAndDeliver(slot, bytes) else { return }
+            keepPartial(slot, UnsafeRawBufferPointer(rebasing: bytes[used...]))
+            return
+        }
+        let held = streams.table[slot].partialCount
+        guard streams.reserve(slot, held + bytes.count, readBytes: buffers.bufferSize), let partial = streams.table[slot].partial else {
+            counters.tcpBadClosed += 1
+            closeStream(slot)
+            return
+        }
+        UnsafeMutableRawBufferPointer(rebasing: partial[held..<(held + bytes.count)]).copyMemory(from: bytes)
+        let total = held + bytes.count
+        guard let used = frameAndDeliver(slot, UnsafeRawBufferPointer(rebasing: partial[0..<total])) else { return }
+        if used > 0 && used < total {
+            // Moved down within the same buffer: memmove semantics.
+            memmove(partial.baseAddress!, partial.baseAddress! + used, total - used)
+        }
+        streams.table[slot].partialCount = total - used
+        if used > 0 { streams.table[slot].partialSince = now }
+    }
+
+    private func keepPartial(_ slot: UInt32, _ rest: UnsafeRawBufferPointer) {
+        guard !rest.isEmpty else { return }
+        guard streams.reserve(slot, rest.count, readBytes: buffers.bufferSize), let partial = streams.table[slot].partial else {
+            counters.tcpBadClosed += 1
+            closeStream(slot)
+            return
+        }
+        UnsafeMutableRawBufferPointer(rebasing: partial[0..<rest.count]).copyMemory(from: rest)
+        streams.table[slot].partialCount = rest.count
+        streams.table[slot].partialSince = now
+    }
+
+    /// Hands every whole message at the start of `bytes` to the handler; the bytes used, or nil when the stream
+    /// cannot be framed (the connection is closing).
+    private func frameAndDeliver(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) -> Int? {
+        var offset = 0
+        while offset < bytes.count && streams.table[slot].state == .open {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+            switch SIPStreamFramer.frame(rest, maximum: streams.largestMessage) {
+            case .message(let length):
+                deliverStreamMessage(slot, UnsafeRawBufferPointer(rebasing: rest[0..<length]))
+                offset += length
+            case .keepAlive(let length, let ping):
+                if ping { writeStream(slot, Shard.pong) }
+                offset += length
+            case .incomplete:
+                return offset
+            case .invalid:
+                counters.tcpBadClosed += 1
+                closeStream(slot)
+                return nil
+            }
+        }
+        return offset
+    }
+
+    nonisolated(unsafe) private static let pong = UnsafeRawBufferPointer(start: ("\r\n" as StaticString).utf8Start, count: 2)
+
+    private func deliverStreamMessage(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
+        let handle = StreamHandle(shard: index, slot: slot, generation: streams.table[slot].generation)
+        let peer = streams.table[slot].peer
+        let datagram = Datagram(bytes: bytes, source: peer, socketIndex: handle.socketIndex)
+        switch handler.handle(datagram, on: self) {
+        case .done: break
+        case .handOff(let target) where target != index && target >= 0 && target < directory.count:
+            counters.handoffs += 1
+            mailStream(bytes, channel: Shard.streamMessageChannel, socketIndex: handle.socketIndex, address: peer,
+                       to: target)
+        case .handOff: break
+        }
+    }
+
+    private func mailStream(_ bytes: UnsafeRawBufferPointer, channel: UInt16, socketIndex: Int, address: SocketAddress,
+                            to target: Int) {
+        let total = Shard.mailHeaderBytes + bytes.count
+        guard total <= largestMail else {
+            counters.dropped += 1
+            return
+        }
+        withUnsafeTemporaryAllocation(byteCount: total, alignment: 8) { record in
+            record.storeBytes(of: UInt64(bitPattern: Int64(socketIndex)), toByteOffset: 0, as: UInt64.self)
+            UnsafeMutableRawBufferPointer(rebasing: record[8..<Shard.mailHeaderBytes]).initializeMemory(as: UInt8.self, repeating: 0)
+            address.write(to: record.baseAddress! + 8)
+            UnsafeMutableRawBufferPointer(rebasing: record[Shard.mailHeaderBytes...]).copyMemory(from: bytes)
+            send(mail: UnsafeRawBufferPointer(record), channel: channel, to: target)
+        }
+    }
+
+    /// The engine's own mail: a stream message another shard lent here, or bytes for a connection of this one.
+    /// False for a channel the handler owns.
+    func streamMailArrived(from sender: Int, channel: UInt16, _ record: UnsafeRawBufferPointer) -> Bool {
+        guard channel == Shard.streamMessageChannel || channel == Shard.streamSendChannel else { return false }
+        guard record.count >= Shard.mailHeaderBytes,
+              let address = SocketAddress(raw: record.baseAddress! + 8, length: 28) else {
+            counters.dropped += 1
+            return true
+        }
+        let socketIndex = Int(Int64(bitPattern: record.load(as: UInt64.self)))
+        let bytes = UnsafeRawBufferPointer(rebasing: record[Shard.mailHeaderBytes...])
+        if channel == Shard.streamMessageChannel {
+            _ = handler.handle(Datagram(bytes: bytes, source: address, socketIndex: socketIndex, lender: sender), on: self)
+        } else if let out = makeDatagram(), bytes.count <= out.buffer.count {
+            UnsafeMutableRawBufferPointer(rebasing: out.buffer[0..<bytes.count]).copyMemory(from: bytes)
+            send(out, length: bytes.count, to: address, socketIndex: socketIndex)
+        } else {
+            counters.dropped += 1
+        }
+        return true
+    }
+
+    // MARK: - Send
+
+    /// A send over TCP: on the handle's connection while it lasts, else on one this shard holds to
+    /// `destination`, else on a new one. A connection of another shard gets the bytes by mail.
+    func sendOnStream(_ datagram: OutboundDatagram, length: Int, to destination: SocketAddress, handle: StreamHandle) {
+        if !handle.isToward && handle.shard != index {
+            mailStream(UnsafeRawBufferPointer(rebasing: datagram.buffer[0..<length]), channel: Shard.streamSendChannel,
+                       socketIndex: handle.socketIndex, address: destination, to: handle.shard)
+            discard(datagram)
+            return
+        }
+        let slot = (handle.isToward ? nil : streams.table.usable(handle))
+            ?? streams.table.connection(to: destination) ?? connect(to: destination)
+        guard let slot, streams.table[slot].queued < streams.queueLimit else {
+            if slot != nil { counters.tcpQueueFull += 1 }
+            discard(datagram)
+            counters.sendErrors += 1
+            return
+        }
+        sends.prepareStream(slot: datagram.slot, length: length, connection: slot)
+        if streams.table[slot].queueTail >= 0 {
+            sends.streamNext[Int(streams.table[slot].queueTail)] = datagram.slot
+        } else {
+            streams.table[slot].queueHead = datagram.slot
+        }
+        streams.table[slot].queueTail = datagram.slot
+        streams.table[slot].queued += 1
+        if streams.table[slot].state == .open && !streams.table[slot].sending { submitStreamSend(slot) }
+    }
+
+    /// Writes a few bytes of the engine's own (the keep-alive pong) on a connection.
+    private func writeStream(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
+        guard let out = makeDatagram() else {
+            counters.dropped += 1
+            return
+        }
+        UnsafeMutableRawBufferPointer(rebasing: out.buffer[0..<bytes.count]).copyMemory(from: bytes)
+        let handle = StreamHandle(shard: index, slot: slot, generation: streams.table[slot].generation)
+        sendOnStream(out, length: bytes.count, to: streams.table[slot].peer, handle: handle)
+    }
+
+    private func submitStreamSend(_ slot: UInt32) {
+        let head = streams.table[slot].queueHead
+        let (start, count) = sends.unsent(slot: head)
+        let sqe = ring.sqe()
+        io_uring_prep_send(sqe, streams.table[slot].fd, start, count, Int32(MSG_NOSIGNAL))
+        sqe.pointee.user_data = Tag(kind: .streamSend, shard: index, generation: sends.generation(of: head),
+                                    slot: UInt32(head)).rawValue
+        streams.table[slot].sending = true
+    }
+
+    func streamSendCompleted(tag: Tag, result: Int32) {
+        let sendSlot = Int32(truncatingIfNeeded: tag.slot)
+        guard Int(tag.slot) < sends.capacity, sends.generation(of: sendSlot) == tag.generation else {
+            counters.staleCompletions += 1
+            return
+        }
+        let slot = sends.streamConnection[Int(sendSlot)]
+        streams.table[slot].sending = false
+        if result > 0 {
+            sends.streamSent[Int(sendSlot)] += result
+            if sends.unsent(slot: sendSlot).count > 0 && streams.table[slot].state == .open {
+                // The socket took part of it: the rest goes next, before anything queued behind it.
+                submitStreamSend(slot)
+                return
+            }
+        }
+        popStreamQueue(slot, counting: result > 0 && sends.unsent(slot: sendSlot).count == 0)
+        if result <= 0 { closeStream(slot) }
+        if streams.table[slot].state == .open {
+            streams.table[slot].lastActivity = now
+            if streams.table[slot].queueHead >= 0 { submitStreamSend(slot) }
+        } else {
+            finishCloseIfQuiet(slot)
+        }
+    }
+
+    /// Frees the queue's head send slot.
+    private func popStreamQueue(_ slot: UInt32, counting sent: Bool) {
+        let head = streams.table[slot].queueHead
+        let next = sends.streamNext[Int(head)]
+        streams.table[slot].queueHead = next
+        if next < 0 { streams.table[slot].queueTail = -1 }
+        streams.table[slot].queued -= 1
+        _ = sends.release(slot: UInt32(head), generation: sends.generation(of: head))
+        if sent { counters.sent += 1 } else { counters.sendErrors += 1 }
+    }
+
+    // MARK: - Connect
+
+    /// Opens a connection to `destination` on the ring (a connect linked to a timeout); the sends queued meanwhile
+    /// go once it is up. nil when no socket can be had or the shard holds its cap.
+    private func connect(to destination: SocketAddress) -> UInt32? {
+        guard !stopping else { return nil }
+        let fd = Syscalls.streamSocket(family: destination.family)
+        guard fd >= 0 else {
+            counters.tcpConnectFailed += 1
+            return nil
+        }
+        guard let slot = streams.table.add(fd: fd, peer: destination, state: .connecting, now: now) else {
+            Syscalls.closeDescriptor(fd)
+            counters.tcpRefused += 1
+            return nil
+        }
+        Syscalls.disableNagle(fd)
+        counters.tcpOpen = streams.table.live
+        destination.write(to: streams.connectAddress)
+        let connect = ring.sqe()
+        io_uring_prep_connect(connect, fd, streams.connectAddress.assumingMemoryBound(to: sockaddr.self),
+                              destination.length)
+        connect.pointee.flags |= CUring_IOSQE_IO_LINK
+        connect.pointee.user_data = Tag(kind: .streamConnect, shard: index, generation: streams.table[slot].generation,
+                                        slot: slot).rawValue
+        let timeout = ring.sqe()
+        io_uring_prep_link_timeout(timeout, streams.connectTimeout, 0)
+        timeout.pointee.user_data = Tag(kind: .timeoutUpdate, shard: index, generation: 0, slot: 0).rawValue
+        // The address is read when the connect is submitted: now, before another connect of this turn reuses it.
+        _ = io_uring_submit(ring.ring)
+        streams.table[slot].connectInFlight = true
+        armSweep()
+        return slot
+    }
+
+    func streamConnectCompleted(tag: Tag, result: Int32) {
+        let slot = tag.slot
+        guard Int(slot) < streams.table.slots.count, streams.table[slot].generation == tag.generation else {
+            counters.staleCompletions += 1
+            return
+        }
+        streams.table[slot].connectInFlight = false
+        guard result == 0, streams.table[slot].state == .connecting else {
+            if result != 0 { counters.tcpConnectFailed += 1 }
+            closeStream(slot)
+            finishCloseIfQuiet(slot)
+            return
+        }
+        streams.table[slot].state = .open
+        streams.table[slot].lastActivity = now
+        counters.tcpConnected += 1
+        armStreamReceive(slot)
+        if streams.table[slot].queueHead >= 0 { submitStreamSend(slot) }
+    }
+
+    // MARK: - Close
+
+    /// Stops a connection: what waits to be sent is dropped, the socket is shut down so the ring lets go of it,
+    /// and it is closed once nothing of the ring refers to it.
+    func closeStream(_ slot: UInt32) {
+        guard streams.table[slot].state == .open || streams.table[slot].state == .connecting else { return }
+        streams.table[slot].state = .closing
+        // What waits is dropped now; a send in flight stays the queue's head until its completion frees it.
+        if streams.table[slot].sending {
+            let head = streams.table[slot].queueHead
+            var next = sends.streamNext[Int(head)]
+            while next >= 0 {
+                let after = sends.streamNext[Int(next)]
+                _ = sends.release(slot: UInt32(next), generation: sends.generation(of: next))
+                counters.sendErrors += 1
+                streams.table[slot].queued -= 1
+                next = after
+            }
+            sends.streamNext[Int(head)] = -1
+            streams.table[slot].queueTail = head
+        } else {
+            while streams.table[slot].queueHead >= 0 { popStreamQueue(slot, counting: false) }
+        }
+        Syscalls.shutdownStream(streams.table[slot].fd)
+        finishCloseIfQuiet(slot)
+    }
+
+    private func finishCloseIfQuiet(_ slot: UInt32) {
+        guard streams.table[slot].state == .closing, streams.table[slot].quiet else { return }
+        while streams.table[slot].queueHead >= 0 { popStreamQueue(slot, counting: false) }
+        Syscalls.closeDescriptor(streams.table[slot].fd)
+        streams.table.remove(slot)
+        counters.tcpOpen = streams.table.live
+    }
+
+    // MARK: - Sweep and stop
+
+    private func armSweep() {
+        guard !streams.sweepArmed else { return }
+        streams.sweepArmed = schedule(after: StreamSet.sweepMilliseconds, payload: StreamSet.sweepPayload) != nil
+    }
+
+    /// Once a second while there are connections: closes those idle too long, and those whose message has
+    /// taken too long to arrive.
+    func sweepStreams() {
+        streams.sweepArmed = false
+        for i in streams.table.slots.indices {
+            let slot = UInt32(i)
+            let connection = streams.table[slot]
+            guard connection.state == .open else { continue }
+            if connection.partialCount > 0 && now - connection.partialSince > streams.messageMilliseconds {
+                counters.tcpBadClosed += 1
+                closeStream(slot)
+            } else if now - connection.lastActivity > streams.idleMilliseconds && connection.queueHead < 0 {
+                counters.tcpIdleClosed += 1
+                closeStream(slot)
+            }
+        }
+        if streams.table.live > 0 { armSweep() }
+    }
+
+    /// At stop: no more accepts, and every connection closed (its receive ends; sends in flight complete).
+    func stopStreams() {
+        for listener in streams.listeners.indices {
+            let sqe = ring.sqe()
+            io_uring_prep_cancel64(sqe, acceptTag(listener).rawValue, 0)
+            sqe.pointee.user_data = Tag(kind: .timeoutUpdate, shard: index, generation: 0, slot: 0).rawValue
+        }
+        for i in streams.table.slots.indices { closeStream(UInt32(i)) }
+    }
+}
