@@ -179,6 +179,21 @@ def udp_port_bound(port: int) -> bool:
     return False
 
 
+def tcp_port_listening(port: int) -> bool:
+    """True if some socket listens on TCP `port` (IPv4 or IPv6), per /proc/net/tcp{,6} (state 0A)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -479,7 +494,9 @@ def start_uas(group: ProcGroup, port: int, scenario: Path | None = None, name: s
     argv = ["sipp", *sc, "-i", LOOPBACK, "-p", str(port), "-nostdin", "-trace_err", "-buff_size", str(SIPP_BUFF),
             "-trace_stat", "-stf", f"{name}_stat.csv", "-fd", "1", *extra]
     proc = group.start(name, argv)
-    if not wait_until(lambda: udp_port_bound(port) or not proc.alive(), 10):
+    # `-t t1` in extra: the UAS listens on TCP instead.
+    bound = tcp_port_listening if "t1" in extra else udp_port_bound
+    if not wait_until(lambda: bound(port) or not proc.alive(), 10):
         raise RuntimeError(f"sipp UAS did not bind 127.0.0.1:{port}")
     if not proc.alive():
         raise RuntimeError(f"sipp UAS exited at once: {proc.stderr().strip()[-500:]}")

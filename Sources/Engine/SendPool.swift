@@ -101,6 +101,12 @@ final class SendPool {
 
     func generation(of slot: Int32) -> UInt16 { generations[Int(slot)] }
 
+    /// The whole message a slot prepared for a stream holds.
+    func streamMessage(slot: Int32) -> UnsafeRawBufferPointer {
+        let i = Int(slot)
+        return UnsafeRawBufferPointer(start: buffers + i * slotBytes, count: vectors[i].iov_len)
+    }
+
     /// Frees a slot whose completion carries `generation`; false (and nothing freed) when it is stale.
     @inline(__always)
     func release(slot: UInt32, generation: UInt16) -> Bool {

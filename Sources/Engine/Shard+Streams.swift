@@ -234,13 +234,12 @@ extension Shard {
         }
         let slot = (handle.isToward ? nil : streams.table.usable(handle))
             ?? streams.table.connection(to: destination) ?? connect(to: destination)
+        sends.prepareStream(slot: datagram.slot, length: length, connection: slot ?? UInt32.max)
         guard let slot, streams.table[slot].queued < streams.queueLimit else {
             if slot != nil { counters.tcpQueueFull += 1 }
-            discard(datagram)
-            counters.sendErrors += 1
+            failSend(datagram.slot)
             return
         }
-        sends.prepareStream(slot: datagram.slot, length: length, connection: slot)
         if streams.table[slot].queueTail >= 0 {
             sends.streamNext[Int(streams.table[slot].queueTail)] = datagram.slot
         } else {
@@ -288,7 +287,7 @@ extension Shard {
                 return
             }
         }
-        popStreamQueue(slot, counting: result > 0 && sends.unsent(slot: sendSlot).count == 0)
+        popStreamQueue(slot, delivered: result > 0 && sends.unsent(slot: sendSlot).count == 0)
         if result <= 0 { closeStream(slot) }
         if streams.table[slot].state == .open {
             streams.table[slot].lastActivity = now
@@ -298,15 +297,38 @@ extension Shard {
         }
     }
 
-    /// Frees the queue's head send slot.
-    private func popStreamQueue(_ slot: UInt32, counting sent: Bool) {
+    /// Takes the queue's head: freed when it was written, else reported as failed.
+    private func popStreamQueue(_ slot: UInt32, delivered: Bool) {
         let head = streams.table[slot].queueHead
         let next = sends.streamNext[Int(head)]
         streams.table[slot].queueHead = next
         if next < 0 { streams.table[slot].queueTail = -1 }
         streams.table[slot].queued -= 1
-        _ = sends.release(slot: UInt32(head), generation: sends.generation(of: head))
-        if sent { counters.sent += 1 } else { counters.sendErrors += 1 }
+        if delivered {
+            _ = sends.release(slot: UInt32(head), generation: sends.generation(of: head))
+            counters.sent += 1
+        } else {
+            failSend(head)
+        }
+    }
+
+    /// A message that will not be delivered: kept for `reportFailedSends`.
+    private func failSend(_ sendSlot: Int32) {
+        counters.sendErrors += 1
+        streams.failed.append(sendSlot)
+    }
+
+    /// Hands each undelivered message to the handler (a transaction's branch ends 503 at once), then frees it.
+    /// Called by the loop after the turn's completions and timers.
+    func reportFailedSends() {
+        while !streams.failed.isEmpty {
+            let failed = streams.failed
+            streams.failed.removeAll(keepingCapacity: true)
+            for sendSlot in failed {
+                handler.sendFailed(sends.streamMessage(slot: sendSlot), on: self)
+                _ = sends.release(slot: UInt32(sendSlot), generation: sends.generation(of: sendSlot))
+            }
+        }
     }
 
     // MARK: - Connect
@@ -377,15 +399,14 @@ extension Shard {
             var next = sends.streamNext[Int(head)]
             while next >= 0 {
                 let after = sends.streamNext[Int(next)]
-                _ = sends.release(slot: UInt32(next), generation: sends.generation(of: next))
-                counters.sendErrors += 1
+                failSend(next)
                 streams.table[slot].queued -= 1
                 next = after
             }
             sends.streamNext[Int(head)] = -1
             streams.table[slot].queueTail = head
         } else {
-            while streams.table[slot].queueHead >= 0 { popStreamQueue(slot, counting: false) }
+            while streams.table[slot].queueHead >= 0 { popStreamQueue(slot, delivered: false) }
         }
         Syscalls.shutdownStream(streams.table[slot].fd)
         finishCloseIfQuiet(slot)
@@ -393,7 +414,7 @@ extension Shard {
 
     private func finishCloseIfQuiet(_ slot: UInt32) {
         guard streams.table[slot].state == .closing, streams.table[slot].quiet else { return }
-        while streams.table[slot].queueHead >= 0 { popStreamQueue(slot, counting: false) }
+        while streams.table[slot].queueHead >= 0 { popStreamQueue(slot, delivered: false) }
         Syscalls.closeDescriptor(streams.table[slot].fd)
         streams.table.remove(slot)
         counters.tcpOpen = streams.table.live

@@ -112,7 +112,7 @@ public final class Shard {
             buffers.publish()
             if mailPending { flushMail() }
             armWheelTimeout()
-            let rc = io_uring_submit_and_wait(ring.ring, continuations.isEmpty ? 1 : 0)
+            let rc = io_uring_submit_and_wait(ring.ring, continuations.isEmpty && streams.failed.isEmpty ? 1 : 0)
             if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {
                 preconditionFailure("io_uring_submit_and_wait failed: \(Errno(rawValue: -rc))")
             }
@@ -123,6 +123,7 @@ public final class Shard {
             wheel.advance(to: now) { payload in
                 if payload == StreamSet.sweepPayload { sweepStreams() } else { handler.timerFired(payload: payload, on: self) }
             }
+            if !streams.failed.isEmpty { reportFailedSends() }
             runContinuations()
         }
         if !drained {
@@ -142,7 +143,9 @@ public final class Shard {
     }
 
     /// Every receive cancelled, every send completed, no continuation left: the shard may stop.
-    private var drained: Bool { activeReceives == 0 && sends.inFlight == 0 && continuations.isEmpty && streams.quiet }
+    private var drained: Bool {
+        activeReceives == 0 && sends.inFlight == 0 && continuations.isEmpty && streams.quiet && streams.failed.isEmpty
+    }
 
     /// How long a stop waits for the shard to drain before it gives up on what is left (and says so).
     static let stopBoundMilliseconds: UInt64 = 2000

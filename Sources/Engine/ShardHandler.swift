@@ -24,6 +24,10 @@ public protocol ShardHandler: AnyObject {
     /// sent. The bytes are valid only during the call.
     func mailArrived(from sender: Int, channel: UInt16, _ bytes: UnsafeRawBufferPointer, on shard: Shard)
 
+    /// Called for a message a send could not deliver (a TCP connect refused or timed out, a connection lost before
+    /// it was written), once the turn's completions are handled. The bytes are valid only during the call.
+    func sendFailed(_ bytes: UnsafeRawBufferPointer, on shard: Shard)
+
     /// Called once on the shard's thread when every shard is ready, before the first datagram.
     func started(on shard: Shard)
 
@@ -38,6 +42,7 @@ extension ShardHandler {
     public func operationCompleted(_ id: OperationID, result: Int32, flags: UInt32, on shard: Shard) {}
     public func continuation(payload: UInt64, value: Int, on shard: Shard) {}
     public func started(on shard: Shard) {}
+    public func sendFailed(_ bytes: UnsafeRawBufferPointer, on shard: Shard) {}
     public func mailArrived(from sender: Int, channel: UInt16, _ bytes: UnsafeRawBufferPointer, on shard: Shard) {}
     public func stopping(on shard: Shard) {}
 }

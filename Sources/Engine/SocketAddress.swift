@@ -179,20 +179,26 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// `udp:IP:PORT` or `udp:[IPv6]:PORT`, as written on the command line and in scripts.
+/// `udp:IP:PORT`, `tcp:IP:PORT` or `udp:[IPv6]:PORT`, as written on the command line and in scripts.
 public struct ListenSpec: Sendable, Equatable, CustomStringConvertible {
     public var address: SocketAddress
+    /// `tcp:`: connections are accepted there (else datagrams).
+    public var tcp = false
 
-    public init(address: SocketAddress) { self.address = address }
+    public init(address: SocketAddress, tcp: Bool = false) {
+        self.address = address
+        self.tcp = tcp
+    }
 
     /// Returns nil with `reason` describing the first problem found.
     public static func parse(_ text: String) -> Result<ListenSpec, ListenSpecError> {
         var rest = Substring(text)
-        if rest.hasPrefix("udp:") {
+        let tcp = rest.hasPrefix("tcp:")
+        if rest.hasPrefix("udp:") || tcp {
             rest = rest.dropFirst(4)
         } else if let colon = rest.firstIndex(of: ":"), rest[..<colon].allSatisfy(\.isLetter),
                   !rest[..<colon].isEmpty, rest.first != "[" {
-            return .failure(.init("unsupported transport '\(rest[..<colon])' in '\(text)' (only udp is supported)"))
+            return .failure(.init("unsupported transport '\(rest[..<colon])' in '\(text)' (udp and tcp are supported)"))
         }
         let host: Substring
         let portText: Substring
@@ -217,10 +223,10 @@ public struct ListenSpec: Sendable, Equatable, CustomStringConvertible {
         guard let address = SocketAddress(numericHost: String(host), port: port) else {
             return .failure(.init("'\(host)' in '\(text)' is not a numeric IPv4 or IPv6 address"))
         }
-        return .success(ListenSpec(address: address))
+        return .success(ListenSpec(address: address, tcp: tcp))
     }
 
-    public var description: String { "udp:\(address)" }
+    public var description: String { "\(tcp ? "tcp" : "udp"):\(address)" }
 }
 
 public struct ListenSpecError: Error, CustomStringConvertible {

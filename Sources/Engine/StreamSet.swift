@@ -19,6 +19,9 @@ final class StreamSet {
     let connectTimeout: UnsafeMutablePointer<__kernel_timespec>
     /// The address a connect is submitted with, submitted at once (the kernel copies it at submission).
     let connectAddress: UnsafeMutableRawPointer
+    /// Send slots whose message could not be delivered, kept until the turn's completions are handled and then
+    /// reported to the handler (`ShardHandler.sendFailed`): never from inside the send that failed.
+    var failed: [Int32] = []
     /// The idle sweep is on the wheel (only while there are connections: an idle shard is not woken).
     var sweepArmed = false
 
@@ -36,6 +39,7 @@ final class StreamSet {
         connectTimeout.initialize(to: __kernel_timespec(tv_sec: Int64(timeout / 1000),
                                                         tv_nsec: Int64(timeout % 1000) * 1_000_000))
         connectAddress = .allocate(byteCount: MemoryLayout<sockaddr_in6>.size, alignment: 8)
+        failed.reserveCapacity(64)
     }
 
     deinit {

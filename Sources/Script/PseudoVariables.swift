@@ -214,6 +214,7 @@ extension ScriptCompiler {
         },
         "Rp": { context in context.shard.localAddress(ofSocket: context.socketIndex).map { .integer(Int($0.port)) } ?? .null },
         "pr": { context in .text(StreamHandle.isStream(context.socketIndex) ? tcpText : udpText) },
+        "proto": { context in .text(StreamHandle.isStream(context.socketIndex) ? tcpText : udpText) },
         "ua": { context in
             guard let index = context.message.firstIndex(of: .userAgent) else { return .null }
             return .text(context.message.bytes(of: context.message.header(at: index).value))

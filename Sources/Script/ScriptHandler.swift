@@ -23,6 +23,8 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
     /// Responses whose reply routes run at the end of the loop turn (`replyRouteDue`), oldest at `dueReplyHead`.
     var dueReplies: [DueReply] = []
     var dueReplyHead = 0
+    /// Where `sendFailed` parses a message it is handed back.
+    private let undeliveredMessage = SIPMessage()
     /// Services that fetch before a request's route (`RequestPrefetching`), made when the shard starts.
     private var prefetchers: [any RequestPrefetching] = []
     /// Services that keep requests' state on one shard (`RequestOwning`), made when the shard starts.
@@ -378,6 +380,13 @@ public final class ScriptHandler: ShardHandler, TransactionUser {
         context.shard = shard
         guard Int(channel) < context.services.count else { return }
         context.services[Int(channel)].mailArrived(from: sender, bytes, on: shard)
+    }
+
+    /// A request of a transaction that could not be sent (a TCP next hop that refused the connection): its branch
+    /// ends 503 now. Parsed into a message of its own: the one being routed is not disturbed.
+    public func sendFailed(_ bytes: UnsafeRawBufferPointer, on shard: Shard) {
+        guard let transactions, (try? undeliveredMessage.parse(bytes)) != nil else { return }
+        transactions.transportFailed(undeliveredMessage, on: shard)
     }
 
     public func stopping(on shard: Shard) {

@@ -288,6 +288,25 @@ public final class TransactionManager {
         return .handled
     }
 
+    /// A request this shard sent could not be delivered (a TCP connect refused or timed out, a connection lost
+    /// with the request unsent): its branch ends as if it had answered 503 (RFC 3261 §8.1.3.1, §17.1.4), at once
+    /// rather than at Timer B or F. The request is recognised by our branch in its top Via; anything else
+    /// (a response, an ACK, a CANCEL, a stateless relay's request) is ignored.
+    public func transportFailed(_ message: SIPMessage, on shard: any ShardIO) {
+        guard message.isRequest, message.method != .ack, message.method != .cancel, let via = message.topVia,
+              let branch = TransactionBranch.decode(message.bytes(of: via.branch), key: key),
+              Int(branch.shard) == shardIndex,
+              let handle = table.handle(slot: branch.slot, generation: branch.generation),
+              Int(branch.branchIndex) < table[handle].branches.count else { return }
+        let index = Int(branch.branchIndex)
+        guard table[handle].branches[index].isSent, !table[handle].branches[index].machineDone else { return }
+        let now = shard.now
+        let actions = table[handle].branches[index].invite != nil
+            ? table[handle].branches[index].invite!.transportError(now: now)
+            : table[handle].branches[index].nonInvite!.transportError(now: now)
+        performClient(handle, index, actions, response: nil, on: shard)
+    }
+
     // MARK: - Timers
 
     /// A TM timer fired (its payload carries the marker bit); false when the payload is not TM's.

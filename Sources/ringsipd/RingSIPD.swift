@@ -22,7 +22,8 @@ struct RingSIPD: ParsableCommand {
     @Flag(name: .long, help: "Check the script (-f) and exit: 0 when it is valid, 2 with the first error.")
     var checkConfig = false
 
-    @Option(name: .long, help: ArgumentHelp("Address to receive SIP on, repeatable.", valueName: "udp:IP:PORT"))
+    @Option(name: .long, help: ArgumentHelp("Address to receive SIP on (datagrams, or tcp:IP:PORT connections), repeatable.",
+                                                valueName: "udp:IP:PORT"))
     var listen: [String] = []
 
     @Option(name: .long, help: ArgumentHelp("Next hop for every request.", valueName: "udp:IP:PORT"))
@@ -42,6 +43,8 @@ struct RingSIPD: ParsableCommand {
         var file: String?
         var checkOnly: Bool
         var listen: [SocketAddress]
+        /// `--listen tcp:…`.
+        var streamListen: [SocketAddress]
         var forward: SocketAddress?
         var shards: Int
         var cpus: [Int]?
@@ -57,8 +60,10 @@ struct RingSIPD: ParsableCommand {
         }
         if checkConfig && file == nil { throw SettingsError("--check-config needs the script: -f FILE") }
         var addresses: [SocketAddress] = []
+        var streamAddresses: [SocketAddress] = []
         for spec in listen {
             switch ListenSpec.parse(spec) {
+            case .success(let parsed) where parsed.tcp: streamAddresses.append(parsed.address)
             case .success(let parsed): addresses.append(parsed.address)
             case .failure(let error): throw SettingsError("--listen: \(error)")
             }
@@ -66,7 +71,8 @@ struct RingSIPD: ParsableCommand {
         var next: SocketAddress?
         if let forward {
             switch ListenSpec.parse(forward) {
-            case .success(let parsed): next = parsed.address
+            case .success(let parsed) where !parsed.tcp: next = parsed.address
+            case .success: throw SettingsError("--forward: only udp:IP:PORT (a script can t_relay to tcp:IP:PORT)")
             case .failure(let error): throw SettingsError("--forward: \(error)")
             }
         }
@@ -90,7 +96,8 @@ struct RingSIPD: ParsableCommand {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw SettingsError("--log-level: '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
-        return Settings(file: file, checkOnly: checkConfig, listen: addresses, forward: next, shards: count,
+        return Settings(file: file, checkOnly: checkConfig, listen: addresses, streamListen: streamAddresses,
+                        forward: next, shards: count,
                         cpus: cpuList, logLevel: level)
     }
 }

@@ -62,8 +62,9 @@ if settings.checkOnly {
 // Listen addresses: the flags when given, else the script's, else the loopback default.
 // A script that listens on TCP only has no UDP socket; with no listen address at all, UDP on loopback.
 let configured = program.configuration
-let streamListen = settings.listen.isEmpty ? configured.streamListen : []
-let listen = !settings.listen.isEmpty ? settings.listen
+let flagsListen = !settings.listen.isEmpty || !settings.streamListen.isEmpty
+let streamListen = flagsListen ? settings.streamListen : configured.streamListen
+let listen = flagsListen ? settings.listen
     : !configured.listen.isEmpty || !streamListen.isEmpty ? configured.listen
     : [SocketAddress(numericHost: "127.0.0.1", port: 5060)!]
 var shardConfiguration = ShardConfiguration()

@@ -36,8 +36,9 @@ final class TagTests: XCTestCase {
         XCTAssertEqual(try ListenSpec.parse("udp:127.0.0.1:5060").get().address.port, 5060)
         XCTAssertTrue(try ListenSpec.parse("udp:[::1]:5070").get().address.isIPv6)
         XCTAssertEqual(try ListenSpec.parse("10.1.2.3:5080").get().description, "udp:10.1.2.3:5080")
-        XCTAssertThrowsError(try ListenSpec.parse("tcp:127.0.0.1:5060").get()) {
-            XCTAssertTrue("\($0)".contains("unsupported transport 'tcp'"))
+        XCTAssertTrue(try ListenSpec.parse("tcp:127.0.0.1:5060").get().tcp)
+        XCTAssertThrowsError(try ListenSpec.parse("tls:127.0.0.1:5061").get()) {
+            XCTAssertTrue("\($0)".contains("unsupported transport 'tls'"))
         }
         XCTAssertThrowsError(try ListenSpec.parse("udp:127.0.0.1:99999").get()) {
             XCTAssertTrue("\($0)".contains("bad port"))

@@ -54,10 +54,10 @@ import Testing
     }
 
     @Test func forwardOverATransportRingsipDoesNotHave() {
-        Self.expectError("route {\n    forward(\"tcp:127.0.0.1:5060\");\n}\n", """
-            test.cfg:2:13: error: forward(): 'tcp:127.0.0.1:5060' is not a destination ringsip can use; \
-            expected udp:IP:PORT, IP:PORT or sip:IP:PORT with a numeric IP
-                forward("tcp:127.0.0.1:5060");
+        Self.expectError("route {\n    forward(\"tls:127.0.0.1:5061\");\n}\n", """
+            test.cfg:2:13: error: forward(): 'tls:127.0.0.1:5061' is not a destination ringsip can use; \
+            expected udp:IP:PORT, tcp:IP:PORT, IP:PORT or sip:IP:PORT with a numeric IP
+                forward("tls:127.0.0.1:5061");
                         ^
             """)
     }

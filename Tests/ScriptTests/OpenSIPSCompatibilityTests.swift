@@ -104,8 +104,28 @@ import Engine
 
     @Test func otherTransportsAreNamedNotCalledBadAddresses() {
         #expect(Self.error("socket = hep_udp:127.0.0.1:9060\nroute { exit; }\n").hasPrefix(
-            "test.cfg:1:10: error: transport 'hep_udp' in 'hep_udp:127.0.0.1:9060' is not supported yet: ringsip serves udp only"))
-        #expect(Self.error("listen = tcp:127.0.0.1:5060\nroute { exit; }\n").contains("transport 'tcp'"))
+            "test.cfg:1:10: error: transport 'hep_udp' in 'hep_udp:127.0.0.1:9060' is not supported yet: ringsip serves udp and tcp"))
+        #expect(Self.error("listen = tls:127.0.0.1:5061\nroute { exit; }\n").contains("transport 'tls'"))
+    }
+
+    @Test func tcpSocketsAndTheirKnobsAreTaken() throws {
+        let program = try #require(Self.check("""
+            socket = tcp:127.0.0.1:5060
+            listen = udp:127.0.0.1:5060
+            tcp_connection_lifetime = 300
+            tcp_max_connections = 4096
+            tcp_connect_timeout = 500
+            tcp_max_msg_time = 5
+            loadmodule "proto_tcp.so"
+            modparam("proto_tcp", "tcp_port", 5060)
+            route { exit; }
+
+            """))
+        #expect(program.configuration.streamListen.map(\.description) == ["127.0.0.1:5060"])
+        #expect(program.configuration.listen.map(\.description) == ["127.0.0.1:5060"])
+        #expect(program.configuration.tcpConnectionLifetime == 300 && program.configuration.tcpMaxConnections == 4096)
+        #expect(program.configuration.tcpConnectTimeout == 500 && program.configuration.tcpMaxMessageTime == 5)
+        #expect(program.warnings.count == 1 && program.warnings[0].contains("'tcp_port'"))
     }
 
     @Test func anUnknownGlobalSuggestsOnlyACloseName() {
