@@ -58,6 +58,11 @@ class Scenario:
     setup_sql: str | None = None  # a file in the folder run on the local MariaDB before the targets start
     delayed_backend: bool = True  # each call waits out the back-end's 20 ms (False: a plain lookup, register-auth)
     floor_args: tuple | None = None  # perf/floor's arguments for this scenario's floor; None: it has none
+    transport: str = "udp"    # "tcp": sipp UAC and UAS over TCP (-t t1), the target listens on TCP too
+
+    @property
+    def sipp_transport(self) -> list[str]:
+        return ["-t", "t1"] if self.transport == "tcp" else []
 
     def config_files(self) -> list[str]:
         return [f"{t}.cfg" for t in self.targets]
@@ -89,6 +94,10 @@ SCENARIO_SPECS = {s.name: s for s in (
     # its avp_db_query is blocking.
     # The `stateful` work plus a reply route that looks at every response (t_on_reply): ringsipd runs it from
     # the shard's loop, on a kept copy of the response.
+    # `stateful` with sipp's UAC and UAS over TCP (one connection per UAC process, one per shard to the UAS).
+    Scenario("stateful-tcp", "stateful over TCP both sides (+ 100 Trying)", 5, None, "uas.xml", "INVITE to 200",
+             shm_mb=2048, targets=("ringsip", "kamailio"), transport="tcp",
+             why_not="no OpenSIPS install here to check an opensips.cfg against"),
     Scenario("stateful-onreply", "stateful + onreply_route on every response", 5, None, "uas.xml",
              "INVITE to 200", shm_mb=2048, targets=("ringsip", "kamailio"),
              why_not="no OpenSIPS install here to check an opensips.cfg against"),
@@ -659,15 +668,18 @@ def start_ringsip(group: ProcGroup, port: int, forward_port: int | None = None, 
 
 def start_kamailio(group: ProcGroup, port: int, forward_port: int, children: int,
                    cfg: Path | None = None, name: str = "kamailio", mem: str = "tlsf", shm_mb: int = 64,
-                   defines: list[str] = ()) -> Proc:
+                   defines: list[str] = (), tcp: bool = False) -> Proc:
     """Kamailio in the foreground (-DD: the creator stays attached, still forks its children),
-    logging to stderr (-E), `children` UDP workers (-n) on the one listen socket."""
+    logging to stderr (-E), `children` UDP workers (-n) on the one listen socket; `tcp`: it listens on TCP
+    at the same address too (its cfg sets tcp_children)."""
     cfg = cfg or SCENARIOS / "stateless" / "kamailio.cfg"
     rundir = group.workdir / f"{name}-run"
     rundir.mkdir(exist_ok=True)
     argv = ["kamailio", "-f", cfg, "-DD", "-E", "-n", str(children),
             "-l", f"udp:{LOOPBACK}:{port}", "-Y", rundir, "-m", str(shm_mb), "-M", "8", "-x", mem,
             "-A", f'UAS_HOST="{LOOPBACK}"', "-A", f"UAS_PORT={forward_port}"]
+    if tcp:
+        argv += ["-l", f"tcp:{LOOPBACK}:{port}"]
     for d in defines:
         argv += ["-A", d]
     proc = group.start(name, argv)
@@ -823,7 +835,7 @@ def start_backend(group: ProcGroup, scenario: Scenario, delay_ms: int = 20) -> B
 
 
 def kamailio_defines(values: dict) -> list[str]:
-    out = []
+    out = [f"WORKERS={values['WORKERS']}"] if "WORKERS" in values else []
     if "HTTP" in values:
         out.append(f'HTTP_URL="http://{values["HTTP"]}/delay?ms={values.get("DELAY_MS", 20)}"')
         out.append(f'HTTP_ASYNC_MODULE="{kamailio_module("http_async_client")}"')
@@ -854,7 +866,7 @@ def start_target(group: ProcGroup, target: str, scenario: Scenario, port: int, u
     if target == "kamailio":
         return start_kamailio(group, port, uas_port or 9, children=workers,
                               cfg=scenario.folder / "kamailio.cfg", mem=kamailio_mem, shm_mb=scenario.shm_mb,
-                              defines=kamailio_defines(values))
+                              defines=kamailio_defines(values), tcp=scenario.transport == "tcp")
     if target == "opensips":
         cfg = render_config(scenario.folder / "opensips.cfg", group.workdir / "opensips.cfg", values)
         return start_opensips(group, port, cfg, shm_mb=scenario.shm_mb)

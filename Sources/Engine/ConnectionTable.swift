@@ -11,8 +11,11 @@ struct Connection {
     var peer = SocketAddress(ipv4: (0, 0, 0, 0), port: 0)
     var receiveArmed = false
     var connectInFlight = false
-    /// A send of the queue's head is in flight.
+    /// A write of the queue's first `writing` messages is in flight.
     var sending = false
+    var writing = 0
+    /// On the shard's list of connections to write before the turn's submit (`Shard.flushStreams`).
+    var flushDue = false
     /// Send slots waiting, linked through `SendPool.streamNext`; -1: none.
     var queueHead: Int32 = -1
     var queueTail: Int32 = -1

@@ -111,6 +111,7 @@ public final class Shard {
         while !(stopping && (drained || now >= stopDeadline)) {
             buffers.publish()
             if mailPending { flushMail() }
+            if !streams.dirty.isEmpty { flushStreams() }
             armWheelTimeout()
             let rc = io_uring_submit_and_wait(ring.ring, continuations.isEmpty && streams.failed.isEmpty ? 1 : 0)
             if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY {

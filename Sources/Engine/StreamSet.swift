@@ -22,10 +22,20 @@ final class StreamSet {
     /// Send slots whose message could not be delivered, kept until the turn's completions are handled and then
     /// reported to the handler (`ShardHandler.sendFailed`): never from inside the send that failed.
     var failed: [Int32] = []
+    var reporting: [Int32] = []
+    /// Connections with messages queued since the last flush (`Shard.flushStreams`).
+    var dirty: [UInt32] = []
+    /// Each write's header and vectors, by the send slot at the head of what it writes (a slot heads at most one
+    /// write at a time). Pages are touched only as far as the slots in use reach.
+    let headers: UnsafeMutablePointer<msghdr>
+    let vectors: UnsafeMutablePointer<iovec>
+    static let vectorsPerWrite = 16
     /// The idle sweep is on the wheel (only while there are connections: an idle shard is not woken).
     var sweepArmed = false
 
     init(listeners: [Int32], listenAddresses: [SocketAddress], configuration: ShardConfiguration) {
+        headers = .allocate(capacity: configuration.sendSlots)
+        vectors = .allocate(capacity: configuration.sendSlots * StreamSet.vectorsPerWrite)
         self.listeners = listeners
         self.listenAddresses = listenAddresses
         acceptGenerations = Array(repeating: 0, count: listeners.count)
@@ -40,9 +50,13 @@ final class StreamSet {
                                                         tv_nsec: Int64(timeout % 1000) * 1_000_000))
         connectAddress = .allocate(byteCount: MemoryLayout<sockaddr_in6>.size, alignment: 8)
         failed.reserveCapacity(64)
+        reporting.reserveCapacity(64)
+        dirty.reserveCapacity(64)
     }
 
     deinit {
+        headers.deallocate()
+        vectors.deallocate()
         connectTimeout.deallocate()
         connectAddress.deallocate()
     }

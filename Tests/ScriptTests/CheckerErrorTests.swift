@@ -91,7 +91,7 @@ import Testing
     @Test func forwardToAHostName() {
         Self.expectError("route {\n    forward(\"udp:proxy.example.com:5060\");\n}\n", """
             test.cfg:2:13: error: forward(): 'udp:proxy.example.com:5060' is not a destination ringsip can use; \
-            expected udp:IP:PORT, IP:PORT or sip:IP:PORT with a numeric IP
+            expected udp:IP:PORT, tcp:IP:PORT, IP:PORT or sip:IP:PORT with a numeric IP
                 forward("udp:proxy.example.com:5060");
                         ^
             """)
@@ -492,7 +492,7 @@ import Testing
 
     @Test func moduleFarFromAnyKnownListsWhatRingsipProvides() {
         Self.expectError("loadmodule \"xcap.so\"\nroute {\n    exit;\n}\n", """
-            test.cfg:1:1: error: module 'xcap' is not provided by ringsip; it provides: cfgutils, maxfwd, proto_udp, rr, signaling, sipmsgops, sl, textops, tm, uri, xlog
+            test.cfg:1:1: error: module 'xcap' is not provided by ringsip; it provides: cfgutils, maxfwd, proto_tcp, proto_udp, rr, signaling, sipmsgops, sl, textops, tm, uri, xlog
             loadmodule "xcap.so"
             ^
             """)
