@@ -111,7 +111,7 @@ ASAN_TESTS := Tests/integration/test_async.py Tests/integration/test_async_chain
               Tests/integration/test_signals.py Tests/integration/test_cli.py \
               Tests/integration/test_registrar.py Tests/integration/test_registrar_db.py \
               Tests/integration/test_registrar_phones.py Tests/integration/test_auth.py \
-              Tests/integration/test_acc.py Tests/integration/test_dialog.py
+              Tests/integration/test_acc.py Tests/integration/test_dialog.py Tests/integration/test_tcp.py
 
 test-asan: test-deps
 	$(LOCK) $(SWIFT) build -c debug -Xswiftc -sanitize=address --scratch-path .build-asan --product ringsipd

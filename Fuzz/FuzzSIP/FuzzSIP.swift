@@ -1,9 +1,10 @@
 import FuzzReplay
 import SIP
 
-/// The SIP parser, validator and builders on arbitrary bytes: parse; read every field a proxy reads; validate;
-/// and for what validates, build the forwarded request (then parse and validate that again), the reply, and
-/// the forwarded response, into buffers both large and too small. Throwing is fine; trapping is not.
+/// The SIP parser, validator and builders on arbitrary bytes: framed as a TCP stream; parse; read every field a
+/// proxy reads; validate; and for what validates, build the forwarded request (then parse and validate that
+/// again), the reply, and the forwarded response, into buffers both large and too small. Throwing is fine;
+/// trapping is not.
 ///
 /// Built with `-sanitize=fuzzer,address -DFUZZING` (`make fuzz`), a libFuzzer target; built normally, a replayer.
 enum FuzzSIP {
@@ -17,6 +18,7 @@ enum FuzzSIP {
     static let reason = Array("Busy Here".utf8)
 
     static func run(_ bytes: UnsafeRawBufferPointer) {
+        frameAsStream(bytes)
         guard (try? message.parse(bytes)) != nil else { return }
         let m = message
         _ = (m.topVia, m.cseq, m.from, m.to, m.callID, m.maxForwards, m.requestURI, m.firstRoute, m.isAnswerable)
@@ -27,6 +29,26 @@ enum FuzzSIP {
                 received.withUnsafeBytes { received in
                     build(m, host: host, branch: branch, received: received)
                 }
+            }
+        }
+    }
+
+    /// The bytes as a TCP stream: every frame lies within what is left and moves forward, and a whole message
+    /// is parsed where it lies (as a shard does).
+    private static func frameAsStream(_ bytes: UnsafeRawBufferPointer) {
+        var offset = 0
+        while offset < bytes.count {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+            switch SIPStreamFramer.frame(rest, maximum: 4096) {
+            case .message(let length), .keepAlive(let length, _):
+                precondition(length > 0 && length <= rest.count && length <= 4096, "a frame outside the stream")
+                _ = try? again.parse(UnsafeRawBufferPointer(rebasing: rest[0..<length]))
+                offset += length
+            case .needs(let length):
+                precondition(length > rest.count && length <= 4096, "a message's length outside the maximum")
+                return
+            case .incomplete, .invalid:
+                return
             }
         }
     }

@@ -28,6 +28,12 @@ struct Connection {
     /// whole messages, which are parsed in the receive buffer).
     var partial: UnsafeMutableRawBufferPointer?
     var partialCount = 0
+    /// The whole length of the message in `partial` once its headers have arrived (0: not known yet).
+    var awaiting = 0
+    /// When the queue's first message became first: one not written whole for long is a peer that stopped reading.
+    var headSince: UInt64 = 0
+    /// The peer closed its side: close once the queue is written.
+    var closeAfterFlush = false
 
     /// No ring operation still refers to the socket: it may be closed.
     var quiet: Bool { !receiveArmed && !connectInFlight && !sending }
@@ -54,11 +60,14 @@ struct ConnectionTable {
         _modify { yield &slots[Int(slot)] }
     }
 
-    /// The slot of a handle's connection while it is the same connection and not closing.
-    func usable(_ handle: StreamHandle) -> UInt32? {
+    /// The slot of a handle's connection while it is the same connection, not closing, and with a peer at `host`
+    /// (any port: a reply goes to the Via's port, not the connection's): a handle kept long (a dialog's) whose
+    /// slot was reused 65,536 times since must not reach someone else.
+    func usable(_ handle: StreamHandle, host: SocketAddress) -> UInt32? {
         let i = Int(handle.slot)
         guard i < slots.count, slots[i].generation == handle.generation,
-              slots[i].state == .open || slots[i].state == .connecting else { return nil }
+              slots[i].state == .open || slots[i].state == .connecting,
+              slots[i].peer.hasSameHost(as: host) else { return nil }
         return handle.slot
     }
 

@@ -16,7 +16,7 @@ public final class Engine: @unchecked Sendable {
     public let streamListenAddresses: [SocketAddress]
     public let shardCount: Int
     public let cpus: [Int]?
-    public let configuration: ShardConfiguration
+    public private(set) var configuration: ShardConfiguration
     let makeHandler: @Sendable (Int) -> any ShardHandler
     let directory: ShardDirectory
     let gate: StartGate
@@ -116,7 +116,12 @@ public final class Engine: @unchecked Sendable {
     private func bindListeners() throws(EngineStartError) {
         var bound = streamListenAddresses
         listenersByShard = Array(repeating: [], count: shardCount)
-        if !bound.isEmpty { Syscalls.raiseDescriptorLimit() }
+        if !bound.isEmpty {
+            // Each shard's cap within what the process may open, leaving room for everything else it opens.
+            let descriptors = Syscalls.raiseDescriptorLimit()
+            let perShard = max(16, (descriptors - 512) / shardCount)
+            configuration.streamConnections = min(configuration.streamConnections, perShard)
+        }
         for (i, address) in streamListenAddresses.enumerated() {
             if address.port != 0 && Syscalls.isAddressInUse(address, stream: true) {
                 closeSockets()

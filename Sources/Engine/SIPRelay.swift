@@ -285,8 +285,11 @@ public final class SIPRelay {
         let port = next.rportValue ?? next.port ?? 5060
         let host = next.maddr.isPresent && !next.maddr.isEmpty ? next.maddr
             : next.received.isPresent && !next.received.isEmpty ? next.received : next.host
+        // Over TCP when the next Via says so (§18.2.2): on the connection the request came on, which the shard
+        // finds by the address (received, rport), else a new one to the sent-by.
+        let stream = next.transport == .tcp
         guard let destination = SocketAddress(numericHost: message.bytes(of: host), port: port),
-              let socket = shard.socketIndex(for: destination, preferring: socketIndex),
+              let socket = stream ? StreamHandle.toward : shard.socketIndex(for: destination, preferring: socketIndex),
               let out = shard.makeDatagram() else {
             shard.counters.dropped += 1
             return false

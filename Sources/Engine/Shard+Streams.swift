@@ -46,7 +46,15 @@ extension Shard {
         if result >= 0 { accepted(fd: result) } else if result != -ECANCELED { counters.tcpRefused += 1 }
         if flags & IORING_CQE_F_MORE == 0 {
             streams.activeAccepts -= 1
-            if !stopping { armAccept(listener) }
+            if stopping { return }
+            if result < 0 && result != -ECANCELED {
+                // Out of descriptors (EMFILE/ENFILE) or memory: armed again at the next sweep, not at once, which
+                // would fail the same way in a loop.
+                streams.acceptPaused[listener] = true
+                armSweep()
+            } else {
+                armAccept(listener)
+            }
         }
     }
 
@@ -87,22 +95,27 @@ extension Shard {
         }
         let more = flags & IORING_CQE_F_MORE != 0
         if !more { streams.table[slot].receiveArmed = false }
-        if let bufferID {
-            if result > 0 && streams.table[slot].state == .open {
-                counters.received += 1
-                streams.table[slot].lastActivity = now
-                let bytes = UnsafeRawBufferPointer(start: buffers.address(of: bufferID), count: Int(result))
-                streamBytesArrived(slot, bytes)
-            }
-            buffers.recycle(ReceivedBuffer(id: bufferID))
-        } else if result == -ENOBUFS {
+        if result > 0, let bufferID, streams.table[slot].state == .open {
+            streams.table[slot].lastActivity = now
+            streamBytesArrived(slot, UnsafeRawBufferPointer(start: buffers.address(of: bufferID), count: Int(result)))
+        }
+        if let bufferID { buffers.recycle(ReceivedBuffer(id: bufferID)) }
+        if result == -ENOBUFS {
             counters.bufferExhaustion += 1
-        } else if result <= 0 {
-            // 0: the peer closed its side; below 0: the connection failed (or was shut down here).
+        } else if result == 0 {
+            // The peer closed its side: what is queued for it still goes (the answers to its last requests), then
+            // the connection closes.
+            closeAfterFlush(slot)
+        } else if result < 0 {
             closeStream(slot)
         }
         if !more {
-            if streams.table[slot].state == .open { armStreamReceive(slot) } else { finishCloseIfQuiet(slot) }
+            // Not after the peer's FIN: every new receive would complete at once with 0 bytes.
+            if streams.table[slot].state == .open && !streams.table[slot].closeAfterFlush {
+                armStreamReceive(slot)
+            } else {
+                finishCloseIfQuiet(slot)
+            }
         }
     }
 
@@ -122,6 +135,14 @@ extension Shard {
         }
         UnsafeMutableRawBufferPointer(rebasing: partial[held..<(held + bytes.count)]).copyMemory(from: bytes)
         let total = held + bytes.count
+        streams.table[slot].partialCount = total
+        // Framed again only when it can have changed: once the body's length is known, when the message is whole;
+        // before, when the new bytes end the header block. A message dripping in costs each read its own bytes,
+        // not a rescan of all it has sent.
+        let awaiting = streams.table[slot].awaiting
+        if awaiting > 0 ? total < awaiting : !SIPStreamFramer.endsHeaderBlock(UnsafeRawBufferPointer(partial), from: held, to: total) {
+            return
+        }
         guard let used = frameAndDeliver(slot, UnsafeRawBufferPointer(rebasing: partial[0..<total])) else { return }
         if used > 0 && used < total {
             // Moved down within the same buffer: memmove semantics.
@@ -129,6 +150,11 @@ extension Shard {
         }
         streams.table[slot].partialCount = total - used
         if used > 0 { streams.table[slot].partialSince = now }
+        // A buffer a large message grew is given back once it is empty; a small one is kept for the next.
+        if total == used && partial.count > StreamSet.keptPartialBytes {
+            partial.deallocate()
+            streams.table[slot].partial = nil
+        }
     }
 
     private func keepPartial(_ slot: UInt32, _ rest: UnsafeRawBufferPointer) {
@@ -144,9 +170,10 @@ extension Shard {
     }
 
     /// Hands every whole message at the start of `bytes` to the handler; the bytes used, or nil when the stream
-    /// cannot be framed (the connection is closing).
+    /// cannot be framed (the connection is closing). Notes the length of a message left incomplete, when known.
     private func frameAndDeliver(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) -> Int? {
         var offset = 0
+        streams.table[slot].awaiting = 0
         while offset < bytes.count && streams.table[slot].state == .open {
             let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
             switch SIPStreamFramer.frame(rest, maximum: streams.largestMessage) {
@@ -156,6 +183,9 @@ extension Shard {
             case .keepAlive(let length, let ping):
                 if ping { writeStream(slot, Shard.pong) }
                 offset += length
+            case .needs(let length):
+                streams.table[slot].awaiting = length
+                return offset
             case .incomplete:
                 return offset
             case .invalid:
@@ -170,6 +200,7 @@ extension Shard {
     nonisolated(unsafe) private static let pong = UnsafeRawBufferPointer(start: ("\r\n" as StaticString).utf8Start, count: 2)
 
     private func deliverStreamMessage(_ slot: UInt32, _ bytes: UnsafeRawBufferPointer) {
+        counters.received += 1
         let handle = StreamHandle(shard: index, slot: slot, generation: streams.table[slot].generation)
         let peer = streams.table[slot].peer
         let datagram = Datagram(bytes: bytes, source: peer, socketIndex: handle.socketIndex)
@@ -232,7 +263,14 @@ extension Shard {
             discard(datagram)
             return
         }
-        let slot = (handle.isToward ? nil : streams.table.usable(handle))
+        // TCP may hold at most half the shard's send slots, so peers that stop reading cannot starve the rest.
+        guard streams.queuedTotal < sends.capacity / 2 else {
+            sends.prepareStream(slot: datagram.slot, length: length, connection: UInt32.max)
+            counters.tcpQueueFull += 1
+            failSend(datagram.slot)
+            return
+        }
+        let slot = (handle.isToward ? nil : streams.table.usable(handle, host: destination))
             ?? streams.table.connection(to: destination) ?? connect(to: destination)
         sends.prepareStream(slot: datagram.slot, length: length, connection: slot ?? UInt32.max)
         guard let slot, streams.table[slot].queued < streams.queueLimit else {
@@ -244,9 +282,11 @@ extension Shard {
             sends.streamNext[Int(streams.table[slot].queueTail)] = datagram.slot
         } else {
             streams.table[slot].queueHead = datagram.slot
+            streams.table[slot].headSince = now
         }
         streams.table[slot].queueTail = datagram.slot
         streams.table[slot].queued += 1
+        streams.queuedTotal += 1
         markForFlush(slot)
     }
 
@@ -339,7 +379,11 @@ extension Shard {
         }
         if streams.table[slot].state == .open {
             streams.table[slot].lastActivity = now
-            if streams.table[slot].queueHead >= 0 { markForFlush(slot) }
+            if streams.table[slot].queueHead >= 0 {
+                markForFlush(slot)
+            } else if streams.table[slot].closeAfterFlush {
+                closeStream(slot)
+            }
         } else {
             finishCloseIfQuiet(slot)
         }
@@ -350,8 +394,10 @@ extension Shard {
         let head = streams.table[slot].queueHead
         let next = sends.streamNext[Int(head)]
         streams.table[slot].queueHead = next
+        streams.table[slot].headSince = now
         if next < 0 { streams.table[slot].queueTail = -1 }
         streams.table[slot].queued -= 1
+        streams.queuedTotal -= 1
         if delivered {
             _ = sends.release(slot: UInt32(head), generation: sends.generation(of: head))
             counters.sent += 1
@@ -398,9 +444,14 @@ extension Shard {
         }
         Syscalls.disableNagle(fd)
         counters.tcpOpen = streams.table.live
-        destination.write(to: streams.connectAddress)
+        // The slot's own copy of the address: the kernel reads it when the connect is submitted, at the turn's end.
+        let address = streams.connectAddresses + Int(slot)
+        destination.write(to: UnsafeMutableRawPointer(address))
+        // The connect and its timeout must be submitted together: a full queue submitted between them would
+        // break the link, and the timeout would then stand alone (EINVAL) while the connect waits unbounded.
+        if io_uring_sq_space_left(ring.ring) < 2 { _ = io_uring_submit(ring.ring) }
         let connect = ring.sqe()
-        io_uring_prep_connect(connect, fd, streams.connectAddress.assumingMemoryBound(to: sockaddr.self),
+        io_uring_prep_connect(connect, fd, UnsafeMutableRawPointer(address).assumingMemoryBound(to: sockaddr.self),
                               destination.length)
         connect.pointee.flags |= CUring_IOSQE_IO_LINK
         connect.pointee.user_data = Tag(kind: .streamConnect, shard: index, generation: streams.table[slot].generation,
@@ -408,8 +459,6 @@ extension Shard {
         let timeout = ring.sqe()
         io_uring_prep_link_timeout(timeout, streams.connectTimeout, 0)
         timeout.pointee.user_data = Tag(kind: .timeoutUpdate, shard: index, generation: 0, slot: 0).rawValue
-        // The address is read when the connect is submitted: now, before another connect of this turn reuses it.
-        _ = io_uring_submit(ring.ring)
         streams.table[slot].connectInFlight = true
         armSweep()
         return slot
@@ -451,6 +500,7 @@ extension Shard {
                 let after = sends.streamNext[Int(next)]
                 failSend(next)
                 streams.table[slot].queued -= 1
+                streams.queuedTotal -= 1
                 next = after
             }
             sends.streamNext[Int(last)] = -1
@@ -460,6 +510,15 @@ extension Shard {
         }
         Syscalls.shutdownStream(streams.table[slot].fd)
         finishCloseIfQuiet(slot)
+    }
+
+    /// The peer will send no more: close once what is queued for it has gone (at once when nothing is).
+    private func closeAfterFlush(_ slot: UInt32) {
+        guard streams.table[slot].state == .open, streams.table[slot].queueHead >= 0 else {
+            closeStream(slot)
+            return
+        }
+        streams.table[slot].closeAfterFlush = true
     }
 
     private func finishCloseIfQuiet(_ slot: UInt32) {
@@ -481,11 +540,26 @@ extension Shard {
     /// taken too long to arrive.
     func sweepStreams() {
         streams.sweepArmed = false
+        for listener in streams.listeners.indices where streams.acceptPaused[listener] && !stopping {
+            streams.acceptPaused[listener] = false
+            armAccept(listener)
+        }
         for i in streams.table.slots.indices {
             let slot = UInt32(i)
             let connection = streams.table[slot]
+            if connection.state == .connecting && now - connection.lastActivity > streams.connectMilliseconds + 1000 {
+                // The connect's own timeout did not end it: the kernel's did not come either; stop waiting.
+                counters.tcpConnectFailed += 1
+                closeStream(slot)
+                continue
+            }
             guard connection.state == .open else { continue }
-            if connection.partialCount > 0 && now - connection.partialSince > streams.messageMilliseconds {
+            if connection.queueHead >= 0 && now - connection.headSince > streams.writeMilliseconds {
+                // A peer that stopped reading: the first message queued for it has not gone in all that time (a
+                // trickle of partial writes does not count), and its queue holds send slots.
+                counters.tcpWriteStalled += 1
+                closeStream(slot)
+            } else if connection.partialCount > 0 && now - connection.partialSince > streams.messageMilliseconds {
                 counters.tcpBadClosed += 1
                 closeStream(slot)
             } else if now - connection.lastActivity > streams.idleMilliseconds && connection.queueHead < 0 {
@@ -493,7 +567,7 @@ extension Shard {
                 closeStream(slot)
             }
         }
-        if streams.table.live > 0 { armSweep() }
+        if streams.table.live > 0 || streams.acceptPaused.contains(true) { armSweep() }
     }
 
     /// At stop: no more accepts, and every connection closed (its receive ends; sends in flight complete).

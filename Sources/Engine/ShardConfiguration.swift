@@ -16,15 +16,18 @@ public struct ShardConfiguration: Sendable {
     public var socketBufferBytes: Int32 = 4 << 20
     /// The share of a core (percent) a shard's thread may want before it is overloaded (`LoadMonitor`); 0 never.
     public var overloadPercent = 90
-    /// TCP: connections a shard holds at most (accepted past it are closed at once, counted), how long one may
-    /// stay idle, how long a message may take to arrive once begun (one header byte a second), how long a connect
-    /// may take, the largest message framed, and the sends one connection may have waiting.
+    /// TCP: connections a shard holds at most (accepted past it are closed at once, counted; also bounded by the
+    /// descriptors the process may open), how long one may stay idle, how long a message may take to arrive once
+    /// begun (one header byte a second), how long a connect may take, the largest message framed, and the sends
+    /// one connection may have waiting (all connections together: half the send slots).
     public var streamConnections = 16_384
     public var streamIdleMilliseconds: UInt64 = 120_000
     public var streamMessageMilliseconds: UInt64 = 10_000
     public var streamConnectMilliseconds: UInt64 = 3_000
     public var streamLargestMessage = 65_535
     public var streamQueuedSends = 256
+    /// How long a write may wait for a peer that does not read before its connection is closed.
+    public var streamWriteMilliseconds: UInt64 = 10_000
 
     public init() {}
 }

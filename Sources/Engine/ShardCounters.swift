@@ -53,6 +53,8 @@ public struct ShardCounters: Sendable, Equatable {
     public var tcpBadClosed = 0
     public var tcpRefused = 0
     public var tcpQueueFull = 0
+    /// Connections closed because a write waited past `streamWriteMilliseconds` (a peer that stopped reading).
+    public var tcpWriteStalled = 0
 
     public init() {}
 
@@ -91,6 +93,7 @@ public struct ShardCounters: Sendable, Equatable {
         sum.tcpBadClosed += b.tcpBadClosed
         sum.tcpRefused += b.tcpRefused
         sum.tcpQueueFull += b.tcpQueueFull
+        sum.tcpWriteStalled += b.tcpWriteStalled
         return sum
     }
 
@@ -105,6 +108,6 @@ public struct ShardCounters: Sendable, Equatable {
             + "acc_spilled=\(accSpilled) acc_replayed=\(accReplayed) acc_failed=\(accFailed) "
             + "tcp_open=\(tcpOpen) tcp_accepted=\(tcpAccepted) tcp_connected=\(tcpConnected) "
             + "tcp_connect_failed=\(tcpConnectFailed) tcp_idle_closed=\(tcpIdleClosed) tcp_bad_closed=\(tcpBadClosed) "
-            + "tcp_refused=\(tcpRefused) tcp_queue_full=\(tcpQueueFull)"
+            + "tcp_refused=\(tcpRefused) tcp_queue_full=\(tcpQueueFull) tcp_write_stalled=\(tcpWriteStalled)"
     }
 }

@@ -165,6 +165,14 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// The same address, whatever the ports.
+    public func hasSameHost(as other: SocketAddress) -> Bool {
+        var a = self, b = other
+        a.port = 0
+        b.port = 0
+        return a == b
+    }
+
     /// What `==` compares: the family, the port and the address (an IPv6 address's flow label and scope are not).
     public func hash(into hasher: inout Hasher) {
         withUnsafeBytes(of: inet) { raw in

@@ -12,13 +12,21 @@ final class StreamSet {
     var activeAccepts = 0
     var table: ConnectionTable
     let idleMilliseconds: UInt64
+    let writeMilliseconds: UInt64
+    let connectMilliseconds: UInt64
+    /// Listeners whose accept failed for want of descriptors: armed again by the next sweep.
+    var acceptPaused: [Bool]
+    /// Messages queued on all connections: at most half the send slots.
+    var queuedTotal = 0
+    /// Each connection slot's address for its connect, stable until the connect is submitted.
+    let connectAddresses: UnsafeMutablePointer<sockaddr_in6>
+    /// A partial-message buffer larger than this is freed once it empties.
+    static let keptPartialBytes = 8192
     let messageMilliseconds: UInt64
     let largestMessage: Int
     let queueLimit: Int
     /// Every connect's link timeout: copied by the kernel when the connect is submitted.
     let connectTimeout: UnsafeMutablePointer<__kernel_timespec>
-    /// The address a connect is submitted with, submitted at once (the kernel copies it at submission).
-    let connectAddress: UnsafeMutableRawPointer
     /// Send slots whose message could not be delivered, kept until the turn's completions are handled and then
     /// reported to the handler (`ShardHandler.sendFailed`): never from inside the send that failed.
     var failed: [Int32] = []
@@ -29,7 +37,7 @@ final class StreamSet {
     /// write at a time). Pages are touched only as far as the slots in use reach.
     let headers: UnsafeMutablePointer<msghdr>
     let vectors: UnsafeMutablePointer<iovec>
-    static let vectorsPerWrite = 16
+    static let vectorsPerWrite = 64
     /// The idle sweep is on the wheel (only while there are connections: an idle shard is not woken).
     var sweepArmed = false
 
@@ -39,6 +47,10 @@ final class StreamSet {
         self.listeners = listeners
         self.listenAddresses = listenAddresses
         acceptGenerations = Array(repeating: 0, count: listeners.count)
+        acceptPaused = Array(repeating: false, count: listeners.count)
+        writeMilliseconds = configuration.streamWriteMilliseconds
+        connectMilliseconds = configuration.streamConnectMilliseconds
+        connectAddresses = .allocate(capacity: configuration.streamConnections)
         table = ConnectionTable(capacity: configuration.streamConnections)
         idleMilliseconds = configuration.streamIdleMilliseconds
         messageMilliseconds = configuration.streamMessageMilliseconds
@@ -48,7 +60,6 @@ final class StreamSet {
         connectTimeout = .allocate(capacity: 1)
         connectTimeout.initialize(to: __kernel_timespec(tv_sec: Int64(timeout / 1000),
                                                         tv_nsec: Int64(timeout % 1000) * 1_000_000))
-        connectAddress = .allocate(byteCount: MemoryLayout<sockaddr_in6>.size, alignment: 8)
         failed.reserveCapacity(64)
         reporting.reserveCapacity(64)
         dirty.reserveCapacity(64)
@@ -58,7 +69,7 @@ final class StreamSet {
         headers.deallocate()
         vectors.deallocate()
         connectTimeout.deallocate()
-        connectAddress.deallocate()
+        connectAddresses.deallocate()
     }
 
     /// No accept armed and no connection left: the shard may stop.

@@ -93,12 +93,17 @@ enum Syscalls {
         _ = shutdown(fd, Int32(SHUT_RDWR))
     }
 
-    /// Raises the soft limit on open descriptors to the hard limit: every TCP connection takes one.
-    static func raiseDescriptorLimit() {
+    /// Raises the soft limit on open descriptors to the hard limit (every TCP connection takes one); returns the
+    /// limit now in force.
+    static func raiseDescriptorLimit() -> Int {
         var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
-        limit.rlim_cur = limit.rlim_max
-        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        if limit.rlim_cur < limit.rlim_max {
+            let wanted = limit.rlim_max
+            limit.rlim_cur = wanted
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 { _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) }
+        }
+        return limit.rlim_cur > rlim_t(Int32.max) ? Int(Int32.max) : Int(limit.rlim_cur)
     }
 
     /// Whether another socket already holds `address`: a plain bind (no SO_REUSEPORT, no SO_REUSEADDR) fails with
@@ -113,9 +118,16 @@ enum Syscalls {
         if address.isIPv6 {
             _ = setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
         }
+        // For TCP, connections of an earlier run in TIME_WAIT would hold the port for a minute: SO_REUSEADDR
+        // lets the probe past them and still fails on a socket that listens there.
+        if stream { _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) }
         var storage = address.storage
         let rc = withUnsafePointer(to: &storage) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, address.length) }
+        }
+        if rc == 0 && stream {
+            // A bind succeeds beside a socket that listens with SO_REUSEADDR; listen() is what conflicts.
+            return listen(fd, 1) != 0 && errno == EADDRINUSE
         }
         return rc != 0 && errno == EADDRINUSE
     }

@@ -12,6 +12,9 @@ public enum SIPStreamFrame: Equatable, Sendable {
     case keepAlive(length: Int, ping: Bool)
     /// The buffer holds the beginning of a message and no more: wait for the rest.
     case incomplete
+    /// The buffer holds a message's whole header block and part of its body: the message is `length` bytes, so
+    /// nothing need be framed again until that many have arrived (a body dripping in costs no rescans).
+    case needs(length: Int)
     /// The stream cannot be framed any further (a Content-Length that is not a number, or one or a header
     /// block larger than `maximum`): the connection must be closed.
     case invalid(SIPStreamFramingError)
@@ -52,7 +55,7 @@ public enum SIPStreamFramer {
                 let bodyStart = i + 1
                 let length = bodyStart + (contentLength ?? 0)
                 guard length <= maximum else { return .invalid(.messageTooLarge) }
-                return length <= count ? .message(length: length) : .incomplete
+                return length <= count ? .message(length: length) : .needs(length: length)
             }
             if lineStart > 0, let value = contentLengthValue(bytes, lineStart, lineEnd) {
                 guard let parsed = value else { return .invalid(.badContentLength) }
@@ -64,13 +67,28 @@ public enum SIPStreamFramer {
         return count >= maximum ? .invalid(.headersTooLong) : .incomplete
     }
 
+    /// Whether bytes `start..<end` of `bytes` complete a header block: an LF there followed by CRLF or LF (the
+    /// empty line), looking back over the three bytes before `start`. For a message that arrives in pieces: the
+    /// framer need run again only when this is true.
+    public static func endsHeaderBlock(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) -> Bool {
+        var i = max(0, start - 3)
+        while i < end - 1 {
+            if bytes[i] == lf && (bytes[i + 1] == lf || (bytes[i + 1] == cr && i + 2 < end && bytes[i + 2] == lf)) {
+                return true
+            }
+            i += 1
+        }
+        return false
+    }
+
     private static func keepAlive(_ bytes: UnsafeRawBufferPointer) -> SIPStreamFrame {
         var n = 0
         while n < bytes.count && (bytes[n] == cr || bytes[n] == lf) { n += 1 }
-        // Whatever follows may still be a CR or LF of the same run: wait unless the run is already a ping.
+        // A run that ends the buffer is taken as it is: a lone CRLF is a pong (RFC 5626 §4.4.1), and one kept
+        // waiting for more would start the clock of a message that never comes. A ping split over two reads is
+        // then two pongs' worth of CRLF and goes unanswered; the client pings again.
         let ping = n >= 4 && bytes[0] == cr && bytes[1] == lf && bytes[2] == cr && bytes[3] == lf
         if ping { return .keepAlive(length: 4, ping: true) }
-        if n == bytes.count { return n >= 4 ? .keepAlive(length: n, ping: false) : .incomplete }
         return .keepAlive(length: n, ping: false)
     }
 

@@ -15,7 +15,8 @@ enum AcceptedModules {
         ]))
         list.append(ScriptModule(name: "proto_tcp", parameters: [
             .ignored("tcp_port", "a socket without a port uses the 'port' global (5060 by default)"),
-            .ignored("tcp_send_timeout", "sends go through the ring and never block; a connection's queue is bounded"),
+            // ms: how long a write may wait for a peer that does not read before the connection is closed.
+            ModuleParameterDeclaration("tcp_send_timeout", .integer, range: 1...600_000, unit: "ms"),
             .ignored("tcp_max_msg_chunks", "a message may arrive in any number of reads within tcp_max_msg_time"),
             .ignored("tcp_crlf_pingpong", "a CRLF CRLF ping is always answered with a CRLF pong"),
             .ignored("tcp_crlf_drop", "CRLFs between messages are always dropped"),

@@ -73,6 +73,7 @@ if let seconds = configured.tcpConnectionLifetime { shardConfiguration.streamIdl
 if let total = configured.tcpMaxConnections { shardConfiguration.streamConnections = max(1, total / settings.shards) }
 if let ms = configured.tcpConnectTimeout { shardConfiguration.streamConnectMilliseconds = UInt64(ms) }
 if let seconds = configured.tcpMaxMessageTime { shardConfiguration.streamMessageMilliseconds = UInt64(seconds) * 1000 }
+if let ms = configured.optionalInteger("proto_tcp", "tcp_send_timeout") { shardConfiguration.streamWriteMilliseconds = UInt64(ms) }
 let engine = Engine(listen: listen, streamListen: streamListen, shards: settings.shards, cpus: settings.cpus,
                     configuration: shardConfiguration) { shard in
     ScriptHandler(program: program, shard: shard)

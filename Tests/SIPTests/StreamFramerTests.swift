@@ -20,9 +20,11 @@ import Testing
 
     @Test func aMessageCutAnywhereIsIncomplete() {
         let whole = Array(Self.message.utf8)
+        let headerEnd = whole.count - 5
         for cut in 1..<whole.count {
             let frame = whole[0..<cut].withUnsafeBytes { SIPStreamFramer.frame($0, maximum: 65_535) }
-            #expect(frame == .incomplete, "cut at \(cut)")
+            // Once the headers are whole, the frame says how long the message is.
+            #expect(frame == (cut < headerEnd ? .incomplete : .needs(length: whole.count)), "cut at \(cut)")
         }
     }
 
@@ -40,7 +42,8 @@ import Testing
         #expect(Self.frame("\r\n\r\n") == .keepAlive(length: 4, ping: true))
         #expect(Self.frame("\r\n\r\nINVITE") == .keepAlive(length: 4, ping: true))
         #expect(Self.frame("\r\nINVITE") == .keepAlive(length: 2, ping: false))
-        #expect(Self.frame("\r\n") == .incomplete)
+        // A lone CRLF (a pong, or CRLFs after a message) is taken at once, not held as a message's start.
+        #expect(Self.frame("\r\n") == .keepAlive(length: 2, ping: false))
     }
 
     @Test func badOrHugeContentLengthClosesTheStream() {

@@ -118,6 +118,7 @@ import Engine
             tcp_max_msg_time = 5
             loadmodule "proto_tcp.so"
             modparam("proto_tcp", "tcp_port", 5060)
+            modparam("proto_tcp", "tcp_send_timeout", 2000)
             route { exit; }
 
             """))

@@ -24,8 +24,10 @@ class Phone:
     """One baresip with one account, `user`@example.com, registered through the proxy at 127.0.0.1:`proxy_port`."""
 
     def __init__(self, procs: h.ProcGroup, folder: Path, user: str, proxy_port: int, answer: str = "auto",
-                 regint: int = 600, extra_account: str = ""):
+                 regint: int = 600, extra_account: str = "", transport: str = "udp"):
         self.user = user
+        # "tcp": the phone reaches its outbound proxy (and registers) over TCP.
+        self.transport = transport
         self.aor = f"sip:{user}@example.com"
         self.buffer = b""
         self.events: list[dict] = []
@@ -59,7 +61,8 @@ class Phone:
             "module_app menu.so\nmodule_app ctrl_tcp.so\n"
             f"ctrl_tcp_listen 127.0.0.1:{self.control_port}\n")
         (folder / "accounts").write_text(
-            f"<{self.aor}>;regint={regint};outbound=\"sip:127.0.0.1:{proxy_port};lr\";"
+            f"<{self.aor}>;regint={regint};outbound=\"sip:127.0.0.1:{proxy_port}"
+            f"{';transport=tcp' if self.transport == 'tcp' else ''};lr\";"
             f"answermode={answer};audio_codecs=pcmu{extra_account}\n")
         (folder / "contacts").write_text("")
         self.proc = procs.start(f"baresip-{user}", ["baresip", "-f", str(folder)])

@@ -1,6 +1,10 @@
 """Real phones through ringsip as registrar and proxy: two baresip instances register their AORs, then call each
 other by AOR — INVITE, 180/200, ACK, BYE end to end — and a call to a phone that declines ends busy for the caller.
+The same over TCP (both phones register and call over TCP connections to ringsip), and between a phone on TCP and
+one on UDP.
 """
+
+import socket
 
 import pytest
 
@@ -76,3 +80,63 @@ def test_a_declined_call_ends_busy_and_an_unknown_aor_is_not_found(procs, proxy,
     alice.command("dial", "sip:nobody@example.com")
     closed = alice.wait_event("CALL_CLOSED")
     assert "404" in closed.get("param", ""), closed
+
+
+@pytest.fixture
+def tcp_proxy(procs, ringsipd, tmp_path):
+    """The same script on UDP and TCP at one port, two shards."""
+    if not available():
+        missing("baresip with its ctrl_tcp module is not installed (make test-deps)")
+    script = tmp_path / "phones.cfg"
+    script.write_text('loadmodule "proto_tcp.so"\n' + SCRIPT)
+    for _ in range(20):
+        port = h.free_udp_ports(1)[0]
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.bind((h.LOOPBACK, port))
+            break
+        except OSError:
+            continue
+        finally:
+            probe.close()
+    proc = procs.start("ringsipd", [ringsipd, "-f", script, "--shards", "2", "--listen", f"udp:{h.LOOPBACK}:{port}",
+                                    "--listen", f"tcp:{h.LOOPBACK}:{port}"])
+    ok = h.wait_until(lambda: (h.udp_port_bound(port) and h.tcp_port_listening(port)) or not proc.alive(), 10)
+    assert ok and proc.alive(), proc.stderr()[-1500:]
+    return port, proc
+
+
+def test_phones_register_and_call_over_tcp(procs, tcp_proxy, tmp_path):
+    port, daemon = tcp_proxy
+    alice = Phone(procs, tmp_path / "alice", "alice", port, transport="tcp")
+    bob = Phone(procs, tmp_path / "bob", "bob", port, transport="tcp")
+    alice.wait_registered()
+    bob.wait_registered()
+    alice.command("dial", "sip:bob@example.com")
+    assert bob.wait_event("CALL_ESTABLISHED")["peeruri"] == "sip:alice@example.com"
+    assert alice.wait_event("CALL_ESTABLISHED")["peeruri"] == "sip:bob@example.com"
+    alice.command("hangup")
+    bob.wait_event("CALL_CLOSED")
+    alice.wait_event("CALL_CLOSED")
+    rows = h.signal_counters(daemon, shards=2) or []
+    assert sum(r.get("tcp_accepted", 0) for r in rows) >= 2, rows
+
+
+def test_a_phone_on_tcp_calls_a_phone_on_udp_and_back(procs, tcp_proxy, tmp_path):
+    port, _ = tcp_proxy
+    alice = Phone(procs, tmp_path / "alice", "alice", port, transport="tcp")
+    bob = Phone(procs, tmp_path / "bob", "bob", port)
+    alice.wait_registered()
+    bob.wait_registered()
+    alice.command("dial", "sip:bob@example.com")
+    bob.wait_event("CALL_ESTABLISHED")
+    alice.wait_event("CALL_ESTABLISHED")
+    bob.command("hangup")  # the callee hangs up: its BYE follows the Record-Route back to a TCP caller
+    alice.wait_event("CALL_CLOSED")
+    bob.wait_event("CALL_CLOSED")
+    bob.command("dial", "sip:alice@example.com")
+    alice.wait_event("CALL_ESTABLISHED")
+    bob.wait_event("CALL_ESTABLISHED")
+    alice.command("hangup")
+    bob.wait_event("CALL_CLOSED")
+    alice.wait_event("CALL_CLOSED")

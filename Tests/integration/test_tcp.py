@@ -332,3 +332,89 @@ def test_a_next_hop_that_refuses_the_connection_is_counted(procs, ringsipd, sipp
     assert errors.count("received 'SIP/2.0 503 Service Unavailable") == 3, errors[-1500:]
     t = totals(procs, daemon)
     assert t["tcp_connect_failed"] >= 3 and t["timeouts"] == 0, t
+
+
+def test_a_lone_crlf_is_a_pong_not_a_slow_message(procs, ringsipd):
+    """RFC 5626 §4.4.1: a client answers our ping with one CRLF; it must not start the slow-message clock."""
+    daemon, port = start(procs, ringsipd, "udp:127.0.0.1:9", globals="tcp_max_msg_time = 1\n")
+    sock = connect(port)
+    sock.sendall(b"\r\n")
+    assert not closed_within(sock, 3), "a lone CRLF was held as the start of a message and timed out"
+    sock.sendall(options("after-pong", port))
+    answer = read_responses(sock, 1)
+    assert answer and "after-pong" in answer[0], answer
+    sock.close()
+    t = totals(procs, daemon)
+    assert t["tcp_bad_closed"] == 0, t
+
+
+def test_a_peer_that_closes_its_side_still_gets_its_answer(procs, ringsipd):
+    daemon, port = start(procs, ringsipd, "udp:127.0.0.1:9")
+    sock = connect(port)
+    sock.sendall(options("half-closed", port))
+    sock.shutdown(socket.SHUT_WR)
+    answer = read_responses(sock, 1)
+    assert answer and "half-closed" in answer[0], answer
+    assert closed_within(sock, 3), "the connection was kept after its queue was written"
+    sock.close()
+    procs.stop(daemon)
+
+
+def test_a_peer_that_stops_reading_is_closed_and_does_not_starve_the_shard(procs, ringsipd):
+    """A client that sends requests and never reads the answers: once the socket buffers are full ringsip's write
+    waits, and past proto_tcp's tcp_send_timeout the connection is closed; another client is served meanwhile."""
+    daemon, port = start(procs, ringsipd, "udp:127.0.0.1:9",
+                         globals='loadmodule "proto_tcp.so"\nmodparam("proto_tcp", "tcp_send_timeout", 500)\n')
+    # A small receive buffer, set before connecting (it fixes the window): the kernel then holds little more than
+    # ringsip's send buffer (4 MB at most) of the answers, and 30,000 of them are over 6 MB.
+    greedy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    greedy.connect((h.LOOPBACK, port))
+    greedy.settimeout(2)
+    try:
+        for burst in range(60):
+            greedy.sendall(b"".join(options(f"greedy-{burst}-{i}", port) for i in range(500)))
+            time.sleep(0.01)
+    except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        pass
+    other = connect(port)
+    other.sendall(options("other", port))
+    answer = read_responses(other, 1)
+    assert answer and "other" in answer[0], answer
+    assert h.wait_until(lambda: stalled(daemon) >= 1, 8), "the stalled write's connection was not closed"
+    greedy.close()
+    other.close()
+    procs.stop(daemon)
+
+
+def stalled(daemon: h.Proc) -> int:
+    rows = h.signal_counters(daemon) or []
+    return sum(r.get("tcp_write_stalled", 0) for r in rows if "tcp_write_stalled" in r)
+
+
+def test_stateless_forward_answers_over_the_tcp_connection(procs, ringsipd):
+    """forward(): a request over TCP to a UDP next hop; the response comes back on the caller's connection."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind((h.LOOPBACK, 0))
+    server.settimeout(5)
+    port = free_port()
+    script = procs.workdir / "forward.cfg"
+    script.write_text(f'listen = udp:127.0.0.1:{port}\nlisten = tcp:127.0.0.1:{port}\nlog_level = 1\n'
+                      f'route {{\n    forward("udp:127.0.0.1:{server.getsockname()[1]}");\n}}\n')
+    daemon = procs.start("ringsipd", [ringsipd, "-f", script, "--shards", "1"])
+    assert h.wait_until(lambda: h.tcp_port_listening(port) or not daemon.alive(), 10), daemon.stderr()
+    caller = connect(port)
+    message = options("stateless-1", port).replace(b"OPTIONS", b"MESSAGE").replace(b"127.0.0.1:9;branch", b"127.0.0.1:9;rport;branch")
+    caller.sendall(message)
+    request, source = server.recvfrom(65536)
+    text = request.decode()
+    assert text.startswith("MESSAGE ") and "Via: SIP/2.0/UDP" in text, text
+    vias = [line for line in text.split("\r\n") if line.lower().startswith("via:")]
+    answer = (f"SIP/2.0 200 OK\r\n" + "\r\n".join(vias) + "\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\n"
+              "To: <sip:ping@127.0.0.1>;tag=2\r\nCall-ID: stateless-1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n")
+    server.sendto(answer.encode(), source)
+    got = read_responses(caller, 1)
+    assert got and got[0].startswith("SIP/2.0 200 OK") and "stateless-1" in got[0], got
+    caller.close()
+    server.close()
+    procs.stop(daemon)
