@@ -228,6 +228,10 @@ extension Shard {
             UnsafeMutableRawBufferPointer(rebasing: record[Shard.mailHeaderBytes...]).copyMemory(from: bytes)
             send(mail: UnsafeRawBufferPointer(record), channel: channel, to: target)
         }
+        // Mail is usually read when the receiver next handles a completion; a message for a peer must not wait
+        // for that (an idle shard would hold a 200 OK): the receiver is woken this turn (one MSG_RING).
+        mailWakeDue[target] = true
+        mailPending = true
     }
 
     /// The engine's own mail: a stream message another shard lent here, or bytes for a connection of this one.

@@ -66,6 +66,9 @@ public final class ScriptContext {
     let heldReplyMessage = SIPMessage()
     /// t_relay's forced destination while its branch_route runs (an async() there keeps it for the branch).
     var branchForced: NextHop?
+    /// The TCP connection `lookup()` found the callee registered over (a binding's socket): the Request-URI branch
+    /// is sent on it, from whichever shard, so a phone behind NAT is reached on the connection it keeps open.
+    public var sendSocket: Int?
     /// While the unnamed onreply_route runs for a transaction's response: the transaction's `t_on_reply` route
     /// that runs after it (-1 none). An async() there keeps it, so the held response still goes through it.
     var replyRouteAfter = -1
@@ -211,6 +214,7 @@ public final class ScriptContext {
         self.source = source
         self.socketIndex = socketIndex
         self.hasMessage = hasMessage
+        sendSocket = nil
         flow = .normal
         returnCode = 0
         runtimeError = nil

@@ -146,11 +146,12 @@ enum TMFunctions {
             // The Request-URI branch, then the destination set in order (OpenSIPS t_relay forks to both); the
             // set is used up. A forced destination (t_relay's argument) takes every branch.
             let uri = context.requestURI, du = context.destinationURI
-            var sent = relayBranch(context, manager, handle, uri: uri, du: du, forced: forced, routes: routes)
+            var sent = relayBranch(context, manager, handle, uri: uri, du: du, forced: forced,
+                                   socket: forced == nil ? context.sendSocket : nil, routes: routes)
             for i in 0..<context.destinationCount {
                 let branch = context.destinationSet[i]
                 if relayBranch(context, manager, handle, uri: branch.uri, du: branch.destination, forced: forced,
-                               routes: routes) {
+                               socket: nil, routes: routes) {
                     sent = true
                 }
             }
@@ -175,7 +176,7 @@ enum TMFunctions {
     /// async()), then the client transaction. The route's changes stay with this branch.
     private static func relayBranch(_ context: ScriptContext, _ manager: TransactionManager, _ handle: TransactionHandle,
                                     uri: UnsafeRawBufferPointer?, du: UnsafeRawBufferPointer?, forced: NextHop?,
-                                    routes: CompiledRoutes) -> Bool {
+                                    socket: Int?, routes: CompiledRoutes) -> Bool {
         context.requestURI = uri
         context.destinationURI = du
         let appended = context.appendedCount
@@ -200,7 +201,7 @@ enum TMFunctions {
         }
         guard let destination = forced ?? context.nextHop() else { return false }
         return manager.relay(handle, context.message, from: context.source, arrivedOn: context.socketIndex,
-                             to: destination.address, transport: destination.transport,
+                             to: destination.address, transport: destination.transport, socket: socket,
                              edits: context.edits(toward: destination.address), on: context.shard)
     }
 

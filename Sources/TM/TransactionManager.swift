@@ -165,10 +165,12 @@ public final class TransactionManager {
     /// Adds a branch: `message` (the request with the script's edits) forwarded to `destination` in a new
     /// client transaction. False when the branch cannot be made (too many branches, no route to the
     /// destination's family, a request that cannot be rebuilt).
-    /// `reserved`: the place `holdBranch` kept for this branch (nil: a new place at the end).
+    /// `reserved`: the place `holdBranch` kept for this branch (nil: a new place at the end). `chosen`: the socket to
+    /// send from, when the caller knows it (a TCP connection a callee registered over).
     public func relay(_ handle: TransactionHandle, _ message: SIPMessage, from source: SocketAddress,
                       arrivedOn socketIndex: Int, to destination: SocketAddress, transport: SIPTransport = .udp,
-                      edits: RelayEdits, into reserved: Int? = nil, on shard: any ShardIO) -> Bool {
+                      socket chosen: Int? = nil, edits: RelayEdits, into reserved: Int? = nil,
+                      on shard: any ShardIO) -> Bool {
         lastRelayTooLarge = false
         // No new branch once a final answer went upstream, or after a 6xx (§16.7 step 5: the search is over).
         // Nor after a CANCEL (OpenSIPS refuses it too): a held branch or a resumed failure route would ring a
@@ -176,8 +178,9 @@ public final class TransactionManager {
         guard table.contains(handle), table[handle].finalSent < 200, !table[handle].cancelled, !hasGlobalFailure(handle),
               reserved.map({ $0 < table[handle].branches.count && table[handle].branches[$0].reserved })
                 ?? (table[handle].branches.count < Branches.capacity),
-              let socket = relay.socketToward(destination, transport: transport, preferring: socketIndex, on: shard)
+              let toward = relay.socketToward(destination, transport: transport, preferring: socketIndex, on: shard)
         else { return false }
+        let socket = chosen ?? toward
         let index = reserved ?? table[handle].branches.count
         let branch = TransactionBranch(shard: UInt8(shardIndex), slot: handle.slot, generation: handle.generation,
                                        branchIndex: UInt8(index))

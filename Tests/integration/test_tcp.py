@@ -402,7 +402,8 @@ def test_stateless_forward_answers_over_the_tcp_connection(procs, ringsipd):
     script.write_text(f'listen = udp:127.0.0.1:{port}\nlisten = tcp:127.0.0.1:{port}\nlog_level = 1\n'
                       f'route {{\n    forward("udp:127.0.0.1:{server.getsockname()[1]}");\n}}\n')
     daemon = procs.start("ringsipd", [ringsipd, "-f", script, "--shards", "1"])
-    assert h.wait_until(lambda: h.tcp_port_listening(port) or not daemon.alive(), 10), daemon.stderr()
+    h.wait_until(lambda: h.tcp_port_listening(port) or not daemon.alive(), 10)
+    assert daemon.alive(), daemon.stderr()
     caller = connect(port)
     message = options("stateless-1", port).replace(b"OPTIONS", b"MESSAGE").replace(b"127.0.0.1:9;branch", b"127.0.0.1:9;rport;branch")
     caller.sendall(message)
@@ -417,4 +418,92 @@ def test_stateless_forward_answers_over_the_tcp_connection(procs, ringsipd):
     assert got and got[0].startswith("SIP/2.0 200 OK") and "stateless-1" in got[0], got
     caller.close()
     server.close()
+    procs.stop(daemon)
+
+
+REGISTRAR = """\
+listen = udp:127.0.0.1:{port}
+listen = tcp:127.0.0.1:{port}
+log_level = 1
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "sipmsgops.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "proto_tcp.so"
+route {{
+    if (is_method("REGISTER")) {{ save("location"); exit; }}
+    if (!lookup("location")) {{ sl_send_reply(404, "Not Found"); exit; }}
+    t_relay();
+}}
+"""
+
+
+def test_a_phone_registered_over_tcp_is_called_on_its_connection_from_either_shard(procs, ringsipd):
+    """The Contact's own port is closed (a phone behind NAT): every INVITE, on whichever shard it arrives, must go
+    over the connection the REGISTER came on."""
+    port = free_port()
+    script = procs.workdir / "registrar.cfg"
+    script.write_text(REGISTRAR.format(port=port))
+    daemon = procs.start("ringsipd", [ringsipd, "-f", script, "--shards", "2"])
+    h.wait_until(lambda: h.tcp_port_listening(port) or not daemon.alive(), 10)
+    assert daemon.alive(), daemon.stderr()
+    phone = connect(port)
+    phone.sendall((f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.7:5060;branch=z9hG4bK-reg1\r\n"
+                   "From: <sip:bob@example.com>;tag=r1\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg-1\r\n"
+                   "CSeq: 1 REGISTER\r\nContact: <sip:bob@127.0.0.1:9;transport=tcp>\r\nExpires: 600\r\n"
+                   "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
+    answer = read_responses(phone, 1)
+    assert answer and answer[0].startswith("SIP/2.0 200"), answer
+    # INVITEs from several source ports, so SO_REUSEPORT spreads them over both shards.
+    for n in range(8):
+        caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        caller.bind((h.LOOPBACK, 0))
+        caller.sendto((f"INVITE sip:bob@example.com SIP/2.0\r\n"
+                       f"Via: SIP/2.0/UDP 127.0.0.1:{caller.getsockname()[1]};rport;branch=z9hG4bK-inv{n}\r\n"
+                       f"From: <sip:alice@example.com>;tag=a{n}\r\nTo: <sip:bob@example.com>\r\nCall-ID: call-{n}\r\n"
+                       "CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), (h.LOOPBACK, port))
+        got = read_responses(phone, 1, seconds=3)
+        assert got and got[0].startswith("INVITE sip:bob@127.0.0.1:9;transport=tcp") and f"call-{n}" in got[0], (n, got)
+        caller.close()
+    phone.close()
+    t = totals(procs, daemon)
+    assert t["tcp_connect_failed"] == 0 and t["tcp_connected"] == 0, t
+
+
+def test_answers_cross_shards_between_tcp_phones_at_once(procs, ringsipd):
+    """Six caller/callee pairs, each registered over its own connection on whichever shard took it: a callee's 200
+    that arrives on the other shard than the call's transaction is handed over and relayed at once (not when that
+    shard next has something to do)."""
+    port = free_port()
+    script = procs.workdir / "registrar.cfg"
+    script.write_text(REGISTRAR.format(port=port))
+    daemon = procs.start("ringsipd", [ringsipd, "-f", script, "--shards", "2"])
+    h.wait_until(lambda: h.tcp_port_listening(port) or not daemon.alive(), 10)
+    assert daemon.alive(), daemon.stderr()
+
+    def register(user: str, contact_port: int) -> socket.socket:
+        sock = connect(port)
+        sock.sendall((f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{contact_port};branch=z9hG4bK-r{user}\r\n"
+                      f"From: <sip:{user}@example.com>;tag=r1\r\nTo: <sip:{user}@example.com>\r\nCall-ID: reg-{user}\r\n"
+                      f"CSeq: 1 REGISTER\r\nContact: <sip:{user}@127.0.0.1:{contact_port};transport=tcp>\r\n"
+                      "Expires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
+        assert read_responses(sock, 1)[0].startswith("SIP/2.0 200")
+        return sock
+
+    for k in range(6):
+        caller, callee = register(f"alice{k}", 9), register(f"bob{k}", 9)
+        caller.sendall((f"INVITE sip:bob{k}@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;rport;branch=z9hG4bK-x{k}\r\n"
+                        f"From: <sip:alice{k}@example.com>;tag=a{k}\r\nTo: <sip:bob{k}@example.com>\r\nCall-ID: x-{k}\r\n"
+                        "CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
+        invite = read_responses(callee, 1)
+        assert invite and invite[0].startswith("INVITE "), (k, invite)
+        vias = "\r\n".join(line for line in invite[0].split("\r\n") if line.lower().startswith("via:"))
+        callee.sendall((f"SIP/2.0 200 OK\r\n{vias}\r\nFrom: <sip:alice{k}@example.com>;tag=a{k}\r\n"
+                        f"To: <sip:bob{k}@example.com>;tag=b{k}\r\nCall-ID: x-{k}\r\nCSeq: 1 INVITE\r\n"
+                        "Contact: <sip:bob@127.0.0.1:9;transport=tcp>\r\nContent-Length: 0\r\n\r\n").encode())
+        answers = read_responses(caller, 2, seconds=1)
+        assert [a.split("\r\n")[0] for a in answers] == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"], (k, answers)
+        caller.close()
+        callee.close()
     procs.stop(daemon)

@@ -130,6 +130,7 @@ public enum RegistrarModule {
         guard let uri = context.arena.copy(binding.contact) else { return false }
         context.requestURI = uri
         context.branchFlags = binding.branchFlags
+        context.sendSocket = StreamHandle.isStream(binding.socket) ? binding.socket : nil
         if !binding.received.isEmpty {
             context.destinationURI = context.arena.copy(binding.received)
         }
