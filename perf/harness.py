@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 import re
 import shutil
 import signal
@@ -171,6 +172,23 @@ def free_udp_ports(count: int, host: str = LOOPBACK) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def free_udp_tcp_port(avoid: int = 0) -> int:
+    """A port below the ephemeral range (32768 up) that both a UDP and a TCP socket can bind now: a daemon
+    listening on both (and no outgoing connection of anyone's takes it meanwhile)."""
+    while True:
+        port = random.randrange(20000, 32000)
+        if port == avoid:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+                 socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                udp.bind((LOOPBACK, port))
+                tcp.bind((LOOPBACK, port))
+            return port
+        except OSError:
+            continue
 
 
 def udp_port_bound(port: int) -> bool:

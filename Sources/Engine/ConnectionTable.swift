@@ -34,6 +34,8 @@ struct Connection {
     var headSince: UInt64 = 0
     /// The peer closed its side: close once the queue is written.
     var closeAfterFlush = false
+    /// Opened here (a connect), not accepted: only accepted ones are announced to the other shards.
+    var outbound = false
 
     /// No ring operation still refers to the socket: it may be closed.
     var quiet: Bool { !receiveArmed && !connectInFlight && !sending }

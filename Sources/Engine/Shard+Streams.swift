@@ -13,6 +13,10 @@ extension Shard {
     /// shard's connection. Record: socketIndex 8 | address 28 | bytes.
     static let streamMessageChannel: UInt16 = 0xFFF0
     static let streamSendChannel: UInt16 = 0xFFF1
+    /// A connection this shard accepted opened or closed, told to every other shard: a request toward that peer
+    /// from another shard goes over it (a phone's Contact naming the port of its own connection). Record:
+    /// socketIndex 8 (0 when closed) | address 28.
+    static let streamPeerChannel: UInt16 = 0xFFF2
     private static let mailHeaderBytes = 8 + 28
 
     /// Addresses this shard accepts TCP connections on.
@@ -70,6 +74,17 @@ extension Shard {
         counters.tcpOpen = streams.table.live
         armStreamReceive(slot)
         armSweep()
+        announcePeer(peer, socketIndex: StreamHandle(shard: index, slot: slot, generation: streams.table[slot].generation)
+            .socketIndex)
+    }
+
+    /// Tells the other shards which connection reaches `peer` (0: none any more).
+    private func announcePeer(_ peer: SocketAddress, socketIndex: Int) {
+        guard directory.count > 1 else { return }
+        for target in 0..<directory.count where target != index {
+            mailStream(UnsafeRawBufferPointer(start: nil, count: 0), channel: Shard.streamPeerChannel,
+                       socketIndex: socketIndex, address: peer, to: target)
+        }
     }
 
     // MARK: - Receive and framing
@@ -237,13 +252,18 @@ extension Shard {
     /// The engine's own mail: a stream message another shard lent here, or bytes for a connection of this one.
     /// False for a channel the handler owns.
     func streamMailArrived(from sender: Int, channel: UInt16, _ record: UnsafeRawBufferPointer) -> Bool {
-        guard channel == Shard.streamMessageChannel || channel == Shard.streamSendChannel else { return false }
+        guard channel == Shard.streamMessageChannel || channel == Shard.streamSendChannel
+                || channel == Shard.streamPeerChannel else { return false }
         guard record.count >= Shard.mailHeaderBytes,
               let address = SocketAddress(raw: record.baseAddress! + 8, length: 28) else {
             counters.dropped += 1
             return true
         }
         let socketIndex = Int(Int64(bitPattern: record.load(as: UInt64.self)))
+        if channel == Shard.streamPeerChannel {
+            streams.remotePeers[address] = socketIndex == 0 ? nil : socketIndex
+            return true
+        }
         let bytes = UnsafeRawBufferPointer(rebasing: record[Shard.mailHeaderBytes...])
         if channel == Shard.streamMessageChannel {
             _ = handler.handle(Datagram(bytes: bytes, source: address, socketIndex: socketIndex, lender: sender), on: self)
@@ -274,8 +294,17 @@ extension Shard {
             failSend(datagram.slot)
             return
         }
-        let slot = (handle.isToward ? nil : streams.table.usable(handle, host: destination))
-            ?? streams.table.connection(to: destination) ?? connect(to: destination)
+        var slot = handle.isToward ? nil : streams.table.usable(handle, host: destination)
+        slot = slot ?? streams.table.connection(to: destination)
+        if slot == nil, handle.isToward, let remote = streams.remotePeers[destination],
+           let owner = StreamHandle(socketIndex: remote), owner.shard != index {
+            // Another shard holds a connection with this peer (one it accepted): the bytes go there.
+            mailStream(UnsafeRawBufferPointer(rebasing: datagram.buffer[0..<length]), channel: Shard.streamSendChannel,
+                       socketIndex: remote, address: destination, to: owner.shard)
+            discard(datagram)
+            return
+        }
+        slot = slot ?? connect(to: destination)
         sends.prepareStream(slot: datagram.slot, length: length, connection: slot ?? UInt32.max)
         guard let slot, streams.table[slot].queued < streams.queueLimit else {
             if slot != nil { counters.tcpQueueFull += 1 }
@@ -446,6 +475,7 @@ extension Shard {
             counters.tcpRefused += 1
             return nil
         }
+        streams.table[slot].outbound = true
         Syscalls.disableNagle(fd)
         counters.tcpOpen = streams.table.live
         // The slot's own copy of the address: the kernel reads it when the connect is submitted, at the turn's end.
@@ -529,6 +559,7 @@ extension Shard {
         guard streams.table[slot].state == .closing, streams.table[slot].quiet else { return }
         while streams.table[slot].queueHead >= 0 { popStreamQueue(slot, delivered: false) }
         Syscalls.closeDescriptor(streams.table[slot].fd)
+        if !streams.table[slot].outbound { announcePeer(streams.table[slot].peer, socketIndex: 0) }
         streams.table.remove(slot)
         counters.tcpOpen = streams.table.live
     }

@@ -16,6 +16,8 @@ final class StreamSet {
     let connectMilliseconds: UInt64
     /// Listeners whose accept failed for want of descriptors: armed again by the next sweep.
     var acceptPaused: [Bool]
+    /// Connections other shards accepted, by peer address (their `streamPeerChannel` mail).
+    var remotePeers: [SocketAddress: Int] = [:]
     /// Messages queued on all connections: at most half the send slots.
     var queuedTotal = 0
     /// Each connection slot's address for its connect, stable until the connect is submitted.

@@ -78,13 +78,7 @@ enum Syscalls {
 
     /// The other end of a connected socket.
     static func peerAddress(of fd: Int32) -> SocketAddress? {
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
-        }
-        guard rc == 0 else { return nil }
-        return withUnsafeBytes(of: storage) { SocketAddress(raw: $0.baseAddress!, length: Int(length)) }
+        address(of: fd, getpeername)
     }
 
     /// Ends both directions of a connection: its multishot receive completes (0 bytes) and a send in flight fails,
@@ -134,10 +128,17 @@ enum Syscalls {
 
     /// The address a socket is bound to (to learn the port the kernel chose for port 0 in tests).
     static func localAddress(of fd: Int32) -> SocketAddress? {
+        address(of: fd, getsockname)
+    }
+
+    /// An address getsockname or getpeername fills in.
+    private static func address(of fd: Int32,
+                                _ call: (Int32, UnsafeMutablePointer<sockaddr>?, UnsafeMutablePointer<socklen_t>?) -> Int32)
+        -> SocketAddress? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call(fd, $0, &length) }
         }
         guard rc == 0 else { return nil }
         return withUnsafeBytes(of: storage) { SocketAddress(raw: $0.baseAddress!, length: Int(length)) }

@@ -5,7 +5,6 @@ JSON: commands in, responses and events out)."""
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import socket
 import time
@@ -142,16 +141,4 @@ class Phone:
 
 
 def free_port_for_udp_and_tcp(avoid: int = 0) -> int:
-    """A port below the ephemeral range (32768 up) that both a UDP and a TCP socket can bind now."""
-    while True:
-        port = random.randrange(20000, 32000)
-        if port == avoid:
-            continue
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                 socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                udp.bind((h.LOOPBACK, port))
-                tcp.bind((h.LOOPBACK, port))
-            return port
-        except OSError:
-            continue
+    return h.free_udp_tcp_port(avoid)

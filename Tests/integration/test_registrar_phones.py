@@ -4,8 +4,6 @@ The same over TCP (both phones register and call over TCP connections to ringsip
 one on UDP.
 """
 
-import socket
-
 import pytest
 
 import harness as h
@@ -89,16 +87,7 @@ def tcp_proxy(procs, ringsipd, tmp_path):
         missing("baresip with its ctrl_tcp module is not installed (make test-deps)")
     script = tmp_path / "phones.cfg"
     script.write_text('loadmodule "proto_tcp.so"\n' + SCRIPT)
-    for _ in range(20):
-        port = h.free_udp_ports(1)[0]
-        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            probe.bind((h.LOOPBACK, port))
-            break
-        except OSError:
-            continue
-        finally:
-            probe.close()
+    port = h.free_udp_tcp_port()
     proc = procs.start("ringsipd", [ringsipd, "-f", script, "--shards", "2", "--listen", f"udp:{h.LOOPBACK}:{port}",
                                     "--listen", f"tcp:{h.LOOPBACK}:{port}"])
     ok = h.wait_until(lambda: (h.udp_port_bound(port) and h.tcp_port_listening(port)) or not proc.alive(), 10)

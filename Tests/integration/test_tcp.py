@@ -78,18 +78,7 @@ def start(procs, ringsipd, uas: str, shards: int = 1, globals: str = "") -> tupl
 
 
 def free_port() -> int:
-    """A port free for both UDP and TCP a moment ago."""
-    for _ in range(50):
-        port = h.free_udp_ports(1)[0]
-        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            probe.bind((h.LOOPBACK, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            probe.close()
-    raise RuntimeError("no port free for both UDP and TCP")
+    return h.free_udp_tcp_port()
 
 
 def totals(procs, daemon: h.Proc) -> dict:
@@ -433,21 +422,28 @@ loadmodule "registrar.so"
 loadmodule "proto_tcp.so"
 route {{
     if (is_method("REGISTER")) {{ save("location"); exit; }}
+    if (has_totag()) {{ t_relay(); exit; }}
     if (!lookup("location")) {{ sl_send_reply(404, "Not Found"); exit; }}
     t_relay();
 }}
 """
 
 
-def test_a_phone_registered_over_tcp_is_called_on_its_connection_from_either_shard(procs, ringsipd):
-    """The Contact's own port is closed (a phone behind NAT): every INVITE, on whichever shard it arrives, must go
-    over the connection the REGISTER came on."""
+def start_registrar(procs, ringsipd) -> tuple[h.Proc, int]:
+    """REGISTRAR on UDP and TCP 127.0.0.1:PORT, two shards."""
     port = free_port()
     script = procs.workdir / "registrar.cfg"
     script.write_text(REGISTRAR.format(port=port))
     daemon = procs.start("ringsipd", [ringsipd, "-f", script, "--shards", "2"])
     h.wait_until(lambda: h.tcp_port_listening(port) or not daemon.alive(), 10)
     assert daemon.alive(), daemon.stderr()
+    return daemon, port
+
+
+def test_a_phone_registered_over_tcp_is_called_on_its_connection_from_either_shard(procs, ringsipd):
+    """The Contact's own port is closed (a phone behind NAT): every INVITE, on whichever shard it arrives, must go
+    over the connection the REGISTER came on."""
+    daemon, port = start_registrar(procs, ringsipd)
     phone = connect(port)
     phone.sendall((f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.7:5060;branch=z9hG4bK-reg1\r\n"
                    "From: <sip:bob@example.com>;tag=r1\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg-1\r\n"
@@ -475,12 +471,7 @@ def test_answers_cross_shards_between_tcp_phones_at_once(procs, ringsipd):
     """Six caller/callee pairs, each registered over its own connection on whichever shard took it: a callee's 200
     that arrives on the other shard than the call's transaction is handed over and relayed at once (not when that
     shard next has something to do)."""
-    port = free_port()
-    script = procs.workdir / "registrar.cfg"
-    script.write_text(REGISTRAR.format(port=port))
-    daemon = procs.start("ringsipd", [ringsipd, "-f", script, "--shards", "2"])
-    h.wait_until(lambda: h.tcp_port_listening(port) or not daemon.alive(), 10)
-    assert daemon.alive(), daemon.stderr()
+    daemon, port = start_registrar(procs, ringsipd)
 
     def register(user: str, contact_port: int) -> socket.socket:
         sock = connect(port)
@@ -507,3 +498,27 @@ def test_answers_cross_shards_between_tcp_phones_at_once(procs, ringsipd):
         caller.close()
         callee.close()
     procs.stop(daemon)
+
+
+def test_a_request_toward_a_peer_of_another_shards_connection_goes_over_it(procs, ringsipd):
+    """A phone whose Contact names its own connection's port (no listener behind it, as baresip's does): an
+    in-dialog request routed to that Contact, on whichever shard, goes over the connection the phone opened."""
+    daemon, port = start_registrar(procs, ringsipd)
+    phone = connect(port)
+    own = phone.getsockname()[1]
+    phone.sendall(options("hello", port))
+    assert read_responses(phone, 1), "the phone's connection was not served"
+    for n in range(8):
+        caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        caller.bind((h.LOOPBACK, 0))
+        caller.sendto((f"BYE sip:bob@127.0.0.1:{own};transport=tcp SIP/2.0\r\n"
+                       f"Via: SIP/2.0/UDP 127.0.0.1:{caller.getsockname()[1]};rport;branch=z9hG4bK-bye{n}\r\n"
+                       f"From: <sip:alice@example.com>;tag=a{n}\r\nTo: <sip:bob@example.com>;tag=b{n}\r\n"
+                       f"Call-ID: bye-{n}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(),
+                      (h.LOOPBACK, port))
+        got = read_responses(phone, 1, seconds=3)
+        assert got and got[0].startswith("BYE ") and f"bye-{n}" in got[0], (n, got)
+        caller.close()
+    phone.close()
+    t = totals(procs, daemon)
+    assert t["tcp_connect_failed"] == 0 and t["tcp_connected"] == 0, t
