@@ -22,6 +22,8 @@ final class SendPool {
     let streamNext: UnsafeMutablePointer<Int32>
     let streamSent: UnsafeMutablePointer<Int32>
     let streamConnection: UnsafeMutablePointer<UInt32>
+    /// The shard that mailed the message here to be written (-1: this one's own), told if it cannot be delivered.
+    let streamOrigin: UnsafeMutablePointer<Int16>
     var inFlight: Int { capacity - freeCount }
 
     init(capacity: Int, slotBytes: Int) {
@@ -39,6 +41,8 @@ final class SendPool {
         streamSent = .allocate(capacity: capacity)
         streamSent.initialize(repeating: 0, count: capacity)
         streamConnection = .allocate(capacity: capacity)
+        streamOrigin = .allocate(capacity: capacity)
+        streamOrigin.initialize(repeating: -1, count: capacity)
         streamConnection.initialize(repeating: 0, count: capacity)
         for i in 0..<capacity {
             freeStack[i] = Int32(capacity - 1 - i)
@@ -62,6 +66,7 @@ final class SendPool {
         streamNext.deallocate()
         streamSent.deallocate()
         streamConnection.deallocate()
+        streamOrigin.deallocate()
     }
 
     @inline(__always)
@@ -84,12 +89,13 @@ final class SendPool {
     }
 
     /// Sets a slot up to be written to a stream: `length` bytes, none taken yet, queued on `connection`.
-    func prepareStream(slot: Int32, length: Int, connection: UInt32) {
+    func prepareStream(slot: Int32, length: Int, connection: UInt32, origin: Int) {
         let i = Int(slot)
         vectors[i].iov_len = length
         streamSent[i] = 0
         streamNext[i] = -1
         streamConnection[i] = connection
+        streamOrigin[i] = Int16(origin)
     }
 
     /// What is left to write of a slot queued on a stream.

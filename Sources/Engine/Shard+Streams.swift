@@ -17,6 +17,9 @@ extension Shard {
     /// from another shard goes over it (a phone's Contact naming the port of its own connection). Record:
     /// socketIndex 8 (0 when closed) | address 28.
     static let streamPeerChannel: UInt16 = 0xFFF2
+    /// A message another shard mailed here to write that could not be delivered, back to that shard's handler
+    /// (`ShardHandler.sendFailed`: its transaction's branch ends 503). Record: 0 8 | address 28 | bytes.
+    static let streamFailedChannel: UInt16 = 0xFFF3
     private static let mailHeaderBytes = 8 + 28
 
     /// Addresses this shard accepts TCP connections on.
@@ -252,8 +255,7 @@ extension Shard {
     /// The engine's own mail: a stream message another shard lent here, or bytes for a connection of this one.
     /// False for a channel the handler owns.
     func streamMailArrived(from sender: Int, channel: UInt16, _ record: UnsafeRawBufferPointer) -> Bool {
-        guard channel == Shard.streamMessageChannel || channel == Shard.streamSendChannel
-                || channel == Shard.streamPeerChannel else { return false }
+        guard channel >= Shard.streamMessageChannel && channel <= Shard.streamFailedChannel else { return false }
         guard record.count >= Shard.mailHeaderBytes,
               let address = SocketAddress(raw: record.baseAddress! + 8, length: 28) else {
             counters.dropped += 1
@@ -267,9 +269,13 @@ extension Shard {
         let bytes = UnsafeRawBufferPointer(rebasing: record[Shard.mailHeaderBytes...])
         if channel == Shard.streamMessageChannel {
             _ = handler.handle(Datagram(bytes: bytes, source: address, socketIndex: socketIndex, lender: sender), on: self)
+        } else if channel == Shard.streamFailedChannel {
+            handler.sendFailed(bytes, on: self)
         } else if let out = makeDatagram(), bytes.count <= out.buffer.count {
             UnsafeMutableRawBufferPointer(rebasing: out.buffer[0..<bytes.count]).copyMemory(from: bytes)
+            streams.mailedFrom = sender
             send(out, length: bytes.count, to: address, socketIndex: socketIndex)
+            streams.mailedFrom = -1
         } else {
             counters.dropped += 1
         }
@@ -289,7 +295,7 @@ extension Shard {
         }
         // TCP may hold at most half the shard's send slots, so peers that stop reading cannot starve the rest.
         guard streams.queuedTotal < sends.capacity / 2 else {
-            sends.prepareStream(slot: datagram.slot, length: length, connection: UInt32.max)
+            sends.prepareStream(slot: datagram.slot, length: length, connection: UInt32.max, origin: streams.mailedFrom)
             counters.tcpQueueFull += 1
             failSend(datagram.slot)
             return
@@ -305,7 +311,7 @@ extension Shard {
             return
         }
         slot = slot ?? connect(to: destination)
-        sends.prepareStream(slot: datagram.slot, length: length, connection: slot ?? UInt32.max)
+        sends.prepareStream(slot: datagram.slot, length: length, connection: slot ?? UInt32.max, origin: streams.mailedFrom)
         guard let slot, streams.table[slot].queued < streams.queueLimit else {
             if slot != nil { counters.tcpQueueFull += 1 }
             failSend(datagram.slot)
@@ -452,7 +458,14 @@ extension Shard {
             // Swapped out: what the handler's reactions fail meanwhile waits for the next round.
             swap(&streams.failed, &streams.reporting)
             for sendSlot in streams.reporting {
-                handler.sendFailed(sends.streamMessage(slot: sendSlot), on: self)
+                let origin = Int(sends.streamOrigin[Int(sendSlot)])
+                if origin >= 0 && origin != index && origin < directory.count {
+                    // Mailed here by the shard whose transaction sent it: that shard is told.
+                    mailStream(sends.streamMessage(slot: sendSlot), channel: Shard.streamFailedChannel, socketIndex: 0,
+                               address: SocketAddress(ipv4: (0, 0, 0, 0), port: 0), to: origin)
+                } else {
+                    handler.sendFailed(sends.streamMessage(slot: sendSlot), on: self)
+                }
                 _ = sends.release(slot: UInt32(sendSlot), generation: sends.generation(of: sendSlot))
             }
             streams.reporting.removeAll(keepingCapacity: true)

@@ -529,3 +529,36 @@ def test_a_request_toward_a_peer_of_another_shards_connection_goes_over_it(procs
     phone.close()
     t = totals(procs, daemon)
     assert t["tcp_connect_failed"] == 0 and t["tcp_connected"] == 0, t
+
+
+def test_a_call_to_a_phone_whose_connection_is_gone_ends_503_from_either_shard(procs, ringsipd):
+    """The binding's connection has closed and its Contact refuses connections: the call is answered 503 at
+    once on whichever shard it arrives (the connection's shard tells the transaction's), not after a timeout."""
+    daemon, port = start_registrar(procs, ringsipd)
+    phone = connect(port)
+    phone.sendall((f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.7:5060;branch=z9hG4bK-gone\r\n"
+                   "From: <sip:carol@example.com>;tag=r1\r\nTo: <sip:carol@example.com>\r\nCall-ID: reg-gone\r\n"
+                   "CSeq: 1 REGISTER\r\nContact: <sip:carol@127.0.0.1:9;transport=tcp>\r\nExpires: 600\r\n"
+                   "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
+    assert read_responses(phone, 1)[0].startswith("SIP/2.0 200")
+    phone.close()
+    time.sleep(0.3)
+    for n in range(8):
+        caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        caller.bind((h.LOOPBACK, 0))
+        caller.settimeout(2)
+        caller.sendto((f"INVITE sip:carol@example.com SIP/2.0\r\n"
+                       f"Via: SIP/2.0/UDP 127.0.0.1:{caller.getsockname()[1]};rport;branch=z9hG4bK-gone{n}\r\n"
+                       f"From: <sip:alice@example.com>;tag=g{n}\r\nTo: <sip:carol@example.com>\r\nCall-ID: gone-{n}\r\n"
+                       "CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), (h.LOOPBACK, port))
+        finals = []
+        try:
+            while not finals:
+                status = caller.recv(65536).decode().split("\r\n")[0]
+                if not status.startswith("SIP/2.0 1"):
+                    finals.append(status)
+        except socket.timeout:
+            pass
+        assert finals == ["SIP/2.0 503 Service Unavailable"], (n, finals)
+        caller.close()
+    procs.stop(daemon)
