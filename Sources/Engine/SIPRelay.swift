@@ -33,9 +33,7 @@ public struct NextHop: Equatable, Sendable {
     /// The transport a URI's `transport` parameter names; UDP without one, or for one ringsip does not carry.
     public static func transport(of uri: SIPURI, in bytes: UnsafeRawBufferPointer) -> SIPTransport {
         guard let value = SIPURI.parameter("transport", in: uri.parameters, of: bytes) else { return .udp }
-        let text = UnsafeRawBufferPointer(rebasing: bytes[Int(value.start)..<Int(value.end)])
-        return text.count == 3 && text[0] | 0x20 == UInt8(ascii: "t") && text[1] | 0x20 == UInt8(ascii: "c")
-            && text[2] | 0x20 == UInt8(ascii: "p") ? .tcp : .udp
+        return SIPTransport.classify(bytes, Int(value.start), Int(value.end)) == .tcp ? .tcp : .udp
     }
 }
 
@@ -64,6 +62,8 @@ public final class SIPRelay {
     /// The same for each TCP listen address (`streamListenAddresses`), whose Record-Route says `transport=tcp`.
     private var streamSentBy: [SentBy] = []
     private var streamFamilies: [Int32] = []
+    /// The TCP listen addresses, learned with the rest (read per forwarded request: not through `any ShardIO`).
+    private var streamAddresses: [SocketAddress] = []
     private let branch: UnsafeMutableRawBufferPointer
     private let sourceHost: UnsafeMutableRawBufferPointer
     private static let branchPrefix: StaticString = "z9hG4bKrs"
@@ -136,7 +136,7 @@ public final class SIPRelay {
     public func socketToward(_ destination: SocketAddress, transport: SIPTransport = .udp, preferring socketIndex: Int,
                              on shard: any ShardIO) -> Int? {
         learnLocalAddresses(shard)
-        guard !shard.localAddresses.contains(destination), !shard.streamListenAddresses.contains(destination) else {
+        guard !shard.localAddresses.contains(destination), !streamAddresses.contains(destination) else {
             return nil
         }
         if transport == .tcp { return StreamHandle.toward }
@@ -367,7 +367,8 @@ public final class SIPRelay {
         guard sentBy.isEmpty && streamSentBy.isEmpty else { return }
         sentBy = shard.localAddresses.map { learn($0, transportParameter: "") }
         streamSentBy = shard.streamListenAddresses.map { learn($0, transportParameter: ";transport=tcp") }
-        streamFamilies = shard.streamListenAddresses.map(\.family)
+        streamAddresses = shard.streamListenAddresses
+        streamFamilies = streamAddresses.map(\.family)
         otherNames += identity.aliases.map { (Array($0.host.utf8), $0.port) }
     }
 

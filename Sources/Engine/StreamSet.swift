@@ -16,8 +16,6 @@ final class StreamSet {
     let connectMilliseconds: UInt64
     /// Listeners whose accept failed for want of descriptors: armed again by the next sweep.
     var acceptPaused: [Bool]
-    /// While a send mailed by another shard is made: that shard (`SendPool.streamOrigin`); -1 otherwise.
-    var mailedFrom = -1
     /// Connections other shards accepted, by peer address (their `streamPeerChannel` mail).
     var remotePeers: [SocketAddress: Int] = [:]
     /// Messages queued on all connections: at most half the send slots.

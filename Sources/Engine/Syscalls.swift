@@ -8,54 +8,38 @@ enum Syscalls {
     /// A UDP socket bound to `address` with SO_REUSEPORT, so every shard can bind its own socket to the same
     /// address and the kernel spreads datagrams between them by flow hash.
     static func boundUDPSocket(_ address: SocketAddress, receiveBufferBytes: Int32) -> Result<Int32, Errno> {
-        let fd = socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return .failure(Errno(rawValue: errno)) }
-        var one: Int32 = 1
-        var bytes = receiveBufferBytes
-        let size = socklen_t(MemoryLayout<Int32>.size)
-        if setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, size) != 0
-            || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, size) != 0 {
-            let error = Errno(rawValue: errno)
-            close(fd)
-            return .failure(error)
+        boundSharedSocket(address, type: Int32(SOCK_DGRAM.rawValue)) { fd in
+            // A larger receive buffer rides out bursts while a shard is busy; failure only means the default.
+            var bytes = receiveBufferBytes
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, socklen_t(MemoryLayout<Int32>.size))
+            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, socklen_t(MemoryLayout<Int32>.size))
+            return 0
         }
-        // A larger receive buffer rides out bursts while a shard is busy; failure only means the default.
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, size)
-        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, size)
-        if address.isIPv6 {
-            _ = setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, size)
-        }
-        var storage = address.storage
-        let rc = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, address.length) }
-        }
-        guard rc == 0 else {
-            let error = Errno(rawValue: errno)
-            close(fd)
-            return .failure(error)
-        }
-        return .success(fd)
     }
 
     /// A TCP socket listening on `address` with SO_REUSEPORT, one per shard: the kernel spreads new connections
     /// between the shards' sockets by flow hash, and a connection belongs to the shard that accepted it.
     static func listeningTCPSocket(_ address: SocketAddress, backlog: Int32) -> Result<Int32, Errno> {
-        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        boundSharedSocket(address, type: Int32(SOCK_STREAM.rawValue)) { fd in listen(fd, backlog) }
+    }
+
+    /// A socket of `type` bound to `address` with SO_REUSEPORT (and IPV6_V6ONLY for IPv6), then `finish(fd)`
+    /// (0 or -1 with errno set). Closed again on any failure.
+    private static func boundSharedSocket(_ address: SocketAddress, type: Int32,
+                                          finish: (Int32) -> Int32) -> Result<Int32, Errno> {
+        let fd = socket(address.family, type | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return .failure(Errno(rawValue: errno)) }
         var one: Int32 = 1
         let size = socklen_t(MemoryLayout<Int32>.size)
-        if setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, size) != 0
-            || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, size) != 0 {
-            let error = Errno(rawValue: errno)
-            close(fd)
-            return .failure(error)
-        }
         if address.isIPv6 { _ = setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, size) }
         var storage = address.storage
-        let rc = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, address.length) }
-        }
-        guard rc == 0, listen(fd, backlog) == 0 else {
+        let ok = setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, size) == 0
+            && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, size) == 0
+            && withUnsafePointer(to: &storage, {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, address.length) }
+            }) == 0
+            && finish(fd) == 0
+        guard ok else {
             let error = Errno(rawValue: errno)
             close(fd)
             return .failure(error)

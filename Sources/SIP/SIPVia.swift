@@ -14,7 +14,8 @@ public enum SIPTransport: UInt8, Sendable {
         }
     }
 
-    static func classify(_ b: UnsafeRawBufferPointer, _ lower: Int, _ upper: Int) -> SIPTransport {
+    /// The transport `b[lower..<upper]` names, case-insensitively (a Via's sent-protocol, a URI's `transport`).
+    public static func classify(_ b: UnsafeRawBufferPointer, _ lower: Int, _ upper: Int) -> SIPTransport {
         if b.equalsLowercase(lower, upper, "udp") { return .udp }
         if b.equalsLowercase(lower, upper, "tcp") { return .tcp }
         if b.equalsLowercase(lower, upper, "tls") { return .tls }

@@ -447,17 +447,23 @@ def start_registrar(procs, ringsipd) -> tuple[h.Proc, int]:
     return daemon, port
 
 
+def register(port: int, user: str, contact_port: int) -> socket.socket:
+    """A new connection that registers `user`@example.com with Contact sip:user@127.0.0.1:contact_port over TCP."""
+    sock = connect(port)
+    sock.sendall((f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{contact_port};branch=z9hG4bK-r{user}\r\n"
+                  f"From: <sip:{user}@example.com>;tag=r1\r\nTo: <sip:{user}@example.com>\r\nCall-ID: reg-{user}\r\n"
+                  f"CSeq: 1 REGISTER\r\nContact: <sip:{user}@127.0.0.1:{contact_port};transport=tcp>\r\n"
+                  "Expires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
+    answer = read_responses(sock, 1)
+    assert answer and answer[0].startswith("SIP/2.0 200"), answer
+    return sock
+
+
 def test_a_phone_registered_over_tcp_is_called_on_its_connection_from_either_shard(procs, ringsipd):
     """The Contact's own port is closed (a phone behind NAT): every INVITE, on whichever shard it arrives, must go
     over the connection the REGISTER came on."""
     daemon, port = start_registrar(procs, ringsipd)
-    phone = connect(port)
-    phone.sendall((f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.7:5060;branch=z9hG4bK-reg1\r\n"
-                   "From: <sip:bob@example.com>;tag=r1\r\nTo: <sip:bob@example.com>\r\nCall-ID: reg-1\r\n"
-                   "CSeq: 1 REGISTER\r\nContact: <sip:bob@127.0.0.1:9;transport=tcp>\r\nExpires: 600\r\n"
-                   "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
-    answer = read_responses(phone, 1)
-    assert answer and answer[0].startswith("SIP/2.0 200"), answer
+    phone = register(port, "bob", contact_port=9)
     # INVITEs from several source ports, so SO_REUSEPORT spreads them over both shards.
     for n in range(8):
         caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -480,17 +486,8 @@ def test_answers_cross_shards_between_tcp_phones_at_once(procs, ringsipd):
     shard next has something to do)."""
     daemon, port = start_registrar(procs, ringsipd)
 
-    def register(user: str, contact_port: int) -> socket.socket:
-        sock = connect(port)
-        sock.sendall((f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{contact_port};branch=z9hG4bK-r{user}\r\n"
-                      f"From: <sip:{user}@example.com>;tag=r1\r\nTo: <sip:{user}@example.com>\r\nCall-ID: reg-{user}\r\n"
-                      f"CSeq: 1 REGISTER\r\nContact: <sip:{user}@127.0.0.1:{contact_port};transport=tcp>\r\n"
-                      "Expires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
-        assert read_responses(sock, 1)[0].startswith("SIP/2.0 200")
-        return sock
-
     for k in range(6):
-        caller, callee = register(f"alice{k}", 9), register(f"bob{k}", 9)
+        caller, callee = register(port, f"alice{k}", 9), register(port, f"bob{k}", 9)
         caller.sendall((f"INVITE sip:bob{k}@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;rport;branch=z9hG4bK-x{k}\r\n"
                         f"From: <sip:alice{k}@example.com>;tag=a{k}\r\nTo: <sip:bob{k}@example.com>\r\nCall-ID: x-{k}\r\n"
                         "CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
@@ -535,12 +532,7 @@ def test_a_call_to_a_phone_whose_connection_is_gone_ends_503_from_either_shard(p
     """The binding's connection has closed and its Contact refuses connections: the call is answered 503 at
     once on whichever shard it arrives (the connection's shard tells the transaction's), not after a timeout."""
     daemon, port = start_registrar(procs, ringsipd)
-    phone = connect(port)
-    phone.sendall((f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.7:5060;branch=z9hG4bK-gone\r\n"
-                   "From: <sip:carol@example.com>;tag=r1\r\nTo: <sip:carol@example.com>\r\nCall-ID: reg-gone\r\n"
-                   "CSeq: 1 REGISTER\r\nContact: <sip:carol@127.0.0.1:9;transport=tcp>\r\nExpires: 600\r\n"
-                   "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
-    assert read_responses(phone, 1)[0].startswith("SIP/2.0 200")
+    phone = register(port, "carol", contact_port=9)
     phone.close()
     time.sleep(0.3)
     for n in range(8):
